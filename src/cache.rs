@@ -1,0 +1,277 @@
+//! What idsync remembers between runs, in sled at `cache.path`.
+//!
+//! Trees: `subjects` (subject → what happened to it in the gateway), `runs` (a short
+//! history of runs, keyed by start time), `meta` (schema version). Outcomes are
+//! flushed to disk as soon as they are known, so a crash or `kill -9` loses nothing
+//! that the gateway already holds.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Email, Fingerprint, Subject};
+use crate::sync::Counts;
+
+const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+/// sled's page cache; the cache's real data is a few hundred bytes per user.
+const CACHE_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
+/// Runs kept in the history.
+const RUN_HISTORY: usize = 100;
+
+/// Why the cache cannot be used. Every variant aborts the run (exit 3): without
+/// the cache idsync cannot know whom it already created.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Another idsync (daemon or one-shot run) has the cache open.
+    #[error("the cache at {} is in use by another idsync process; stop it or point cache.path elsewhere", path.display())]
+    Locked { path: PathBuf },
+    /// The store failed (permissions, disk full, corruption).
+    #[error("the cache at {} failed: {source}", path.display())]
+    Store { path: PathBuf, source: sled::Error },
+    /// A record cannot be decoded, or the schema is newer than this build knows.
+    #[error("the cache at {} is unreadable: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+}
+
+/// What idsync knows about one subject in the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectRecord {
+    pub email: Email,
+    pub state: SubjectState,
+    /// The directory data idsync last sent for this subject.
+    pub fingerprint: Fingerprint,
+    /// The gateway's message, for a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Unix seconds of the last change.
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectState {
+    /// idsync created the user.
+    Created,
+    /// The gateway already had a user with this e-mail.
+    Existing,
+    /// The gateway refused this data with a 4xx; not resent until it changes.
+    Rejected,
+}
+
+/// One run in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// RFC 3339.
+    pub started_at: String,
+    pub finished_at: String,
+    /// `ok`, `failures` (some users failed) or `aborted`.
+    pub outcome: String,
+    pub counts: Counts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub struct Cache {
+    path: PathBuf,
+    db: sled::Db,
+    subjects: sled::Tree,
+    runs: sled::Tree,
+}
+
+impl Cache {
+    /// Opens (creating if needed) the cache; fails at once if another process has it.
+    pub fn open(path: &Path) -> Result<Self, CacheError> {
+        let store_error = |source: sled::Error| {
+            let locked = matches!(&source, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
+            if locked {
+                CacheError::Locked {
+                    path: path.to_owned(),
+                }
+            } else {
+                CacheError::Store {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .open()
+            .map_err(store_error)?;
+        let meta = db.open_tree("meta").map_err(store_error)?;
+        let cache = Self {
+            path: path.to_owned(),
+            subjects: db.open_tree("subjects").map_err(store_error)?,
+            runs: db.open_tree("runs").map_err(store_error)?,
+            db,
+        };
+        match meta.get(SCHEMA_KEY).map_err(|e| cache.store_error(e))? {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(|e| cache.store_error(e))?;
+            }
+            Some(found) if found.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(found) => {
+                return Err(cache.unreadable(format!(
+                    "schema version {found:?} is not {SCHEMA_VERSION}, the one this build knows"
+                )))
+            }
+        }
+        Ok(cache)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every subject idsync has a record of.
+    pub fn subjects(&self) -> Result<HashMap<Subject, SubjectRecord>, CacheError> {
+        let mut records = HashMap::with_capacity(self.subjects.len());
+        for entry in self.subjects.iter() {
+            let (key, value) = entry.map_err(|e| self.store_error(e))?;
+            let subject = Subject::new(String::from_utf8_lossy(&key).into_owned());
+            let record = serde_json::from_slice(&value)
+                .map_err(|err| self.unreadable(format!("record of subject {subject}: {err}")))?;
+            records.insert(subject, record);
+        }
+        Ok(records)
+    }
+
+    /// Stores outcomes and returns once they are on disk.
+    pub async fn record(&self, outcomes: &[(Subject, SubjectRecord)]) -> Result<(), CacheError> {
+        let mut batch = sled::Batch::default();
+        for (subject, record) in outcomes {
+            let value = serde_json::to_vec(record)
+                .map_err(|err| self.unreadable(format!("cannot encode a record: {err}")))?;
+            batch.insert(subject.as_str().as_bytes(), value);
+        }
+        self.subjects
+            .apply_batch(batch)
+            .map_err(|e| self.store_error(e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(())
+    }
+
+    /// Appends a run to the history, keeping the newest [`RUN_HISTORY`].
+    pub async fn record_run(&self, run: &RunRecord) -> Result<(), CacheError> {
+        let key = self
+            .runs
+            .last()
+            .map_err(|e| self.store_error(e))?
+            .map_or(0, |(key, _)| sequence_of(&key) + 1);
+        let value = serde_json::to_vec(run)
+            .map_err(|err| self.unreadable(format!("cannot encode a run: {err}")))?;
+        self.runs
+            .insert(key.to_be_bytes(), value)
+            .map_err(|e| self.store_error(e))?;
+        while self.runs.len() > RUN_HISTORY {
+            self.runs.pop_min().map_err(|e| self.store_error(e))?;
+        }
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(())
+    }
+
+    /// The newest runs, newest first.
+    pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, CacheError> {
+        self.runs
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry.map_err(|e| self.store_error(e))?;
+                serde_json::from_slice(&value)
+                    .map_err(|err| self.unreadable(format!("run record: {err}")))
+            })
+            .collect()
+    }
+
+    fn store_error(&self, source: sled::Error) -> CacheError {
+        CacheError::Store {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn unreadable(&self, reason: String) -> CacheError {
+        CacheError::Unreadable {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
+fn sequence_of(key: &[u8]) -> u64 {
+    key.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(email: &str, state: SubjectState) -> SubjectRecord {
+        SubjectRecord {
+            email: Email::parse(email).expect("email"),
+            state,
+            fingerprint: Fingerprint(7),
+            detail: None,
+            updated_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn outcomes_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let cache = Cache::open(dir.path()).expect("open");
+            cache
+                .record(&[(Subject::new("s1"), record("a@x.com", SubjectState::Created))])
+                .await
+                .expect("record");
+        }
+        let cache = Cache::open(dir.path()).expect("reopen");
+        let subjects = cache.subjects().expect("subjects");
+        assert_eq!(
+            subjects[&Subject::new("s1")],
+            record("a@x.com", SubjectState::Created)
+        );
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_clearly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = Cache::open(dir.path()).expect("open");
+        let err = Cache::open(dir.path())
+            .err()
+            .expect("second open must fail");
+        assert!(matches!(err, CacheError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another idsync process"));
+    }
+
+    #[tokio::test]
+    async fn run_history_is_bounded_and_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path()).expect("open");
+        for i in 0..(RUN_HISTORY + 5) {
+            let run = RunRecord {
+                started_at: format!("run {i}"),
+                finished_at: String::new(),
+                outcome: "ok".into(),
+                counts: Counts::default(),
+                error: None,
+            };
+            cache.record_run(&run).await.expect("record run");
+        }
+        let runs = cache.recent_runs(usize::MAX).expect("runs");
+        assert_eq!(runs.len(), RUN_HISTORY);
+        assert_eq!(runs[0].started_at, format!("run {}", RUN_HISTORY + 4));
+    }
+}

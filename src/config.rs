@@ -1,0 +1,774 @@
+//! Configuration in two stages: the TOML file as written ([`RawConfig`], unknown keys
+//! refused) and the checked [`Config`] the rest of idsync runs on.
+//!
+//! [`Config::parse`] does no network I/O; it reads only the config file, secret files
+//! and CA files. Every error names the key and shows a valid example, and invalid
+//! values are fatal: a daemon that "warns and uses a default" syncs the wrong thing.
+
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Environment variables that may carry secrets instead of the file.
+pub const ENV_SOURCE_CLIENT_SECRET: &str = "IDSYNC_SOURCE_CLIENT_SECRET";
+pub const ENV_SOURCE_BEARER_TOKEN: &str = "IDSYNC_SOURCE_BEARER_TOKEN";
+pub const ENV_TARGET_API_KEY: &str = "IDSYNC_TARGET_API_KEY";
+
+/// Why a configuration cannot be used. The caller prints it and exits 2 before
+/// touching anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file itself could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("{location}: {message}")]
+    Syntax { location: String, message: String },
+    /// A key has a value idsync cannot use.
+    #[error("{key} {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// A credential. It never prints: `Debug` and `Display` show `**redacted**`, so a
+/// config or error that is logged cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The only way to the value; grep for it to audit where secrets go.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
+
+// ---------------------------------------------------------------- raw (as written)
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    source: RawSource,
+    target: RawTarget,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    cache: RawCache,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: String,
+    url: String,
+    page_size: Option<i64>,
+    subject_attribute: Option<String>,
+    bearer_token: Option<Secret>,
+    bearer_token_file: Option<PathBuf>,
+    oidc: Option<RawOidc>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: String,
+    client_id: String,
+    client_secret: Option<Secret>,
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    auth_method: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    url: String,
+    api_key: Option<Secret>,
+    api_key_file: Option<PathBuf>,
+    api_key_header: Option<String>,
+    rate_limit_per_second: Option<i64>,
+    burst: Option<i64>,
+    max_in_flight: Option<i64>,
+    max_attempts: Option<i64>,
+    timeout_secs: Option<i64>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    schedule: Option<String>,
+    run_on_start: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    path: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+// ---------------------------------------------------------------- checked
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub target: TargetConfig,
+    pub sync: SyncConfig,
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// SCIM base URL, e.g. `https://idp.example.com/scim/v2` (no trailing slash).
+    pub url: Url,
+    pub page_size: NonZeroU32,
+    pub subject_attribute: SubjectAttribute,
+    pub auth: SourceAuth,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Which SCIM attribute is the user's immutable key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectAttribute {
+    Id,
+    ExternalId,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceAuth {
+    /// A fixed token issued out of band.
+    Bearer(Secret),
+    /// A token from the IdP's token endpoint (client-credentials grant).
+    Oidc(OidcConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub auth_method: ClientAuthMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// The gateway's API base, e.g. `https://use.hoop.dev/api` (no trailing slash).
+    pub url: Url,
+    pub api_key: Secret,
+    pub api_key_header: ApiKeyHeader,
+    pub rate_limit_per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+    pub max_in_flight: NonZeroUsize,
+    pub max_attempts: NonZeroU32,
+    pub timeout: Duration,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// How the gateway API key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKeyHeader {
+    /// `Authorization: Bearer <key>`: managed `hpk_` keys and admin access tokens.
+    Authorization,
+    /// `Api-Key: <key>`: the legacy org key (refused on multi-tenant gateways).
+    ApiKey,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub schedule: cron::Schedule,
+    pub run_on_start: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`, taking secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// Checks `text`; `origin` names the file in errors and `env` looks up variables.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|err| syntax_error(text, origin, &err))?;
+        raw.validate(env)
+    }
+}
+
+/// One line: where (file and line) and what, without the multi-line TOML snippet.
+fn syntax_error(text: &str, origin: &str, err: &toml::de::Error) -> ConfigError {
+    let location = match err.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{origin} line {line}")
+        }
+        None => origin.to_owned(),
+    };
+    ConfigError::Syntax {
+        location,
+        message: err.message().trim().replace('\n', " "),
+    }
+}
+
+impl RawConfig {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Ok(Config {
+            source: self.source.validate(env)?,
+            target: self.target.validate(env)?,
+            sync: self.sync.validate()?,
+            cache: CacheConfig {
+                path: self
+                    .cache
+                    .path
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/idsync")),
+            },
+        })
+    }
+}
+
+impl RawSource {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<SourceConfig, ConfigError> {
+        if self.kind != "scim" {
+            return Err(invalid(
+                "source.kind",
+                format!(
+                    "must be \"scim\" (the only kind so far), such as kind = \"scim\"; got {:?}",
+                    self.kind
+                ),
+            ));
+        }
+        let url = http_url("source.url", &self.url, "https://idp.example.com/scim/v2")?;
+        let page_size = positive("source.page_size", self.page_size.unwrap_or(100), "100")?;
+        let subject_attribute = match self.subject_attribute.as_deref().unwrap_or("id") {
+            "id" => SubjectAttribute::Id,
+            "externalId" => SubjectAttribute::ExternalId,
+            other => {
+                return Err(invalid(
+                    "source.subject_attribute",
+                    format!("must be \"id\" or \"externalId\", such as subject_attribute = \"id\"; got {other:?}"),
+                ))
+            }
+        };
+        let bearer = optional_secret(
+            "source.bearer_token",
+            self.bearer_token,
+            self.bearer_token_file.as_deref(),
+            ENV_SOURCE_BEARER_TOKEN,
+            env,
+        )?;
+        let auth = match (bearer, self.oidc) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "source.oidc",
+                    "cannot be combined with a static bearer token: give either [source.oidc] or bearer_token_file = \"/run/secrets/scim_token\"",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "source",
+                    "needs credentials: a [source.oidc] table (issuer, client_id, client_secret_file) or bearer_token_file = \"/run/secrets/scim_token\"",
+                ))
+            }
+            (Some(token), None) => SourceAuth::Bearer(token),
+            (None, Some(oidc)) => SourceAuth::Oidc(oidc.validate(env)?),
+        };
+        Ok(SourceConfig {
+            url,
+            page_size,
+            subject_attribute,
+            auth,
+            ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
+        })
+    }
+}
+
+impl RawOidc {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<OidcConfig, ConfigError> {
+        let issuer = http_url(
+            "source.oidc.issuer",
+            &self.issuer,
+            "https://idp.example.com",
+        )?;
+        if self.client_id.trim().is_empty() {
+            return Err(invalid(
+                "source.oidc.client_id",
+                "must not be empty, such as client_id = \"idsync\"",
+            ));
+        }
+        let client_secret = optional_secret(
+            "source.oidc.client_secret",
+            self.client_secret,
+            self.client_secret_file.as_deref(),
+            ENV_SOURCE_CLIENT_SECRET,
+            env,
+        )?
+        .ok_or_else(|| {
+            invalid(
+                "source.oidc.client_secret",
+                format!("is missing: set client_secret_file = \"/run/secrets/idp_client_secret\" or the environment variable {ENV_SOURCE_CLIENT_SECRET}"),
+            )
+        })?;
+        let auth_method = match self.auth_method.as_deref().unwrap_or("client_secret_basic") {
+            "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
+            "client_secret_post" => ClientAuthMethod::ClientSecretPost,
+            other => {
+                return Err(invalid(
+                    "source.oidc.auth_method",
+                    format!("must be \"client_secret_basic\" or \"client_secret_post\", such as auth_method = \"client_secret_basic\"; got {other:?}"),
+                ))
+            }
+        };
+        Ok(OidcConfig {
+            // Kept as written: discovery compares it with the provider's `issuer` exactly.
+            issuer: issuer.as_str().trim_end_matches('/').to_owned(),
+            client_id: self.client_id,
+            client_secret,
+            scopes: self.scopes,
+            auth_method,
+        })
+    }
+}
+
+impl RawTarget {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<TargetConfig, ConfigError> {
+        let url = http_url("target.url", &self.url, "https://use.hoop.dev/api")?;
+        let api_key = optional_secret(
+            "target.api_key",
+            self.api_key,
+            self.api_key_file.as_deref(),
+            ENV_TARGET_API_KEY,
+            env,
+        )?
+        .ok_or_else(|| {
+            invalid(
+                "target.api_key",
+                format!("is missing: set api_key_file = \"/run/secrets/hoop_api_key\" or the environment variable {ENV_TARGET_API_KEY}"),
+            )
+        })?;
+        let api_key_header = match self.api_key_header.as_deref().unwrap_or("authorization") {
+            "authorization" => ApiKeyHeader::Authorization,
+            "api-key" => ApiKeyHeader::ApiKey,
+            other => {
+                return Err(invalid(
+                    "target.api_key_header",
+                    format!("must be \"authorization\" or \"api-key\", such as api_key_header = \"authorization\"; got {other:?}"),
+                ))
+            }
+        };
+        let rate_limit_per_second = positive(
+            "target.rate_limit_per_second",
+            self.rate_limit_per_second.unwrap_or(10),
+            "10",
+        )?;
+        let burst = positive("target.burst", self.burst.unwrap_or(10), "10")?;
+        let max_in_flight = positive("target.max_in_flight", self.max_in_flight.unwrap_or(4), "4")?;
+        let max_attempts = positive("target.max_attempts", self.max_attempts.unwrap_or(6), "6")?;
+        let timeout_secs = positive("target.timeout_secs", self.timeout_secs.unwrap_or(30), "30")?;
+        Ok(TargetConfig {
+            url,
+            api_key,
+            api_key_header,
+            rate_limit_per_second,
+            burst,
+            max_in_flight: NonZeroUsize::try_from(max_in_flight)
+                .map_err(|_| invalid("target.max_in_flight", "is too large for this platform"))?,
+            max_attempts,
+            timeout: Duration::from_secs(u64::from(timeout_secs.get())),
+            ca_pem: ca_bundle("target.ca_file", self.ca_file.as_deref())?,
+        })
+    }
+}
+
+impl RawSync {
+    fn validate(self) -> Result<SyncConfig, ConfigError> {
+        let text = self.schedule.unwrap_or_else(|| "0 */15 * * * *".to_owned());
+        let schedule = cron::Schedule::from_str(&text).map_err(|err| {
+            invalid(
+                "sync.schedule",
+                format!("must be a cron expression with seconds, such as schedule = \"0 */15 * * * *\"; got {text:?} ({err})"),
+            )
+        })?;
+        Ok(SyncConfig {
+            schedule,
+            run_on_start: self.run_on_start.unwrap_or(true),
+        })
+    }
+}
+
+/// An absolute http(s) URL without query or fragment; the trailing slash is dropped
+/// so paths can be appended uniformly.
+fn http_url(key: &'static str, value: &str, example: &str) -> Result<Url, ConfigError> {
+    let bad = || {
+        invalid(
+            key,
+            format!("must be an http(s) URL such as {example}; got {value:?}"),
+        )
+    };
+    let mut url = Url::parse(value.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(bad());
+    }
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&path);
+    Ok(url)
+}
+
+fn positive(key: &'static str, value: i64, example: &str) -> Result<NonZeroU32, ConfigError> {
+    u32::try_from(value)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!(
+                    "must be a whole number from 1 to {}, such as {} = {example}; got {value}",
+                    u32::MAX,
+                    key.rsplit('.').next().unwrap_or(key)
+                ),
+            )
+        })
+}
+
+/// A secret given exactly one way: inline, as `<key>_file`, or from `env_var`.
+fn optional_secret(
+    key: &'static str,
+    inline: Option<Secret>,
+    file: Option<&Path>,
+    env_var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let from_env = env(env_var).map(Secret);
+    let given = usize::from(inline.is_some())
+        + usize::from(file.is_some())
+        + usize::from(from_env.is_some());
+    if given > 1 {
+        return Err(invalid(
+            key,
+            format!("is given more than one way: use only one of {key}, {key}_file or the environment variable {env_var}, such as {key}_file = \"/run/secrets/...\""),
+        ));
+    }
+    let secret = match (inline, file, from_env) {
+        (Some(secret), _, _) | (_, _, Some(secret)) => secret,
+        (None, Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                invalid(
+                    key,
+                    format!("file {} cannot be read ({err}); point {key}_file at a readable file such as \"/run/secrets/...\"", path.display()),
+                )
+            })?;
+            // Secret files usually end with a newline that is not part of the secret.
+            Secret(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        (None, None, None) => return Ok(None),
+    };
+    if secret.expose().trim().is_empty() {
+        return Err(invalid(key, "is empty; give the real credential"));
+    }
+    Ok(Some(secret))
+}
+
+/// Reads a PEM bundle and checks now that it holds certificates, so a typo in a CA
+/// path fails at start-up instead of at the first TLS handshake.
+fn ca_bundle(key: &'static str, path: Option<&Path>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read(path).map_err(|err| {
+        invalid(
+            key,
+            format!("file {} cannot be read ({err}); give a PEM file such as ca_file = \"/etc/ssl/private-ca.pem\"", path.display()),
+        )
+    })?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(Some(pem)),
+        _ => Err(invalid(
+            key,
+            format!("file {} holds no PEM certificate; give a PEM file such as ca_file = \"/etc/ssl/private-ca.pem\"", path.display()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [source]
+        kind = "scim"
+        url = "https://idp.example.com/scim/v2/"
+        bearer_token = "scim-token"
+        [target]
+        url = "https://use.hoop.dev/api"
+        api_key = "hpk_secret"
+    "#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", &no_env)
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text)
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = parse(MINIMAL).expect("valid");
+        assert_eq!(
+            config.source.url.as_str(),
+            "https://idp.example.com/scim/v2"
+        );
+        assert_eq!(config.source.page_size.get(), 100);
+        assert_eq!(config.source.subject_attribute, SubjectAttribute::Id);
+        assert_eq!(config.target.rate_limit_per_second.get(), 10);
+        assert_eq!(config.target.max_in_flight.get(), 4);
+        assert_eq!(config.target.max_attempts.get(), 6);
+        assert_eq!(config.target.timeout, Duration::from_secs(30));
+        assert_eq!(config.target.api_key_header, ApiKeyHeader::Authorization);
+        assert!(config.sync.run_on_start);
+        assert_eq!(config.cache.path, PathBuf::from("/var/lib/idsync"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = error_of(&MINIMAL.replace("api_key = ", "api_kee = \"x\"\napi_key = "));
+        assert!(err.contains("test.toml line 8"), "{err}");
+        assert!(err.contains("unknown field `api_kee`"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn bad_url_names_the_key_and_an_example() {
+        let err = error_of(&MINIMAL.replace("https://use.hoop.dev/api", "use.hoop.dev"));
+        assert_eq!(
+            err,
+            "target.url must be an http(s) URL such as https://use.hoop.dev/api; got \"use.hoop.dev\""
+        );
+    }
+
+    #[test]
+    fn bad_cron_expression_is_refused() {
+        let err = error_of(&format!(
+            "{MINIMAL}\n[sync]\nschedule = \"every 5 minutes\"\n"
+        ));
+        assert!(
+            err.starts_with("sync.schedule must be a cron expression"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_or_negative_numbers_are_refused() {
+        for (key, line) in [
+            ("target.rate_limit_per_second", "rate_limit_per_second = 0"),
+            ("target.max_in_flight", "max_in_flight = -1"),
+            ("target.max_attempts", "max_attempts = 0"),
+        ] {
+            let err = error_of(&MINIMAL.replace("api_key = ", &format!("{line}\napi_key = ")));
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_given_two_ways_is_refused() {
+        let err = error_of(&MINIMAL.replace(
+            "api_key = \"hpk_secret\"",
+            "api_key = \"a\"\napi_key_file = \"/nonexistent\"",
+        ));
+        assert!(
+            err.starts_with("target.api_key is given more than one way"),
+            "{err}"
+        );
+        let env = |name: &str| (name == ENV_TARGET_API_KEY).then(|| "from-env".to_owned());
+        let err = Config::parse(MINIMAL, "t", &env)
+            .expect_err("both")
+            .to_string();
+        assert!(err.contains(ENV_TARGET_API_KEY), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_names_the_key() {
+        let err = error_of(&MINIMAL.replace("api_key = \"hpk_secret\"", ""));
+        assert!(err.starts_with("target.api_key is missing"), "{err}");
+        let err = error_of(&MINIMAL.replace("bearer_token = \"scim-token\"", ""));
+        assert!(err.starts_with("source needs credentials"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_secret_file_is_refused() {
+        let err = error_of(&MINIMAL.replace(
+            "api_key = \"hpk_secret\"",
+            "api_key_file = \"/nonexistent/hoop_api_key\"",
+        ));
+        assert!(
+            err.contains("/nonexistent/hoop_api_key cannot be read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secret_file_loses_its_trailing_newline_and_env_works() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("key");
+        std::fs::write(&file, "hpk_from_file\n").expect("write");
+        let text = MINIMAL.replace(
+            "api_key = \"hpk_secret\"",
+            &format!("api_key_file = {:?}", file.display().to_string()),
+        );
+        let config = parse(&text).expect("valid");
+        assert_eq!(config.target.api_key.expose(), "hpk_from_file");
+
+        let env = |name: &str| (name == ENV_TARGET_API_KEY).then(|| "hpk_env".to_owned());
+        let text = MINIMAL.replace("api_key = \"hpk_secret\"", "");
+        let config = Config::parse(&text, "t", &env).expect("valid");
+        assert_eq!(config.target.api_key.expose(), "hpk_env");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let config = parse(MINIMAL).expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hpk_secret") && !shown.contains("scim-token"));
+        assert!(shown.contains("**redacted**"));
+    }
+
+    #[test]
+    fn oidc_and_static_token_are_exclusive() {
+        let text = MINIMAL.replace(
+            "[target]",
+            "[source.oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"idsync\"\nclient_secret = \"s\"\n[target]",
+        );
+        assert!(error_of(&text).starts_with("source.oidc cannot be combined"));
+        let config = parse(&text.replace("bearer_token = \"scim-token\"", "")).expect("valid");
+        let SourceAuth::Oidc(oidc) = config.source.auth else {
+            panic!("oidc expected")
+        };
+        assert_eq!(oidc.auth_method, ClientAuthMethod::ClientSecretBasic);
+        assert_eq!(oidc.issuer, "https://idp.example.com");
+    }
+
+    #[test]
+    fn unreadable_ca_file_is_refused() {
+        let err =
+            error_of(&MINIMAL.replace("[target]", "ca_file = \"/nonexistent.pem\"\n[target]"));
+        assert!(
+            err.starts_with("source.ca_file file /nonexistent.pem cannot be read"),
+            "{err}"
+        );
+    }
+
+    /// Every shipped config parses (secrets supplied through the environment, since the
+    /// examples point at files that exist only on a real host).
+    #[test]
+    fn every_file_in_config_dir_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("config dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                let text = strip_secret_files(&text);
+                let env = |name: &str| Some(format!("test-value-for-{name}"));
+                let env_or_inline = |name: &str| {
+                    // Only give an env secret where the file gives none inline.
+                    let key = match name {
+                        ENV_TARGET_API_KEY => "api_key =",
+                        ENV_SOURCE_CLIENT_SECRET => "client_secret =",
+                        ENV_SOURCE_BEARER_TOKEN => "bearer_token =",
+                        _ => return None,
+                    };
+                    let has_inline = text.lines().any(|l| l.trim_start().starts_with(key));
+                    let uses_oidc = text.contains("[source.oidc]");
+                    let wanted = match name {
+                        ENV_SOURCE_BEARER_TOKEN => !uses_oidc,
+                        ENV_SOURCE_CLIENT_SECRET => uses_oidc,
+                        _ => true,
+                    };
+                    (!has_inline && wanted).then(|| env(name)).flatten()
+                };
+                Config::parse(&text, &path.display().to_string(), &env_or_inline)
+                    .unwrap_or_else(|err| panic!("{} does not parse: {err}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no config files found in {}", dir.display());
+    }
+
+    /// Drops `*_file = ...` secret lines so the test does not need `/run/secrets`.
+    fn strip_secret_files(text: &str) -> String {
+        text.lines()
+            .filter(|line| {
+                let line = line.trim_start();
+                !(line.starts_with("api_key_file")
+                    || line.starts_with("client_secret_file")
+                    || line.starts_with("bearer_token_file")
+                    || line.starts_with("ca_file"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}

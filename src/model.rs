@@ -1,0 +1,224 @@
+//! The typed identities every stage agrees on.
+//!
+//! No bare `String` keys travel between the source, the planner and the cache: a
+//! [`Subject`] is the IdP's immutable id, an [`Email`] is always trimmed and lower-cased
+//! (the gateway compares e-mails case-sensitively, its OIDC login lower-cases them), and
+//! a [`GroupName`] is shared, so a million users in five groups hold five strings.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The gateway's column limits (characters); exceeding one makes it answer 500.
+pub mod limits {
+    pub const EMAIL: usize = 255;
+    pub const NAME: usize = 255;
+    pub const GROUP_NAME: usize = 180;
+}
+
+/// The IdP's immutable key of a user (SCIM `id` or `externalId`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Subject(String);
+
+impl Subject {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A bare e-mail address, trimmed and lower-cased on construction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Email(String);
+
+impl Email {
+    /// Accepts what both the gateway (Go's `net/mail`) and its published contract
+    /// (`format: email`) accept: an ASCII `local@domain` in dot-atom form whose domain
+    /// has at least one dot. Display-name forms such as `Jane <j@x.com>` are refused,
+    /// because the gateway would store them verbatim and never match them at login.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let value = raw.trim().to_ascii_lowercase();
+        if value.is_empty() {
+            return Err("e-mail is empty".into());
+        }
+        if value.chars().count() > limits::EMAIL {
+            return Err(format!(
+                "e-mail is longer than the gateway's {} characters",
+                limits::EMAIL
+            ));
+        }
+        let invalid = || format!("{:?} is not a bare e-mail address", raw.trim());
+        let (local, domain) = value.rsplit_once('@').ok_or_else(invalid)?;
+        let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+        let dot_atom = |part: &str, allowed: &dyn Fn(char) -> bool| {
+            !part.is_empty()
+                && part
+                    .split('.')
+                    .all(|atom| !atom.is_empty() && atom.chars().all(allowed))
+        };
+        let label = |c: char| c.is_ascii_alphanumeric() || c == '-';
+        if !dot_atom(local, &atext) || !dot_atom(domain, &label) || !domain.contains('.') {
+            return Err(invalid());
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A group's name as the gateway will see it; cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupName(Arc<str>);
+
+impl GroupName {
+    pub fn new(value: &str) -> Self {
+        Self(Arc::from(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One person as the directory describes them, after normalization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub subject: Subject,
+    pub active: bool,
+    /// The address to create the user with, or why the directory gave none usable.
+    pub email: Result<Email, String>,
+    pub name: Option<String>,
+    /// Sorted and free of duplicates, so equal memberships fingerprint equally.
+    pub groups: Vec<GroupName>,
+}
+
+impl DirectoryUser {
+    /// What identifies this user in logs and reports: the e-mail when usable.
+    pub fn label(&self) -> String {
+        match &self.email {
+            Ok(email) => email.to_string(),
+            Err(_) => format!("subject {}", self.subject),
+        }
+    }
+
+    /// A stable digest of everything idsync sends for this user, so the planner can
+    /// tell whether a record the gateway once rejected has changed since.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut hash = Fingerprint::OFFSET;
+        let mut feed = |part: &str| {
+            for byte in part.bytes().chain(std::iter::once(0xff)) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(Fingerprint::PRIME);
+            }
+        };
+        feed(self.email.as_ref().map(Email::as_str).unwrap_or(""));
+        feed(self.name.as_deref().unwrap_or(""));
+        for group in &self.groups {
+            feed(group.as_str());
+        }
+        Fingerprint(hash)
+    }
+}
+
+/// A directory entry that cannot even be keyed (e.g. no `externalId` when that is
+/// the subject attribute); reported and skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusableEntry {
+    /// Whatever identifies the entry to a human: its SCIM id or userName.
+    pub label: String,
+    pub reason: String,
+}
+
+/// FNV-1a over the user's synced fields: stable across builds and Rust versions,
+/// unlike `std`'s hasher, because it is stored in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub u64);
+
+impl Fingerprint {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_and_lower_cased() {
+        let email = Email::parse("  John.Doe@Example.COM ").expect("valid");
+        assert_eq!(email.as_str(), "john.doe@example.com");
+    }
+
+    #[test]
+    fn email_refuses_what_the_gateway_or_its_contract_would_mangle() {
+        for bad in [
+            "",
+            "not-an-email",
+            "Jane <jane@x.com>",
+            "a@b",
+            "a..b@x.com",
+            ".a@x.com",
+            "a@x..com",
+            "jané@x.com",
+            "a b@x.com",
+            "@x.com",
+            "a@",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(Email::parse(&long).unwrap_err().contains("255"));
+    }
+
+    #[test]
+    fn email_accepts_plus_tags_and_subdomains() {
+        assert!(Email::parse("ops+idsync@mail.corp.example.org").is_ok());
+    }
+
+    fn user(name: Option<&str>, groups: &[&str]) -> DirectoryUser {
+        DirectoryUser {
+            subject: Subject::new("s1"),
+            active: true,
+            email: Email::parse("a@x.com"),
+            name: name.map(str::to_owned),
+            groups: groups.iter().map(|g| GroupName::new(g)).collect(),
+        }
+    }
+
+    #[test]
+    fn fingerprint_follows_every_synced_field() {
+        let base = user(Some("Ann"), &["dba", "sre"]).fingerprint();
+        assert_eq!(base, user(Some("Ann"), &["dba", "sre"]).fingerprint());
+        assert_ne!(base, user(Some("Anne"), &["dba", "sre"]).fingerprint());
+        assert_ne!(base, user(Some("Ann"), &["dba"]).fingerprint());
+        // Field boundaries count: "ab"+"c" must differ from "a"+"bc".
+        assert_ne!(
+            user(Some("ab"), &["c"]).fingerprint(),
+            user(Some("a"), &["bc"]).fingerprint()
+        );
+    }
+}

@@ -1,0 +1,494 @@
+//! SCIM 2.0 (RFC 7643/7644) directory: pages through `/Users` and `/Groups`.
+//!
+//! Pages are parsed straight into the few fields idsync needs and normalized at
+//! once, so memory holds the normalized users, never the JSON pages.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::{Directory, SourceError};
+use crate::auth::TokenSource;
+use crate::config::{SourceConfig, SubjectAttribute};
+use crate::error_chain;
+use crate::model::{DirectoryUser, Email, GroupName, Subject, UnusableEntry};
+use crate::retry::{self, Backoff, Class};
+
+const SCIM_JSON: &str = "application/scim+json, application/json";
+
+/// Transient directory failures are retried briefly; a longer outage fails the run,
+/// and the next scheduled run tries again.
+const BACKOFF: Backoff = Backoff {
+    max_attempts: 3,
+    base: Duration::from_millis(500),
+    cap: Duration::from_secs(5),
+};
+
+pub struct ScimSource {
+    base: Url,
+    page_size: u32,
+    subject_attribute: SubjectAttribute,
+    http: reqwest::Client,
+    tokens: TokenSource,
+}
+
+impl ScimSource {
+    pub fn new(config: &SourceConfig, http: reqwest::Client, tokens: TokenSource) -> Self {
+        Self {
+            base: config.url.clone(),
+            page_size: config.page_size.get(),
+            subject_attribute: config.subject_attribute,
+            http,
+            tokens,
+        }
+    }
+
+    /// Obtains a token (and so checks the IdP credentials) without reading anything.
+    pub async fn check_credentials(&self) -> Result<(), SourceError> {
+        self.tokens.bearer().await?;
+        Ok(())
+    }
+
+    /// Reads the whole directory: every user, then every group for memberships.
+    pub async fn pull(&self, shutdown: &CancellationToken) -> Result<Directory, SourceError> {
+        let mut directory = Directory::default();
+        // SCIM id -> index in `directory.users`; group members refer to users by id.
+        let mut index_of: HashMap<String, usize> = HashMap::new();
+        // Memberships a user lists itself (`User.groups`): (user index, group id, display).
+        let mut self_listed: Vec<(usize, String, Option<String>)> = Vec::new();
+
+        self.for_each_page("Users", shutdown, |user: ScimUser| {
+            if index_of.contains_key(&user.id) {
+                return Err(format!("user id {:?} appears twice", user.id));
+            }
+            let scim_id = user.id.clone();
+            let groups = user.groups.clone();
+            match normalize_user(user, self.subject_attribute) {
+                Ok(normalized) => {
+                    let index = directory.users.len();
+                    for group in groups {
+                        if let Some(id) = group.value {
+                            self_listed.push((index, id, group.display));
+                        }
+                    }
+                    directory.users.push(normalized);
+                    index_of.insert(scim_id, index);
+                }
+                Err(unusable) => {
+                    // Remember the id anyway, so a duplicate is still caught.
+                    index_of.insert(scim_id, usize::MAX);
+                    directory.unusable.push(unusable);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+
+        let mut group_names: HashMap<String, GroupName> = HashMap::new();
+        self.for_each_page("Groups", shutdown, |group: ScimGroup| {
+            let Some(name) = group
+                .display_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+            else {
+                tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
+                return Ok(());
+            };
+            let name = GroupName::new(name);
+            if group_names.insert(group.id.clone(), name.clone()).is_some() {
+                return Err(format!("group id {:?} appears twice", group.id));
+            }
+            for member in group.members {
+                // Members that are not users of this listing (nested groups, or users
+                // that could not be keyed) carry no membership for idsync.
+                if let Some(&index) = member.value.as_ref().and_then(|id| index_of.get(id)) {
+                    if let Some(user) = directory.users.get_mut(index) {
+                        user.groups.push(name.clone());
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+
+        for (index, group_id, display) in self_listed {
+            let name = group_names
+                .get(&group_id)
+                .cloned()
+                .or_else(|| display.as_deref().map(GroupName::new));
+            if let (Some(name), Some(user)) = (name, directory.users.get_mut(index)) {
+                user.groups.push(name);
+            }
+        }
+        for user in &mut directory.users {
+            user.groups.sort();
+            user.groups.dedup();
+        }
+        Ok(directory)
+    }
+
+    /// Calls `visit` for every resource of `/{resource}`, checking that the pages add
+    /// up to `totalResults`. `visit` returns an error text when the data is unusable.
+    async fn for_each_page<T: DeserializeOwned>(
+        &self,
+        resource: &str,
+        shutdown: &CancellationToken,
+        mut visit: impl FnMut(T) -> Result<(), String>,
+    ) -> Result<(), SourceError> {
+        let mut seen = 0usize;
+        let mut total: Option<usize> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                return Err(SourceError::Interrupted);
+            }
+            let url = self.page_url(resource, seen + 1);
+            let page: ListResponse<T> = self.get_json(&url).await?;
+            let inconsistent = |reason: String| SourceError::Inconsistent {
+                url: url.to_string(),
+                reason,
+            };
+            let expected_total = *total.get_or_insert(page.total_results);
+            if page.total_results != expected_total {
+                return Err(inconsistent(format!(
+                    "totalResults changed from {expected_total} to {} while paging (the directory changed under the read; the next run will retry)",
+                    page.total_results
+                )));
+            }
+            let remaining = expected_total - seen;
+            let received = page.resources.len();
+            // The server decides the page size (`itemsPerPage`); our `count` is a wish.
+            let promised = page
+                .items_per_page
+                .unwrap_or(self.page_size as usize)
+                .min(remaining);
+            if received < promised.max(usize::from(remaining > 0)) {
+                return Err(inconsistent(format!(
+                    "page starting at {} has {received} resources, but {remaining} of totalResults={expected_total} are still missing",
+                    seen + 1
+                )));
+            }
+            if received > remaining {
+                return Err(inconsistent(format!(
+                    "page starting at {} has {received} resources, more than the {remaining} left of totalResults={expected_total}",
+                    seen + 1
+                )));
+            }
+            for resource in page.resources {
+                visit(resource).map_err(inconsistent)?;
+            }
+            seen += received;
+            if seen == expected_total {
+                return Ok(());
+            }
+        }
+    }
+
+    fn page_url(&self, resource: &str, start_index: usize) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}/{resource}", self.base.path()));
+        url.query_pairs_mut()
+            .append_pair("startIndex", &start_index.to_string())
+            .append_pair("count", &self.page_size.to_string());
+        url
+    }
+
+    /// One GET with the directory's retry policy and one token refresh on 401.
+    async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, SourceError> {
+        let mut token = self.tokens.bearer().await?;
+        let mut refreshed = false;
+        let mut attempt = 1;
+        loop {
+            let sent = self
+                .http
+                .get(url.clone())
+                .header(ACCEPT, SCIM_JSON)
+                .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+                .send()
+                .await;
+            let (failure, wait_at_least) = match sent {
+                Err(err) => (error_chain(&err), None),
+                Ok(response) => {
+                    let status = response.status();
+                    match retry::classify(status) {
+                        Class::Success => {
+                            let body =
+                                response
+                                    .bytes()
+                                    .await
+                                    .map_err(|err| SourceError::Unavailable {
+                                        url: url.to_string(),
+                                        reason: error_chain(&err),
+                                    })?;
+                            return serde_json::from_slice(&body).map_err(|err| {
+                                SourceError::Inconsistent {
+                                    url: url.to_string(),
+                                    reason: format!("not a SCIM ListResponse: {err}"),
+                                }
+                            });
+                        }
+                        Class::Unauthorized
+                            if status.as_u16() == 401
+                                && !refreshed
+                                && self.tokens.can_refresh() =>
+                        {
+                            tracing::info!("The directory refused the token; getting a fresh one.");
+                            token = self.tokens.refresh(&token).await?;
+                            refreshed = true;
+                            continue;
+                        }
+                        Class::Unauthorized => {
+                            return Err(SourceError::Refused {
+                                url: url.to_string(),
+                                status: status.as_u16(),
+                            })
+                        }
+                        Class::Rejected => {
+                            return Err(SourceError::Unavailable {
+                                url: url.to_string(),
+                                reason: format!("answered {status}"),
+                            })
+                        }
+                        Class::Transient => (
+                            format!("answered {status}"),
+                            retry::retry_after(response.headers(), SystemTime::now()),
+                        ),
+                    }
+                }
+            };
+            if attempt >= BACKOFF.max_attempts {
+                return Err(SourceError::Unavailable {
+                    url: url.to_string(),
+                    reason: format!("{failure} (after {attempt} attempts)"),
+                });
+            }
+            attempt += 1;
+            let wait = BACKOFF.delay(attempt, wait_at_least);
+            tracing::warn!(%url, %failure, wait_ms = wait.as_millis() as u64, "Directory request failed; retrying.");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListResponse<T> {
+    total_results: usize,
+    items_per_page: Option<usize>,
+    #[serde(default = "Vec::new", rename = "Resources")]
+    resources: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScimUser {
+    id: String,
+    external_id: Option<String>,
+    user_name: Option<String>,
+    display_name: Option<String>,
+    name: Option<ScimName>,
+    #[serde(default)]
+    emails: Vec<ScimEmail>,
+    active: Option<bool>,
+    #[serde(default)]
+    groups: Vec<ScimRef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScimName {
+    formatted: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ScimEmail {
+    value: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    primary: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ScimRef {
+    value: Option<String>,
+    display: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScimGroup {
+    id: String,
+    display_name: Option<String>,
+    #[serde(default)]
+    members: Vec<ScimRef>,
+}
+
+/// Turns a SCIM user into idsync's view of it; the groups are filled in later.
+fn normalize_user(
+    user: ScimUser,
+    subject_attribute: SubjectAttribute,
+) -> Result<DirectoryUser, UnusableEntry> {
+    let subject = match subject_attribute {
+        SubjectAttribute::Id => Some(user.id.clone()),
+        SubjectAttribute::ExternalId => user.external_id.clone(),
+    };
+    let Some(subject) = subject.filter(|s| !s.trim().is_empty()) else {
+        return Err(UnusableEntry {
+            label: user
+                .user_name
+                .clone()
+                .unwrap_or_else(|| format!("id {}", user.id)),
+            reason: "has no externalId, which is the configured subject_attribute".into(),
+        });
+    };
+    Ok(DirectoryUser {
+        subject: Subject::new(subject),
+        active: user.active.unwrap_or(true),
+        email: pick_email(&user),
+        name: pick_name(&user),
+        groups: Vec::new(),
+    })
+}
+
+/// The primary e-mail, else the first `work` one, else the first, else `userName`
+/// when it is an address.
+fn pick_email(user: &ScimUser) -> Result<Email, String> {
+    let listed = |email: &&ScimEmail| email.value.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let chosen = user
+        .emails
+        .iter()
+        .filter(listed)
+        .find(|e| e.primary == Some(true))
+        .or_else(|| {
+            user.emails.iter().filter(listed).find(|e| {
+                e.kind
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("work"))
+            })
+        })
+        .or_else(|| user.emails.iter().find(listed))
+        .and_then(|e| e.value.as_deref());
+    match chosen {
+        Some(address) => Email::parse(address),
+        None => user
+            .user_name
+            .as_deref()
+            .and_then(|name| Email::parse(name).ok())
+            .ok_or_else(|| {
+                "has no e-mail address (no emails, and userName is not an address)".into()
+            }),
+    }
+}
+
+/// `displayName`, else `name.formatted`, else given and family name.
+fn pick_name(user: &ScimUser) -> Option<String> {
+    let clean = |s: &Option<String>| {
+        s.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let name = user.name.as_ref();
+    clean(&user.display_name)
+        .or_else(|| name.and_then(|n| clean(&n.formatted)))
+        .or_else(|| {
+            let name = name?;
+            let parts: Vec<String> = [clean(&name.given_name), clean(&name.family_name)]
+                .into_iter()
+                .flatten()
+                .collect();
+            (!parts.is_empty()).then(|| parts.join(" "))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user(value: serde_json::Value) -> ScimUser {
+        serde_json::from_value(value).expect("SCIM user")
+    }
+
+    fn email_of(value: serde_json::Value) -> Result<String, String> {
+        pick_email(&user(value)).map(|e| e.to_string())
+    }
+
+    #[test]
+    fn primary_email_wins_and_is_lower_cased() {
+        let picked = email_of(json!({"id": "1", "emails": [
+            {"value": "Home@X.com", "type": "home"},
+            {"value": "Work@X.com", "type": "work"},
+            {"value": " Main@X.COM ", "type": "other", "primary": true}
+        ]}));
+        assert_eq!(picked, Ok("main@x.com".into()));
+    }
+
+    #[test]
+    fn first_work_email_then_first_email_then_user_name() {
+        let work = email_of(json!({"id": "1", "emails": [
+            {"value": "home@x.com", "type": "home"}, {"value": "work@x.com", "type": "work"}
+        ]}));
+        assert_eq!(work, Ok("work@x.com".into()));
+        let first = email_of(json!({"id": "1", "emails": [
+            {"value": "a@x.com", "type": "home"}, {"value": "b@x.com"}
+        ]}));
+        assert_eq!(first, Ok("a@x.com".into()));
+        let login = email_of(json!({"id": "1", "userName": "Ann@X.com"}));
+        assert_eq!(login, Ok("ann@x.com".into()));
+    }
+
+    #[test]
+    fn no_usable_email_gives_a_reason() {
+        let none = email_of(json!({"id": "1", "userName": "ann"}));
+        assert!(none.unwrap_err().contains("no e-mail address"));
+        let bad =
+            email_of(json!({"id": "1", "emails": [{"value": "Ann <ann@x.com>", "primary": true}]}));
+        assert!(bad.unwrap_err().contains("not a bare e-mail address"));
+    }
+
+    #[test]
+    fn name_falls_back_from_display_to_formatted_to_parts() {
+        let name = |v| pick_name(&user(v));
+        assert_eq!(
+            name(json!({"id": "1", "displayName": "Ann A", "name": {"formatted": "F"}})),
+            Some("Ann A".into())
+        );
+        assert_eq!(
+            name(json!({"id": "1", "displayName": " ", "name": {"formatted": "Ann F"}})),
+            Some("Ann F".into())
+        );
+        assert_eq!(
+            name(json!({"id": "1", "name": {"givenName": "Ann", "familyName": "Lee"}})),
+            Some("Ann Lee".into())
+        );
+        assert_eq!(
+            name(json!({"id": "1", "name": {"familyName": "Lee"}})),
+            Some("Lee".into())
+        );
+        assert_eq!(name(json!({"id": "1"})), None);
+    }
+
+    #[test]
+    fn subject_follows_the_configured_attribute() {
+        let scim =
+            json!({"id": "abc", "externalId": "emp-7", "userName": "ann@x.com", "active": false});
+        let by_id = normalize_user(user(scim.clone()), SubjectAttribute::Id).expect("usable");
+        assert_eq!(by_id.subject, Subject::new("abc"));
+        assert!(!by_id.active);
+        let by_external = normalize_user(user(scim), SubjectAttribute::ExternalId).expect("usable");
+        assert_eq!(by_external.subject, Subject::new("emp-7"));
+        let missing = normalize_user(
+            user(json!({"id": "abc", "userName": "bob"})),
+            SubjectAttribute::ExternalId,
+        );
+        assert_eq!(missing.unwrap_err().label, "bob");
+    }
+}
