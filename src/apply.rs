@@ -3,10 +3,12 @@
 //! retried with backoff. Yields each user's outcome as soon as it is known; the
 //! orchestrator records it.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TargetConfig;
@@ -37,6 +39,9 @@ pub enum Outcome {
 pub struct Applier {
     target: Target,
     limiter: DefaultDirectRateLimiter,
+    /// A `Retry-After` speaks for the whole gateway, not one user: no attempt of any
+    /// user starts before it has passed.
+    paused_until: Mutex<Option<Instant>>,
     backoff: Backoff,
     max_in_flight: usize,
 }
@@ -59,6 +64,7 @@ impl Applier {
         Self {
             target,
             limiter: RateLimiter::direct(quota),
+            paused_until: Mutex::new(None),
             backoff,
             max_in_flight: config.max_in_flight.get(),
         }
@@ -84,14 +90,52 @@ impl Applier {
             .buffer_unordered(self.max_in_flight)
     }
 
+    /// Waits until no `Retry-After` pause is running and the rate limiter grants a
+    /// permit; `false` when `stop` came first.
+    async fn await_turn(&self, stop: &CancellationToken) -> bool {
+        loop {
+            let paused_until = *self
+                .paused_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(until) = paused_until.filter(|until| *until > Instant::now()) {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return false,
+                    () = tokio::time::sleep_until(until) => continue,
+                }
+            }
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return false,
+                _ = self.limiter.until_ready() => {}
+            }
+            // A pause may have begun while we waited for the permit.
+            let paused_until = *self
+                .paused_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if paused_until.is_none_or(|until| until <= Instant::now()) {
+                return true;
+            }
+        }
+    }
+
+    fn pause_all(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut paused_until = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *paused_until = (*paused_until).max(Some(until));
+    }
+
     async fn create_one(&self, user: &CreateUser, stop: &CancellationToken) -> Outcome {
         let mut maybe_applied_before = false;
         let mut attempt = 1;
         loop {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return Outcome::Interrupted,
-                _ = self.limiter.until_ready() => {}
+            if !self.await_turn(stop).await {
+                return Outcome::Interrupted;
             }
             let (reason, retry_after) = match self.target.create_user(user).await {
                 CreateAnswer::Created => return Outcome::Created,
@@ -104,7 +148,9 @@ impl Applier {
                     return Outcome::Rejected { status, message }
                 }
                 CreateAnswer::Unauthorized { status, message } => {
-                    return Outcome::Unauthorized { status, message }
+                    // Every further request would be refused the same way.
+                    stop.cancel();
+                    return Outcome::Unauthorized { status, message };
                 }
                 CreateAnswer::Transient {
                     reason,
@@ -112,6 +158,9 @@ impl Applier {
                     maybe_applied,
                 } => {
                     maybe_applied_before |= maybe_applied;
+                    if let Some(wait) = retry_after {
+                        self.pause_all(wait);
+                    }
                     (reason, retry_after)
                 }
             };
@@ -138,8 +187,6 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::model::{Email, Fingerprint, Subject};
-    use std::time::Duration;
-    use tokio::time::Instant;
 
     fn config() -> TargetConfig {
         let text = r#"
@@ -296,5 +343,17 @@ mod tests {
             .await;
         assert!(done.is_empty());
         assert_eq!(applier.target().attempts(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_pauses_every_user_not_just_the_one_refused() {
+        let applier = Applier::new(Target::scripted(vec![CreateAnswer::Created]), &config());
+        applier.pause_all(Duration::from_secs(9));
+        let started = Instant::now();
+        assert_eq!(
+            applier.create_one(&user(), &CancellationToken::new()).await,
+            Outcome::Created
+        );
+        assert!(started.elapsed() >= Duration::from_secs(9));
     }
 }

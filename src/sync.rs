@@ -234,8 +234,6 @@ impl Syncer {
                     records.push((user.subject.clone(), record));
                 }
                 if let Outcome::Unauthorized { status, message } = outcome {
-                    // Every further request would be refused the same way.
-                    stop.cancel();
                     refused.get_or_insert((status, message));
                 }
             }
