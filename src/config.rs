@@ -5,6 +5,7 @@
 //! and CA files. Every error names the key and shows a valid example, and invalid
 //! values are fatal: a daemon that "warns and uses a default" syncs the wrong thing.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,10 @@ pub struct RawConfig {
     sync: RawSync,
     #[serde(default)]
     cache: RawCache,
+    #[serde(default)]
+    groups: RawGroups,
+    #[serde(default)]
+    service: RawService,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +101,16 @@ struct RawSource {
     bearer_token_file: Option<PathBuf>,
     oidc: Option<RawOidc>,
     ca_file: Option<PathBuf>,
+    parallel_pages: Option<i64>,
+    #[serde(default)]
+    attributes: RawAttributes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttributes {
+    slack_id: Option<String>,
+    picture: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +145,29 @@ struct RawTarget {
 struct RawSync {
     schedule: Option<String>,
     run_on_start: Option<bool>,
+    update_existing: Option<bool>,
+    deprovision: Option<String>,
+    max_deactivations: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroups {
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    prefix: Option<String>,
+    admin_group: Option<String>,
+    allow_admin_group: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    listen: Option<String>,
+    ready_max_age_secs: Option<i64>,
+    unready_after_failed_runs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +190,8 @@ pub struct Config {
     pub target: TargetConfig,
     pub sync: SyncConfig,
     pub cache: CacheConfig,
+    pub groups: GroupPolicy,
+    pub service: ServiceConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +202,63 @@ pub struct SourceConfig {
     pub subject_attribute: SubjectAttribute,
     pub auth: SourceAuth,
     pub ca_pem: Option<Vec<u8>>,
+    /// Pages fetched at once once `totalResults` is known.
+    pub parallel_pages: NonZeroUsize,
+    /// Where `slack_id` and `picture` come from, when mapped.
+    pub attributes: AttributeMap,
+}
+
+/// Directory attributes mapped onto gateway fields idsync does not own by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttributeMap {
+    pub slack_id: Option<AttributePath>,
+    pub picture: Option<AttributePath>,
+}
+
+impl AttributeMap {
+    pub fn is_empty(&self) -> bool {
+        self.slack_id.is_none() && self.picture.is_none()
+    }
+}
+
+/// A SCIM attribute path: `title`, `name.givenName`, `photos` (multi-valued: the
+/// primary or first `value`), or an extension attribute such as
+/// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributePath {
+    /// The extension schema URN holding the attribute, if any.
+    pub schema: Option<String>,
+    /// Attribute names from the top (or from the extension object) down.
+    pub segments: Vec<String>,
+}
+
+impl AttributePath {
+    fn parse(key: &'static str, text: &str) -> Result<Self, ConfigError> {
+        let bad = || {
+            invalid(
+                key,
+                format!("must be a SCIM attribute path such as \"title\", \"photos\" or \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber\"; got {text:?}"),
+            )
+        };
+        let text = text.trim();
+        let (schema, path) = match text.rsplit_once(':') {
+            Some((schema, path)) if schema.to_ascii_lowercase().starts_with("urn:") => {
+                (Some(schema.to_owned()), path)
+            }
+            Some(_) => return Err(bad()),
+            None => (None, text),
+        };
+        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+        let is_name = |s: &String| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
+        };
+        if !segments.iter().all(is_name) {
+            return Err(bad());
+        }
+        Ok(Self { schema, segments })
+    }
 }
 
 /// Which SCIM attribute is the user's immutable key.
@@ -221,6 +318,85 @@ pub enum ApiKeyHeader {
 pub struct SyncConfig {
     pub schedule: cron::Schedule,
     pub run_on_start: bool,
+    /// Send changed names and groups of managed users to the gateway.
+    pub update_existing: bool,
+    pub deprovision: Deprovision,
+    pub max_deactivations: DeactivationLimit,
+}
+
+/// What happens to managed users who left the directory or became inactive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deprovision {
+    /// Nothing: they stay as they are in the gateway.
+    Off,
+    /// `status: inactive` via PUT (never DELETE, which silently does nothing after
+    /// a user's first login).
+    Deactivate,
+}
+
+/// The most deactivations one run may make before it stops and asks an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeactivationLimit {
+    Count(u32),
+    /// Percent of the users idsync manages.
+    Percent(u32),
+}
+
+impl DeactivationLimit {
+    /// The limit as a number of users, given how many idsync manages.
+    pub fn allowed(self, managed: usize) -> usize {
+        match self {
+            Self::Count(count) => count as usize,
+            Self::Percent(percent) => managed * percent as usize / 100,
+        }
+    }
+}
+
+impl fmt::Display for DeactivationLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Count(count) => write!(f, "{count}"),
+            Self::Percent(percent) => write!(f, "{percent}%"),
+        }
+    }
+}
+
+/// Which directory groups reach the gateway, and under which names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPolicy {
+    /// Globs (`*`, `?`) on the IdP's name; empty means every group.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// IdP name → gateway name, applied before the prefix.
+    pub rename: BTreeMap<String, String>,
+    pub prefix: String,
+    /// The gateway group that grants full control.
+    pub admin_group: String,
+    /// Whether an IdP group may map to `admin_group` at all.
+    pub allow_admin_group: bool,
+}
+
+impl Default for GroupPolicy {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            rename: BTreeMap::new(),
+            prefix: String::new(),
+            admin_group: "admin".into(),
+            allow_admin_group: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Where `/healthz`, `/readyz` and `/metrics` listen; none when unset.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/readyz` fails when the last successful run is older than this.
+    pub ready_max_age: Duration,
+    /// `/readyz` fails after this many failed runs in a row.
+    pub unready_after_failed_runs: NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +455,8 @@ impl RawConfig {
                     .path
                     .unwrap_or_else(|| PathBuf::from("/var/lib/idsync")),
             },
+            groups: self.groups.validate()?,
+            service: self.service.validate()?,
         })
     }
 }
@@ -335,6 +513,24 @@ impl RawSource {
             subject_attribute,
             auth,
             ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
+            parallel_pages: NonZeroUsize::try_from(positive(
+                "source.parallel_pages",
+                self.parallel_pages.unwrap_or(1),
+                "4",
+            )?)
+            .map_err(|_| invalid("source.parallel_pages", "is too large for this platform"))?,
+            attributes: AttributeMap {
+                slack_id: self
+                    .attributes
+                    .slack_id
+                    .map(|p| AttributePath::parse("source.attributes.slack_id", &p))
+                    .transpose()?,
+                picture: self
+                    .attributes
+                    .picture
+                    .map(|p| AttributePath::parse("source.attributes.picture", &p))
+                    .transpose()?,
+            },
         })
     }
 }
@@ -445,9 +641,99 @@ impl RawSync {
                 format!("must be a cron expression with seconds, such as schedule = \"0 */15 * * * *\"; got {text:?} ({err})"),
             )
         })?;
+        let deprovision = match self.deprovision.as_deref().unwrap_or("off") {
+            "off" => Deprovision::Off,
+            "deactivate" => Deprovision::Deactivate,
+            other => {
+                return Err(invalid(
+                    "sync.deprovision",
+                    format!("must be \"off\" or \"deactivate\", such as deprovision = \"deactivate\"; got {other:?}"),
+                ))
+            }
+        };
+        let limit_error = |got: String| {
+            invalid(
+                "sync.max_deactivations",
+                format!("must be a count such as max_deactivations = 25 or a percentage of managed users such as max_deactivations = \"10%\"; got {got}"),
+            )
+        };
+        let max_deactivations = match self.max_deactivations {
+            None => DeactivationLimit::Percent(10),
+            Some(toml::Value::Integer(count)) => u32::try_from(count)
+                .map(DeactivationLimit::Count)
+                .map_err(|_| limit_error(count.to_string()))?,
+            Some(toml::Value::String(text)) => text
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .filter(|n| *n <= 100)
+                .map(DeactivationLimit::Percent)
+                .ok_or_else(|| limit_error(format!("{text:?}")))?,
+            Some(other) => return Err(limit_error(other.to_string())),
+        };
         Ok(SyncConfig {
             schedule,
             run_on_start: self.run_on_start.unwrap_or(true),
+            update_existing: self.update_existing.unwrap_or(false),
+            deprovision,
+            max_deactivations,
+        })
+    }
+}
+
+impl RawGroups {
+    fn validate(self) -> Result<GroupPolicy, ConfigError> {
+        let defaults = GroupPolicy::default();
+        let admin_group = self.admin_group.unwrap_or(defaults.admin_group);
+        if admin_group.trim().is_empty() {
+            return Err(invalid(
+                "groups.admin_group",
+                "must name the gateway's admin group, such as admin_group = \"admin\"",
+            ));
+        }
+        if let Some((from, _)) = self.rename.iter().find(|(_, to)| to.trim().is_empty()) {
+            return Err(invalid(
+                "groups.rename",
+                format!("maps {from:?} to an empty name; give a gateway group name such as {{ \"Database Admins\" = \"dba\" }}"),
+            ));
+        }
+        Ok(GroupPolicy {
+            include: self.include.unwrap_or_default(),
+            exclude: self.exclude.unwrap_or_default(),
+            rename: self.rename,
+            prefix: self.prefix.unwrap_or_default(),
+            admin_group,
+            allow_admin_group: self.allow_admin_group.unwrap_or(false),
+        })
+    }
+}
+
+impl RawService {
+    fn validate(self) -> Result<ServiceConfig, ConfigError> {
+        let listen = self
+            .listen
+            .map(|text| {
+                text.trim().parse().map_err(|_| {
+                    invalid(
+                        "service.listen",
+                        format!("must be an address and port such as listen = \"127.0.0.1:9464\"; got {text:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let max_age = positive(
+            "service.ready_max_age_secs",
+            self.ready_max_age_secs.unwrap_or(3600),
+            "3600",
+        )?;
+        Ok(ServiceConfig {
+            listen,
+            ready_max_age: Duration::from_secs(u64::from(max_age.get())),
+            unready_after_failed_runs: positive(
+                "service.unready_after_failed_runs",
+                self.unready_after_failed_runs.unwrap_or(3),
+                "3",
+            )?,
         })
     }
 }
@@ -511,6 +797,7 @@ fn optional_secret(
     let secret = match (inline, file, from_env) {
         (Some(secret), _, _) | (_, _, Some(secret)) => secret,
         (None, Some(path), None) => {
+            let path = &credentials_path(key, path, env)?;
             let text = std::fs::read_to_string(path).map_err(|err| {
                 invalid(
                     key,
@@ -526,6 +813,29 @@ fn optional_secret(
         return Err(invalid(key, "is empty; give the real credential"));
     }
     Ok(Some(secret))
+}
+
+/// Resolves a leading `$CREDENTIALS_DIRECTORY/`, where systemd's `LoadCredential=`
+/// puts secrets, so one config file serves under systemd and elsewhere.
+fn credentials_path(
+    key: &'static str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, ConfigError> {
+    const VAR: &str = "$CREDENTIALS_DIRECTORY/";
+    let Some(rest) = path.to_str().and_then(|p| p.strip_prefix(VAR)) else {
+        return Ok(path.to_owned());
+    };
+    let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+        invalid(
+            key,
+            format!(
+                "file {} needs $CREDENTIALS_DIRECTORY, which is set only under systemd with LoadCredential=; give an absolute path otherwise",
+                path.display()
+            ),
+        )
+    })?;
+    Ok(Path::new(&dir).join(rest))
 }
 
 /// Reads a PEM bundle and checks now that it holds certificates, so a typo in a CA

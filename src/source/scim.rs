@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -32,6 +33,7 @@ const BACKOFF: Backoff = Backoff {
 pub struct ScimSource {
     base: Url,
     page_size: u32,
+    parallel_pages: usize,
     subject_attribute: SubjectAttribute,
     http: reqwest::Client,
     tokens: TokenSource,
@@ -42,6 +44,7 @@ impl ScimSource {
         Self {
             base: config.url.clone(),
             page_size: config.page_size.get(),
+            parallel_pages: config.parallel_pages.get(),
             subject_attribute: config.subject_attribute,
             http,
             tokens,
@@ -133,60 +136,52 @@ impl ScimSource {
         Ok(directory)
     }
 
-    /// Calls `visit` for every resource of `/{resource}`, checking that the pages add
-    /// up to `totalResults`. `visit` returns an error text when the data is unusable.
+    /// Calls `visit` for every resource of `/{resource}`, in order, checking that the
+    /// pages add up to `totalResults`. `visit` returns an error text when the data is
+    /// unusable. The first page tells the total and the server's page size; the rest
+    /// are fetched up to `parallel_pages` at a time (SCIM's `startIndex` paging allows
+    /// it) and visited in order.
     async fn for_each_page<T: DeserializeOwned>(
         &self,
         resource: &str,
         shutdown: &CancellationToken,
         mut visit: impl FnMut(T) -> Result<(), String>,
     ) -> Result<(), SourceError> {
-        let mut seen = 0usize;
-        let mut total: Option<usize> = None;
-        loop {
+        let first_url = self.page_url(resource, 1);
+        let first: ListResponse<T> = self.get_json(&first_url).await?;
+        let total = first.total_results;
+        // The server decides the page size (`itemsPerPage`); our `count` is a wish.
+        let promised = first.items_per_page.unwrap_or(self.page_size as usize);
+        check_page(&first_url, &first, 1, total, promised, false)?;
+        let page_len = first.resources.len();
+        for resource in first.resources {
+            visit(resource).map_err(|reason| inconsistent(&first_url, reason))?;
+        }
+        if page_len >= total {
+            return Ok(());
+        }
+        let mut pages = futures::stream::iter((1 + page_len..=total).step_by(page_len))
+            .map(|start| {
+                let url = self.page_url(resource, start);
+                async move {
+                    let page: ListResponse<T> = self.get_json(&url).await?;
+                    Ok::<_, SourceError>((url, start, page))
+                }
+            })
+            .buffered(self.parallel_pages);
+        while let Some(fetched) = pages.next().await {
             if shutdown.is_cancelled() {
                 return Err(SourceError::Interrupted);
             }
-            let url = self.page_url(resource, seen + 1);
-            let page: ListResponse<T> = self.get_json(&url).await?;
-            let inconsistent = |reason: String| SourceError::Inconsistent {
-                url: url.to_string(),
-                reason,
-            };
-            let expected_total = *total.get_or_insert(page.total_results);
-            if page.total_results != expected_total {
-                return Err(inconsistent(format!(
-                    "totalResults changed from {expected_total} to {} while paging (the directory changed under the read; the next run will retry)",
-                    page.total_results
-                )));
-            }
-            let remaining = expected_total - seen;
-            let received = page.resources.len();
-            // The server decides the page size (`itemsPerPage`); our `count` is a wish.
-            let promised = page
-                .items_per_page
-                .unwrap_or(self.page_size as usize)
-                .min(remaining);
-            if received < promised.max(usize::from(remaining > 0)) {
-                return Err(inconsistent(format!(
-                    "page starting at {} has {received} resources, but {remaining} of totalResults={expected_total} are still missing",
-                    seen + 1
-                )));
-            }
-            if received > remaining {
-                return Err(inconsistent(format!(
-                    "page starting at {} has {received} resources, more than the {remaining} left of totalResults={expected_total}",
-                    seen + 1
-                )));
-            }
+            let (url, start, page) = fetched?;
+            // Pages after the first sit at fixed offsets: any other size would skip
+            // or repeat entries.
+            check_page(&url, &page, start, total, page_len, true)?;
             for resource in page.resources {
-                visit(resource).map_err(inconsistent)?;
-            }
-            seen += received;
-            if seen == expected_total {
-                return Ok(());
+                visit(resource).map_err(|reason| inconsistent(&url, reason))?;
             }
         }
+        Ok(())
     }
 
     fn page_url(&self, resource: &str, start_index: usize) -> Url {
@@ -273,6 +268,45 @@ impl ScimSource {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+fn inconsistent(url: &Url, reason: String) -> SourceError {
+    SourceError::Inconsistent {
+        url: url.to_string(),
+        reason,
+    }
+}
+
+/// Checks that a page holds what the paging contract promises: `promised` resources
+/// (fewer only at the end), the same `totalResults` as the first page.
+fn check_page<T>(
+    url: &Url,
+    page: &ListResponse<T>,
+    start: usize,
+    total: usize,
+    promised: usize,
+    exact: bool,
+) -> Result<(), SourceError> {
+    if page.total_results != total {
+        return Err(inconsistent(url, format!(
+            "totalResults changed from {total} to {} while paging (the directory changed under the read; the next run will retry)",
+            page.total_results
+        )));
+    }
+    let remaining = total.saturating_sub(start - 1);
+    let expected = promised.min(remaining);
+    let received = page.resources.len();
+    if received < expected.max(usize::from(remaining > 0)) {
+        return Err(inconsistent(url, format!(
+            "page starting at {start} has {received} resources, but {remaining} of totalResults={total} are still missing"
+        )));
+    }
+    if received > remaining || (exact && received != expected) {
+        return Err(inconsistent(url, format!(
+            "page starting at {start} has {received} resources where {expected} were due (totalResults={total})"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
