@@ -1,8 +1,9 @@
-//! Executes a plan's creates against the target: paced by a `governor` limiter (a
+//! Executes a plan's actions against the target: paced by a `governor` limiter (a
 //! permit before every attempt, retries included), at most `max_in_flight` at once,
-//! retried with backoff. Yields each user's outcome as soon as it is known; the
+//! retried with backoff. Yields each action's outcome as soon as it is known; the
 //! orchestrator records it.
 
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -12,11 +13,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TargetConfig;
-use crate::plan::CreateUser;
+use crate::plan::{merged, ChangeKind, CreateUser, Rules, UpdateUser};
 use crate::retry::Backoff;
-use crate::target::{CreateAnswer, Target};
+use crate::target::{Answer, GatewayUser, Target};
 
-/// The final result of creating one user.
+/// One thing to do in the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Create(CreateUser),
+    Change(UpdateUser),
+}
+
+/// The final result of one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The gateway created the user (201, or 409 after an attempt that may have
@@ -24,20 +32,34 @@ pub enum Outcome {
     Created,
     /// The gateway already had this e-mail (409 on a first attempt).
     Existing,
-    /// The gateway refused the data (4xx); not resent until it changes.
+    /// The user was read and written back with the change.
+    Changed,
+    /// The user was read and already as wanted; nothing was written.
+    Unchanged,
+    /// The gateway has no such user (any more).
+    Missing,
+    /// The gateway refused the request (4xx); resending will not help.
     Rejected { status: u16, message: String },
     /// Transient failures on every attempt; the next run tries again.
     GaveUp { attempts: u32, reason: String },
     /// Our credentials were refused (401/403): the run must stop.
     Unauthorized { status: u16, message: String },
-    /// Shutdown came before the user could be created; the next run tries again.
+    /// Shutdown came before the action was done; the next run tries again.
     Interrupted,
-    /// Dry run: nothing was sent.
-    WouldCreate,
+    /// Dry run: the write was not sent.
+    WouldWrite,
+}
+
+/// How a request ended after retries.
+enum Settled<T> {
+    Answer(Answer<T>),
+    GaveUp { attempts: u32, reason: String },
+    Interrupted,
 }
 
 pub struct Applier {
     target: Target,
+    rules: Rules,
     limiter: DefaultDirectRateLimiter,
     /// A `Retry-After` speaks for the whole gateway, not one user: no attempt of any
     /// user starts before it has passed.
@@ -47,25 +69,18 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub fn new(target: Target, config: &TargetConfig) -> Self {
-        Self::with_backoff(
+    pub fn new(target: Target, config: &TargetConfig, rules: Rules) -> Self {
+        let quota = Quota::per_second(config.rate_limit_per_second).allow_burst(config.burst);
+        Self {
             target,
-            config,
-            Backoff {
+            rules,
+            limiter: RateLimiter::direct(quota),
+            paused_until: Mutex::new(None),
+            backoff: Backoff {
                 max_attempts: config.max_attempts.get(),
                 base: Duration::from_millis(250),
                 cap: Duration::from_secs(30),
             },
-        )
-    }
-
-    pub fn with_backoff(target: Target, config: &TargetConfig, backoff: Backoff) -> Self {
-        let quota = Quota::per_second(config.rate_limit_per_second).allow_burst(config.burst);
-        Self {
-            target,
-            limiter: RateLimiter::direct(quota),
-            paused_until: Mutex::new(None),
-            backoff,
             max_in_flight: config.max_in_flight.get(),
         }
     }
@@ -74,31 +89,140 @@ impl Applier {
         &self.target
     }
 
-    /// Creates `users`, yielding `(user, outcome)` in completion order. Once `stop` is
-    /// cancelled no new user is started; those in flight finish their current attempt.
-    pub fn create_all<'a>(
+    /// Runs `actions`, yielding `(action, outcome)` in completion order. Once `stop` is
+    /// cancelled no new action starts; those in flight finish their current attempt.
+    pub fn run_all<'a>(
         &'a self,
-        users: Vec<CreateUser>,
+        actions: Vec<Action>,
         stop: &'a CancellationToken,
-    ) -> impl Stream<Item = (CreateUser, Outcome)> + 'a {
-        futures::stream::iter(users)
+    ) -> impl Stream<Item = (Action, Outcome)> + 'a {
+        futures::stream::iter(actions)
             .take_until(stop.cancelled())
-            .map(move |user| async move {
-                let outcome = self.create_one(&user, stop).await;
-                (user, outcome)
+            .map(move |action| async move {
+                let outcome = match &action {
+                    Action::Create(user) => self.create(user, stop).await,
+                    Action::Change(change) => self.change(change, stop).await,
+                };
+                (action, outcome)
             })
             .buffer_unordered(self.max_in_flight)
+    }
+
+    /// Every user of the gateway (one request, retried like the others).
+    pub async fn inventory(&self, stop: &CancellationToken) -> Result<Vec<GatewayUser>, Outcome> {
+        match self.with_retries(stop, || self.target.list_users()).await {
+            (Settled::Answer(Answer::Done(users)), _) => Ok(users),
+            (settled, _) => Err(outcome_of(settled)),
+        }
+    }
+
+    async fn create(&self, user: &CreateUser, stop: &CancellationToken) -> Outcome {
+        match self
+            .with_retries(stop, || self.target.create_user(&user.profile))
+            .await
+        {
+            (Settled::Answer(Answer::Done(())), _) => Outcome::Created,
+            // The gateway is not atomic: a 5xx can come after the user row was
+            // written, and then our retry meets our own user.
+            (Settled::Answer(Answer::Conflict), true) => Outcome::Created,
+            (Settled::Answer(Answer::Conflict), false) => Outcome::Existing,
+            (settled, _) => outcome_of(settled),
+        }
+    }
+
+    /// Reads the user, merges the change, and writes it back only if it differs:
+    /// PUT is a full replace, so it must carry everything the gateway holds.
+    async fn change(&self, change: &UpdateUser, stop: &CancellationToken) -> Outcome {
+        let current = match self
+            .with_retries(stop, || self.target.get_user(&change.key))
+            .await
+        {
+            (Settled::Answer(Answer::Done(current)), _) => current,
+            (settled, _) => return outcome_of(settled),
+        };
+        let status = match change.kind {
+            ChangeKind::Update => None,
+            ChangeKind::Deactivate => Some("inactive"),
+            // Before the first login the subject is still the e-mail: the user was
+            // only ever invited.
+            ChangeKind::Reactivate if current.id == current.email => Some("invited"),
+            ChangeKind::Reactivate => Some("active"),
+        };
+        let wanted = merged(&current, change.profile.as_ref(), status, &self.rules);
+        if wanted == merged(&current, None, None, &self.rules) {
+            return Outcome::Unchanged;
+        }
+        match self
+            .with_retries(stop, || self.target.put_user(&change.key, &wanted))
+            .await
+        {
+            (Settled::Answer(Answer::Done(())), _) => Outcome::Changed,
+            (settled, _) => outcome_of(settled),
+        }
+    }
+
+    /// Sends `request` until it gets an answer worth keeping: waits its turn before
+    /// every attempt, retries transient failures with backoff. Also says whether an
+    /// earlier attempt may have been applied by the gateway.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        stop: &CancellationToken,
+        mut request: F,
+    ) -> (Settled<T>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Answer<T>>,
+    {
+        let mut maybe_applied_before = false;
+        let mut attempt = 1;
+        loop {
+            if !self.await_turn(stop).await {
+                return (Settled::Interrupted, maybe_applied_before);
+            }
+            let (reason, retry_after) = match request().await {
+                Answer::Transient {
+                    reason,
+                    retry_after,
+                    maybe_applied,
+                } => {
+                    if let Some(wait) = retry_after {
+                        self.pause_all(wait);
+                    }
+                    maybe_applied_before |= maybe_applied;
+                    if attempt >= self.backoff.max_attempts {
+                        return (
+                            Settled::GaveUp {
+                                attempts: attempt,
+                                reason,
+                            },
+                            maybe_applied_before,
+                        );
+                    }
+                    (reason, retry_after)
+                }
+                unauthorized @ Answer::Unauthorized { .. } => {
+                    // Every further request would be refused the same way.
+                    stop.cancel();
+                    return (Settled::Answer(unauthorized), maybe_applied_before);
+                }
+                answer => return (Settled::Answer(answer), maybe_applied_before),
+            };
+            attempt += 1;
+            let wait = self.backoff.delay(attempt, retry_after);
+            tracing::debug!(%reason, wait_ms = wait.as_millis() as u64, attempt, "Gateway request failed for now; retrying.");
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return (Settled::Interrupted, maybe_applied_before),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// Waits until no `Retry-After` pause is running and the rate limiter grants a
     /// permit; `false` when `stop` came first.
     async fn await_turn(&self, stop: &CancellationToken) -> bool {
         loop {
-            let paused_until = *self
-                .paused_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(until) = paused_until.filter(|until| *until > Instant::now()) {
+            if let Some(until) = self.paused_until() {
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => return false,
@@ -111,14 +235,18 @@ impl Applier {
                 _ = self.limiter.until_ready() => {}
             }
             // A pause may have begun while we waited for the permit.
-            let paused_until = *self
-                .paused_until
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if paused_until.is_none_or(|until| until <= Instant::now()) {
+            if self.paused_until().is_none() {
                 return true;
             }
         }
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        let paused_until = *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        paused_until.filter(|until| *until > Instant::now())
     }
 
     fn pause_all(&self, wait: Duration) {
@@ -129,56 +257,28 @@ impl Applier {
             .unwrap_or_else(PoisonError::into_inner);
         *paused_until = (*paused_until).max(Some(until));
     }
+}
 
-    async fn create_one(&self, user: &CreateUser, stop: &CancellationToken) -> Outcome {
-        let mut maybe_applied_before = false;
-        let mut attempt = 1;
-        loop {
-            if !self.await_turn(stop).await {
-                return Outcome::Interrupted;
-            }
-            let (reason, retry_after) = match self.target.create_user(user).await {
-                CreateAnswer::Created => return Outcome::Created,
-                CreateAnswer::DryRun => return Outcome::WouldCreate,
-                // The gateway is not atomic: a 5xx can come after the user row was
-                // written, and then our retry meets our own user.
-                CreateAnswer::Conflict if maybe_applied_before => return Outcome::Created,
-                CreateAnswer::Conflict => return Outcome::Existing,
-                CreateAnswer::Rejected { status, message } => {
-                    return Outcome::Rejected { status, message }
-                }
-                CreateAnswer::Unauthorized { status, message } => {
-                    // Every further request would be refused the same way.
-                    stop.cancel();
-                    return Outcome::Unauthorized { status, message };
-                }
-                CreateAnswer::Transient {
-                    reason,
-                    retry_after,
-                    maybe_applied,
-                } => {
-                    maybe_applied_before |= maybe_applied;
-                    if let Some(wait) = retry_after {
-                        self.pause_all(wait);
-                    }
-                    (reason, retry_after)
-                }
-            };
-            if attempt >= self.backoff.max_attempts {
-                return Outcome::GaveUp {
-                    attempts: attempt,
-                    reason,
-                };
-            }
-            attempt += 1;
-            let wait = self.backoff.delay(attempt, retry_after);
-            tracing::debug!(email = %user.email, %reason, wait_ms = wait.as_millis() as u64, "Create failed for now; retrying.");
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return Outcome::Interrupted,
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
+/// The outcome of an answer that is not the action's own success.
+fn outcome_of<T>(settled: Settled<T>) -> Outcome {
+    match settled {
+        Settled::Interrupted => Outcome::Interrupted,
+        Settled::GaveUp { attempts, reason } => Outcome::GaveUp { attempts, reason },
+        Settled::Answer(answer) => match answer {
+            Answer::Done(_) | Answer::DryRun => Outcome::WouldWrite,
+            Answer::NotFound => Outcome::Missing,
+            Answer::Conflict => Outcome::Rejected {
+                status: 409,
+                message: "conflict".into(),
+            },
+            Answer::Rejected { status, message } => Outcome::Rejected { status, message },
+            Answer::Unauthorized { status, message } => Outcome::Unauthorized { status, message },
+            // `with_retries` never settles on a transient answer.
+            Answer::Transient { reason, .. } => Outcome::GaveUp {
+                attempts: 0,
+                reason,
+            },
+        },
     }
 }
 
@@ -187,6 +287,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::model::{Email, Fingerprint, Subject};
+    use crate::plan::Profile;
 
     fn config() -> TargetConfig {
         let text = r#"
@@ -206,18 +307,26 @@ mod tests {
             .target
     }
 
+    fn applier(script: Vec<Answer<()>>) -> Applier {
+        Applier::new(Target::scripted(script), &config(), Rules::default())
+    }
+
     fn user() -> CreateUser {
         CreateUser {
             subject: Subject::new("s1"),
-            email: Email::parse("ann@x.com").expect("email"),
-            name: None,
-            groups: Vec::new(),
+            profile: Profile {
+                email: Email::parse("ann@x.com").expect("email"),
+                name: None,
+                groups: Vec::new(),
+                slack_id: None,
+                picture: None,
+            },
             fingerprint: Fingerprint(1),
         }
     }
 
-    fn transient(retry_after: Option<u64>, maybe_applied: bool) -> CreateAnswer {
-        CreateAnswer::Transient {
+    fn transient(retry_after: Option<u64>, maybe_applied: bool) -> Answer<()> {
+        Answer::Transient {
             reason: "503 Service Unavailable: busy".into(),
             retry_after: retry_after.map(Duration::from_secs),
             maybe_applied,
@@ -226,18 +335,16 @@ mod tests {
 
     /// Runs one create against scripted answers; returns the outcome, the number of
     /// attempts made and the (paused-clock) time it took.
-    async fn run(script: Vec<CreateAnswer>) -> (Outcome, usize, Duration) {
-        let target = Target::scripted(script);
-        let applier = Applier::new(target, &config());
-        let stop = CancellationToken::new();
+    async fn run(script: Vec<Answer<()>>) -> (Outcome, usize, Duration) {
+        let applier = applier(script);
         let started = Instant::now();
-        let outcome = applier.create_one(&user(), &stop).await;
+        let outcome = applier.create(&user(), &CancellationToken::new()).await;
         (outcome, applier.target().attempts(), started.elapsed())
     }
 
     #[tokio::test(start_paused = true)]
     async fn created_on_the_first_attempt() {
-        assert_eq!(run(vec![CreateAnswer::Created]).await.0, Outcome::Created);
+        assert_eq!(run(vec![Answer::Done(())]).await.0, Outcome::Created);
     }
 
     #[tokio::test(start_paused = true)]
@@ -245,7 +352,7 @@ mod tests {
         let (outcome, attempts, _) = run(vec![
             transient(None, false),
             transient(None, false),
-            CreateAnswer::Created,
+            Answer::Done(()),
         ])
         .await;
         assert_eq!((outcome, attempts), (Outcome::Created, 3));
@@ -253,23 +360,23 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn conflict_after_a_server_error_means_we_created_it() {
-        let (outcome, attempts, _) = run(vec![transient(None, true), CreateAnswer::Conflict]).await;
+        let (outcome, attempts, _) = run(vec![transient(None, true), Answer::Conflict]).await;
         assert_eq!((outcome, attempts), (Outcome::Created, 2));
     }
 
     #[tokio::test(start_paused = true)]
     async fn conflict_after_a_rate_limit_means_it_existed() {
-        let (outcome, _, _) = run(vec![transient(None, false), CreateAnswer::Conflict]).await;
+        let (outcome, _, _) = run(vec![transient(None, false), Answer::Conflict]).await;
         assert_eq!(outcome, Outcome::Existing);
     }
 
     #[tokio::test(start_paused = true)]
     async fn rejections_and_refusals_are_never_retried() {
-        let rejected = CreateAnswer::Rejected {
+        let rejected = Answer::Rejected {
             status: 422,
             message: "invalid email".into(),
         };
-        let (outcome, attempts, _) = run(vec![rejected, CreateAnswer::Created]).await;
+        let (outcome, attempts, _) = run(vec![rejected, Answer::Done(())]).await;
         assert_eq!(attempts, 1);
         assert_eq!(
             outcome,
@@ -278,11 +385,11 @@ mod tests {
                 message: "invalid email".into()
             }
         );
-        let refused = CreateAnswer::Unauthorized {
+        let refused = Answer::Unauthorized {
             status: 403,
             message: "access denied".into(),
         };
-        let (outcome, attempts, _) = run(vec![refused, CreateAnswer::Created]).await;
+        let (outcome, attempts, _) = run(vec![refused, Answer::Done(())]).await;
         assert_eq!(attempts, 1);
         assert!(matches!(outcome, Outcome::Unauthorized { status: 403, .. }));
     }
@@ -302,7 +409,7 @@ mod tests {
         let (outcome, _, elapsed) = run(vec![
             transient(Some(7), false),
             transient(Some(5), false),
-            CreateAnswer::Created,
+            Answer::Done(()),
         ])
         .await;
         assert_eq!(outcome, Outcome::Created);
@@ -313,11 +420,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn shutdown_interrupts_a_backoff_wait() {
-        let applier = Applier::new(
-            Target::scripted(vec![transient(Some(600), false)]),
-            &config(),
+    async fn retry_after_pauses_every_user_not_just_the_one_refused() {
+        let applier = applier(vec![Answer::Done(())]);
+        applier.pause_all(Duration::from_secs(9));
+        let started = Instant::now();
+        assert_eq!(
+            applier.create(&user(), &CancellationToken::new()).await,
+            Outcome::Created
         );
+        assert!(started.elapsed() >= Duration::from_secs(9));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_interrupts_a_backoff_wait() {
+        let applier = applier(vec![transient(Some(600), false)]);
         let stop = CancellationToken::new();
         let stopper = stop.clone();
         tokio::spawn(async move {
@@ -325,35 +441,41 @@ mod tests {
             stopper.cancel();
         });
         let started = Instant::now();
-        assert_eq!(
-            applier.create_one(&user(), &stop).await,
-            Outcome::Interrupted
-        );
+        assert_eq!(applier.create(&user(), &stop).await, Outcome::Interrupted);
         assert!(started.elapsed() < Duration::from_secs(600));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn no_new_user_starts_after_stop() {
-        let applier = Applier::new(Target::scripted(vec![CreateAnswer::Created; 5]), &config());
+    async fn no_new_action_starts_after_stop() {
+        let applier = applier(vec![Answer::Done(()); 5]);
         let stop = CancellationToken::new();
         stop.cancel();
-        let done: Vec<_> = applier
-            .create_all(vec![user(), user()], &stop)
-            .collect()
-            .await;
+        let actions = vec![Action::Create(user()), Action::Create(user())];
+        let done: Vec<_> = applier.run_all(actions, &stop).collect().await;
         assert!(done.is_empty());
         assert_eq!(applier.target().attempts(), 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retry_after_pauses_every_user_not_just_the_one_refused() {
-        let applier = Applier::new(Target::scripted(vec![CreateAnswer::Created]), &config());
-        applier.pause_all(Duration::from_secs(9));
-        let started = Instant::now();
+    async fn a_refusal_stops_everyone_else() {
+        let refused = Answer::Unauthorized {
+            status: 401,
+            message: "invalid key".into(),
+        };
+        let applier = applier(vec![refused]);
+        let stop = CancellationToken::new();
+        let actions = vec![Action::Create(user()); 5];
+        let done: Vec<_> = applier.run_all(actions, &stop).collect().await;
+        assert!(stop.is_cancelled());
         assert_eq!(
-            applier.create_one(&user(), &CancellationToken::new()).await,
-            Outcome::Created
+            applier.target().attempts(),
+            1,
+            "no request after the refusal"
         );
-        assert!(started.elapsed() >= Duration::from_secs(9));
+        let interrupted = done
+            .iter()
+            .filter(|(_, o)| *o == Outcome::Interrupted)
+            .count();
+        assert_eq!(interrupted, done.len() - 1, "{done:?}");
     }
 }

@@ -45,8 +45,18 @@ pub struct SubjectRecord {
     /// The gateway's message, for a rejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// idsync set the user `inactive` (it left the directory or became inactive).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
     /// Unix seconds of the last change.
     pub updated_at: i64,
+}
+
+impl SubjectRecord {
+    /// A user idsync created or adopted: the only users it ever updates or deactivates.
+    pub fn is_managed(&self) -> bool {
+        matches!(self.state, SubjectState::Created | SubjectState::Existing)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,13 +150,21 @@ impl Cache {
         Ok(records)
     }
 
-    /// Stores outcomes and returns once they are on disk.
-    pub async fn record(&self, outcomes: &[(Subject, SubjectRecord)]) -> Result<(), CacheError> {
+    /// Stores outcomes (`None` forgets the subject) and returns once they are on disk.
+    pub async fn record(
+        &self,
+        outcomes: &[(Subject, Option<SubjectRecord>)],
+    ) -> Result<(), CacheError> {
         let mut batch = sled::Batch::default();
         for (subject, record) in outcomes {
-            let value = serde_json::to_vec(record)
-                .map_err(|err| self.unreadable(format!("cannot encode a record: {err}")))?;
-            batch.insert(subject.as_str().as_bytes(), value);
+            match record {
+                Some(record) => {
+                    let value = serde_json::to_vec(record)
+                        .map_err(|err| self.unreadable(format!("cannot encode a record: {err}")))?;
+                    batch.insert(subject.as_str().as_bytes(), value);
+                }
+                None => batch.remove(subject.as_str().as_bytes()),
+            }
         }
         self.subjects
             .apply_batch(batch)
@@ -223,6 +241,7 @@ mod tests {
             state,
             fingerprint: Fingerprint(7),
             detail: None,
+            deactivated: false,
             updated_at: 1,
         }
     }
@@ -233,7 +252,10 @@ mod tests {
         {
             let cache = Cache::open(dir.path()).expect("open");
             cache
-                .record(&[(Subject::new("s1"), record("a@x.com", SubjectState::Created))])
+                .record(&[(
+                    Subject::new("s1"),
+                    Some(record("a@x.com", SubjectState::Created)),
+                )])
                 .await
                 .expect("record");
         }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use crate::apply::Outcome;
 use crate::model::Email;
-use crate::plan::{Plan, Problem};
+use crate::plan::{GuardTripped, Plan, Problem};
 use crate::sync::{Summary, SyncError};
 
 pub fn directory_read(entries: usize, took: Duration) {
@@ -15,9 +16,37 @@ pub fn directory_read(entries: usize, took: Duration) {
     );
 }
 
+pub fn admin_group_dropped(idp_group: &str, admin_group: &str, members: usize) {
+    tracing::warn!(
+        idp_group,
+        admin_group,
+        members,
+        "This IdP group maps to the gateway's admin group and is not synced; set [groups] allow_admin_group = true to sync it."
+    );
+}
+
+pub fn inventory_unavailable(outcome: &Outcome) {
+    tracing::warn!(
+        ?outcome,
+        "Could not list the gateway's users; existing users will be found one 409 at a time."
+    );
+}
+
+pub fn deactivation_guard_tripped(guard: &GuardTripped) {
+    tracing::error!(
+        planned = guard.planned,
+        allowed = guard.allowed,
+        managed = guard.managed,
+        "{guard}"
+    );
+}
+
 pub fn planned(plan: &Plan) {
     tracing::info!(
         create = plan.creates.len(),
+        update = plan.updates.len(),
+        adopt = plan.adoptions.len(),
+        deactivate = plan.deactivations.len(),
         unchanged = plan.unchanged,
         skipped_inactive = plan.skipped_inactive,
         skipped_invalid = plan.invalid.len(),
@@ -30,8 +59,12 @@ pub fn user_created(email: &Email) {
     tracing::info!(%email, "Created user.");
 }
 
-pub fn user_existing(email: &Email) {
+pub fn user_adopted(email: &Email) {
     tracing::info!(%email, "User already exists in the gateway; now managed.");
+}
+
+pub fn user_changed(email: &Email, action: &str, reason: &str) {
+    tracing::info!(%email, action, reason, "Changed user.");
 }
 
 pub fn user_failed(email: &Email, reason: &str) {
@@ -47,6 +80,9 @@ pub fn run_finished(summary: &Summary) {
     tracing::info!(
         created = c.created,
         existing = c.existing,
+        updated = c.updated,
+        reactivated = c.reactivated,
+        deactivated = c.deactivated,
         unchanged = c.unchanged,
         skipped_invalid = c.skipped_invalid,
         skipped_inactive = c.skipped_inactive,

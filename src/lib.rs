@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: TOML → checked [`config::Config`]; secrets as [`config::Secret`].
+//! - [`groups`]: the groups policy (include/exclude, rename, prefix, admin guard).
 //! - [`model`]: typed identities ([`model::Subject`], [`model::Email`], [`model::GroupName`]).
 //! - [`auth`]: the directory's bearer token (static, or OIDC client credentials).
 //! - [`source`]: directory adapters ([`source::scim`]) yielding normalized users.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod events;
+pub mod groups;
 pub mod model;
 pub mod plan;
 pub mod retry;

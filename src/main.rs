@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use idsync::config::Config;
-use idsync::sync::{Summary, Syncer};
+use idsync::sync::{RunMode, Summary, Syncer};
 
 /// Exit codes, documented in the README.
 mod exit {
@@ -38,6 +38,10 @@ struct Cli {
     /// With --sync-now: show what would be done; change neither the gateway nor the cache.
     #[arg(long, requires = "sync_now")]
     dry_run: bool,
+    /// With --sync-now: make the deactivations this run plans even beyond
+    /// sync.max_deactivations (after checking the directory really lost those users).
+    #[arg(long, requires = "sync_now")]
+    allow_mass_deactivation: bool,
     /// How to print the run summary on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -82,7 +86,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: Config) -> u8 {
-    let syncer = match Syncer::new(&config, cli.dry_run) {
+    let mode = RunMode {
+        dry_run: cli.dry_run,
+        allow_mass_deactivation: cli.allow_mass_deactivation,
+    };
+    let syncer = match Syncer::new(&config, mode) {
         Ok(syncer) => syncer,
         Err(err) => {
             eprintln!("idsync: cannot start: {err}");
@@ -101,7 +109,7 @@ async fn run(cli: Cli, config: Config) -> u8 {
     match syncer.run_once(&shutdown).await {
         Ok(summary) => {
             print_summary(&summary, cli.output, None);
-            if summary.counts.failed > 0 {
+            if summary.has_failures() {
                 exit::USERS_FAILED
             } else {
                 exit::OK
@@ -167,32 +175,51 @@ fn print_summary(summary: &Summary, output: Output, error: Option<&str>) {
 
 fn write_text_summary(out: &mut impl Write, summary: &Summary) -> std::io::Result<()> {
     let c = &summary.counts;
-    let verb = if summary.dry_run {
-        "would create"
-    } else {
-        "created"
-    };
+    let would = if summary.dry_run { "would be " } else { "" };
+    let mut parts = vec![
+        format!("{would}created {}", c.created),
+        format!("existing {}", c.existing),
+    ];
+    let optional = [
+        ("updated", c.updated),
+        ("reactivated", c.reactivated),
+        ("deactivated", c.deactivated),
+        ("deactivation failed", c.deactivation_failed),
+        ("deactivations held back", c.deactivations_blocked),
+        ("interrupted", c.interrupted),
+    ];
+    parts.push(format!("unchanged {}", c.unchanged));
+    parts.push(format!("skipped invalid {}", c.skipped_invalid));
+    parts.push(format!("skipped inactive {}", c.skipped_inactive));
+    parts.push(format!("failed {}", c.failed));
+    parts.extend(
+        optional
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(label, n)| format!("{label} {n}")),
+    );
     writeln!(
         out,
-        "{verb} {}, existing {}, unchanged {}, skipped invalid {}, skipped inactive {}, failed {}{} — {} directory users in {:.1} s",
-        c.created,
-        c.existing,
-        c.unchanged,
-        c.skipped_invalid,
-        c.skipped_inactive,
-        c.failed,
-        if c.interrupted > 0 { format!(", interrupted {}", c.interrupted) } else { String::new() },
+        "{} — {} directory users in {:.1} s",
+        parts.join(", "),
         summary.directory_users,
         summary.duration_ms as f64 / 1000.0,
     )?;
-    for email in &summary.would_create {
-        writeln!(out, "  would create  {email}")?;
+    for action in &summary.actions {
+        writeln!(
+            out,
+            "  would {:<10} {}: {}",
+            action.action, action.user, action.reason
+        )?;
     }
     for report in &summary.skipped {
         writeln!(out, "  skipped  {}: {}", report.user, report.reason)?;
     }
     for report in &summary.failures {
         writeln!(out, "  failed   {}: {}", report.user, report.reason)?;
+    }
+    if let Some(guard) = &summary.deactivation_guard {
+        writeln!(out, "  held back: {guard}")?;
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ pub mod limits {
     pub const EMAIL: usize = 255;
     pub const NAME: usize = 255;
     pub const GROUP_NAME: usize = 180;
+    pub const SLACK_ID: usize = 50;
+    pub const PICTURE: usize = 2048;
 }
 
 /// The IdP's immutable key of a user (SCIM `id` or `externalId`).
@@ -114,6 +116,9 @@ pub struct DirectoryUser {
     pub name: Option<String>,
     /// Sorted and free of duplicates, so equal memberships fingerprint equally.
     pub groups: Vec<GroupName>,
+    /// Only when mapped from a directory attribute (`source.attributes`).
+    pub slack_id: Option<String>,
+    pub picture: Option<String>,
 }
 
 impl DirectoryUser {
@@ -137,6 +142,8 @@ impl DirectoryUser {
         };
         feed(self.email.as_ref().map(Email::as_str).unwrap_or(""));
         feed(self.name.as_deref().unwrap_or(""));
+        feed(self.slack_id.as_deref().unwrap_or(""));
+        feed(self.picture.as_deref().unwrap_or(""));
         for group in &self.groups {
             feed(group.as_str());
         }
@@ -161,6 +168,9 @@ pub struct Fingerprint(pub u64);
 impl Fingerprint {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
+    /// Recorded for a user idsync found in the gateway without comparing its data,
+    /// so that `update_existing` compares it at the next run.
+    pub const UNVERIFIED: Fingerprint = Fingerprint(0);
 }
 
 #[cfg(test)]
@@ -206,6 +216,8 @@ mod tests {
             email: Email::parse("a@x.com"),
             name: name.map(str::to_owned),
             groups: groups.iter().map(|g| GroupName::new(g)).collect(),
+            slack_id: None,
+            picture: None,
         }
     }
 
@@ -215,6 +227,9 @@ mod tests {
         assert_eq!(base, user(Some("Ann"), &["dba", "sre"]).fingerprint());
         assert_ne!(base, user(Some("Anne"), &["dba", "sre"]).fingerprint());
         assert_ne!(base, user(Some("Ann"), &["dba"]).fingerprint());
+        let mut with_slack = user(Some("Ann"), &["dba", "sre"]);
+        with_slack.slack_id = Some("U123".into());
+        assert_ne!(base, with_slack.fingerprint());
         // Field boundaries count: "ab"+"c" must differ from "a"+"bc".
         assert_ne!(
             user(Some("ab"), &["c"]).fingerprint(),

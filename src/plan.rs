@@ -1,20 +1,65 @@
-//! The diff: what the directory says versus what the cache remembers, as a list of
-//! actions. Pure: no clock, no I/O, so every rule is a table test below.
+//! The diff: what the directory says versus what the cache remembers (and, on a
+//! first run, what the gateway already holds), as a list of actions. Pure: no
+//! clock, no I/O, so every rule is a table test below.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::cache::{SubjectRecord, SubjectState};
+use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{limits, DirectoryUser, Email, Fingerprint, GroupName, Subject};
 use crate::source::Directory;
+use crate::target::GatewayUser;
+
+/// What idsync sends for a user: the fields it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub email: Email,
+    pub name: Option<String>,
+    pub groups: Vec<GroupName>,
+    /// `None` when not mapped, or when the directory has no value.
+    pub slack_id: Option<String>,
+    pub picture: Option<String>,
+}
 
 /// A user to create in the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateUser {
     pub subject: Subject,
-    pub email: Email,
-    pub name: Option<String>,
-    pub groups: Vec<GroupName>,
+    pub profile: Profile,
     pub fingerprint: Fingerprint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Name, groups or mapped attributes changed.
+    Update,
+    /// Left the directory, or `active: false` in it.
+    Deactivate,
+    /// Deactivated by idsync earlier, active in the directory again.
+    Reactivate,
+}
+
+/// A change to a user the gateway already holds: read it, merge, `PUT` if different.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateUser {
+    pub subject: Subject,
+    /// The e-mail the gateway holds the user under.
+    pub key: Email,
+    pub kind: ChangeKind,
+    /// New values of the owned fields; `None` changes only the status.
+    pub profile: Option<Profile>,
+    /// What the cache records once the change is made.
+    pub record: SubjectRecord,
+    /// Why, in words, for logs and the dry run.
+    pub reason: String,
+}
+
+/// A user the gateway already holds that matches the directory: recorded as managed,
+/// nothing sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    pub subject: Subject,
+    pub record: SubjectRecord,
 }
 
 /// A user the run reports instead of syncing.
@@ -25,21 +70,86 @@ pub struct Problem {
     pub reason: String,
 }
 
-/// The run's work. Every directory entry lands in exactly one field.
+/// What the planner may do beyond creating users.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub update_existing: bool,
+    pub deprovision: Deprovision,
+    pub max_deactivations: DeactivationLimit,
+    /// `--allow-mass-deactivation`: this run ignores `max_deactivations`.
+    pub allow_mass_deactivation: bool,
+    /// The gateway's admin group, kept on users idsync updates unless the IdP owns it.
+    pub admin_group: String,
+    pub allow_admin_group: bool,
+    pub owns_slack_id: bool,
+    pub owns_picture: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            update_existing: false,
+            deprovision: Deprovision::Off,
+            max_deactivations: DeactivationLimit::Percent(10),
+            allow_mass_deactivation: false,
+            admin_group: "admin".into(),
+            allow_admin_group: false,
+            owns_slack_id: false,
+            owns_picture: false,
+        }
+    }
+}
+
+/// The run's work. Every directory entry lands in exactly one of `creates`,
+/// `updates` (updates and reactivations), `adoptions`, `unchanged`,
+/// `skipped_inactive`, `invalid` and `still_rejected`; deactivations are extra.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub creates: Vec<CreateUser>,
-    /// Already created or found existing in an earlier run.
+    pub updates: Vec<UpdateUser>,
+    pub adoptions: Vec<Adoption>,
+    /// Deactivations; empty when the guard stopped them.
+    pub deactivations: Vec<UpdateUser>,
+    /// Already in step with the directory.
     pub unchanged: usize,
-    /// `active: false` in the directory.
+    /// `active: false` in the directory (deactivated or not).
     pub skipped_inactive: usize,
     /// Unusable data: no valid e-mail, over a gateway limit, a shared e-mail.
     pub invalid: Vec<Problem>,
     /// The gateway rejected this data before and it has not changed since.
     pub still_rejected: Vec<Problem>,
+    /// Set when more deactivations were due than `max_deactivations` allows.
+    pub deactivation_guard: Option<GuardTripped>,
 }
 
-pub fn plan(directory: &Directory, cached: &HashMap<Subject, SubjectRecord>) -> Plan {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardTripped {
+    pub planned: usize,
+    pub allowed: usize,
+    pub managed: usize,
+    pub limit: DeactivationLimit,
+}
+
+impl std::fmt::Display for GuardTripped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} deactivations are due, more than sync.max_deactivations = {} of {} managed users allows ({}); none were made. \
+             Check the directory, then raise the limit or run once with --allow-mass-deactivation",
+            self.planned, self.limit, self.managed, self.allowed
+        )
+    }
+}
+
+/// `inventory`: the gateway's users by e-mail, read when the cache is empty (a
+/// first run against a populated gateway), so existing users are adopted instead of
+/// meeting a 409 each.
+pub fn plan(
+    directory: &Directory,
+    cached: &HashMap<Subject, SubjectRecord>,
+    inventory: Option<&HashMap<String, GatewayUser>>,
+    rules: &Rules,
+) -> Plan {
     let mut plan = Plan::default();
     plan.invalid
         .extend(directory.unusable.iter().map(|entry| Problem {
@@ -56,9 +166,18 @@ pub fn plan(directory: &Directory, cached: &HashMap<Subject, SubjectRecord>) -> 
         }
     }
 
+    let mut deactivations = Vec::new();
     for user in &directory.users {
+        let record = cached.get(&user.subject);
         if !user.active {
             plan.skipped_inactive += 1;
+            if let Some(record) = record.filter(|r| r.is_managed() && !r.deactivated) {
+                deactivations.push(deactivation(
+                    &user.subject,
+                    record,
+                    "inactive in the directory",
+                ));
+            }
             continue;
         }
         let email = match &user.email {
@@ -75,34 +194,199 @@ pub fn plan(directory: &Directory, cached: &HashMap<Subject, SubjectRecord>) -> 
             ));
             continue;
         }
-        let record = cached.get(&user.subject);
-        if record.is_some_and(|r| matches!(r.state, SubjectState::Created | SubjectState::Existing))
-        {
-            plan.unchanged += 1;
-            continue;
-        }
         if let Some(reason) = over_limits(user) {
             plan.invalid.push(problem(user, reason));
             continue;
         }
         let fingerprint = user.fingerprint();
-        if let Some(rejected) = record.filter(|r| r.fingerprint == fingerprint) {
-            let detail = rejected.detail.as_deref().unwrap_or("no message");
-            plan.still_rejected.push(problem(
-                user,
-                format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
-            ));
-            continue;
-        }
-        plan.creates.push(CreateUser {
-            subject: user.subject.clone(),
+        let profile = || Profile {
             email: email.clone(),
             name: user.name.clone(),
             groups: user.groups.clone(),
-            fingerprint,
-        });
+            slack_id: user.slack_id.clone(),
+            picture: user.picture.clone(),
+        };
+        match record {
+            Some(record) if record.is_managed() => {
+                let synced = SubjectRecord {
+                    fingerprint,
+                    deactivated: false,
+                    ..record.clone()
+                };
+                let changed = rules.update_existing && record.fingerprint != fingerprint;
+                if record.deactivated {
+                    plan.updates.push(UpdateUser {
+                        subject: user.subject.clone(),
+                        key: record.email.clone(),
+                        kind: ChangeKind::Reactivate,
+                        profile: rules.update_existing.then(profile),
+                        record: if rules.update_existing {
+                            synced
+                        } else {
+                            SubjectRecord {
+                                deactivated: false,
+                                ..record.clone()
+                            }
+                        },
+                        reason: "active in the directory again".into(),
+                    });
+                } else if changed {
+                    plan.updates.push(UpdateUser {
+                        subject: user.subject.clone(),
+                        key: record.email.clone(),
+                        kind: ChangeKind::Update,
+                        profile: Some(profile()),
+                        record: synced,
+                        reason: update_reason(record, email),
+                    });
+                } else {
+                    plan.unchanged += 1;
+                }
+            }
+            Some(rejected) if rejected.fingerprint == fingerprint => {
+                let detail = rejected.detail.as_deref().unwrap_or("no message");
+                plan.still_rejected.push(problem(
+                    user,
+                    format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
+                ));
+            }
+            _ => match inventory.and_then(|users| users.get(email.as_str())) {
+                Some(existing) => {
+                    let profile = profile();
+                    let record = SubjectRecord {
+                        email: email.clone(),
+                        state: SubjectState::Existing,
+                        fingerprint,
+                        detail: None,
+                        deactivated: false,
+                        updated_at: 0,
+                    };
+                    if rules.update_existing
+                        && merged(existing, Some(&profile), None, rules) != *existing
+                    {
+                        plan.updates.push(UpdateUser {
+                            subject: user.subject.clone(),
+                            key: email.clone(),
+                            kind: ChangeKind::Update,
+                            profile: Some(profile),
+                            record,
+                            reason: "already in the gateway with other name, groups or attributes; adopted and updated".into(),
+                        });
+                    } else {
+                        let fingerprint = if rules.update_existing {
+                            fingerprint
+                        } else {
+                            Fingerprint::UNVERIFIED
+                        };
+                        plan.adoptions.push(Adoption {
+                            subject: user.subject.clone(),
+                            record: SubjectRecord {
+                                fingerprint,
+                                ..record
+                            },
+                        });
+                    }
+                }
+                None => plan.creates.push(CreateUser {
+                    subject: user.subject.clone(),
+                    profile: profile(),
+                    fingerprint,
+                }),
+            },
+        }
+    }
+
+    // Leavers: managed users the directory no longer lists at all.
+    let listed: HashSet<&Subject> = directory.users.iter().map(|u| &u.subject).collect();
+    for (subject, record) in cached {
+        if record.is_managed() && !record.deactivated && !listed.contains(subject) {
+            deactivations.push(deactivation(subject, record, "no longer in the directory"));
+        }
+    }
+    deactivations.sort_by(|a, b| a.key.cmp(&b.key));
+
+    if rules.deprovision == Deprovision::Deactivate {
+        let managed = cached
+            .values()
+            .filter(|r| r.is_managed() && !r.deactivated)
+            .count();
+        let allowed = rules.max_deactivations.allowed(managed);
+        if deactivations.len() > allowed && !rules.allow_mass_deactivation {
+            plan.deactivation_guard = Some(GuardTripped {
+                planned: deactivations.len(),
+                allowed,
+                managed,
+                limit: rules.max_deactivations,
+            });
+        } else {
+            plan.deactivations = deactivations;
+        }
     }
     plan
+}
+
+fn deactivation(subject: &Subject, record: &SubjectRecord, reason: &str) -> UpdateUser {
+    UpdateUser {
+        subject: subject.clone(),
+        key: record.email.clone(),
+        kind: ChangeKind::Deactivate,
+        profile: None,
+        record: SubjectRecord {
+            deactivated: true,
+            ..record.clone()
+        },
+        reason: reason.into(),
+    }
+}
+
+fn update_reason(record: &SubjectRecord, email: &Email) -> String {
+    if record.fingerprint == Fingerprint::UNVERIFIED {
+        "found in the gateway earlier; checked against the directory".into()
+    } else if record.email != *email {
+        format!(
+            "changed in the directory; its e-mail changed to {email}, but the gateway keeps users by e-mail, so it stays {}",
+            record.email
+        )
+    } else {
+        "name, groups or attributes changed in the directory".into()
+    }
+}
+
+/// The complete user to `PUT`: the gateway's current user with idsync's fields
+/// replaced (PUT is a full replace, so everything else is carried over). The admin
+/// group is kept as the gateway has it unless the IdP owns it (`allow_admin_group`).
+pub fn merged(
+    current: &GatewayUser,
+    profile: Option<&Profile>,
+    status: Option<&str>,
+    rules: &Rules,
+) -> GatewayUser {
+    let mut user = current.clone();
+    if let Some(profile) = profile {
+        if let Some(name) = &profile.name {
+            user.name = name.clone();
+        }
+        user.groups = profile.groups.iter().map(|g| g.to_string()).collect();
+        if !rules.allow_admin_group && current.groups.contains(&rules.admin_group) {
+            user.groups.push(rules.admin_group.clone());
+        }
+        if rules.owns_slack_id {
+            user.slack_id = profile.slack_id.clone().unwrap_or_default();
+        }
+        if rules.owns_picture {
+            user.picture = profile.picture.clone().unwrap_or_default();
+        }
+    }
+    user.groups.sort();
+    user.groups.dedup();
+    if let Some(status) = status {
+        user.status = status.into();
+    }
+    // An empty status is a 500 on PUT.
+    if user.status.is_empty() {
+        user.status = "invited".into();
+    }
+    user
 }
 
 fn problem(user: &DirectoryUser, reason: String) -> Problem {
@@ -114,13 +398,26 @@ fn problem(user: &DirectoryUser, reason: String) -> Problem {
 
 /// Values the gateway's database would refuse with a 500 (see hoop-api-behaviour.md).
 fn over_limits(user: &DirectoryUser) -> Option<String> {
-    if let Some(name) = &user.name {
-        if name.chars().count() > limits::NAME {
-            return Some(format!(
-                "name is longer than the gateway's {} characters",
-                limits::NAME
-            ));
-        }
+    let too_long = |value: &Option<String>, limit: usize| {
+        value.as_ref().is_some_and(|v| v.chars().count() > limit)
+    };
+    if too_long(&user.name, limits::NAME) {
+        return Some(format!(
+            "name is longer than the gateway's {} characters",
+            limits::NAME
+        ));
+    }
+    if too_long(&user.slack_id, limits::SLACK_ID) {
+        return Some(format!(
+            "slack_id is longer than the gateway's {} characters",
+            limits::SLACK_ID
+        ));
+    }
+    if too_long(&user.picture, limits::PICTURE) {
+        return Some(format!(
+            "picture is longer than the gateway's {} characters",
+            limits::PICTURE
+        ));
     }
     user.groups
         .iter()
@@ -146,6 +443,8 @@ mod tests {
             email: Email::parse(email),
             name: Some(format!("User {subject}")),
             groups: vec![GroupName::new("dba"), GroupName::new("sre")],
+            slack_id: None,
+            picture: None,
         }
     }
 
@@ -156,64 +455,116 @@ mod tests {
         }
     }
 
-    fn cached(user: &DirectoryUser, state: SubjectState) -> HashMap<Subject, SubjectRecord> {
-        let record = SubjectRecord {
+    fn record_of(user: &DirectoryUser, state: SubjectState) -> SubjectRecord {
+        SubjectRecord {
             email: user.email.clone().expect("email"),
             state,
             fingerprint: user.fingerprint(),
             detail: Some("422: invalid email".into()),
+            deactivated: false,
             updated_at: 0,
-        };
-        HashMap::from([(user.subject.clone(), record)])
+        }
+    }
+
+    fn cached(user: &DirectoryUser, state: SubjectState) -> HashMap<Subject, SubjectRecord> {
+        HashMap::from([(user.subject.clone(), record_of(user, state))])
+    }
+
+    fn managed(users: &[DirectoryUser]) -> HashMap<Subject, SubjectRecord> {
+        users
+            .iter()
+            .map(|u| (u.subject.clone(), record_of(u, SubjectState::Created)))
+            .collect()
+    }
+
+    fn rules() -> Rules {
+        Rules::default()
+    }
+
+    fn lifecycle() -> Rules {
+        Rules {
+            update_existing: true,
+            deprovision: Deprovision::Deactivate,
+            max_deactivations: DeactivationLimit::Count(100),
+            ..Rules::default()
+        }
+    }
+
+    fn run(dir: &Directory, cache: &HashMap<Subject, SubjectRecord>, rules: &Rules) -> Plan {
+        plan(dir, cache, None, rules)
     }
 
     fn total(plan: &Plan) -> usize {
         plan.creates.len()
+            + plan.updates.len()
+            + plan.adoptions.len()
             + plan.unchanged
             + plan.skipped_inactive
             + plan.invalid.len()
             + plan.still_rejected.len()
     }
 
+    fn gateway_user(email: &str, name: &str, groups: &[&str]) -> GatewayUser {
+        GatewayUser {
+            id: email.into(),
+            email: email.into(),
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            status: "invited".into(),
+            ..GatewayUser::default()
+        }
+    }
+
     #[test]
     fn plan_new_user_is_created_with_its_groups() {
         let ann = user("s1", "Ann@X.com");
-        let plan = plan(&directory(vec![ann.clone()]), &HashMap::new());
-        assert_eq!(
-            plan.creates,
-            vec![CreateUser {
-                subject: Subject::new("s1"),
-                email: Email::parse("ann@x.com").expect("email"),
-                name: Some("User s1".into()),
-                groups: ann.groups.clone(),
-                fingerprint: ann.fingerprint(),
-            }]
-        );
+        let plan = run(&directory(vec![ann.clone()]), &HashMap::new(), &rules());
+        assert_eq!(plan.creates.len(), 1);
+        let create = &plan.creates[0];
+        assert_eq!(create.profile.email.as_str(), "ann@x.com");
+        assert_eq!(create.profile.groups, ann.groups);
+        assert_eq!(create.fingerprint, ann.fingerprint());
     }
 
     #[test]
     fn plan_inactive_user_is_skipped() {
         let mut ann = user("s1", "ann@x.com");
         ann.active = false;
-        let plan = plan(&directory(vec![ann]), &HashMap::new());
-        assert_eq!((plan.creates.len(), plan.skipped_inactive), (0, 1));
+        let plan = run(&directory(vec![ann]), &HashMap::new(), &lifecycle());
+        assert_eq!(
+            (
+                plan.creates.len(),
+                plan.skipped_inactive,
+                plan.deactivations.len()
+            ),
+            (0, 1, 0)
+        );
     }
 
     #[test]
     fn plan_created_or_existing_user_is_unchanged() {
         let ann = user("s1", "ann@x.com");
         for state in [SubjectState::Created, SubjectState::Existing] {
-            let plan = plan(&directory(vec![ann.clone()]), &cached(&ann, state));
-            assert_eq!((plan.creates.len(), plan.unchanged), (0, 1), "{state:?}");
+            let plan = run(
+                &directory(vec![ann.clone()]),
+                &cached(&ann, state),
+                &lifecycle(),
+            );
+            assert_eq!(
+                (plan.creates.len(), plan.updates.len(), plan.unchanged),
+                (0, 0, 1),
+                "{state:?}"
+            );
         }
     }
 
     #[test]
     fn plan_rejected_user_is_not_resent_while_unchanged() {
         let ann = user("s1", "ann@x.com");
-        let plan = plan(
+        let plan = run(
             &directory(vec![ann.clone()]),
             &cached(&ann, SubjectState::Rejected),
+            &rules(),
         );
         assert!(plan.creates.is_empty());
         assert_eq!(plan.still_rejected.len(), 1);
@@ -226,15 +577,18 @@ mod tests {
         let cache = cached(&ann, SubjectState::Rejected);
         let mut renamed = ann.clone();
         renamed.name = Some("Ann Lee".into());
-        let plan = plan(&directory(vec![renamed]), &cache);
+        let plan = run(&directory(vec![renamed]), &cache, &rules());
         assert_eq!(plan.creates.len(), 1);
         assert!(plan.still_rejected.is_empty());
     }
 
     #[test]
     fn plan_user_without_valid_email_is_reported() {
-        let bad = user("s1", "not-an-email");
-        let plan = plan(&directory(vec![bad]), &HashMap::new());
+        let plan = run(
+            &directory(vec![user("s1", "not-an-email")]),
+            &HashMap::new(),
+            &rules(),
+        );
         assert_eq!(plan.invalid.len(), 1);
         assert_eq!(plan.invalid[0].label, "subject s1");
         assert!(plan.invalid[0].reason.contains("not a bare e-mail address"));
@@ -247,7 +601,7 @@ mod tests {
             user("s2", "ANN@x.com"),
             user("s3", "bob@x.com"),
         ];
-        let plan = plan(&directory(users), &HashMap::new());
+        let plan = run(&directory(users), &HashMap::new(), &rules());
         assert_eq!(plan.creates.len(), 1);
         assert_eq!(plan.creates[0].subject, Subject::new("s3"));
         assert_eq!(plan.invalid.len(), 2);
@@ -261,9 +615,10 @@ mod tests {
     fn plan_shared_email_with_an_inactive_user_is_no_conflict() {
         let mut leaver = user("s1", "ann@x.com");
         leaver.active = false;
-        let plan = plan(
+        let plan = run(
             &directory(vec![leaver, user("s2", "ann@x.com")]),
             &HashMap::new(),
+            &rules(),
         );
         assert_eq!((plan.creates.len(), plan.skipped_inactive), (1, 1));
     }
@@ -274,17 +629,22 @@ mod tests {
         long_group.groups = vec![GroupName::new(&"g".repeat(181))];
         let mut long_name = user("s2", "bob@x.com");
         long_name.name = Some("n".repeat(256));
-        let mut at_limits = user("s3", "cy@x.com");
+        let mut long_slack = user("s3", "cy@x.com");
+        long_slack.slack_id = Some("U".repeat(51));
+        let mut at_limits = user("s4", "di@x.com");
         at_limits.groups = vec![GroupName::new(&"g".repeat(180))];
         at_limits.name = Some("n".repeat(255));
-        let plan = plan(
-            &directory(vec![long_group, long_name, at_limits]),
-            &HashMap::new(),
-        );
+        at_limits.slack_id = Some("U".repeat(50));
+        let dir = directory(vec![long_group, long_name, long_slack, at_limits]);
+        let plan = run(&dir, &HashMap::new(), &rules());
         assert_eq!(plan.creates.len(), 1);
-        assert_eq!(plan.invalid.len(), 2);
-        assert!(plan.invalid[0].reason.contains("180 characters"));
-        assert!(plan.invalid[1].reason.contains("255 characters"));
+        let reasons: Vec<&str> = plan.invalid.iter().map(|p| p.reason.as_str()).collect();
+        assert!(reasons[0].contains("180 characters"), "{reasons:?}");
+        assert!(reasons[1].contains("255 characters"), "{reasons:?}");
+        assert!(
+            reasons[2].contains("slack_id is longer than the gateway's 50"),
+            "{reasons:?}"
+        );
     }
 
     #[test]
@@ -294,8 +654,214 @@ mod tests {
             label: "bob".into(),
             reason: "has no externalId".into(),
         });
-        let plan = plan(&dir, &HashMap::new());
+        let plan = run(&dir, &HashMap::new(), &rules());
         assert_eq!((plan.creates.len(), plan.invalid.len()), (1, 1));
+    }
+
+    #[test]
+    fn plan_changed_user_is_updated_only_when_updates_are_on() {
+        let ann = user("s1", "ann@x.com");
+        let cache = cached(&ann, SubjectState::Created);
+        let mut moved = ann.clone();
+        moved.groups = vec![GroupName::new("payments")];
+        let plan_off = run(&directory(vec![moved.clone()]), &cache, &rules());
+        assert_eq!((plan_off.updates.len(), plan_off.unchanged), (0, 1));
+        let plan_on = run(&directory(vec![moved.clone()]), &cache, &lifecycle());
+        assert_eq!(plan_on.updates.len(), 1);
+        let update = &plan_on.updates[0];
+        assert_eq!(update.kind, ChangeKind::Update);
+        assert_eq!(update.record.fingerprint, moved.fingerprint());
+        assert_eq!(update.record.state, SubjectState::Created);
+        assert_eq!(
+            update.profile.as_ref().map(|p| p.groups.clone()),
+            Some(moved.groups)
+        );
+    }
+
+    #[test]
+    fn plan_leaver_is_deactivated_only_when_deprovisioning_is_on() {
+        let (ann, bob) = (user("s1", "ann@x.com"), user("s2", "bob@x.com"));
+        let cache = managed(&[ann.clone(), bob]);
+        let plan_off = run(&directory(vec![ann.clone()]), &cache, &rules());
+        assert!(plan_off.deactivations.is_empty());
+        let plan_on = run(&directory(vec![ann]), &cache, &lifecycle());
+        assert_eq!(plan_on.deactivations.len(), 1);
+        let off = &plan_on.deactivations[0];
+        assert_eq!(
+            (off.key.as_str(), off.kind),
+            ("bob@x.com", ChangeKind::Deactivate)
+        );
+        assert!(off.record.deactivated && off.profile.is_none());
+        assert_eq!(off.reason, "no longer in the directory");
+    }
+
+    #[test]
+    fn plan_inactive_managed_user_is_deactivated_and_still_counted_inactive() {
+        let mut ann = user("s1", "ann@x.com");
+        let cache = cached(&ann, SubjectState::Existing);
+        ann.active = false;
+        let plan = run(&directory(vec![ann]), &cache, &lifecycle());
+        assert_eq!((plan.skipped_inactive, plan.deactivations.len()), (1, 1));
+        assert_eq!(plan.deactivations[0].reason, "inactive in the directory");
+    }
+
+    #[test]
+    fn plan_never_touches_users_it_does_not_manage() {
+        let ann = user("s1", "ann@x.com");
+        // Rejected users were never created; deactivated ones are done.
+        let mut cache = cached(&ann, SubjectState::Rejected);
+        let mut done = record_of(&user("s2", "bob@x.com"), SubjectState::Created);
+        done.deactivated = true;
+        cache.insert(Subject::new("s2"), done);
+        let plan = run(&directory(Vec::new()), &cache, &lifecycle());
+        assert!(plan.deactivations.is_empty() && plan.deactivation_guard.is_none());
+    }
+
+    #[test]
+    fn plan_returning_user_is_reactivated() {
+        let ann = user("s1", "ann@x.com");
+        let mut cache = cached(&ann, SubjectState::Created);
+        cache.values_mut().for_each(|r| r.deactivated = true);
+        let plan = run(&directory(vec![ann.clone()]), &cache, &lifecycle());
+        assert_eq!(plan.updates.len(), 1);
+        assert_eq!(plan.updates[0].kind, ChangeKind::Reactivate);
+        assert!(!plan.updates[0].record.deactivated);
+        // Still inactive in the directory: nothing to do.
+        let mut still_gone = ann;
+        still_gone.active = false;
+        let plan = run(&directory(vec![still_gone]), &cache, &lifecycle());
+        assert!(plan.updates.is_empty() && plan.deactivations.is_empty());
+    }
+
+    #[test]
+    fn plan_guard_stops_a_mass_deactivation() {
+        let users: Vec<DirectoryUser> = (0..20)
+            .map(|i| user(&format!("s{i}"), &format!("u{i}@x.com")))
+            .collect();
+        let cache = managed(&users);
+        let truncated = directory(users[..15].to_vec());
+        let guarded = Rules {
+            max_deactivations: DeactivationLimit::Percent(10),
+            ..lifecycle()
+        };
+        let plan = run(&truncated, &cache, &guarded);
+        assert!(
+            plan.deactivations.is_empty(),
+            "nothing is deactivated past the limit"
+        );
+        let guard = plan.deactivation_guard.expect("guard tripped");
+        assert_eq!((guard.planned, guard.allowed, guard.managed), (5, 2, 20));
+        assert!(guard.to_string().contains("--allow-mass-deactivation"));
+
+        let by_count = Rules {
+            max_deactivations: DeactivationLimit::Count(5),
+            ..lifecycle()
+        };
+        assert_eq!(
+            run(&truncated, &cache, &by_count).deactivations.len(),
+            5,
+            "at the limit is allowed"
+        );
+        let forced = Rules {
+            allow_mass_deactivation: true,
+            ..guarded
+        };
+        assert_eq!(run(&truncated, &cache, &forced).deactivations.len(), 5);
+    }
+
+    #[test]
+    fn plan_empty_directory_never_deactivates_everyone_by_default() {
+        let users: Vec<DirectoryUser> = (0..3)
+            .map(|i| user(&format!("s{i}"), &format!("u{i}@x.com")))
+            .collect();
+        let rules = Rules {
+            max_deactivations: DeactivationLimit::Percent(10),
+            ..lifecycle()
+        };
+        let plan = run(&directory(Vec::new()), &managed(&users), &rules);
+        assert!(plan.deactivations.is_empty());
+        assert!(plan.deactivation_guard.is_some());
+    }
+
+    #[test]
+    fn plan_adopts_matching_gateway_users_instead_of_creating() {
+        let ann = user("s1", "ann@x.com");
+        let inventory = HashMap::from([(
+            "ann@x.com".to_owned(),
+            gateway_user("ann@x.com", "User s1", &["dba", "sre"]),
+        )]);
+        let plan = plan(
+            &directory(vec![ann.clone()]),
+            &HashMap::new(),
+            Some(&inventory),
+            &lifecycle(),
+        );
+        assert!(plan.creates.is_empty() && plan.updates.is_empty());
+        assert_eq!(plan.adoptions.len(), 1);
+        assert_eq!(plan.adoptions[0].record.state, SubjectState::Existing);
+        assert_eq!(plan.adoptions[0].record.fingerprint, ann.fingerprint());
+    }
+
+    #[test]
+    fn plan_adopted_user_that_differs_is_updated_when_updates_are_on() {
+        let ann = user("s1", "ann@x.com");
+        let inventory = HashMap::from([(
+            "ann@x.com".to_owned(),
+            gateway_user("ann@x.com", "Ann", &["old-team"]),
+        )]);
+        let dir = directory(vec![ann]);
+        let updating = plan(&dir, &HashMap::new(), Some(&inventory), &lifecycle());
+        assert_eq!((updating.updates.len(), updating.adoptions.len()), (1, 0));
+        let not_updating = plan(&dir, &HashMap::new(), Some(&inventory), &rules());
+        assert_eq!(not_updating.adoptions.len(), 1);
+        assert_eq!(
+            not_updating.adoptions[0].record.fingerprint,
+            Fingerprint::UNVERIFIED
+        );
+    }
+
+    #[test]
+    fn merged_replaces_owned_fields_and_keeps_the_rest() {
+        let mut current = gateway_user("ann@x.com", "Old", &["admin", "old-team"]);
+        current.slack_id = "U1".into();
+        current.picture = "https://pics/ann.png".into();
+        current.status = "active".into();
+        let profile = Profile {
+            email: Email::parse("ann@x.com").expect("email"),
+            name: Some("Ann Lee".into()),
+            groups: vec![GroupName::new("sre")],
+            slack_id: Some("U2".into()),
+            picture: None,
+        };
+        let user = merged(&current, Some(&profile), None, &rules());
+        assert_eq!(user.name, "Ann Lee");
+        assert_eq!(
+            user.groups,
+            ["admin", "sre"],
+            "admin stays: the gateway owns it"
+        );
+        assert_eq!(
+            (user.slack_id.as_str(), user.status.as_str()),
+            ("U1", "active"),
+            "slack_id is not mapped"
+        );
+        let owning = Rules {
+            allow_admin_group: true,
+            owns_slack_id: true,
+            owns_picture: true,
+            ..rules()
+        };
+        let user = merged(&current, Some(&profile), Some("inactive"), &owning);
+        assert_eq!(user.groups, ["sre"], "the IdP owns admin when allowed");
+        assert_eq!((user.slack_id.as_str(), user.picture.as_str()), ("U2", ""));
+        assert_eq!(user.status, "inactive");
+        let mut blank = current.clone();
+        blank.status = String::new();
+        assert_eq!(
+            merged(&blank, None, None, &rules()).status,
+            "invited",
+            "never PUT an empty status"
+        );
     }
 
     #[test]
@@ -303,17 +869,22 @@ mod tests {
         let ann = user("s1", "ann@x.com");
         let mut inactive = user("s2", "bo@x.com");
         inactive.active = false;
+        let mut moved = user("s7", "mo@x.com");
+        let mut cache = cached(&ann, SubjectState::Created);
+        cache.extend(cached(&moved, SubjectState::Created));
+        moved.groups.clear();
         let users = vec![
-            ann.clone(),
+            ann,
             inactive,
             user("s3", "bad"),
             user("s4", "dup@x.com"),
             user("s5", "dup@x.com"),
             user("s6", "new@x.com"),
+            moved,
         ];
         let dir = directory(users);
-        let plan = plan(&dir, &cached(&ann, SubjectState::Created));
+        let plan = run(&dir, &cache, &lifecycle());
         assert_eq!(total(&plan), dir.len());
-        assert_eq!(plan.creates.len(), 1);
+        assert_eq!((plan.creates.len(), plan.updates.len()), (1, 1));
     }
 }

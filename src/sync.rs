@@ -1,5 +1,6 @@
-//! One run: pull the directory → plan against the cache → apply → record each
-//! outcome as it arrives → summary. The only place that writes to the cache.
+//! One run: pull the directory → apply the groups policy → plan against the cache
+//! (and, on a first run, the gateway's inventory) → apply → record each outcome as
+//! it arrives → summary. The only place that writes to the cache.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,27 +10,38 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{Applier, Outcome};
+use crate::apply::{Action, Applier, Outcome};
 use crate::auth::TokenSource;
 use crate::cache::{Cache, CacheError, RunRecord, SubjectRecord, SubjectState};
-use crate::config::Config;
+use crate::config::{Config, GroupPolicy};
 use crate::events;
-use crate::plan::{self, CreateUser, Problem};
+use crate::model::{Email, Fingerprint, Subject};
+use crate::plan::{self, ChangeKind, Plan, Problem, Rules};
 use crate::source::scim::ScimSource;
 use crate::source::SourceError;
 use crate::target::{HoopClient, Target, TargetError};
 
-/// How many users each count holds. Every directory entry lands in exactly one.
+/// How many users each count holds. Every directory entry lands in exactly one of
+/// the first nine; the deactivation counts are about managed users, who may have
+/// left the directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counts {
     pub created: usize,
+    /// Already in the gateway; now managed by idsync.
     pub existing: usize,
+    pub updated: usize,
+    pub reactivated: usize,
     pub unchanged: usize,
     pub skipped_invalid: usize,
     pub skipped_inactive: usize,
     pub failed: usize,
-    /// Not attempted because a shutdown or an abort stopped the run.
+    /// Not done because a shutdown or an abort stopped the run.
     pub interrupted: usize,
+    pub deactivated: usize,
+    pub deactivation_failed: usize,
+    /// Held back by the `max_deactivations` guard.
+    pub deactivations_blocked: usize,
 }
 
 /// What a run did, for people (text) and machines (`--output json`).
@@ -39,15 +51,26 @@ pub struct Summary {
     pub counts: Counts,
     pub duration_ms: u64,
     pub dry_run: bool,
-    /// Entries in the directory (the sum of the counts).
+    /// Entries in the directory (the sum of the first nine counts).
     pub directory_users: usize,
     /// Users that failed in the gateway, with the reason.
     pub failures: Vec<Report>,
     /// Users skipped as invalid, with the reason.
     pub skipped: Vec<Report>,
-    /// Dry run only: the users a real run would create.
+    /// Why deactivations were held back, when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivation_guard: Option<String>,
+    /// Dry run: every write a real run would make, with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub would_create: Vec<String>,
+    pub actions: Vec<PlannedAction>,
+}
+
+impl Summary {
+    /// Whether the run left work undone that an operator should look at.
+    pub fn has_failures(&self) -> bool {
+        let c = &self.counts;
+        c.failed > 0 || c.deactivation_failed > 0 || c.deactivations_blocked > 0
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -65,6 +88,14 @@ impl From<Problem> for Report {
     }
 }
 
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlannedAction {
+    /// `create`, `adopt`, `update`, `reactivate` or `deactivate`.
+    pub action: &'static str,
+    pub user: String,
+    pub reason: String,
+}
+
 /// Why a run stopped before its end. All map to exit code 3.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -78,7 +109,7 @@ pub enum SyncError {
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// A shutdown stopped the run; what was done is recorded.
-    #[error("stopped by shutdown; {interrupted} users were not attempted, the next run continues")]
+    #[error("stopped by shutdown; {interrupted} users were not done, the next run continues")]
     Interrupted { interrupted: usize },
 }
 
@@ -89,10 +120,21 @@ pub struct Aborted {
     pub summary: Summary,
 }
 
+/// Choices made on the command line rather than in the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunMode {
+    /// Read everything, write nothing (neither the gateway nor the cache).
+    pub dry_run: bool,
+    /// Ignore `sync.max_deactivations` for this process.
+    pub allow_mass_deactivation: bool,
+}
+
 /// Everything a run needs, built once per process from the config.
 pub struct Syncer {
     source: ScimSource,
     applier: Applier,
+    groups: GroupPolicy,
+    rules: Rules,
     cache: Option<Cache>,
     dry_run: bool,
 }
@@ -126,31 +168,44 @@ fn http_builder(ca_pem: Option<&[u8]>) -> reqwest::Result<reqwest::ClientBuilder
 }
 
 impl Syncer {
-    /// Builds the clients and opens the cache. A dry run sends nothing and writes
-    /// nothing: its target only logs, and a cache that does not exist yet is not created.
-    pub fn new(config: &Config, dry_run: bool) -> Result<Self, SetupError> {
+    /// Builds the clients and opens the cache. A dry run reads the gateway but writes
+    /// nothing, and a cache that does not exist yet is not created.
+    pub fn new(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
         let source_http = http_builder(config.source.ca_pem.as_deref())
             .and_then(|b| b.timeout(SOURCE_TIMEOUT).build())
             .map_err(|err| SetupError::Source(crate::error_chain(&err)))?;
         let tokens = TokenSource::new(&config.source.auth, source_http.clone());
         let source = ScimSource::new(&config.source, source_http, tokens);
-        let target = if dry_run {
-            Target::DryRun
+        let builder = http_builder(config.target.ca_pem.as_deref())
+            .map_err(|err| TargetError::Client(crate::error_chain(&err)))?;
+        let client = HoopClient::new(&config.target, builder)?;
+        let target = if mode.dry_run {
+            Target::DryRun(client)
         } else {
-            let builder = http_builder(config.target.ca_pem.as_deref())
-                .map_err(|err| TargetError::Client(crate::error_chain(&err)))?;
-            Target::Hoop(HoopClient::new(&config.target, builder)?)
+            Target::Hoop(client)
         };
-        let cache = if dry_run && !config.cache.path.exists() {
+        let rules = Rules {
+            update_existing: config.sync.update_existing,
+            deprovision: config.sync.deprovision,
+            max_deactivations: config.sync.max_deactivations,
+            allow_mass_deactivation: mode.allow_mass_deactivation,
+            admin_group: config.groups.admin_group.clone(),
+            allow_admin_group: config.groups.allow_admin_group,
+            owns_slack_id: config.source.attributes.slack_id.is_some(),
+            owns_picture: config.source.attributes.picture.is_some(),
+        };
+        let cache = if mode.dry_run && !config.cache.path.exists() {
             None
         } else {
             Some(Cache::open(&config.cache.path)?)
         };
         Ok(Self {
             source,
-            applier: Applier::new(target, &config.target),
+            applier: Applier::new(target, &config.target, rules.clone()),
+            groups: config.groups.clone(),
+            rules,
             cache,
-            dry_run,
+            dry_run: mode.dry_run,
         })
     }
 
@@ -179,144 +234,100 @@ impl Syncer {
         shutdown: &CancellationToken,
         started: Instant,
     ) -> Result<Summary, Aborted> {
-        let mut summary = Summary {
-            dry_run: self.dry_run,
-            ..Summary::default()
-        };
-        let abort = |error: SyncError, mut summary: Summary| {
-            summary.duration_ms = elapsed_ms(started);
-            Aborted { error, summary }
+        let mut run = Run {
+            summary: Summary {
+                dry_run: self.dry_run,
+                ..Summary::default()
+            },
+            started,
+            adoptions: Vec::new(),
         };
 
-        let directory = match self.source.pull(shutdown).await {
+        let mut directory = match self.source.pull(shutdown).await {
             Ok(directory) => directory,
-            Err(err) => return Err(abort(err.into(), summary)),
+            Err(err) => return Err(run.abort(err.into())),
         };
-        summary.directory_users = directory.len();
+        run.summary.directory_users = directory.len();
         events::directory_read(directory.len(), started.elapsed());
+        for (group, members) in self.groups.apply(&mut directory.users) {
+            events::admin_group_dropped(&group, &self.groups.admin_group, members);
+        }
 
         let cached = match &self.cache {
             Some(cache) => match cache.subjects() {
                 Ok(cached) => cached,
-                Err(err) => return Err(abort(err.into(), summary)),
+                Err(err) => return Err(run.abort(err.into())),
             },
             None => HashMap::new(),
         };
-        let plan = plan::plan(&directory, &cached);
-        drop(directory);
-        drop(cached);
-        events::planned(&plan);
-
-        summary.counts.unchanged = plan.unchanged;
-        summary.counts.skipped_inactive = plan.skipped_inactive;
-        summary.counts.skipped_invalid = plan.invalid.len();
-        summary.counts.failed = plan.still_rejected.len();
-        for problem in &plan.invalid {
-            events::user_skipped(problem);
-        }
-        summary.skipped = plan.invalid.into_iter().map(Report::from).collect();
-        summary.failures = plan.still_rejected.into_iter().map(Report::from).collect();
-
-        let planned = plan.creates.len();
         let stop = shutdown.child_token();
+        // A first run against a populated gateway adopts its users instead of
+        // meeting a 409 for each.
+        let inventory = if cached.is_empty() {
+            match self.applier.inventory(&stop).await {
+                Ok(users) => Some(users.into_iter().map(|u| (u.email.clone(), u)).collect()),
+                Err(Outcome::Unauthorized { status, message }) => {
+                    return Err(run.abort(SyncError::TargetRefused { status, message }))
+                }
+                Err(outcome) => {
+                    events::inventory_unavailable(&outcome);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let plan = plan::plan(&directory, &cached, inventory.as_ref(), &self.rules);
+        drop((directory, cached, inventory));
+        events::planned(&plan);
+        let actions = run.take_plan(plan, self.dry_run);
+        if let Err(err) = self.record(&run.adoptions).await {
+            return Err(run.abort(err.into()));
+        }
+
+        let mut directory_actions_left = actions.iter().filter(|a| !is_deactivation(a)).count();
         let mut refused: Option<(u16, String)> = None;
-        let mut settled = 0usize;
-        let outcomes = self
-            .applier
-            .create_all(plan.creates, &stop)
-            .ready_chunks(256);
+        let outcomes = self.applier.run_all(actions, &stop).ready_chunks(256);
         let mut outcomes = std::pin::pin!(outcomes);
         while let Some(batch) = outcomes.next().await {
-            settled += batch.len();
             let mut records = Vec::with_capacity(batch.len());
-            for (user, outcome) in batch {
-                if let Some(record) = self.tally(&mut summary, &user, &outcome) {
-                    records.push((user.subject.clone(), record));
+            for (action, outcome) in batch {
+                if !is_deactivation(&action)
+                    && !matches!(outcome, Outcome::Interrupted | Outcome::Unauthorized { .. })
+                {
+                    directory_actions_left -= 1;
                 }
-                if let Outcome::Unauthorized { status, message } = outcome {
-                    refused.get_or_insert((status, message));
+                if let Outcome::Unauthorized { status, message } = &outcome {
+                    refused.get_or_insert((*status, message.clone()));
+                }
+                if let Some(record) = run.tally(&action, outcome) {
+                    records.push(record);
                 }
             }
-            if let (Some(cache), false) = (&self.cache, records.is_empty() || self.dry_run) {
-                if let Err(err) = cache.record(&records).await {
-                    stop.cancel();
-                    return Err(abort(err.into(), summary));
-                }
+            if let Err(err) = self.record(&records).await {
+                stop.cancel();
+                return Err(run.abort(err.into()));
             }
         }
-        summary.counts.interrupted += planned - settled;
-        summary.duration_ms = elapsed_ms(started);
+        run.summary.counts.interrupted = directory_actions_left;
 
         if let Some((status, message)) = refused {
-            return Err(abort(SyncError::TargetRefused { status, message }, summary));
+            return Err(run.abort(SyncError::TargetRefused { status, message }));
         }
-        if summary.counts.interrupted > 0 {
-            let interrupted = summary.counts.interrupted;
-            return Err(abort(SyncError::Interrupted { interrupted }, summary));
+        if directory_actions_left > 0 {
+            return Err(run.abort(SyncError::Interrupted {
+                interrupted: directory_actions_left,
+            }));
         }
-        Ok(summary)
+        run.summary.duration_ms = elapsed_ms(started);
+        Ok(run.summary)
     }
 
-    /// Counts one outcome and returns what the cache must remember of it.
-    fn tally(
-        &self,
-        summary: &mut Summary,
-        user: &CreateUser,
-        outcome: &Outcome,
-    ) -> Option<SubjectRecord> {
-        let record = |state: SubjectState, detail: Option<String>| SubjectRecord {
-            email: user.email.clone(),
-            state,
-            fingerprint: user.fingerprint,
-            detail,
-            updated_at: chrono::Utc::now().timestamp(),
-        };
-        let counts = &mut summary.counts;
-        match outcome {
-            Outcome::Created => {
-                counts.created += 1;
-                events::user_created(&user.email);
-                Some(record(SubjectState::Created, None))
-            }
-            Outcome::WouldCreate => {
-                counts.created += 1;
-                summary.would_create.push(user.email.to_string());
-                None
-            }
-            Outcome::Existing => {
-                counts.existing += 1;
-                events::user_existing(&user.email);
-                Some(record(SubjectState::Existing, None))
-            }
-            Outcome::Rejected { status, message } => {
-                counts.failed += 1;
-                let reason = format!("the gateway rejected it: {status} {message}");
-                events::user_failed(&user.email, &reason);
-                summary.failures.push(Report {
-                    user: user.email.to_string(),
-                    reason,
-                });
-                Some(record(
-                    SubjectState::Rejected,
-                    Some(format!("{status}: {message}")),
-                ))
-            }
-            Outcome::GaveUp { attempts, reason } => {
-                counts.failed += 1;
-                let reason = format!(
-                    "still failing after {attempts} attempts ({reason}); the next run tries again"
-                );
-                events::user_failed(&user.email, &reason);
-                summary.failures.push(Report {
-                    user: user.email.to_string(),
-                    reason,
-                });
-                None
-            }
-            Outcome::Unauthorized { .. } | Outcome::Interrupted => {
-                counts.interrupted += 1;
-                None
-            }
+    /// Makes outcomes durable; a dry run records nothing.
+    async fn record(&self, records: &[(Subject, Option<SubjectRecord>)]) -> Result<(), CacheError> {
+        match &self.cache {
+            Some(cache) if !self.dry_run && !records.is_empty() => cache.record(records).await,
+            _ => Ok(()),
         }
     }
 
@@ -327,7 +338,7 @@ impl Syncer {
     ) {
         let Some(cache) = &self.cache else { return };
         let (outcome, summary, error) = match result {
-            Ok(summary) if summary.counts.failed > 0 => ("failures", summary, None),
+            Ok(summary) if summary.has_failures() => ("failures", summary, None),
             Ok(summary) => ("ok", summary, None),
             Err(aborted) => ("aborted", &aborted.summary, Some(aborted.error.to_string())),
         };
@@ -341,6 +352,238 @@ impl Syncer {
         if let Err(err) = cache.record_run(&run).await {
             tracing::error!(error = %err, "Could not record the run in the history.");
         }
+    }
+}
+
+fn is_deactivation(action: &Action) -> bool {
+    matches!(action, Action::Change(change) if change.kind == ChangeKind::Deactivate)
+}
+
+/// The bookkeeping of one run in progress.
+struct Run {
+    summary: Summary,
+    started: Instant,
+    adoptions: Vec<(Subject, Option<SubjectRecord>)>,
+}
+
+impl Run {
+    fn abort(mut self, error: SyncError) -> Aborted {
+        self.summary.duration_ms = elapsed_ms(self.started);
+        Aborted {
+            error,
+            summary: self.summary,
+        }
+    }
+
+    /// Counts what the plan settles by itself and returns the gateway actions.
+    fn take_plan(&mut self, plan: Plan, dry_run: bool) -> Vec<Action> {
+        let counts = &mut self.summary.counts;
+        counts.unchanged = plan.unchanged;
+        counts.skipped_inactive = plan.skipped_inactive;
+        counts.skipped_invalid = plan.invalid.len();
+        counts.failed = plan.still_rejected.len();
+        counts.existing = plan.adoptions.len();
+        for problem in &plan.invalid {
+            events::user_skipped(problem);
+        }
+        self.summary.skipped = plan.invalid.into_iter().map(Report::from).collect();
+        self.summary.failures = plan.still_rejected.into_iter().map(Report::from).collect();
+        if let Some(guard) = &plan.deactivation_guard {
+            events::deactivation_guard_tripped(guard);
+            counts.deactivations_blocked = guard.planned;
+            self.summary.deactivation_guard = Some(guard.to_string());
+        }
+        let now = chrono::Utc::now().timestamp();
+        for adoption in plan.adoptions {
+            events::user_adopted(&adoption.record.email);
+            if dry_run {
+                self.planned(
+                    "adopt",
+                    &adoption.record.email,
+                    "already in the gateway; would be managed from now on",
+                );
+            }
+            let record = SubjectRecord {
+                updated_at: now,
+                ..adoption.record
+            };
+            self.adoptions.push((adoption.subject, Some(record)));
+        }
+        let creates = plan.creates.into_iter().map(Action::Create);
+        let changes = plan
+            .updates
+            .into_iter()
+            .chain(plan.deactivations)
+            .map(Action::Change);
+        creates.chain(changes).collect()
+    }
+
+    fn planned(&mut self, action: &'static str, user: &Email, reason: &str) {
+        self.summary.actions.push(PlannedAction {
+            action,
+            user: user.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn fail(&mut self, user: &Email, reason: String) {
+        events::user_failed(user, &reason);
+        self.summary.failures.push(Report {
+            user: user.to_string(),
+            reason,
+        });
+    }
+
+    /// Counts one outcome and returns what the cache must remember of it.
+    fn tally(
+        &mut self,
+        action: &Action,
+        outcome: Outcome,
+    ) -> Option<(Subject, Option<SubjectRecord>)> {
+        let now = chrono::Utc::now().timestamp();
+        match action {
+            Action::Create(user) => {
+                let email = &user.profile.email;
+                let record =
+                    |state: SubjectState, fingerprint: Fingerprint, detail: Option<String>| {
+                        Some((
+                            user.subject.clone(),
+                            Some(SubjectRecord {
+                                email: email.clone(),
+                                state,
+                                fingerprint,
+                                detail,
+                                deactivated: false,
+                                updated_at: now,
+                            }),
+                        ))
+                    };
+                match outcome {
+                    Outcome::Created => {
+                        self.summary.counts.created += 1;
+                        events::user_created(email);
+                        record(SubjectState::Created, user.fingerprint, None)
+                    }
+                    Outcome::WouldWrite => {
+                        self.summary.counts.created += 1;
+                        self.planned("create", email, "new in the directory");
+                        None
+                    }
+                    Outcome::Existing => {
+                        self.summary.counts.existing += 1;
+                        events::user_adopted(email);
+                        // Its data in the gateway was not compared: `update_existing`
+                        // checks it at the next run.
+                        record(SubjectState::Existing, Fingerprint::UNVERIFIED, None)
+                    }
+                    Outcome::Rejected { status, message } => {
+                        self.summary.counts.failed += 1;
+                        self.fail(
+                            email,
+                            format!("the gateway rejected it: {status} {message}"),
+                        );
+                        record(
+                            SubjectState::Rejected,
+                            user.fingerprint,
+                            Some(format!("{status}: {message}")),
+                        )
+                    }
+                    other => {
+                        self.count_unfinished(email, &other, "create");
+                        None
+                    }
+                }
+            }
+            Action::Change(change) => self.tally_change(change, outcome, now),
+        }
+    }
+
+    fn tally_change(
+        &mut self,
+        change: &plan::UpdateUser,
+        outcome: Outcome,
+        now: i64,
+    ) -> Option<(Subject, Option<SubjectRecord>)> {
+        let verb = match change.kind {
+            ChangeKind::Update => "update",
+            ChangeKind::Deactivate => "deactivate",
+            ChangeKind::Reactivate => "reactivate",
+        };
+        let done = || {
+            Some((
+                change.subject.clone(),
+                Some(SubjectRecord {
+                    updated_at: now,
+                    ..change.record.clone()
+                }),
+            ))
+        };
+        let counts = &mut self.summary.counts;
+        match (change.kind, outcome) {
+            (ChangeKind::Update, Outcome::Unchanged) => {
+                counts.unchanged += 1;
+                done()
+            }
+            (ChangeKind::Update, Outcome::Changed) => {
+                counts.updated += 1;
+                events::user_changed(&change.key, verb, &change.reason);
+                done()
+            }
+            (ChangeKind::Reactivate, Outcome::Changed | Outcome::Unchanged) => {
+                counts.reactivated += 1;
+                events::user_changed(&change.key, verb, &change.reason);
+                done()
+            }
+            // Already gone from the gateway: nobody left to switch off.
+            (ChangeKind::Deactivate, Outcome::Changed | Outcome::Unchanged | Outcome::Missing) => {
+                counts.deactivated += 1;
+                events::user_changed(&change.key, verb, &change.reason);
+                done()
+            }
+            (kind, Outcome::WouldWrite) => {
+                match kind {
+                    ChangeKind::Update => counts.updated += 1,
+                    ChangeKind::Reactivate => counts.reactivated += 1,
+                    ChangeKind::Deactivate => counts.deactivated += 1,
+                }
+                self.planned(verb, &change.key, &change.reason);
+                None
+            }
+            (_, Outcome::Missing) => {
+                counts.failed += 1;
+                self.fail(
+                    &change.key,
+                    "is no longer in the gateway; idsync forgets it and creates it again at the next run".into(),
+                );
+                Some((change.subject.clone(), None))
+            }
+            (_, other) => {
+                self.count_unfinished(&change.key, &other, verb);
+                None
+            }
+        }
+    }
+
+    /// Failures and interruptions, common to every action.
+    fn count_unfinished(&mut self, user: &Email, outcome: &Outcome, verb: &str) {
+        let deactivating = verb == "deactivate";
+        let reason = match outcome {
+            Outcome::Rejected { status, message } => {
+                format!("the gateway rejected the {verb}: {status} {message}")
+            }
+            Outcome::Missing => format!("the gateway answered 404 to the {verb}; check target.url"),
+            Outcome::GaveUp { attempts, reason } => {
+                format!("could not {verb} after {attempts} attempts ({reason}); the next run tries again")
+            }
+            // Counted as interrupted when the run ends.
+            _ => return,
+        };
+        if deactivating {
+            self.summary.counts.deactivation_failed += 1;
+        } else {
+            self.summary.counts.failed += 1;
+        }
+        self.fail(user, reason);
     }
 }
 

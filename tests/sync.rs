@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use idsync::config::Config;
-use idsync::sync::{Aborted, Summary, SyncError, Syncer};
+use idsync::sync::{Aborted, RunMode, Summary, SyncError, Syncer};
 use support::directory::{Directory, GenSpec};
 use support::fake_gateway::{FakeGateway, Faults, GatewayOptions, GatewayUser};
 use support::fake_idp::{FakeIdp, IdpFaults, IdpOptions};
@@ -21,6 +21,8 @@ struct Harness {
     /// `[target]` settings that replace the defaults below, e.g. a slower rate.
     target_overrides: Vec<(&'static str, u32)>,
     parallel_pages: u32,
+    /// Extra sections appended to the config, e.g. `[sync]` or `[groups]`.
+    extra: String,
 }
 
 impl Harness {
@@ -31,6 +33,7 @@ impl Harness {
             cache: tempfile::tempdir().expect("tempdir"),
             target_overrides: Vec::new(),
             parallel_pages: 1,
+            extra: String::new(),
         }
     }
 
@@ -53,6 +56,7 @@ impl Harness {
             {target_settings}
             [cache]
             path = "{cache}"
+            {extra}
             "#,
             scim = self.idp.scim_url(),
             issuer = self.idp.issuer(),
@@ -62,6 +66,7 @@ impl Harness {
             api_key = self.gateway.admin_key(),
             target_settings = self.target_settings(),
             parallel_pages = self.parallel_pages,
+            extra = self.extra,
             cache = self.cache_path().display(),
         );
         Config::parse(&text, "test", &|_| None).expect("test config")
@@ -98,7 +103,15 @@ impl Harness {
     }
 
     async fn run_with(&self, dry_run: bool) -> Result<Summary, Aborted> {
-        let syncer = Syncer::new(&self.config(), dry_run).expect("syncer");
+        self.run_mode(RunMode {
+            dry_run,
+            ..RunMode::default()
+        })
+        .await
+    }
+
+    async fn run_mode(&self, mode: RunMode) -> Result<Summary, Aborted> {
+        let syncer = Syncer::new(&self.config(), mode).expect("syncer");
         syncer.run_once(&CancellationToken::new()).await
     }
 
@@ -272,7 +285,7 @@ async fn a_run_killed_part_way_converges_without_duplicates() {
 
     let config = h.config();
     let task = tokio::spawn(async move {
-        let syncer = Syncer::new(&config, false).expect("syncer");
+        let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
         syncer.run_once(&CancellationToken::new()).await
     });
     while h.posts() < 100 {
@@ -304,7 +317,7 @@ async fn a_run_killed_part_way_converges_without_duplicates() {
 /// sled releases its file lock shortly after the killed task's handle is dropped.
 async fn retry_while_cache_locked(h: &Harness) -> Summary {
     for _ in 0..50 {
-        match Syncer::new(&h.config(), false) {
+        match Syncer::new(&h.config(), RunMode::default()) {
             Ok(syncer) => {
                 return syncer
                     .run_once(&CancellationToken::new())
@@ -456,7 +469,7 @@ async fn a_transient_idp_error_is_retried() {
 #[tokio::test]
 async fn an_expired_token_is_refreshed_once() {
     let h = Harness::start(Directory::generate(GenSpec::default())).await;
-    let syncer = Syncer::new(&h.config(), false).expect("syncer");
+    let syncer = Syncer::new(&h.config(), RunMode::default()).expect("syncer");
     syncer
         .run_once(&CancellationToken::new())
         .await
@@ -485,7 +498,7 @@ async fn a_wrong_client_secret_is_reported_as_refused() {
     if let idsync::config::SourceAuth::Oidc(oidc) = &mut config.source.auth {
         oidc.client_secret = idsync::config::Secret::new("wrong");
     }
-    let syncer = Syncer::new(&config, false).expect("syncer");
+    let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
     let aborted = syncer
         .run_once(&CancellationToken::new())
         .await
@@ -513,7 +526,7 @@ async fn a_refused_api_key_aborts_the_run() {
     let text_key = h.gateway.admin_key().to_owned();
     let mut config = h.config();
     config.target.api_key = idsync::config::Secret::new("hpk_not_admin");
-    let syncer = Syncer::new(&config, false).expect("syncer");
+    let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
     let aborted = syncer
         .run_once(&CancellationToken::new())
         .await
@@ -532,7 +545,7 @@ async fn a_refused_api_key_aborts_the_run() {
     drop(syncer);
     // With the right key the same cache syncs everyone: nothing was recorded as done.
     config.target.api_key = idsync::config::Secret::new(text_key);
-    let summary = Syncer::new(&config, false)
+    let summary = Syncer::new(&config, RunMode::default())
         .expect("syncer")
         .run_once(&CancellationToken::new())
         .await
@@ -551,6 +564,11 @@ async fn existing_gateway_users_are_recorded_not_duplicated() {
     let summary = h.run().await.expect("run");
     assert_eq!((summary.counts.created, summary.counts.existing), (9, 1));
     assert_eq!(h.gateway.users().len(), 10);
+    assert_eq!(
+        h.posts(),
+        9,
+        "the existing user was adopted from the inventory, not met with a 409"
+    );
     h.gateway.clear_requests();
     let again = h.run().await.expect("second run");
     assert_eq!(
@@ -565,10 +583,11 @@ async fn dry_run_changes_neither_gateway_nor_cache() {
     let h = Harness::start(Directory::generate(GenSpec::default())).await;
     let summary = h.run_with(true).await.expect("dry run");
     assert_eq!(summary.counts.created, 10);
-    assert_eq!(summary.would_create.len(), 10);
+    assert_eq!(summary.actions.len(), 10);
+    assert!(summary.actions.iter().all(|a| a.action == "create"));
     assert!(
-        h.gateway.requests().is_empty(),
-        "nothing was sent to the gateway"
+        h.gateway.requests().iter().all(|r| r.method == "GET"),
+        "the gateway was only read"
     );
     assert!(!h.cache_path().exists(), "no cache was created");
     let real = h.run().await.expect("real run");

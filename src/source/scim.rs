@@ -10,12 +10,14 @@ use futures::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::{Directory, SourceError};
 use crate::auth::TokenSource;
-use crate::config::{SourceConfig, SubjectAttribute};
+use crate::config::{AttributeMap, AttributePath, SourceConfig, SubjectAttribute};
 use crate::error_chain;
 use crate::model::{DirectoryUser, Email, GroupName, Subject, UnusableEntry};
 use crate::retry::{self, Backoff, Class};
@@ -35,6 +37,7 @@ pub struct ScimSource {
     page_size: u32,
     parallel_pages: usize,
     subject_attribute: SubjectAttribute,
+    attributes: AttributeMap,
     http: reqwest::Client,
     tokens: TokenSource,
 }
@@ -45,6 +48,7 @@ impl ScimSource {
             base: config.url.clone(),
             page_size: config.page_size.get(),
             parallel_pages: config.parallel_pages.get(),
+            attributes: config.attributes.clone(),
             subject_attribute: config.subject_attribute,
             http,
             tokens,
@@ -65,14 +69,30 @@ impl ScimSource {
         // Memberships a user lists itself (`User.groups`): (user index, group id, display).
         let mut self_listed: Vec<(usize, String, Option<String>)> = Vec::new();
 
-        self.for_each_page("Users", shutdown, |user: ScimUser| {
+        self.for_each_page("Users", shutdown, |raw: Box<RawValue>| {
+            let user: ScimUser =
+                serde_json::from_str(raw.get()).map_err(|err| format!("not a SCIM User: {err}"))?;
             if index_of.contains_key(&user.id) {
                 return Err(format!("user id {:?} appears twice", user.id));
             }
             let scim_id = user.id.clone();
             let groups = user.groups.clone();
             match normalize_user(user, self.subject_attribute) {
-                Ok(normalized) => {
+                Ok(mut normalized) => {
+                    if !self.attributes.is_empty() {
+                        let value: Value =
+                            serde_json::from_str(raw.get()).map_err(|err| err.to_string())?;
+                        normalized.slack_id = self
+                            .attributes
+                            .slack_id
+                            .as_ref()
+                            .and_then(|p| attribute(&value, p));
+                        normalized.picture = self
+                            .attributes
+                            .picture
+                            .as_ref()
+                            .and_then(|p| attribute(&value, p));
+                    }
                     let index = directory.users.len();
                     for group in groups {
                         if let Some(id) = group.value {
@@ -388,7 +408,57 @@ fn normalize_user(
         email: pick_email(&user),
         name: pick_name(&user),
         groups: Vec::new(),
+        slack_id: None,
+        picture: None,
     })
+}
+
+/// The value at a configured attribute path. Multi-valued attributes give their
+/// primary (else first) entry, and complex values their `value` sub-attribute.
+/// SCIM attribute names are case-insensitive.
+fn attribute(user: &Value, path: &AttributePath) -> Option<String> {
+    let get = |value: &Value, name: &str| -> Option<Value> {
+        let object = value.as_object()?;
+        object
+            .get(name)
+            .or_else(|| {
+                object
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            })
+            .cloned()
+    };
+    let single = |value: Value| -> Value {
+        match value {
+            Value::Array(items) => {
+                let primary = items
+                    .iter()
+                    .position(|item| item.get("primary") == Some(&Value::Bool(true)));
+                items
+                    .into_iter()
+                    .nth(primary.unwrap_or(0))
+                    .unwrap_or(Value::Null)
+            }
+            other => other,
+        }
+    };
+    let mut current = match &path.schema {
+        Some(schema) => get(user, schema)?,
+        None => user.clone(),
+    };
+    for segment in &path.segments {
+        current = single(get(&current, segment)?);
+    }
+    if current.is_object() {
+        current = single(get(&current, "value")?);
+    }
+    match current {
+        Value::String(text) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
 }
 
 /// The primary e-mail, else the first `work` one, else the first, else `userName`
@@ -508,6 +578,38 @@ mod tests {
             Some("Lee".into())
         );
         assert_eq!(name(json!({"id": "1"})), None);
+    }
+
+    #[test]
+    fn mapped_attributes_are_found_in_extensions_and_multi_valued_attributes() {
+        let user = json!({
+            "id": "1",
+            "photos": [{"value": "https://pics/a.png", "type": "thumbnail"}, {"value": "https://pics/b.png", "primary": true}],
+            "urn:example:params:scim:schemas:extension:slack:2.0:User": {"slackId": "U053ELZHB53"},
+            "title": "SRE",
+            "name": {"givenName": "Ann"}
+        });
+        let path = |text: &str| {
+            let config = format!("[source]\nkind = \"scim\"\nurl = \"https://x.com\"\nbearer_token = \"t\"\n[source.attributes]\nslack_id = {text:?}\n[target]\nurl = \"https://y.com/api\"\napi_key = \"k\"\n");
+            crate::config::Config::parse(&config, "t", &|_| None)
+                .expect("config")
+                .source
+                .attributes
+                .slack_id
+                .expect("path")
+        };
+        let slack = path("urn:example:params:scim:schemas:extension:slack:2.0:User:slackId");
+        assert_eq!(attribute(&user, &slack), Some("U053ELZHB53".into()));
+        assert_eq!(
+            attribute(&user, &path("photos")),
+            Some("https://pics/b.png".into())
+        );
+        assert_eq!(attribute(&user, &path("Title")), Some("SRE".into()));
+        assert_eq!(
+            attribute(&user, &path("name.givenName")),
+            Some("Ann".into())
+        );
+        assert_eq!(attribute(&user, &path("nickName")), None);
     }
 
     #[test]

@@ -8,10 +8,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use serde::Serialize;
 use url::Url;
 
-use super::{CreateAnswer, TargetError};
+use super::{Answer, GatewayUser, TargetError};
 use crate::config::{ApiKeyHeader, TargetConfig};
 use crate::error_chain;
-use crate::plan::CreateUser;
+use crate::model::Email;
+use crate::plan::Profile;
 use crate::retry::{self, Class};
 
 /// Longest gateway message kept for a report.
@@ -29,6 +30,10 @@ struct NewUserBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     groups: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slack_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    picture: Option<&'a str>,
 }
 
 impl HoopClient {
@@ -58,22 +63,57 @@ impl HoopClient {
         Ok(Self { http, users_url })
     }
 
-    pub async fn create_user(&self, user: &CreateUser) -> CreateAnswer {
+    pub async fn create_user(&self, profile: &Profile) -> Answer<()> {
         let body = NewUserBody {
-            email: user.email.as_str(),
-            name: user.name.as_deref(),
-            groups: user.groups.iter().map(|g| g.as_str()).collect(),
+            email: profile.email.as_str(),
+            name: profile.name.as_deref(),
+            groups: profile.groups.iter().map(|g| g.as_str()).collect(),
+            slack_id: profile.slack_id.as_deref(),
+            picture: profile.picture.as_deref(),
         };
-        let response = match self
-            .http
-            .post(self.users_url.clone())
-            .json(&body)
-            .send()
+        let request = self.http.post(self.users_url.clone()).json(&body);
+        self.send(request, |_| async { Ok(()) }).await
+    }
+
+    /// Full replace of the user stored under `key` (see hoop-api-behaviour.md: every
+    /// omitted field is cleared, so `user` must be complete).
+    pub async fn put_user(&self, key: &Email, user: &GatewayUser) -> Answer<()> {
+        let request = self.http.put(self.user_url(key)).json(user);
+        self.send(request, |_| async { Ok(()) }).await
+    }
+
+    pub async fn get_user(&self, key: &Email) -> Answer<GatewayUser> {
+        let request = self.http.get(self.user_url(key));
+        self.send(request, |response| async move { response.json().await })
             .await
-        {
+    }
+
+    pub async fn list_users(&self) -> Answer<Vec<GatewayUser>> {
+        let request = self.http.get(self.users_url.clone());
+        self.send(request, |response| async move { response.json().await })
+            .await
+    }
+
+    /// `GET`/`PUT` key: an e-mail-shaped value is looked up by e-mail, which stays
+    /// valid after the user's first login replaces the subject.
+    fn user_url(&self, key: &Email) -> Url {
+        let mut url = self.users_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(key.as_str());
+        }
+        url
+    }
+
+    /// Sends `request` and classifies the answer; `read` turns a 2xx into `T`.
+    async fn send<T, F, Fut>(&self, request: reqwest::RequestBuilder, read: F) -> Answer<T>
+    where
+        F: FnOnce(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = reqwest::Result<T>>,
+    {
+        let response = match request.send().await {
             Ok(response) => response,
             Err(err) => {
-                return CreateAnswer::Transient {
+                return Answer::Transient {
                     // A request that was never connected cannot have been applied.
                     maybe_applied: !err.is_connect(),
                     reason: error_chain(&err),
@@ -82,24 +122,33 @@ impl HoopClient {
             }
         };
         let status = response.status();
-        let retry_after = retry::retry_after(response.headers(), SystemTime::now());
-        if status.as_u16() == 409 {
-            return CreateAnswer::Conflict;
+        match status.as_u16() {
+            409 => return Answer::Conflict,
+            404 => return Answer::NotFound,
+            _ => {}
         }
+        let retry_after = retry::retry_after(response.headers(), SystemTime::now());
         match retry::classify(status) {
-            Class::Success => CreateAnswer::Created,
+            Class::Success => match read(response).await {
+                Ok(value) => Answer::Done(value),
+                Err(err) => Answer::Transient {
+                    reason: format!("unreadable answer: {}", error_chain(&err)),
+                    retry_after: None,
+                    maybe_applied: true,
+                },
+            },
             class => {
                 let message = message_of(response).await;
                 match class {
-                    Class::Unauthorized => CreateAnswer::Unauthorized {
+                    Class::Unauthorized => Answer::Unauthorized {
                         status: status.as_u16(),
                         message,
                     },
-                    Class::Rejected => CreateAnswer::Rejected {
+                    Class::Rejected => Answer::Rejected {
                         status: status.as_u16(),
                         message,
                     },
-                    _ => CreateAnswer::Transient {
+                    _ => Answer::Transient {
                         reason: format!("{status}: {message}"),
                         retry_after,
                         maybe_applied: status.is_server_error(),

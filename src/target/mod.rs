@@ -1,16 +1,19 @@
-//! Where users go: the hoop gateway, or — for `--dry-run` — a target that only says
-//! what it would do. Chosen once, where clients are built, so no code path asks
-//! "is this a dry run?" before sending.
+//! Where users go: the hoop gateway, or — for `--dry-run` — a target that reads the
+//! real gateway but only says what it would write. Chosen once, where clients are
+//! built, so no code path asks "is this a dry run?" before sending.
 
 pub mod hoop;
 
 use std::time::Duration;
 
-use crate::plan::CreateUser;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Email;
+use crate::plan::Profile;
 
 pub use hoop::HoopClient;
 
-/// Why the gateway client cannot be built; the run cannot start (exit 2/3).
+/// Why the gateway client cannot be built; the run cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// The key has characters an HTTP header cannot carry (a newline, say).
@@ -21,14 +24,38 @@ pub enum TargetError {
     Client(String),
 }
 
-/// The gateway's answer to one Create User attempt, already classified.
+/// A user as the gateway's `GET /users` answers it. `id` is the subject: the e-mail
+/// until the user's first login, then the IdP's `sub`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    #[serde(deserialize_with = "null_as_empty")]
+    pub groups: Vec<String>,
+    pub slack_id: String,
+    pub picture: String,
+    pub status: String,
+}
+
+/// The gateway writes `null` for an empty group list.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// The gateway's answer to one request, already classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreateAnswer {
-    /// 201.
-    Created,
+pub enum Answer<T> {
+    /// 2xx, with what it carried.
+    Done(T),
     /// 409: a user with this e-mail exists.
     Conflict,
-    /// Another 4xx: the gateway refuses this user's data; resending will not help.
+    /// 404: no such user.
+    NotFound,
+    /// Another 4xx: the gateway refuses this request; resending will not help.
     Rejected { status: u16, message: String },
     /// 401/403: our API key is refused; every other request would fail too.
     Unauthorized { status: u16, message: String },
@@ -40,29 +67,52 @@ pub enum CreateAnswer {
         /// so that a later 409 means our own earlier attempt created the user.
         maybe_applied: bool,
     },
-    /// The dry-run target did nothing.
+    /// The dry-run target did not write.
     DryRun,
 }
 
 pub enum Target {
     Hoop(HoopClient),
-    DryRun,
+    /// Reads through the client, never writes.
+    DryRun(HoopClient),
     /// Answers from a script, for tests of the retry logic.
     #[cfg(test)]
     Scripted(scripted::Script),
 }
 
 impl Target {
-    pub async fn create_user(&self, user: &CreateUser) -> CreateAnswer {
+    pub async fn create_user(&self, profile: &Profile) -> Answer<()> {
         match self {
-            Self::Hoop(client) => client.create_user(user).await,
-            Self::DryRun => {
-                let groups: Vec<&str> = user.groups.iter().map(|g| g.as_str()).collect();
-                tracing::info!(email = %user.email, ?groups, "Would create user.");
-                CreateAnswer::DryRun
-            }
+            Self::Hoop(client) => client.create_user(profile).await,
+            Self::DryRun(_) => Answer::DryRun,
             #[cfg(test)]
             Self::Scripted(script) => script.next(),
+        }
+    }
+
+    pub async fn put_user(&self, key: &Email, user: &GatewayUser) -> Answer<()> {
+        match self {
+            Self::Hoop(client) => client.put_user(key, user).await,
+            Self::DryRun(_) => Answer::DryRun,
+            #[cfg(test)]
+            Self::Scripted(script) => script.next(),
+        }
+    }
+
+    pub async fn get_user(&self, key: &Email) -> Answer<GatewayUser> {
+        match self {
+            Self::Hoop(client) | Self::DryRun(client) => client.get_user(key).await,
+            #[cfg(test)]
+            Self::Scripted(_) => Answer::NotFound,
+        }
+    }
+
+    /// Every user of the gateway, in one request (the gateway does not paginate).
+    pub async fn list_users(&self) -> Answer<Vec<GatewayUser>> {
+        match self {
+            Self::Hoop(client) | Self::DryRun(client) => client.list_users().await,
+            #[cfg(test)]
+            Self::Scripted(_) => Answer::Done(Vec::new()),
         }
     }
 }
@@ -72,15 +122,15 @@ pub mod scripted {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use super::{CreateAnswer, Target};
+    use super::{Answer, Target};
 
     pub struct Script {
-        answers: Mutex<VecDeque<CreateAnswer>>,
+        answers: Mutex<VecDeque<Answer<()>>>,
         attempts: Mutex<usize>,
     }
 
     impl Script {
-        pub(super) fn next(&self) -> CreateAnswer {
+        pub(super) fn next(&self) -> Answer<()> {
             *self.attempts.lock().expect("lock") += 1;
             let next = self.answers.lock().expect("lock").pop_front();
             next.expect("the script ran out of answers")
@@ -88,14 +138,14 @@ pub mod scripted {
     }
 
     impl Target {
-        pub fn scripted(answers: Vec<CreateAnswer>) -> Self {
+        pub fn scripted(answers: Vec<Answer<()>>) -> Self {
             Self::Scripted(Script {
                 answers: Mutex::new(answers.into()),
                 attempts: Mutex::new(0),
             })
         }
 
-        /// How many attempts reached the scripted target.
+        /// How many write attempts reached the scripted target.
         pub fn attempts(&self) -> usize {
             match self {
                 Self::Scripted(script) => *script.attempts.lock().expect("lock"),
