@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TargetConfig;
+use crate::events;
 use crate::plan::{merged, ChangeKind, CreateUser, Rules, UpdateUser};
 use crate::retry::Backoff;
 use crate::target::{Answer, GatewayUser, Target};
@@ -209,7 +210,7 @@ impl Applier {
             };
             attempt += 1;
             let wait = self.backoff.delay(attempt, retry_after);
-            tracing::debug!(%reason, wait_ms = wait.as_millis() as u64, attempt, "Gateway request failed for now; retrying.");
+            events::retrying(&reason, wait, attempt);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return (Settled::Interrupted, maybe_applied_before),

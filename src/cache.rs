@@ -19,6 +19,18 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const CACHE_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
 /// Runs kept in the history.
 const RUN_HISTORY: usize = 100;
+/// Runs mirrored into [`STATUS_FILE`] for `idsync status`.
+const STATUS_RUNS: usize = 20;
+const STATUS_FILE: &str = "status.json";
+
+/// The newest runs, newest first, as the last run wrote them; readable while
+/// another process has the cache open.
+pub fn read_status(cache_path: &Path) -> Result<Vec<RunRecord>, String> {
+    let path = cache_path.join(STATUS_FILE);
+    let text =
+        std::fs::read(&path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|err| format!("{} is unreadable: {err}", path.display()))
+}
 
 /// Why the cache cannot be used. Every variant aborts the run (exit 3): without
 /// the cache idsync cannot know whom it already created.
@@ -195,7 +207,20 @@ impl Cache {
             .flush_async()
             .await
             .map_err(|e| self.store_error(e))?;
-        Ok(())
+        self.write_status_file()
+    }
+
+    /// Mirrors the newest runs into a plain JSON file beside the store, so that
+    /// `idsync status` can read them while the daemon holds the store's lock.
+    fn write_status_file(&self) -> Result<(), CacheError> {
+        let runs = self.recent_runs(STATUS_RUNS)?;
+        let text = serde_json::to_vec_pretty(&runs)
+            .map_err(|err| self.unreadable(format!("cannot encode runs: {err}")))?;
+        let path = self.path.join(STATUS_FILE);
+        let temporary = path.with_extension("json.tmp");
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .map_err(|err| self.store_error(sled::Error::Io(err)))
     }
 
     /// The newest runs, newest first.
@@ -295,5 +320,8 @@ mod tests {
         let runs = cache.recent_runs(usize::MAX).expect("runs");
         assert_eq!(runs.len(), RUN_HISTORY);
         assert_eq!(runs[0].started_at, format!("run {}", RUN_HISTORY + 4));
+        let mirrored = read_status(dir.path()).expect("status file");
+        assert_eq!(mirrored.len(), STATUS_RUNS);
+        assert_eq!(mirrored[0], runs[0]);
     }
 }

@@ -1,14 +1,40 @@
-//! Notable events, each logged in one place with structured fields first, so the
-//! wording stays consistent and metrics can hook in beside the log line.
+//! Notable events. Each one logs (structured fields first) and bumps its metric in
+//! one place, so logs and `/metrics` always agree. Metric labels are bounded: an
+//! action, an outcome, a status class — never a user.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
 
 use crate::apply::Outcome;
 use crate::model::Email;
 use crate::plan::{GuardTripped, Plan, Problem};
 use crate::sync::{Summary, SyncError};
 
+/// Counters for the `--sync-now` progress display.
+pub mod progress {
+    use super::*;
+
+    pub static PULLED: AtomicU64 = AtomicU64::new(0);
+    pub static PLANNED: AtomicU64 = AtomicU64::new(0);
+    pub static DONE: AtomicU64 = AtomicU64::new(0);
+
+    pub fn read() -> (u64, u64, u64) {
+        (
+            PULLED.load(Ordering::Relaxed),
+            PLANNED.load(Ordering::Relaxed),
+            DONE.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub fn users_pulled(count: usize) {
+    progress::PULLED.fetch_add(count as u64, Ordering::Relaxed);
+}
+
 pub fn directory_read(entries: usize, took: Duration) {
+    gauge!("idsync_directory_users").set(entries as f64);
     tracing::info!(
         entries,
         took_ms = took.as_millis() as u64,
@@ -33,6 +59,7 @@ pub fn inventory_unavailable(outcome: &Outcome) {
 }
 
 pub fn deactivation_guard_tripped(guard: &GuardTripped) {
+    counter!("idsync_deactivation_guard_trips_total").increment(1);
     tracing::error!(
         planned = guard.planned,
         allowed = guard.allowed,
@@ -42,6 +69,8 @@ pub fn deactivation_guard_tripped(guard: &GuardTripped) {
 }
 
 pub fn planned(plan: &Plan) {
+    let actions = plan.creates.len() + plan.updates.len() + plan.deactivations.len();
+    progress::PLANNED.store(actions as u64, Ordering::Relaxed);
     tracing::info!(
         create = plan.creates.len(),
         update = plan.updates.len(),
@@ -55,28 +84,89 @@ pub fn planned(plan: &Plan) {
     );
 }
 
+fn user_counted(action: &'static str, outcome: &'static str) {
+    counter!("idsync_users_total", "action" => action, "outcome" => outcome).increment(1);
+}
+
+/// An action reached its end, whatever the outcome.
+pub fn action_settled() {
+    progress::DONE.fetch_add(1, Ordering::Relaxed);
+}
+
 pub fn user_created(email: &Email) {
+    user_counted("create", "done");
     tracing::info!(%email, "Created user.");
 }
 
 pub fn user_adopted(email: &Email) {
+    user_counted("adopt", "done");
     tracing::info!(%email, "User already exists in the gateway; now managed.");
 }
 
-pub fn user_changed(email: &Email, action: &str, reason: &str) {
+pub fn user_changed(email: &Email, action: &'static str, reason: &str) {
+    user_counted(action, "done");
     tracing::info!(%email, action, reason, "Changed user.");
 }
 
-pub fn user_failed(email: &Email, reason: &str) {
-    tracing::warn!(%email, reason, "Could not create user.");
+pub fn user_unchanged(action: &'static str) {
+    user_counted(action, "unchanged");
+}
+
+pub fn user_failed(email: &Email, action: &'static str, reason: &str) {
+    user_counted(action, "failed");
+    tracing::warn!(%email, action, reason, "Could not change user.");
 }
 
 pub fn user_skipped(problem: &Problem) {
+    user_counted("skip", "invalid");
     tracing::warn!(user = %problem.label, reason = %problem.reason, "Skipped user.");
+}
+
+/// One answer from the gateway (or none: `None` for a transport error).
+pub fn target_answered(status: Option<u16>) {
+    let class = match status {
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        _ => "error",
+    };
+    counter!("idsync_target_requests_total", "status_class" => class).increment(1);
+    if status == Some(429) {
+        counter!("idsync_target_rate_limited_total").increment(1);
+    }
+}
+
+pub fn retrying(reason: &str, wait: Duration, attempt: u32) {
+    counter!("idsync_target_retries_total").increment(1);
+    tracing::debug!(
+        reason,
+        wait_ms = wait.as_millis() as u64,
+        attempt,
+        "Gateway request failed for now; retrying."
+    );
+}
+
+pub fn managed_users(count: usize) {
+    gauge!("idsync_managed_users").set(count as f64);
+}
+
+pub fn next_run(unix_seconds: i64) {
+    gauge!("idsync_next_run_timestamp_seconds").set(unix_seconds as f64);
 }
 
 pub fn run_finished(summary: &Summary) {
     let c = &summary.counts;
+    let outcome = if summary.has_failures() {
+        "failures"
+    } else {
+        "ok"
+    };
+    if !summary.dry_run {
+        counter!("idsync_runs_total", "outcome" => outcome).increment(1);
+        histogram!("idsync_run_duration_seconds").record(summary.duration_ms as f64 / 1000.0);
+        gauge!("idsync_last_success_timestamp_seconds").set(chrono::Utc::now().timestamp() as f64);
+    }
     tracing::info!(
         created = c.created,
         existing = c.existing,
@@ -95,6 +185,10 @@ pub fn run_finished(summary: &Summary) {
 
 pub fn run_aborted(error: &SyncError, summary: &Summary) {
     let c = &summary.counts;
+    if !summary.dry_run {
+        counter!("idsync_runs_total", "outcome" => "aborted").increment(1);
+        histogram!("idsync_run_duration_seconds").record(summary.duration_ms as f64 / 1000.0);
+    }
     tracing::error!(
         error = %error,
         created = c.created,

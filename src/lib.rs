@@ -17,7 +17,8 @@
 //! - [`apply`]: executes actions through the rate limiter and retry policy.
 //! - [`sync`]: one run, pull → plan → apply → record → summary.
 //! - [`schedule`]: the cron loop of the daemon.
-//! - [`events`]: log lines of notable events.
+//! - [`service`]: `/healthz`, `/readyz`, `/metrics`; [`notify`]: systemd's notify protocol.
+//! - [`events`]: every notable event's log line and metric, in one place.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(clippy::await_holding_lock)]
 
@@ -28,9 +29,11 @@ pub mod config;
 pub mod events;
 pub mod groups;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod retry;
 pub mod schedule;
+pub mod service;
 pub mod source;
 pub mod sync;
 pub mod target;

@@ -1,21 +1,25 @@
 //! The `idsync` command: parses the command line, wires the library together and
 //! turns outcomes into exit codes (see the README).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use idsync::config::Config;
+use idsync::notify::Notifier;
+use idsync::schedule::{ReloadRequest, Supervision};
+use idsync::service::Health;
 use idsync::sync::{RunMode, Summary, Syncer};
 
 /// Exit codes, documented in the README.
 mod exit {
     /// All done.
     pub const OK: u8 = 0;
-    /// The run finished, but some users failed.
+    /// The run finished, but some users failed (or deactivations were held back).
     pub const USERS_FAILED: u8 = 1;
     /// Bad configuration or usage; nothing was done.
     pub const BAD_CONFIG: u8 = 2;
@@ -30,7 +34,12 @@ mod exit {
 )]
 struct Cli {
     /// Configuration file.
-    #[arg(long, env = "IDSYNC_CONFIG", default_value = "/etc/idsync/idsync.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "IDSYNC_CONFIG",
+        default_value = "/etc/idsync/idsync.toml"
+    )]
     config: PathBuf,
     /// Run one sync now and exit, instead of running as a daemon on the schedule.
     #[arg(long)]
@@ -42,15 +51,32 @@ struct Cli {
     /// sync.max_deactivations (after checking the directory really lost those users).
     #[arg(long, requires = "sync_now")]
     allow_mass_deactivation: bool,
-    /// How to print the run summary on stdout.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    /// After SIGTERM/SIGINT, how long requests in flight may take before idsync exits anyway.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_secs: u64,
+    /// How to print results on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
     /// How to write logs on stderr (filter them with RUST_LOG, e.g. RUST_LOG=idsync=debug).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the last runs recorded in the cache and when the next one is due.
+    Status,
+    /// Check the configuration; with --connect also reach the IdP and the gateway.
+    CheckConfig {
+        /// Get a token, read one directory user and call the gateway with the real credentials.
+        #[arg(long)]
+        connect: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Output {
     Text,
     Json,
@@ -82,10 +108,18 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::ABORTED);
         }
     };
-    ExitCode::from(runtime.block_on(run(cli, config)))
+    let code = runtime.block_on(async {
+        match &cli.command {
+            Some(Command::Status) => status(&cli, &config),
+            Some(Command::CheckConfig { connect }) => check_config(&cli, &config, *connect).await,
+            None if cli.sync_now => sync_now(&cli, config).await,
+            None => daemon(&cli, config).await,
+        }
+    });
+    ExitCode::from(code)
 }
 
-async fn run(cli: Cli, config: Config) -> u8 {
+async fn sync_now(cli: &Cli, config: Config) -> u8 {
     let mode = RunMode {
         dry_run: cli.dry_run,
         allow_mass_deactivation: cli.allow_mass_deactivation,
@@ -98,15 +132,16 @@ async fn run(cli: Cli, config: Config) -> u8 {
         }
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-
-    if !cli.sync_now {
-        tracing::info!(cache = %config.cache.path.display(), "idsync daemon started.");
-        idsync::schedule::run_daemon(&syncer, &config.sync, shutdown).await;
-        tracing::info!("idsync daemon stopped.");
-        return exit::OK;
-    }
-    match syncer.run_once(&shutdown).await {
+    tokio::spawn(on_signals(
+        shutdown.clone(),
+        ReloadRequest::default(),
+        cli.shutdown_grace_secs,
+        Notifier::from_env(),
+    ));
+    let progress = tokio::spawn(show_progress(std::io::stderr().is_terminal()));
+    let result = syncer.run_once(&shutdown).await;
+    progress.abort();
+    match result {
         Ok(summary) => {
             print_summary(&summary, cli.output, None);
             if summary.has_failures() {
@@ -124,25 +159,237 @@ async fn run(cli: Cli, config: Config) -> u8 {
     }
 }
 
-/// SIGTERM or SIGINT cancel `shutdown` once; the run winds down from there.
-async fn cancel_on_signal(shutdown: CancellationToken) {
+async fn daemon(cli: &Cli, config: Config) -> u8 {
+    let shutdown = CancellationToken::new();
+    let notifier = Notifier::from_env();
+    let mut health = None;
+    if let Some(listen) = config.service.listen {
+        let metrics = match idsync::service::install_metrics() {
+            Ok(metrics) => metrics,
+            Err(err) => {
+                eprintln!("idsync: cannot set up metrics: {err}");
+                return exit::ABORTED;
+            }
+        };
+        let state = Health::new(&config.service);
+        if let Err(err) =
+            idsync::service::serve(listen, state.clone(), metrics, shutdown.clone()).await
+        {
+            eprintln!("idsync: cannot listen on service.listen = {listen}: {err}");
+            return exit::ABORTED;
+        }
+        health = Some(state);
+    }
+    let reload = ReloadRequest::default();
+    tokio::spawn(on_signals(
+        shutdown.clone(),
+        reload.clone(),
+        cli.shutdown_grace_secs,
+        notifier.clone(),
+    ));
+    if let Some(interval) = notifier.watchdog_interval() {
+        // Its own task, so a long run never starves the watchdog.
+        let notifier = notifier.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                notifier.watchdog();
+            }
+        });
+    }
+    let mode = RunMode::default();
+    let syncer = match Syncer::new(&config, mode) {
+        Ok(syncer) => syncer,
+        Err(err) => {
+            eprintln!("idsync: cannot start: {err}");
+            return exit::ABORTED;
+        }
+    };
+    // Start-up checks passed: valid config, listener bound, cache opened.
+    notifier.ready();
+    tracing::info!(cache = %config.cache.path.display(), "idsync daemon started.");
+    let supervision = Supervision { health, notifier };
+    let path = cli.config.clone();
+    let load = move || Config::load(&path);
+    let result = idsync::schedule::run_daemon(
+        config,
+        syncer,
+        mode,
+        load,
+        reload,
+        &supervision,
+        shutdown.clone(),
+    )
+    .await;
+    if let Some(health) = &supervision.health {
+        health.shutting_down();
+    }
+    supervision.notifier.stopping();
+    shutdown.cancel();
+    match result {
+        Ok(()) => {
+            tracing::info!("idsync daemon stopped.");
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("idsync: cannot run: {err}");
+            exit::ABORTED
+        }
+    }
+}
+
+/// SIGTERM/SIGINT cancel `shutdown` (and exit anyway after the grace period);
+/// SIGHUP asks for a config reload before the next run.
+async fn on_signals(
+    shutdown: CancellationToken,
+    reload: ReloadRequest,
+    grace_secs: u64,
+    notifier: Notifier,
+) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
-        tracing::error!("Cannot listen for SIGTERM/SIGINT; stop idsync with SIGKILL.");
+        tracing::error!("Cannot listen for signals; stop idsync with SIGKILL.");
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: the config will be re-read before the next run.");
+                reload.request();
+            }
+        }
     };
     tracing::info!(
         signal = name,
+        grace_secs,
         "Shutting down: no new requests; letting those in flight finish."
     );
+    notifier.stopping();
     shutdown.cancel();
+    tokio::time::sleep(Duration::from_secs(grace_secs)).await;
+    // Whatever was recorded is on disk; unrecorded requests are met again as 409s.
+    tracing::warn!(
+        grace_secs,
+        "Requests still in flight after the grace period; exiting anyway."
+    );
+    std::process::exit(i32::from(exit::OK));
+}
+
+/// On a terminal, one line rewritten in place; otherwise a log line every 10 s.
+async fn show_progress(terminal: bool) {
+    let started = Instant::now();
+    let period = if terminal {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut ticks = tokio::time::interval(period);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let (pulled, planned, done) = idsync::events::progress::read();
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        if terminal {
+            eprint!("\r\x1b[2Kpulled {pulled} users · {done}/{planned} actions · {rate:.1}/s");
+        } else {
+            tracing::info!(
+                pulled,
+                done,
+                planned,
+                rate = format!("{rate:.1}/s"),
+                "Progress."
+            );
+        }
+    }
+}
+
+fn status(cli: &Cli, config: &Config) -> u8 {
+    let runs = match idsync::cache::read_status(&config.cache.path) {
+        Ok(runs) => runs,
+        Err(err) => {
+            eprintln!("idsync: no run recorded yet under cache.path ({err})");
+            return exit::ABORTED;
+        }
+    };
+    let next = config.sync.schedule.upcoming(chrono::Utc).next();
+    if cli.output == Output::Json {
+        let value = serde_json::json!({
+            "cache": config.cache.path,
+            "next_run": next.map(|n| n.to_rfc3339()),
+            "runs": runs,
+        });
+        println!("{value}");
+        return exit::OK;
+    }
+    println!("cache: {}", config.cache.path.display());
+    if let Some(next) = next {
+        println!(
+            "next scheduled run: {} (if the daemon is running)",
+            next.to_rfc3339()
+        );
+    }
+    println!(
+        "{:<26} {:<9} {:>7} {:>8} {:>7} {:>11} {:>6}  error",
+        "started", "outcome", "created", "existing", "updated", "deactivated", "failed"
+    );
+    for run in &runs {
+        let c = &run.counts;
+        println!(
+            "{:<26} {:<9} {:>7} {:>8} {:>7} {:>11} {:>6}  {}",
+            run.started_at.get(..19).unwrap_or(&run.started_at),
+            run.outcome,
+            c.created,
+            c.existing,
+            c.updated,
+            c.deactivated,
+            c.failed,
+            run.error.as_deref().unwrap_or("")
+        );
+    }
+    exit::OK
+}
+
+async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
+    let mut checks = vec![("config", Ok(format!("{} is valid", cli.config.display())))];
+    if connect {
+        match Syncer::probe(config).await {
+            Ok(found) => checks.extend(found),
+            Err(err) => checks.push(("setup", Err(err.to_string()))),
+        }
+    }
+    let all_ok = checks.iter().all(|(_, result)| result.is_ok());
+    if cli.output == Output::Json {
+        let value: serde_json::Map<String, serde_json::Value> = checks
+            .iter()
+            .map(|(part, result)| {
+                let entry = match result {
+                    Ok(detail) => serde_json::json!({"ok": true, "detail": detail}),
+                    Err(error) => serde_json::json!({"ok": false, "error": error}),
+                };
+                ((*part).to_owned(), entry)
+            })
+            .collect();
+        println!("{}", serde_json::Value::Object(value));
+    } else {
+        for (part, result) in &checks {
+            match result {
+                Ok(detail) => println!("ok      {part}: {detail}"),
+                Err(error) => println!("FAILED  {part}: {error}"),
+            }
+        }
+    }
+    if all_ok {
+        exit::OK
+    } else {
+        exit::ABORTED
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -167,18 +167,23 @@ fn http_builder(ca_pem: Option<&[u8]>) -> reqwest::Result<reqwest::ClientBuilder
     Ok(builder)
 }
 
+/// The directory source and the gateway client, as the config describes them.
+fn clients(config: &Config) -> Result<(ScimSource, HoopClient), SetupError> {
+    let source_http = http_builder(config.source.ca_pem.as_deref())
+        .and_then(|b| b.timeout(SOURCE_TIMEOUT).build())
+        .map_err(|err| SetupError::Source(crate::error_chain(&err)))?;
+    let tokens = TokenSource::new(&config.source.auth, source_http.clone());
+    let source = ScimSource::new(&config.source, source_http, tokens);
+    let builder = http_builder(config.target.ca_pem.as_deref())
+        .map_err(|err| TargetError::Client(crate::error_chain(&err)))?;
+    Ok((source, HoopClient::new(&config.target, builder)?))
+}
+
 impl Syncer {
     /// Builds the clients and opens the cache. A dry run reads the gateway but writes
     /// nothing, and a cache that does not exist yet is not created.
     pub fn new(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
-        let source_http = http_builder(config.source.ca_pem.as_deref())
-            .and_then(|b| b.timeout(SOURCE_TIMEOUT).build())
-            .map_err(|err| SetupError::Source(crate::error_chain(&err)))?;
-        let tokens = TokenSource::new(&config.source.auth, source_http.clone());
-        let source = ScimSource::new(&config.source, source_http, tokens);
-        let builder = http_builder(config.target.ca_pem.as_deref())
-            .map_err(|err| TargetError::Client(crate::error_chain(&err)))?;
-        let client = HoopClient::new(&config.target, builder)?;
+        let (source, client) = clients(config)?;
         let target = if mode.dry_run {
             Target::DryRun(client)
         } else {
@@ -211,6 +216,34 @@ impl Syncer {
 
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_ref()
+    }
+
+    /// `check-config --connect`: reaches the IdP (token, one directory user) and the
+    /// gateway (`/serverinfo`) with the real credentials, without opening the cache,
+    /// so it works beside a running daemon. One result per part.
+    pub async fn probe(
+        config: &Config,
+    ) -> Result<Vec<(&'static str, Result<String, String>)>, SetupError> {
+        let (source, client) = clients(config)?;
+        let directory = source
+            .probe()
+            .await
+            .map(|total| format!("token accepted; {total} users at {}", config.source.url))
+            .map_err(|err| err.to_string());
+        let gateway = match client.server_info().await {
+            crate::target::Answer::Done(info) => Ok(format!(
+                "API key accepted at {} (gateway version {})",
+                config.target.url,
+                info.get("version")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unknown")
+            )),
+            crate::target::Answer::Unauthorized { status, message } => Err(format!(
+                "the gateway refused the API key: {status} {message}"
+            )),
+            other => Err(format!("the gateway did not answer as expected: {other:?}")),
+        };
+        Ok(vec![("directory", directory), ("gateway", gateway)])
     }
 
     /// One complete run. `shutdown` stops it between requests; what was done is kept.
@@ -277,6 +310,10 @@ impl Syncer {
         } else {
             None
         };
+        let managed_before = cached
+            .values()
+            .filter(|r| r.is_managed() && !r.deactivated)
+            .count();
         let plan = plan::plan(&directory, &cached, inventory.as_ref(), &self.rules);
         drop((directory, cached, inventory));
         events::planned(&plan);
@@ -310,6 +347,13 @@ impl Syncer {
             }
         }
         run.summary.counts.interrupted = directory_actions_left;
+        let c = &run.summary.counts;
+        if !self.dry_run {
+            events::managed_users(
+                (managed_before + c.created + c.existing + c.reactivated)
+                    .saturating_sub(c.deactivated),
+            );
+        }
 
         if let Some((status, message)) = refused {
             return Err(run.abort(SyncError::TargetRefused { status, message }));
@@ -426,8 +470,8 @@ impl Run {
         });
     }
 
-    fn fail(&mut self, user: &Email, reason: String) {
-        events::user_failed(user, &reason);
+    fn fail(&mut self, user: &Email, verb: &'static str, reason: String) {
+        events::user_failed(user, verb, &reason);
         self.summary.failures.push(Report {
             user: user.to_string(),
             reason,
@@ -480,6 +524,7 @@ impl Run {
                         self.summary.counts.failed += 1;
                         self.fail(
                             email,
+                            "create",
                             format!("the gateway rejected it: {status} {message}"),
                         );
                         record(
@@ -522,6 +567,7 @@ impl Run {
         match (change.kind, outcome) {
             (ChangeKind::Update, Outcome::Unchanged) => {
                 counts.unchanged += 1;
+                events::user_unchanged(verb);
                 done()
             }
             (ChangeKind::Update, Outcome::Changed) => {
@@ -553,6 +599,7 @@ impl Run {
                 counts.failed += 1;
                 self.fail(
                     &change.key,
+                    verb,
                     "is no longer in the gateway; idsync forgets it and creates it again at the next run".into(),
                 );
                 Some((change.subject.clone(), None))
@@ -565,7 +612,7 @@ impl Run {
     }
 
     /// Failures and interruptions, common to every action.
-    fn count_unfinished(&mut self, user: &Email, outcome: &Outcome, verb: &str) {
+    fn count_unfinished(&mut self, user: &Email, outcome: &Outcome, verb: &'static str) {
         let deactivating = verb == "deactivate";
         let reason = match outcome {
             Outcome::Rejected { status, message } => {
@@ -583,7 +630,7 @@ impl Run {
         } else {
             self.summary.counts.failed += 1;
         }
-        self.fail(user, reason);
+        self.fail(user, verb, reason);
     }
 }
 

@@ -562,7 +562,10 @@ fn kubernetes_sidecar_is_locked_down_probed_and_wired() {
         "probes come from outside the pod: {listen}"
     );
     // The sidecar's readiness must not depend on sync runs: it would gate the gateway.
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/healthz")] {
+    for (probe, path) in [
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/healthz"),
+    ] {
         let get = &idsync[probe]["httpGet"];
         assert_eq!(get["path"], path, "{probe}");
         assert_eq!(

@@ -19,6 +19,7 @@ use super::{Directory, SourceError};
 use crate::auth::TokenSource;
 use crate::config::{AttributeMap, AttributePath, SourceConfig, SubjectAttribute};
 use crate::error_chain;
+use crate::events;
 use crate::model::{DirectoryUser, Email, GroupName, Subject, UnusableEntry};
 use crate::retry::{self, Backoff, Class};
 
@@ -55,10 +56,16 @@ impl ScimSource {
         }
     }
 
-    /// Obtains a token (and so checks the IdP credentials) without reading anything.
-    pub async fn check_credentials(&self) -> Result<(), SourceError> {
-        self.tokens.bearer().await?;
-        Ok(())
+    /// Obtains a token and reads one user: checks the IdP credentials and the
+    /// directory's URL. Returns the directory's `totalResults`.
+    pub async fn probe(&self) -> Result<usize, SourceError> {
+        let mut url = self.page_url("Users", 1);
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("startIndex", "1")
+            .append_pair("count", "1");
+        let page: ListResponse<serde::de::IgnoredAny> = self.get_json(&url).await?;
+        Ok(page.total_results)
     }
 
     /// Reads the whole directory: every user, then every group for memberships.
@@ -72,6 +79,7 @@ impl ScimSource {
         self.for_each_page("Users", shutdown, |raw: Box<RawValue>| {
             let user: ScimUser =
                 serde_json::from_str(raw.get()).map_err(|err| format!("not a SCIM User: {err}"))?;
+            events::users_pulled(1);
             if index_of.contains_key(&user.id) {
                 return Err(format!("user id {:?} appears twice", user.id));
             }
@@ -485,8 +493,11 @@ fn pick_email(user: &ScimUser) -> Result<Email, String> {
             .user_name
             .as_deref()
             .and_then(|name| Email::parse(name).ok())
-            .ok_or_else(|| {
-                "has no e-mail address (no emails, and userName is not an address)".into()
+            .ok_or_else(|| match &user.user_name {
+                Some(login) => format!(
+                    "has no e-mail address (no emails, and userName {login:?} is not an address)"
+                ),
+                None => "has no e-mail address (no emails and no userName)".into(),
             }),
     }
 }

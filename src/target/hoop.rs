@@ -11,6 +11,7 @@ use url::Url;
 use super::{Answer, GatewayUser, TargetError};
 use crate::config::{ApiKeyHeader, TargetConfig};
 use crate::error_chain;
+use crate::events;
 use crate::model::Email;
 use crate::plan::Profile;
 use crate::retry::{self, Class};
@@ -20,7 +21,8 @@ const MAX_MESSAGE_CHARS: usize = 300;
 
 pub struct HoopClient {
     http: reqwest::Client,
-    users_url: Url,
+    /// The API base, e.g. `https://use.hoop.dev/api`.
+    base: Url,
 }
 
 /// The body of `POST /users` (the spec's `openapi.User`, only the fields idsync owns).
@@ -34,6 +36,9 @@ struct NewUserBody<'a> {
     slack_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     picture: Option<&'a str>,
+    /// What the gateway stores for an empty status anyway; sent explicitly because
+    /// the 201 echoes the request, and an echoed `""` breaks the published contract.
+    status: &'static str,
 }
 
 impl HoopClient {
@@ -58,9 +63,10 @@ impl HoopClient {
             .timeout(config.timeout)
             .build()
             .map_err(|err| TargetError::Client(error_chain(&err)))?;
-        let mut users_url = config.url.clone();
-        users_url.set_path(&format!("{}/users", config.url.path()));
-        Ok(Self { http, users_url })
+        Ok(Self {
+            http,
+            base: config.url.clone(),
+        })
     }
 
     pub async fn create_user(&self, profile: &Profile) -> Answer<()> {
@@ -70,8 +76,9 @@ impl HoopClient {
             groups: profile.groups.iter().map(|g| g.as_str()).collect(),
             slack_id: profile.slack_id.as_deref(),
             picture: profile.picture.as_deref(),
+            status: "invited",
         };
-        let request = self.http.post(self.users_url.clone()).json(&body);
+        let request = self.http.post(self.url(&["users"])).json(&body);
         self.send(request, |_| async { Ok(()) }).await
     }
 
@@ -89,7 +96,15 @@ impl HoopClient {
     }
 
     pub async fn list_users(&self) -> Answer<Vec<GatewayUser>> {
-        let request = self.http.get(self.users_url.clone());
+        let request = self.http.get(self.url(&["users"]));
+        self.send(request, |response| async move { response.json().await })
+            .await
+    }
+
+    /// `GET /serverinfo`: answers any valid key, so it checks the connection and
+    /// the credentials without touching users.
+    pub async fn server_info(&self) -> Answer<serde_json::Value> {
+        let request = self.http.get(self.url(&["serverinfo"]));
         self.send(request, |response| async move { response.json().await })
             .await
     }
@@ -97,9 +112,14 @@ impl HoopClient {
     /// `GET`/`PUT` key: an e-mail-shaped value is looked up by e-mail, which stays
     /// valid after the user's first login replaces the subject.
     fn user_url(&self, key: &Email) -> Url {
-        let mut url = self.users_url.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.push(key.as_str());
+        self.url(&["users", key.as_str()])
+    }
+
+    /// `{base}/{segments...}`, each segment percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
         }
         url
     }
@@ -113,6 +133,7 @@ impl HoopClient {
         let response = match request.send().await {
             Ok(response) => response,
             Err(err) => {
+                events::target_answered(None);
                 return Answer::Transient {
                     // A request that was never connected cannot have been applied.
                     maybe_applied: !err.is_connect(),
@@ -122,6 +143,7 @@ impl HoopClient {
             }
         };
         let status = response.status();
+        events::target_answered(Some(status.as_u16()));
         match status.as_u16() {
             409 => return Answer::Conflict,
             404 => return Answer::NotFound,

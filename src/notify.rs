@@ -1,0 +1,96 @@
+//! The systemd notify protocol (sd_notify(3)): `READY=1`, `STATUS=…`, `WATCHDOG=1`,
+//! `STOPPING=1` as datagrams to `$NOTIFY_SOCKET`. Silent when not run by systemd.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where to send notifications; `None` outside systemd's `Type=notify`.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    socket: Option<PathBuf>,
+}
+
+impl Notifier {
+    pub fn from_env() -> Self {
+        Self {
+            socket: std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from),
+        }
+    }
+
+    pub fn ready(&self) {
+        self.send("READY=1");
+    }
+
+    pub fn status(&self, status: &str) {
+        // One line: the protocol is newline-separated assignments.
+        self.send(&format!("STATUS={}", status.replace('\n', " ")));
+    }
+
+    pub fn stopping(&self) {
+        self.send("STOPPING=1");
+    }
+
+    /// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when systemd asks
+    /// for it (and `$WATCHDOG_PID`, when set, is us).
+    pub fn watchdog_interval(&self) -> Option<Duration> {
+        self.socket.as_ref()?;
+        if let Some(pid) = std::env::var("WATCHDOG_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            if pid != std::process::id() {
+                return None;
+            }
+        }
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        Some(Duration::from_micros(usec / 2)).filter(|d| !d.is_zero())
+    }
+
+    pub fn watchdog(&self) {
+        self.send("WATCHDOG=1");
+    }
+
+    fn send(&self, message: &str) {
+        let Some(path) = &self.socket else { return };
+        let sent = UnixDatagram::unbound().and_then(|socket| {
+            // A leading '@' names a socket in the abstract namespace.
+            match path.to_str().and_then(|p| p.strip_prefix('@')) {
+                Some(name) => {
+                    use std::os::linux::net::SocketAddrExt;
+                    let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                    socket.send_to_addr(message.as_bytes(), &address)
+                }
+                None => socket.send_to(message.as_bytes(), path),
+            }
+        });
+        if let Err(err) = sent {
+            tracing::debug!(error = %err, "Could not notify systemd.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_arrive_on_the_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let receiver = UnixDatagram::bind(&path).expect("bind");
+        let notifier = Notifier { socket: Some(path) };
+        notifier.ready();
+        notifier.status("next sync 12:15\nlast: 3 created");
+        let mut buffer = [0u8; 256];
+        let n = receiver.recv(&mut buffer).expect("recv");
+        assert_eq!(&buffer[..n], b"READY=1");
+        let n = receiver.recv(&mut buffer).expect("recv");
+        assert_eq!(&buffer[..n], b"STATUS=next sync 12:15 last: 3 created");
+    }
+
+    #[test]
+    fn silent_without_a_socket() {
+        Notifier { socket: None }.ready();
+    }
+}
