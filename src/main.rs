@@ -178,6 +178,12 @@ async fn daemon(cli: &Cli, config: Config) -> u8 {
             eprintln!("idsync: cannot listen on service.listen = {listen}: {err}");
             return exit::ABORTED;
         }
+        // /readyz says 503 from the moment shutdown begins.
+        let (stopping, token) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            stopping.shutting_down();
+        });
         health = Some(state);
     }
     let reload = ReloadRequest::default();
@@ -187,6 +193,16 @@ async fn daemon(cli: &Cli, config: Config) -> u8 {
         cli.shutdown_grace_secs,
         notifier.clone(),
     ));
+    let mode = RunMode::default();
+    let syncer = match Syncer::new(&config, mode) {
+        Ok(syncer) => syncer,
+        Err(err) => {
+            eprintln!("idsync: cannot start: {err}");
+            return exit::ABORTED;
+        }
+    };
+    // Start-up checks passed: valid config, listener bound, cache opened.
+    notifier.ready();
     if let Some(interval) = notifier.watchdog_interval() {
         // Its own task, so a long run never starves the watchdog.
         let notifier = notifier.clone();
@@ -198,16 +214,6 @@ async fn daemon(cli: &Cli, config: Config) -> u8 {
             }
         });
     }
-    let mode = RunMode::default();
-    let syncer = match Syncer::new(&config, mode) {
-        Ok(syncer) => syncer,
-        Err(err) => {
-            eprintln!("idsync: cannot start: {err}");
-            return exit::ABORTED;
-        }
-    };
-    // Start-up checks passed: valid config, listener bound, cache opened.
-    notifier.ready();
     tracing::info!(cache = %config.cache.path.display(), "idsync daemon started.");
     let supervision = Supervision { health, notifier };
     let path = cli.config.clone();
@@ -222,10 +228,6 @@ async fn daemon(cli: &Cli, config: Config) -> u8 {
         shutdown.clone(),
     )
     .await;
-    if let Some(health) = &supervision.health {
-        health.shutting_down();
-    }
-    supervision.notifier.stopping();
     shutdown.cancel();
     match result {
         Ok(()) => {

@@ -54,6 +54,8 @@ impl Notifier {
     fn send(&self, message: &str) {
         let Some(path) = &self.socket else { return };
         let sent = UnixDatagram::unbound().and_then(|socket| {
+            // Never block the runtime on a slow reader: a dropped STATUS is harmless.
+            socket.set_nonblocking(true)?;
             // A leading '@' names a socket in the abstract namespace.
             match path.to_str().and_then(|p| p.strip_prefix('@')) {
                 Some(name) => {
