@@ -5,7 +5,7 @@
             .peers/venv  (scim2-server, scim2-tester from requirements.txt),
             .peers/node  (oidc-provider, @stoplight/prism-cli from package.json and
                           package-lock.json) and .peers/hoop-mock-spec.json (the hoop
-                          gateway spec made servable by shared/hoop-openapi/derive-mock-spec).
+                          gateway spec made servable by tests/peers/hoop-openapi/derive-mock-spec).
             Idempotent: does nothing when the pins have not changed since the last install.
   up        Start the peers on 127.0.0.1 and write a JSON state file describing them:
               oidc          oidc-provider with one client_credentials client (tests/peers/oidc-provider.mjs)
