@@ -38,38 +38,12 @@ fn write_config(
     listen: &str,
     extra_target: &str,
 ) {
-    let text = format!(
-        r#"
-[source]
-kind = "scim"
-url = "{scim}"
-page_size = 50
-[source.oidc]
-issuer = "{issuer}"
-client_id = "{client_id}"
-client_secret = "{secret}"
-[target]
-url = "{target}"
-api_key = "{key}"
-max_attempts = 3
-{extra_target}
-[sync]
-schedule = "* * * * * *"
-run_on_start = false
-[cache]
-path = "{cache}"
-[service]
-listen = "{listen}"
-unready_after_failed_runs = 2
-"#,
-        scim = idp.scim_url(),
-        issuer = idp.issuer(),
-        client_id = idp.client_id(),
-        secret = idp.client_secret(),
-        target = gateway.url(),
-        key = gateway.admin_key(),
-        cache = cache.display(),
+    let sections = format!(
+        "[sync]\nschedule = \"* * * * * *\"\nrun_on_start = false\n\
+         [service]\nlisten = \"{listen}\"\nunready_after_failed_runs = 2\n"
     );
+    let target = format!("max_attempts = 3\n{extra_target}");
+    let text = support::idsync_toml(idp, gateway, cache, "page_size = 50", &target, &sections);
     std::fs::write(path, text).expect("write config");
 }
 

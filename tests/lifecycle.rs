@@ -41,32 +41,14 @@ impl World {
     }
 
     fn config(&self) -> Config {
-        let text = format!(
-            r#"
-            [source]
-            kind = "scim"
-            url = "{scim}"
-            [source.oidc]
-            issuer = "{issuer}"
-            client_id = "{client_id}"
-            client_secret = "{secret}"
-            [target]
-            url = "{target}"
-            api_key = "{key}"
-            rate_limit_per_second = 1000
-            burst = 50
-            [cache]
-            path = "{cache}"
-            {sections}
-            "#,
-            scim = self.idp.scim_url(),
-            issuer = self.idp.issuer(),
-            client_id = self.idp.client_id(),
-            secret = self.idp.client_secret(),
-            target = self.gateway.url(),
-            key = self.gateway.admin_key(),
-            cache = self.cache.path().display(),
-            sections = self.sections,
+        let target = "rate_limit_per_second = 1000\nburst = 50";
+        let text = support::idsync_toml(
+            &self.idp,
+            &self.gateway,
+            self.cache.path(),
+            "",
+            target,
+            &self.sections,
         );
         Config::parse(&text, "test", &|_| None).expect("config")
     }

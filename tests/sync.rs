@@ -38,38 +38,28 @@ impl Harness {
     }
 
     fn config(&self) -> Config {
-        let text = format!(
-            r#"
-            [source]
-            kind = "scim"
-            url = "{scim}"
-            page_size = 100
-            parallel_pages = {parallel_pages}
-            [source.oidc]
-            issuer = "{issuer}"
-            client_id = "{client_id}"
-            client_secret = "{client_secret}"
-            scopes = ["scim.read"]
-            [target]
-            url = "{target}"
-            api_key = "{api_key}"
-            {target_settings}
-            [cache]
-            path = "{cache}"
-            {extra}
-            "#,
-            scim = self.idp.scim_url(),
-            issuer = self.idp.issuer(),
-            client_id = self.idp.client_id(),
-            client_secret = self.idp.client_secret(),
-            target = self.gateway.url(),
-            api_key = self.gateway.admin_key(),
-            target_settings = self.target_settings(),
-            parallel_pages = self.parallel_pages,
-            extra = self.extra,
-            cache = self.cache_path().display(),
+        let source = format!("page_size = 100\nparallel_pages = {}", self.parallel_pages);
+        let text = support::idsync_toml(
+            &self.idp,
+            &self.gateway,
+            &self.cache_path(),
+            &source,
+            &self.target_settings(),
+            &self.extra,
         );
         Config::parse(&text, "test", &|_| None).expect("test config")
+    }
+
+    /// Sets `faults` and expects the run to abort on an untrustworthy read, sending nothing.
+    async fn assert_untrusted_read_aborts(&self, faults: IdpFaults) {
+        self.idp.set_faults(faults);
+        let aborted = self.run().await.expect_err("the read must abort");
+        assert!(
+            aborted.error.to_string().contains("cannot be trusted"),
+            "{}",
+            aborted.error
+        );
+        assert_eq!(self.posts(), 0);
     }
 
     fn target_settings(&self) -> String {
@@ -424,29 +414,17 @@ async fn an_idp_failure_mid_paging_aborts_and_changes_nothing() {
     assert_eq!(h.posts(), 0, "nothing was sent");
     assert!(h.gateway.users().is_empty());
 
-    h.idp.set_faults(IdpFaults {
+    h.assert_untrusted_read_aborts(IdpFaults {
         truncate_users_at: Some(250),
         ..IdpFaults::default()
-    });
-    let aborted = h.run().await.expect_err("a truncated read must abort");
-    assert!(
-        aborted.error.to_string().contains("cannot be trusted"),
-        "{}",
-        aborted.error
-    );
-    assert_eq!(h.posts(), 0);
+    })
+    .await;
 
-    h.idp.set_faults(IdpFaults {
+    h.assert_untrusted_read_aborts(IdpFaults {
         duplicate_page: Some(301),
         ..IdpFaults::default()
-    });
-    let aborted = h.run().await.expect_err("a duplicated page must abort");
-    assert!(
-        aborted.error.to_string().contains("cannot be trusted"),
-        "{}",
-        aborted.error
-    );
-    assert_eq!(h.posts(), 0);
+    })
+    .await;
 
     // The IdP recovers: the next run syncs everyone.
     h.idp.set_faults(IdpFaults::default());
@@ -607,17 +585,11 @@ async fn parallel_pages_read_exactly_the_same_directory() {
     let expected = directory.expected_created();
     let mut h = Harness::start(directory).await;
     h.parallel_pages = 4;
-    h.idp.set_faults(IdpFaults {
+    h.assert_untrusted_read_aborts(IdpFaults {
         truncate_users_at: Some(640),
         ..IdpFaults::default()
-    });
-    let aborted = h.run().await.expect_err("a truncated read must abort");
-    assert!(
-        aborted.error.to_string().contains("cannot be trusted"),
-        "{}",
-        aborted.error
-    );
-    assert_eq!(h.posts(), 0);
+    })
+    .await;
 
     h.idp.set_faults(IdpFaults::default());
     let summary = h.run().await.expect("run");

@@ -5,3 +5,44 @@
 pub mod directory;
 pub mod fake_gateway;
 pub mod fake_idp;
+
+use std::path::Path;
+
+/// An idsync config for the fakes: `source` and `target` lines go into those
+/// tables, `sections` (whole tables such as `[sync]`) at the end.
+pub fn idsync_toml(
+    idp: &fake_idp::FakeIdp,
+    gateway: &fake_gateway::FakeGateway,
+    cache: &Path,
+    source: &str,
+    target: &str,
+    sections: &str,
+) -> String {
+    format!(
+        r#"
+[source]
+kind = "scim"
+url = "{scim}"
+{source}
+[source.oidc]
+issuer = "{issuer}"
+client_id = "{client_id}"
+client_secret = "{secret}"
+scopes = ["scim.read"]
+[target]
+url = "{target_url}"
+api_key = "{key}"
+{target}
+[cache]
+path = "{cache}"
+{sections}
+"#,
+        scim = idp.scim_url(),
+        issuer = idp.issuer(),
+        client_id = idp.client_id(),
+        secret = idp.client_secret(),
+        target_url = gateway.url(),
+        key = gateway.admin_key(),
+        cache = cache.display(),
+    )
+}
