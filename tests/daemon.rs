@@ -391,3 +391,61 @@ async fn sighup_keeps_the_running_config_when_the_new_one_is_invalid() {
     let (status, _) = daemon.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_names_the_part_that_fails() {
+    let idp = FakeIdp::start(
+        IdpOptions::default(),
+        Directory::generate(GenSpec::default()),
+    )
+    .await;
+    let gateway = FakeGateway::start(GatewayOptions::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("idsync.toml");
+    let check = |config: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_idsync"))
+            .arg("--config")
+            .arg(config)
+            .args(["check-config", "--connect", "--output", "json"])
+            .output()
+            .expect("check-config");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        (output.status.code(), report)
+    };
+
+    write_config(
+        &config,
+        &idp,
+        &gateway,
+        &dir.path().join("cache"),
+        "127.0.0.1:1",
+        "",
+    );
+    let (code, report) = check(&config);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report["directory"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("10 users"),
+        "{report}"
+    );
+    assert_eq!(report["gateway"]["ok"], true, "{report}");
+
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(&config, text.replace(gateway.admin_key(), "hpk_wrong")).expect("write");
+    let (code, report) = check(&config);
+    assert_eq!(code, Some(3), "{report}");
+    assert_eq!(report["directory"]["ok"], true, "{report}");
+    assert!(
+        report["gateway"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused the API key"),
+        "{report}"
+    );
+    assert!(
+        !dir.path().join("cache").exists(),
+        "check-config does not open the cache"
+    );
+}
