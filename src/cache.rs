@@ -151,15 +151,28 @@ impl Cache {
 
     /// Every subject idsync has a record of.
     pub fn subjects(&self) -> Result<HashMap<Subject, SubjectRecord>, CacheError> {
-        let mut records = HashMap::with_capacity(self.subjects.len());
-        for entry in self.subjects.iter() {
-            let (key, value) = entry.map_err(|e| self.store_error(e))?;
-            let subject = Subject::new(String::from_utf8_lossy(&key).into_owned());
-            let record = serde_json::from_slice(&value)
-                .map_err(|err| self.unreadable(format!("record of subject {subject}: {err}")))?;
-            records.insert(subject, record);
+        read_subjects(&self.subjects, &self.path)
+    }
+
+    /// [`Cache::subjects`] on a blocking thread, so the run can read the directory
+    /// meanwhile.
+    pub fn subjects_in_background(
+        &self,
+    ) -> impl std::future::Future<Output = Result<HashMap<Subject, SubjectRecord>, CacheError>>
+    {
+        let (tree, path) = (self.subjects.clone(), self.path.clone());
+        let task = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || read_subjects(&tree, &path))
+        };
+        async move {
+            task.await.unwrap_or_else(|err| {
+                Err(CacheError::Unreadable {
+                    path,
+                    reason: format!("the loading task failed: {err}"),
+                })
+            })
         }
-        Ok(records)
     }
 
     /// Stores outcomes (`None` forgets the subject) and returns once they are on disk.
@@ -250,6 +263,28 @@ impl Cache {
             reason,
         }
     }
+}
+
+fn read_subjects(
+    tree: &sled::Tree,
+    path: &Path,
+) -> Result<HashMap<Subject, SubjectRecord>, CacheError> {
+    let unreadable = |reason: String| CacheError::Unreadable {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut records = HashMap::with_capacity(tree.len());
+    for entry in tree.iter() {
+        let (key, value) = entry.map_err(|source| CacheError::Store {
+            path: path.to_owned(),
+            source,
+        })?;
+        let subject = Subject::new(String::from_utf8_lossy(&key).into_owned());
+        let record = serde_json::from_slice(&value)
+            .map_err(|err| unreadable(format!("record of subject {subject}: {err}")))?;
+        records.insert(subject, record);
+    }
+    Ok(records)
 }
 
 fn sequence_of(key: &[u8]) -> u64 {

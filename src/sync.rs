@@ -276,6 +276,8 @@ impl Syncer {
             adoptions: Vec::new(),
         };
 
+        // The cache loads while the directory downloads.
+        let cached = self.cache.as_ref().map(Cache::subjects_in_background);
         let mut directory = match self.source.pull(shutdown).await {
             Ok(directory) => directory,
             Err(err) => return Err(run.abort(err.into())),
@@ -286,8 +288,8 @@ impl Syncer {
             events::admin_group_dropped(&group, &self.groups.admin_group, members);
         }
 
-        let cached = match &self.cache {
-            Some(cache) => match cache.subjects() {
+        let cached = match cached {
+            Some(loading) => match loading.await {
                 Ok(cached) => cached,
                 Err(err) => return Err(run.abort(err.into())),
             },

@@ -3,14 +3,13 @@
 //! Pages are parsed straight into the few fields idsync needs and normalized at
 //! once, so memory holds the normalized users, never the JSON pages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -33,6 +32,8 @@ const BACKOFF: Backoff = Backoff {
     cap: Duration::from_secs(5),
 };
 
+/// Cheap to clone: the page fetches run as tasks of their own.
+#[derive(Clone)]
 pub struct ScimSource {
     base: Url,
     page_size: u32,
@@ -40,7 +41,7 @@ pub struct ScimSource {
     subject_attribute: SubjectAttribute,
     attributes: AttributeMap,
     http: reqwest::Client,
-    tokens: TokenSource,
+    tokens: Arc<TokenSource>,
 }
 
 impl ScimSource {
@@ -52,7 +53,7 @@ impl ScimSource {
             attributes: config.attributes.clone(),
             subject_attribute: config.subject_attribute,
             http,
-            tokens,
+            tokens: Arc::new(tokens),
         }
     }
 
@@ -70,55 +71,40 @@ impl ScimSource {
 
     /// Reads the whole directory: every user, then every group for memberships.
     pub async fn pull(&self, shutdown: &CancellationToken) -> Result<Directory, SourceError> {
-        let mut directory = Directory::default();
-        // SCIM id -> index in `directory.users`; group members refer to users by id.
-        let mut index_of: HashMap<String, usize> = HashMap::new();
-        // Memberships a user lists itself (`User.groups`): (user index, group id, display).
-        let mut self_listed: Vec<(usize, String, Option<String>)> = Vec::new();
-
-        self.for_each_page("Users", shutdown, |raw: Box<RawValue>| {
-            let user: ScimUser =
-                serde_json::from_str(raw.get()).map_err(|err| format!("not a SCIM User: {err}"))?;
-            events::users_pulled(1);
-            if index_of.contains_key(&user.id) {
-                return Err(format!("user id {:?} appears twice", user.id));
-            }
-            let scim_id = user.id.clone();
-            let groups = user.groups.clone();
-            match normalize_user(user, self.subject_attribute) {
-                Ok(mut normalized) => {
-                    if !self.attributes.is_empty() {
-                        let value: Value =
-                            serde_json::from_str(raw.get()).map_err(|err| err.to_string())?;
-                        normalized.slack_id = self
-                            .attributes
-                            .slack_id
-                            .as_ref()
-                            .and_then(|p| attribute(&value, p));
-                        normalized.picture = self
-                            .attributes
-                            .picture
-                            .as_ref()
-                            .and_then(|p| attribute(&value, p));
-                    }
-                    let index = directory.users.len();
-                    for group in groups {
-                        if let Some(id) = group.value {
-                            self_listed.push((index, id, group.display));
-                        }
-                    }
-                    directory.users.push(normalized);
-                    index_of.insert(scim_id, index);
-                }
-                Err(unusable) => {
-                    // Remember the id anyway, so a duplicate is still caught.
-                    index_of.insert(scim_id, usize::MAX);
-                    directory.unusable.push(unusable);
-                }
-            }
-            Ok(())
-        })
-        .await?;
+        let mut users = Collected::new(self.subject_attribute);
+        if self.attributes.is_empty() {
+            self.for_each_page("Users", shutdown, |user: ScimUser| {
+                users.add(user, Mapped::default())
+            })
+            .await?;
+        } else {
+            // Mapped attributes can sit anywhere (extension schemas): keep the whole
+            // resource until they are read.
+            self.for_each_page("Users", shutdown, |value: Value| {
+                let mapped = Mapped {
+                    slack_id: self
+                        .attributes
+                        .slack_id
+                        .as_ref()
+                        .and_then(|p| attribute(&value, p)),
+                    picture: self
+                        .attributes
+                        .picture
+                        .as_ref()
+                        .and_then(|p| attribute(&value, p)),
+                };
+                let user = serde_json::from_value(value)
+                    .map_err(|err| format!("not a SCIM User: {err}"))?;
+                users.add(user, mapped)
+            })
+            .await?;
+        }
+        let Collected {
+            mut directory,
+            index_of,
+            self_listed,
+            ..
+        } = users;
 
         let mut group_names: HashMap<String, GroupName> = HashMap::new();
         self.for_each_page("Groups", shutdown, |group: ScimGroup| {
@@ -138,7 +124,7 @@ impl ScimSource {
             for member in group.members {
                 // Members that are not users of this listing (nested groups, or users
                 // that could not be keyed) carry no membership for idsync.
-                if let Some(&index) = member.value.as_ref().and_then(|id| index_of.get(id)) {
+                if let Some(&index) = member.value.as_deref().and_then(|id| index_of.get(id)) {
                     if let Some(user) = directory.users.get_mut(index) {
                         user.groups.push(name.clone());
                     }
@@ -167,9 +153,10 @@ impl ScimSource {
     /// Calls `visit` for every resource of `/{resource}`, in order, checking that the
     /// pages add up to `totalResults`. `visit` returns an error text when the data is
     /// unusable. The first page tells the total and the server's page size; the rest
-    /// are fetched up to `parallel_pages` at a time (SCIM's `startIndex` paging allows
-    /// it) and visited in order.
-    async fn for_each_page<T: DeserializeOwned>(
+    /// are fetched at fixed offsets (SCIM's `startIndex` paging allows it),
+    /// `parallel_pages` at a time, each as its own task so that downloading and
+    /// parsing the next pages overlaps with visiting this one.
+    async fn for_each_page<T: DeserializeOwned + Send + 'static>(
         &self,
         resource: &str,
         shutdown: &CancellationToken,
@@ -182,26 +169,35 @@ impl ScimSource {
         let promised = first.items_per_page.unwrap_or(self.page_size as usize);
         check_page(&first_url, &first, 1, total, promised, false)?;
         let page_len = first.resources.len();
+        let mut starts = (1 + page_len..=total).step_by(page_len.max(1));
+        let fetch = |start: usize| {
+            let (source, url) = (self.clone(), self.page_url(resource, start));
+            let task = tokio::spawn(async move {
+                let page = source.get_json::<ListResponse<T>>(&url).await;
+                (url, page)
+            });
+            (start, AbortOnDrop(task))
+        };
+        let mut pending: VecDeque<_> = starts
+            .by_ref()
+            .take(self.parallel_pages)
+            .map(fetch)
+            .collect();
         for resource in first.resources {
             visit(resource).map_err(|reason| inconsistent(&first_url, reason))?;
         }
-        if page_len >= total {
-            return Ok(());
-        }
-        let mut pages = futures::stream::iter((1 + page_len..=total).step_by(page_len))
-            .map(|start| {
-                let url = self.page_url(resource, start);
-                async move {
-                    let page: ListResponse<T> = self.get_json(&url).await?;
-                    Ok::<_, SourceError>((url, start, page))
-                }
-            })
-            .buffered(self.parallel_pages);
-        while let Some(fetched) = pages.next().await {
+        while let Some((start, mut task)) = pending.pop_front() {
+            let (url, page) = (&mut task.0)
+                .await
+                .map_err(|err| SourceError::Unavailable {
+                    url: self.page_url(resource, start).to_string(),
+                    reason: format!("the page task failed: {err}"),
+                })?;
+            let page = page?;
             if shutdown.is_cancelled() {
                 return Err(SourceError::Interrupted);
             }
-            let (url, start, page) = fetched?;
+            pending.extend(starts.next().map(fetch));
             // Pages after the first sit at fixed offsets: any other size would skip
             // or repeat entries.
             check_page(&url, &page, start, total, page_len, true)?;
@@ -298,6 +294,15 @@ impl ScimSource {
     }
 }
 
+/// A page fetch that stops when the read is abandoned (an error, a shutdown).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn inconsistent(url: &Url, reason: String) -> SourceError {
     SourceError::Inconsistent {
         url: url.to_string(),
@@ -335,6 +340,63 @@ fn check_page<T>(
         )));
     }
     Ok(())
+}
+
+/// Values of `source.attributes`, read from the raw resource.
+#[derive(Debug, Default)]
+struct Mapped {
+    slack_id: Option<String>,
+    picture: Option<String>,
+}
+
+/// Users as they arrive, indexed by SCIM id for the pass over the groups.
+struct Collected {
+    subject_attribute: SubjectAttribute,
+    directory: Directory,
+    /// SCIM id → index in `directory.users` (`usize::MAX` for unusable entries,
+    /// kept so that a duplicate id is still caught); group members refer to users by id.
+    index_of: HashMap<Box<str>, usize>,
+    /// Memberships a user lists itself (`User.groups`): (user index, group id, display).
+    self_listed: Vec<(usize, String, Option<String>)>,
+}
+
+impl Collected {
+    fn new(subject_attribute: SubjectAttribute) -> Self {
+        Self {
+            subject_attribute,
+            directory: Directory::default(),
+            index_of: HashMap::new(),
+            self_listed: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, mut user: ScimUser, mapped: Mapped) -> Result<(), String> {
+        events::users_pulled(1);
+        if self.index_of.contains_key(user.id.as_str()) {
+            return Err(format!("user id {:?} appears twice", user.id));
+        }
+        let scim_id: Box<str> = user.id.as_str().into();
+        let listed_groups = std::mem::take(&mut user.groups);
+        match normalize_user(user, self.subject_attribute) {
+            Ok(mut normalized) => {
+                normalized.slack_id = mapped.slack_id;
+                normalized.picture = mapped.picture;
+                let index = self.directory.users.len();
+                for group in listed_groups {
+                    if let Some(id) = group.value {
+                        self.self_listed.push((index, id, group.display));
+                    }
+                }
+                self.directory.users.push(normalized);
+                self.index_of.insert(scim_id, index);
+            }
+            Err(unusable) => {
+                self.index_of.insert(scim_id, usize::MAX);
+                self.directory.unusable.push(unusable);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
