@@ -149,13 +149,8 @@ impl Cache {
         &self.path
     }
 
-    /// Every subject idsync has a record of.
-    pub fn subjects(&self) -> Result<HashMap<Subject, SubjectRecord>, CacheError> {
-        read_subjects(&self.subjects, &self.path)
-    }
-
-    /// [`Cache::subjects`] on a blocking thread, so the run can read the directory
-    /// meanwhile.
+    /// Every subject idsync has a record of, read on a blocking thread so the run
+    /// can read the directory meanwhile.
     pub fn subjects_in_background(
         &self,
     ) -> impl std::future::Future<Output = Result<HashMap<Subject, SubjectRecord>, CacheError>>
@@ -320,7 +315,7 @@ mod tests {
                 .expect("record");
         }
         let cache = Cache::open(dir.path()).expect("reopen");
-        let subjects = cache.subjects().expect("subjects");
+        let subjects = cache.subjects_in_background().await.expect("subjects");
         assert_eq!(
             subjects[&Subject::new("s1")],
             record("a@x.com", SubjectState::Created)

@@ -214,10 +214,6 @@ impl Syncer {
         })
     }
 
-    pub fn cache(&self) -> Option<&Cache> {
-        self.cache.as_ref()
-    }
-
     /// `check-config --connect`: reaches the IdP (token, one directory user) and the
     /// gateway (`/serverinfo`) with the real credentials, without opening the cache,
     /// so it works beside a running daemon. One result per part.
