@@ -15,8 +15,9 @@ use crate::sync::Counts;
 
 const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
-/// sled's page cache; the cache's real data is a few hundred bytes per user.
-const CACHE_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
+/// sled's page cache. Records are read once per run, in order, so a small cache
+/// costs little time and keeps memory flat as the directory grows.
+const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
 /// Runs kept in the history.
 const RUN_HISTORY: usize = 100;
 /// Runs mirrored into [`STATUS_FILE`] for `idsync status`.

@@ -73,14 +73,14 @@ impl ScimSource {
     pub async fn pull(&self, shutdown: &CancellationToken) -> Result<Directory, SourceError> {
         let mut users = Collected::new(self.subject_attribute);
         if self.attributes.is_empty() {
-            self.for_each_page("Users", shutdown, |user: ScimUser| {
-                users.add(user, Mapped::default())
+            self.for_each_page("Users", shutdown, |user: ScimUser, total| {
+                users.add(user, Mapped::default(), total)
             })
             .await?;
         } else {
             // Mapped attributes can sit anywhere (extension schemas): keep the whole
             // resource until they are read.
-            self.for_each_page("Users", shutdown, |value: Value| {
+            self.for_each_page("Users", shutdown, |value: Value, total| {
                 let mapped = Mapped {
                     slack_id: self
                         .attributes
@@ -95,7 +95,7 @@ impl ScimSource {
                 };
                 let user = serde_json::from_value(value)
                     .map_err(|err| format!("not a SCIM User: {err}"))?;
-                users.add(user, mapped)
+                users.add(user, mapped, total)
             })
             .await?;
         }
@@ -107,7 +107,8 @@ impl ScimSource {
         } = users;
 
         let mut group_names: HashMap<String, GroupName> = HashMap::new();
-        self.for_each_page("Groups", shutdown, |group: ScimGroup| {
+        self.for_each_page("Groups", shutdown, |group: ScimGroup, total| {
+            group_names.reserve(total.saturating_sub(group_names.len()));
             let Some(name) = group
                 .display_name
                 .as_deref()
@@ -124,7 +125,7 @@ impl ScimSource {
             for member in group.members {
                 // Members that are not users of this listing (nested groups, or users
                 // that could not be keyed) carry no membership for idsync.
-                if let Some(&index) = member.value.as_deref().and_then(|id| index_of.get(id)) {
+                if let Some(&index) = member.0.as_deref().and_then(|id| index_of.get(id)) {
                     if let Some(user) = directory.users.get_mut(index) {
                         user.groups.push(name.clone());
                     }
@@ -152,7 +153,7 @@ impl ScimSource {
 
     /// Calls `visit` for every resource of `/{resource}`, in order, checking that the
     /// pages add up to `totalResults`. `visit` returns an error text when the data is
-    /// unusable. The first page tells the total and the server's page size; the rest
+    /// unusable; it also gets `totalResults`, to size its collections. The first page tells the total and the server's page size; the rest
     /// are fetched at fixed offsets (SCIM's `startIndex` paging allows it),
     /// `parallel_pages` at a time, each as its own task so that downloading and
     /// parsing the next pages overlaps with visiting this one.
@@ -160,7 +161,7 @@ impl ScimSource {
         &self,
         resource: &str,
         shutdown: &CancellationToken,
-        mut visit: impl FnMut(T) -> Result<(), String>,
+        mut visit: impl FnMut(T, usize) -> Result<(), String>,
     ) -> Result<(), SourceError> {
         let first_url = self.page_url(resource, 1);
         let first: ListResponse<T> = self.get_json(&first_url).await?;
@@ -184,7 +185,7 @@ impl ScimSource {
             .map(fetch)
             .collect();
         for resource in first.resources {
-            visit(resource).map_err(|reason| inconsistent(&first_url, reason))?;
+            visit(resource, total).map_err(|reason| inconsistent(&first_url, reason))?;
         }
         while let Some((start, mut task)) = pending.pop_front() {
             let (url, page) = (&mut task.0)
@@ -202,7 +203,7 @@ impl ScimSource {
             // or repeat entries.
             check_page(&url, &page, start, total, page_len, true)?;
             for resource in page.resources {
-                visit(resource).map_err(|reason| inconsistent(&url, reason))?;
+                visit(resource, total).map_err(|reason| inconsistent(&url, reason))?;
             }
         }
         Ok(())
@@ -370,8 +371,14 @@ impl Collected {
         }
     }
 
-    fn add(&mut self, mut user: ScimUser, mapped: Mapped) -> Result<(), String> {
+    /// Adds one user; `total` (the listing's `totalResults`) sizes the collections
+    /// once, instead of letting them double their way up.
+    fn add(&mut self, mut user: ScimUser, mapped: Mapped, total: usize) -> Result<(), String> {
         events::users_pulled(1);
+        if self.index_of.is_empty() {
+            self.directory.users.reserve_exact(total);
+            self.index_of.reserve(total);
+        }
         if self.index_of.contains_key(user.id.as_str()) {
             return Err(format!("user id {:?} appears twice", user.id));
         }
@@ -451,7 +458,22 @@ struct ScimGroup {
     id: String,
     display_name: Option<String>,
     #[serde(default)]
-    members: Vec<ScimRef>,
+    members: Vec<MemberId>,
+}
+
+/// A group member's `value` (the member's id) and nothing else: large groups hold
+/// most of a directory's bytes, so their `display`/`$ref` are skipped while parsing.
+#[derive(Debug)]
+struct MemberId(Option<Box<str>>);
+
+impl<'de> Deserialize<'de> for MemberId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Member {
+            value: Option<Box<str>>,
+        }
+        Member::deserialize(deserializer).map(|member| Self(member.value))
+    }
 }
 
 /// Turns a SCIM user into idsync's view of it; the groups are filled in later.
