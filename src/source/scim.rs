@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
 use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::de::DeserializeOwned;
@@ -171,17 +173,25 @@ impl ScimSource {
         check_page(&first_url, &first, 1, total, promised, false)?;
         let page_len = first.resources.len();
         let mut starts = (1 + page_len..=total).step_by(page_len.max(1));
+        // At most `parallel_pages` downloads at once; one more page may be parsed or
+        // waiting, so the next download runs while this page is parsed and visited.
+        let downloads = Arc::new(Semaphore::new(self.parallel_pages));
         let fetch = |start: usize| {
             let (source, url) = (self.clone(), self.page_url(resource, start));
+            let downloads = downloads.clone();
             let task = tokio::spawn(async move {
-                let page = source.get_json::<ListResponse<T>>(&url).await;
+                let body = {
+                    let _download = downloads.acquire_owned().await;
+                    source.get_bytes(&url).await
+                };
+                let page = body.and_then(|body| parse::<ListResponse<T>>(&url, &body));
                 (url, page)
             });
             (start, AbortOnDrop(task))
         };
         let mut pending: VecDeque<_> = starts
             .by_ref()
-            .take(self.parallel_pages)
+            .take(self.parallel_pages + 1)
             .map(fetch)
             .collect();
         for resource in first.resources {
@@ -218,8 +228,13 @@ impl ScimSource {
         url
     }
 
-    /// One GET with the directory's retry policy and one token refresh on 401.
     async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, SourceError> {
+        let body = self.get_bytes(url).await?;
+        parse(url, &body)
+    }
+
+    /// One GET with the directory's retry policy and one token refresh on 401.
+    async fn get_bytes(&self, url: &Url) -> Result<bytes::Bytes, SourceError> {
         let mut token = self.tokens.bearer().await?;
         let mut refreshed = false;
         let mut attempt = 1;
@@ -237,18 +252,10 @@ impl ScimSource {
                     let status = response.status();
                     match retry::classify(status) {
                         Class::Success => {
-                            let body =
-                                response
-                                    .bytes()
-                                    .await
-                                    .map_err(|err| SourceError::Unavailable {
-                                        url: url.to_string(),
-                                        reason: error_chain(&err),
-                                    })?;
-                            return serde_json::from_slice(&body).map_err(|err| {
-                                SourceError::Inconsistent {
+                            return response.bytes().await.map_err(|err| {
+                                SourceError::Unavailable {
                                     url: url.to_string(),
-                                    reason: format!("not a SCIM ListResponse: {err}"),
+                                    reason: error_chain(&err),
                                 }
                             });
                         }
@@ -293,6 +300,13 @@ impl ScimSource {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+fn parse<T: DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, SourceError> {
+    serde_json::from_slice(body).map_err(|err| SourceError::Inconsistent {
+        url: url.to_string(),
+        reason: format!("not a SCIM ListResponse: {err}"),
+    })
 }
 
 /// A page fetch that stops when the read is abandoned (an error, a shutdown).
