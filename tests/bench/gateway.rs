@@ -1,9 +1,10 @@
 //! An instant hoop gateway stand-in for the benchmark (`tests/bench/run`).
 //!
 //! Unlike `hoop_standin` it keeps no users: every `POST /api/users` is answered 201 at
-//! once (after `--latency-ms`, if set), and every other gateway request 404. It only
-//! counts requests and records when each create arrived, so a million creates cost it
-//! a few bytes each and the rate-fidelity check can look at the arrival times.
+//! once (after `--latency-ms`, if set), `GET /api/users` (the inventory a first run
+//! reads) `[]`, `GET /api/serverinfo` `{}`, and anything else 404. It only counts
+//! requests and records when each create arrived, so a million creates cost it a few
+//! bytes each and the rate-fidelity check can look at the arrival times.
 //!
 //! Usage: bench_gateway [--listen 127.0.0.1:0] [--latency-ms 0]
 //!
@@ -61,21 +62,17 @@ async fn gateway(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    if create {
-        (
-            StatusCode::CREATED,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response()
+    let (status, body) = if create {
+        (StatusCode::CREATED, "{}")
+    } else if method == Method::GET && uri.path() == "/api/users" {
+        // The inventory idsync reads on a first run: a gateway with no users yet.
+        (StatusCode::OK, "[]")
+    } else if method == Method::GET && uri.path() == "/api/serverinfo" {
+        (StatusCode::OK, "{}")
     } else {
-        (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"message":"not found"}"#,
-        )
-            .into_response()
-    }
+        (StatusCode::NOT_FOUND, r#"{"message":"not found"}"#)
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn reset(State(state): State<Arc<AppState>>) -> StatusCode {
