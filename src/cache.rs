@@ -269,7 +269,8 @@ fn read_subjects(
         path: path.to_owned(),
         reason,
     };
-    let mut records = HashMap::with_capacity(tree.len());
+    // No `tree.len()` to size the map: sled counts by walking the whole tree.
+    let mut records = HashMap::new();
     for entry in tree.iter() {
         let (key, value) = entry.map_err(|source| CacheError::Store {
             path: path.to_owned(),

@@ -322,27 +322,45 @@ impl Syncer {
 
         let mut directory_actions_left = actions.iter().filter(|a| !is_deactivation(a)).count();
         let mut refused: Option<(u16, String)> = None;
-        let outcomes = self.applier.run_all(actions, &stop).ready_chunks(256);
-        let mut outcomes = std::pin::pin!(outcomes);
-        while let Some(batch) = outcomes.next().await {
-            let mut records = Vec::with_capacity(batch.len());
-            for (action, outcome) in batch {
-                if !is_deactivation(&action)
-                    && !matches!(outcome, Outcome::Interrupted | Outcome::Unauthorized { .. })
-                {
-                    directory_actions_left -= 1;
+        // Sending and recording run side by side: while outcomes are flushed to
+        // disk, requests keep going out at the limiter's pace instead of stalling
+        // and then bursting.
+        let (sent, mut settled) = tokio::sync::mpsc::unbounded_channel();
+        let send = async {
+            let mut outcomes = std::pin::pin!(self.applier.run_all(actions, &stop));
+            while let Some(outcome) = outcomes.next().await {
+                // The receiver only goes away after an error that also stopped `stop`.
+                let _ = sent.send(outcome);
+            }
+            drop(sent);
+        };
+        let record = async {
+            let mut batch = Vec::new();
+            while settled.recv_many(&mut batch, 1024).await > 0 {
+                let mut records = Vec::with_capacity(batch.len());
+                for (action, outcome) in batch.drain(..) {
+                    if !is_deactivation(&action)
+                        && !matches!(outcome, Outcome::Interrupted | Outcome::Unauthorized { .. })
+                    {
+                        directory_actions_left -= 1;
+                    }
+                    if let Outcome::Unauthorized { status, message } = &outcome {
+                        refused.get_or_insert((*status, message.clone()));
+                    }
+                    if let Some(record) = run.tally(&action, outcome) {
+                        records.push(record);
+                    }
                 }
-                if let Outcome::Unauthorized { status, message } = &outcome {
-                    refused.get_or_insert((*status, message.clone()));
-                }
-                if let Some(record) = run.tally(&action, outcome) {
-                    records.push(record);
+                if let Err(err) = self.record(&records).await {
+                    stop.cancel();
+                    return Err(err);
                 }
             }
-            if let Err(err) = self.record(&records).await {
-                stop.cancel();
-                return Err(run.abort(err.into()));
-            }
+            Ok(())
+        };
+        let ((), recorded) = tokio::join!(send, record);
+        if let Err(err) = recorded {
+            return Err(run.abort(err.into()));
         }
         run.summary.counts.interrupted = directory_actions_left;
         let c = &run.summary.counts;
@@ -482,6 +500,7 @@ impl Run {
         action: &Action,
         outcome: Outcome,
     ) -> Option<(Subject, Option<SubjectRecord>)> {
+        events::action_settled();
         let now = chrono::Utc::now().timestamp();
         match action {
             Action::Create(user) => {
