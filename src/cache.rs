@@ -5,7 +5,6 @@
 //! flushed to disk as soon as they are known, so a crash or `kill -9` loses nothing
 //! that the gateway already holds.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +46,10 @@ pub enum CacheError {
     #[error("the cache at {} is unreadable: {reason}", path.display())]
     Unreadable { path: PathBuf, reason: String },
 }
+
+/// Every subject's record, as the planner reads them. Keys come from the IdP (a
+/// party idsync trusts), so the fast non-cryptographic hasher is safe here.
+pub type Records = rustc_hash::FxHashMap<Subject, SubjectRecord>;
 
 /// What idsync knows about one subject in the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,8 +157,7 @@ impl Cache {
     /// can read the directory meanwhile.
     pub fn subjects_in_background(
         &self,
-    ) -> impl std::future::Future<Output = Result<HashMap<Subject, SubjectRecord>, CacheError>>
-    {
+    ) -> impl std::future::Future<Output = Result<Records, CacheError>> {
         let (tree, path) = (self.subjects.clone(), self.path.clone());
         let task = {
             let path = path.clone();
@@ -261,16 +263,13 @@ impl Cache {
     }
 }
 
-fn read_subjects(
-    tree: &sled::Tree,
-    path: &Path,
-) -> Result<HashMap<Subject, SubjectRecord>, CacheError> {
+fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> {
     let unreadable = |reason: String| CacheError::Unreadable {
         path: path.to_owned(),
         reason,
     };
     // No `tree.len()` to size the map: sled counts by walking the whole tree.
-    let mut records = HashMap::new();
+    let mut records = Records::default();
     for entry in tree.iter() {
         let (key, value) = entry.map_err(|source| CacheError::Store {
             path: path.to_owned(),

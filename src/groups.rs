@@ -5,7 +5,9 @@
 //! policy is applied before planning, and a group that would map to the admin
 //! group is dropped unless the operator allowed it explicitly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::config::GroupPolicy;
 use crate::model::{DirectoryUser, GroupName};
@@ -40,13 +42,15 @@ impl GroupPolicy {
     /// Rewrites every user's groups to their gateway names. Returns the IdP groups
     /// dropped because they map to the admin group, with how many users were in each.
     pub fn apply(&self, users: &mut [DirectoryUser]) -> BTreeMap<String, usize> {
-        let mut decided: HashMap<GroupName, Mapping> = HashMap::new();
+        // Keyed by the shared name's address: every membership of one directory group
+        // holds the same `GroupName`, so this skips hashing the name each time.
+        let mut decided: FxHashMap<*const u8, Mapping> = FxHashMap::default();
         let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
         for user in users {
             let mut groups = Vec::with_capacity(user.groups.len());
             for group in &user.groups {
                 let mapping = decided
-                    .entry(group.clone())
+                    .entry(group.address())
                     .or_insert_with(|| self.map(group.as_str()));
                 match mapping {
                     Mapping::Synced(name) => groups.push(name.clone()),

@@ -98,6 +98,12 @@ impl GroupName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Identifies this shared name (not its text): clones compare equal, two
+    /// separately made names with the same text do not.
+    pub fn address(&self) -> *const u8 {
+        Arc::as_ptr(&self.0).cast()
+    }
 }
 
 impl fmt::Display for GroupName {

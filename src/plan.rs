@@ -2,9 +2,11 @@
 //! first run, what the gateway already holds), as a list of actions. Pure: no
 //! clock, no I/O, so every rule is a table test below.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use crate::cache::{SubjectRecord, SubjectState};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::cache::{Records, SubjectRecord, SubjectState};
 use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{limits, DirectoryUser, Email, Fingerprint, GroupName, Subject};
 use crate::source::Directory;
@@ -146,7 +148,7 @@ impl std::fmt::Display for GuardTripped {
 /// meeting a 409 each.
 pub fn plan(
     directory: &Directory,
-    cached: &HashMap<Subject, SubjectRecord>,
+    cached: &Records,
     inventory: Option<&HashMap<String, GatewayUser>>,
     rules: &Rules,
 ) -> Plan {
@@ -159,7 +161,7 @@ pub fn plan(
 
     // An e-mail held by two active subjects cannot be given to either: the gateway
     // keys users by e-mail, so whichever came first would silently own both.
-    let mut holders: HashMap<&Email, usize> = HashMap::new();
+    let mut holders: FxHashMap<&Email, usize> = FxHashMap::default();
     for user in directory.users.iter().filter(|u| u.active) {
         if let Ok(email) = &user.email {
             *holders.entry(email).or_default() += 1;
@@ -297,7 +299,7 @@ pub fn plan(
     }
 
     // Leavers: managed users the directory no longer lists at all.
-    let listed: HashSet<&Subject> = directory.users.iter().map(|u| &u.subject).collect();
+    let listed: FxHashSet<&Subject> = directory.users.iter().map(|u| &u.subject).collect();
     for (subject, record) in cached {
         if record.is_managed() && !record.deactivated && !listed.contains(subject) {
             deactivations.push(deactivation(subject, record, "no longer in the directory"));
@@ -466,11 +468,13 @@ mod tests {
         }
     }
 
-    fn cached(user: &DirectoryUser, state: SubjectState) -> HashMap<Subject, SubjectRecord> {
-        HashMap::from([(user.subject.clone(), record_of(user, state))])
+    fn cached(user: &DirectoryUser, state: SubjectState) -> Records {
+        [(user.subject.clone(), record_of(user, state))]
+            .into_iter()
+            .collect()
     }
 
-    fn managed(users: &[DirectoryUser]) -> HashMap<Subject, SubjectRecord> {
+    fn managed(users: &[DirectoryUser]) -> Records {
         users
             .iter()
             .map(|u| (u.subject.clone(), record_of(u, SubjectState::Created)))
@@ -490,7 +494,7 @@ mod tests {
         }
     }
 
-    fn run(dir: &Directory, cache: &HashMap<Subject, SubjectRecord>, rules: &Rules) -> Plan {
+    fn run(dir: &Directory, cache: &Records, rules: &Rules) -> Plan {
         plan(dir, cache, None, rules)
     }
 
@@ -518,7 +522,7 @@ mod tests {
     #[test]
     fn plan_new_user_is_created_with_its_groups() {
         let ann = user("s1", "Ann@X.com");
-        let plan = run(&directory(vec![ann.clone()]), &HashMap::new(), &rules());
+        let plan = run(&directory(vec![ann.clone()]), &Records::default(), &rules());
         assert_eq!(plan.creates.len(), 1);
         let create = &plan.creates[0];
         assert_eq!(create.profile.email.as_str(), "ann@x.com");
@@ -530,7 +534,7 @@ mod tests {
     fn plan_inactive_user_is_skipped() {
         let mut ann = user("s1", "ann@x.com");
         ann.active = false;
-        let plan = run(&directory(vec![ann]), &HashMap::new(), &lifecycle());
+        let plan = run(&directory(vec![ann]), &Records::default(), &lifecycle());
         assert_eq!(
             (
                 plan.creates.len(),
@@ -586,7 +590,7 @@ mod tests {
     fn plan_user_without_valid_email_is_reported() {
         let plan = run(
             &directory(vec![user("s1", "not-an-email")]),
-            &HashMap::new(),
+            &Records::default(),
             &rules(),
         );
         assert_eq!(plan.invalid.len(), 1);
@@ -601,7 +605,7 @@ mod tests {
             user("s2", "ANN@x.com"),
             user("s3", "bob@x.com"),
         ];
-        let plan = run(&directory(users), &HashMap::new(), &rules());
+        let plan = run(&directory(users), &Records::default(), &rules());
         assert_eq!(plan.creates.len(), 1);
         assert_eq!(plan.creates[0].subject, Subject::new("s3"));
         assert_eq!(plan.invalid.len(), 2);
@@ -617,7 +621,7 @@ mod tests {
         leaver.active = false;
         let plan = run(
             &directory(vec![leaver, user("s2", "ann@x.com")]),
-            &HashMap::new(),
+            &Records::default(),
             &rules(),
         );
         assert_eq!((plan.creates.len(), plan.skipped_inactive), (1, 1));
@@ -636,7 +640,7 @@ mod tests {
         at_limits.name = Some("n".repeat(255));
         at_limits.slack_id = Some("U".repeat(50));
         let dir = directory(vec![long_group, long_name, long_slack, at_limits]);
-        let plan = run(&dir, &HashMap::new(), &rules());
+        let plan = run(&dir, &Records::default(), &rules());
         assert_eq!(plan.creates.len(), 1);
         let reasons: Vec<&str> = plan.invalid.iter().map(|p| p.reason.as_str()).collect();
         assert!(reasons[0].contains("180 characters"), "{reasons:?}");
@@ -654,7 +658,7 @@ mod tests {
             label: "bob".into(),
             reason: "has no externalId".into(),
         });
-        let plan = run(&dir, &HashMap::new(), &rules());
+        let plan = run(&dir, &Records::default(), &rules());
         assert_eq!((plan.creates.len(), plan.invalid.len()), (1, 1));
     }
 
@@ -792,7 +796,7 @@ mod tests {
         )]);
         let plan = plan(
             &directory(vec![ann.clone()]),
-            &HashMap::new(),
+            &Records::default(),
             Some(&inventory),
             &lifecycle(),
         );
@@ -810,9 +814,9 @@ mod tests {
             gateway_user("ann@x.com", "Ann", &["old-team"]),
         )]);
         let dir = directory(vec![ann]);
-        let updating = plan(&dir, &HashMap::new(), Some(&inventory), &lifecycle());
+        let updating = plan(&dir, &Records::default(), Some(&inventory), &lifecycle());
         assert_eq!((updating.updates.len(), updating.adoptions.len()), (1, 0));
-        let not_updating = plan(&dir, &HashMap::new(), Some(&inventory), &rules());
+        let not_updating = plan(&dir, &Records::default(), Some(&inventory), &rules());
         assert_eq!(not_updating.adoptions.len(), 1);
         assert_eq!(
             not_updating.adoptions[0].record.fingerprint,

@@ -2,7 +2,6 @@
 //! (and, on a first run, the gateway's inventory) → apply → record each outcome as
 //! it arrives → summary. The only place that writes to the cache.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -12,7 +11,7 @@ use tracing::Instrument;
 
 use crate::apply::{Action, Applier, Outcome};
 use crate::auth::TokenSource;
-use crate::cache::{Cache, CacheError, RunRecord, SubjectRecord, SubjectState};
+use crate::cache::{Cache, CacheError, Records, RunRecord, SubjectRecord, SubjectState};
 use crate::config::{Config, GroupPolicy};
 use crate::events;
 use crate::model::{Email, Fingerprint, Subject};
@@ -289,7 +288,7 @@ impl Syncer {
                 Ok(cached) => cached,
                 Err(err) => return Err(run.abort(err.into())),
             },
-            None => HashMap::new(),
+            None => Records::default(),
         };
         let stop = shutdown.child_token();
         // A first run against a populated gateway adopts its users instead of

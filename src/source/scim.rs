@@ -3,13 +3,14 @@
 //! Pages are parsed straight into the few fields idsync needs and normalized at
 //! once, so memory holds the normalized users, never the JSON pages.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION};
+use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
@@ -108,7 +109,7 @@ impl ScimSource {
             ..
         } = users;
 
-        let mut group_names: HashMap<String, GroupName> = HashMap::new();
+        let mut group_names: FxHashMap<String, GroupName> = FxHashMap::default();
         self.for_each_page("Groups", shutdown, |group: ScimGroup, total| {
             group_names.reserve(total.saturating_sub(group_names.len()));
             let Some(name) = group
@@ -370,7 +371,7 @@ struct Collected {
     directory: Directory,
     /// SCIM id → index in `directory.users` (`usize::MAX` for unusable entries,
     /// kept so that a duplicate id is still caught); group members refer to users by id.
-    index_of: HashMap<Box<str>, usize>,
+    index_of: FxHashMap<Box<str>, usize>,
     /// Memberships a user lists itself (`User.groups`): (user index, group id, display).
     self_listed: Vec<(usize, String, Option<String>)>,
 }
@@ -380,7 +381,7 @@ impl Collected {
         Self {
             subject_attribute,
             directory: Directory::default(),
-            index_of: HashMap::new(),
+            index_of: FxHashMap::default(),
             self_listed: Vec::new(),
         }
     }
