@@ -149,10 +149,6 @@ impl Cache {
         Ok(cache)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Every subject idsync has a record of, read on a blocking thread so the run
     /// can read the directory meanwhile.
     pub fn subjects_in_background(

@@ -275,7 +275,14 @@ impl Syncer {
         let cached = self.cache.as_ref().map(Cache::subjects_in_background);
         let mut directory = match self.source.pull(shutdown).await {
             Ok(directory) => directory,
-            Err(err) => return Err(run.abort(err.into())),
+            Err(err) => {
+                // The loader holds the cache open: let it finish, so the run leaves
+                // nothing behind (a reload or the next run reopens the cache).
+                if let Some(loading) = cached {
+                    let _ = loading.await;
+                }
+                return Err(run.abort(err.into()));
+            }
         };
         run.summary.directory_users = directory.len();
         events::directory_read(directory.len(), started.elapsed());

@@ -111,7 +111,9 @@ impl ScimSource {
 
         let mut group_names: FxHashMap<String, GroupName> = FxHashMap::default();
         self.for_each_page("Groups", shutdown, |group: ScimGroup, total| {
-            group_names.reserve(total.saturating_sub(group_names.len()));
+            if group_names.is_empty() {
+                group_names.reserve(total);
+            }
             let Some(name) = group
                 .display_name
                 .as_deref()
