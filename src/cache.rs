@@ -17,6 +17,9 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 /// sled's page cache. Records are read once per run, in order, so a small cache
 /// costs little time and keeps memory flat as the directory grows.
 const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
+/// How long to wait for a lock just released by this process: 10 × 50 ms.
+const LOCK_ATTEMPTS: u32 = 10;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Runs kept in the history.
 const RUN_HISTORY: usize = 100;
 /// Runs mirrored into [`STATUS_FILE`] for `idsync status`.
@@ -122,11 +125,21 @@ impl Cache {
                 }
             }
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .open()
-            .map_err(store_error)?;
+            .cache_capacity(CACHE_CAPACITY_BYTES);
+        // sled's background threads release the file lock a moment after the cache
+        // closes, so a reopen by this same process (a reload) retries briefly.
+        let mut attempts = LOCK_ATTEMPTS;
+        let db = loop {
+            match config.open().map_err(store_error) {
+                Err(CacheError::Locked { .. }) if attempts > 1 => {
+                    attempts -= 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                opened => break opened?,
+            }
+        };
         let meta = db.open_tree("meta").map_err(store_error)?;
         let cache = Self {
             path: path.to_owned(),

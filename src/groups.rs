@@ -46,22 +46,29 @@ impl GroupPolicy {
         // holds the same `GroupName`, so this skips hashing the name each time.
         let mut decided: FxHashMap<*const u8, Mapping> = FxHashMap::default();
         let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
+        // Renames can reorder names and merge two IdP groups into one gateway group.
+        let renames = !self.rename.is_empty();
         for user in users {
-            let mut groups = Vec::with_capacity(user.groups.len());
-            for group in &user.groups {
+            user.groups.retain_mut(|group| {
                 let mapping = decided
                     .entry(group.address())
                     .or_insert_with(|| self.map(group.as_str()));
                 match mapping {
-                    Mapping::Synced(name) => groups.push(name.clone()),
-                    Mapping::NotSelected => {}
-                    Mapping::AdminDropped => *dropped.entry(group.to_string()).or_default() += 1,
+                    Mapping::Synced(name) => {
+                        *group = name.clone();
+                        true
+                    }
+                    Mapping::NotSelected => false,
+                    Mapping::AdminDropped => {
+                        *dropped.entry(group.to_string()).or_default() += 1;
+                        false
+                    }
                 }
+            });
+            if renames {
+                user.groups.sort_unstable();
+                user.groups.dedup();
             }
-            // Two IdP groups may be renamed to one gateway group.
-            groups.sort();
-            groups.dedup();
-            user.groups = groups;
         }
         dropped
     }

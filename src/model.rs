@@ -17,6 +17,11 @@ pub mod limits {
     pub const GROUP_NAME: usize = 180;
     pub const SLACK_ID: usize = 50;
     pub const PICTURE: usize = 2048;
+
+    /// More than `limit` characters; counted only when the bytes could be that many.
+    pub fn longer_than(text: &str, limit: usize) -> bool {
+        text.len() > limit && text.chars().count() > limit
+    }
 }
 
 /// The IdP's immutable key of a user (SCIM `id` or `externalId`).
@@ -53,7 +58,7 @@ impl Email {
         if value.is_empty() {
             return Err("e-mail is empty".into());
         }
-        if value.chars().count() > limits::EMAIL {
+        if limits::longer_than(&value, limits::EMAIL) {
             return Err(format!(
                 "e-mail is longer than the gateway's {} characters",
                 limits::EMAIL

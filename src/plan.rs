@@ -210,7 +210,7 @@ pub fn plan(
         };
         match record {
             Some(record) if record.is_managed() => {
-                let synced = SubjectRecord {
+                let synced = || SubjectRecord {
                     fingerprint,
                     deactivated: false,
                     ..record.clone()
@@ -223,7 +223,7 @@ pub fn plan(
                         kind: ChangeKind::Reactivate,
                         profile: rules.update_existing.then(profile),
                         record: if rules.update_existing {
-                            synced
+                            synced()
                         } else {
                             SubjectRecord {
                                 deactivated: false,
@@ -238,7 +238,7 @@ pub fn plan(
                         key: record.email.clone(),
                         kind: ChangeKind::Update,
                         profile: Some(profile()),
-                        record: synced,
+                        record: synced(),
                         reason: update_reason(record, email),
                     });
                 } else {
@@ -401,7 +401,9 @@ fn problem(user: &DirectoryUser, reason: String) -> Problem {
 /// Values the gateway's database would refuse with a 500 (see hoop-api-behaviour.md).
 fn over_limits(user: &DirectoryUser) -> Option<String> {
     let too_long = |value: &Option<String>, limit: usize| {
-        value.as_ref().is_some_and(|v| v.chars().count() > limit)
+        value
+            .as_deref()
+            .is_some_and(|v| limits::longer_than(v, limit))
     };
     if too_long(&user.name, limits::NAME) {
         return Some(format!(
@@ -423,7 +425,7 @@ fn over_limits(user: &DirectoryUser) -> Option<String> {
     }
     user.groups
         .iter()
-        .find(|group| group.as_str().chars().count() > limits::GROUP_NAME)
+        .find(|group| limits::longer_than(group.as_str(), limits::GROUP_NAME))
         .map(|group| {
             format!(
                 "group {:?}… is longer than the gateway's {} characters",

@@ -153,6 +153,15 @@ const USER_AGENT: &str = concat!("idsync/", env!("CARGO_PKG_VERSION"));
 /// Timeout of one directory request; a page of 1,000 users is a few hundred KiB.
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Frees a large value on a thread of its own: a million users take a noticeable
+/// time to free, and nothing needs to wait for it.
+fn free_in_background<T: Send + 'static>(value: T) {
+    // Should the thread not start, the value is freed here instead.
+    let _ = std::thread::Builder::new()
+        .name("idsync-free".into())
+        .spawn(move || drop(value));
+}
+
 fn http_builder(ca_pem: Option<&[u8]>) -> reqwest::Result<reqwest::ClientBuilder> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -319,7 +328,7 @@ impl Syncer {
             .filter(|r| r.is_managed() && !r.deactivated)
             .count();
         let plan = plan::plan(&directory, &cached, inventory.as_ref(), &self.rules);
-        drop((directory, cached, inventory));
+        free_in_background((directory, cached, inventory));
         events::planned(&plan);
         let actions = run.take_plan(plan, self.dry_run);
         if let Err(err) = self.record(&run.adoptions).await {

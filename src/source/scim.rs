@@ -3,15 +3,17 @@
 //! Pages are parsed straight into the few fields idsync needs and normalized at
 //! once, so memory holds the normalized users, never the JSON pages.
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 use std::sync::Arc;
-
 use std::time::{Duration, SystemTime};
+
 use tokio::sync::Semaphore;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use rustc_hash::FxHashMap;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -74,69 +76,41 @@ impl ScimSource {
 
     /// Reads the whole directory: every user, then every group for memberships.
     pub async fn pull(&self, shutdown: &CancellationToken) -> Result<Directory, SourceError> {
-        let mut users = Collected::new(self.subject_attribute);
-        if self.attributes.is_empty() {
-            self.for_each_page("Users", shutdown, |user: ScimUser, total| {
-                users.add(user, Mapped::default(), total)
-            })
-            .await?;
-        } else {
-            // Mapped attributes can sit anywhere (extension schemas): keep the whole
-            // resource until they are read.
-            self.for_each_page("Users", shutdown, |value: Value, total| {
-                let mapped = Mapped {
-                    slack_id: self
-                        .attributes
-                        .slack_id
-                        .as_ref()
-                        .and_then(|p| attribute(&value, p)),
-                    picture: self
-                        .attributes
-                        .picture
-                        .as_ref()
-                        .and_then(|p| attribute(&value, p)),
-                };
-                let user = serde_json::from_value(value)
-                    .map_err(|err| format!("not a SCIM User: {err}"))?;
-                users.add(user, mapped, total)
-            })
-            .await?;
-        }
+        let mut users = Collected::default();
+        let decode_users = user_decoder(self.subject_attribute, self.attributes.clone());
+        self.for_each_page("Users", shutdown, decode_users, |user, total| {
+            users.add(user, total)
+        })
+        .await?;
         let Collected {
             mut directory,
             index_of,
             self_listed,
-            ..
         } = users;
 
         let mut group_names: FxHashMap<String, GroupName> = FxHashMap::default();
-        self.for_each_page("Groups", shutdown, |group: ScimGroup, total| {
+        let decode_groups = group_decoder(Arc::new(index_of));
+        self.for_each_page("Groups", shutdown, decode_groups, |group, total| {
             if group_names.is_empty() {
                 group_names.reserve(total);
             }
-            let Some(name) = group
-                .display_name
-                .as_deref()
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-            else {
+            let Some(name) = group.name else {
                 tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
                 return Ok(());
             };
-            let name = GroupName::new(name);
-            if group_names.insert(group.id.clone(), name.clone()).is_some() {
-                return Err(format!("group id {:?} appears twice", group.id));
-            }
-            for member in group.members {
-                // Members that are not users of this listing (nested groups, or users
-                // that could not be keyed) carry no membership for idsync.
-                if let Some(&index) = member.0.as_deref().and_then(|id| index_of.get(id)) {
-                    if let Some(user) = directory.users.get_mut(index) {
-                        user.groups.push(name.clone());
-                    }
+            let name = GroupName::new(&name);
+            for index in group.members {
+                if let Some(user) = directory.users.get_mut(index) {
+                    user.groups.push(name.clone());
                 }
             }
-            Ok(())
+            match group_names.entry(group.id) {
+                Entry::Occupied(taken) => Err(format!("group id {:?} appears twice", taken.key())),
+                Entry::Vacant(slot) => {
+                    slot.insert(name);
+                    Ok(())
+                }
+            }
         })
         .await?;
 
@@ -150,56 +124,68 @@ impl ScimSource {
             }
         }
         for user in &mut directory.users {
-            user.groups.sort();
+            user.groups.sort_unstable();
             user.groups.dedup();
         }
         Ok(directory)
     }
 
     /// Calls `visit` for every resource of `/{resource}`, in order, checking that the
-    /// pages add up to `totalResults`. `visit` returns an error text when the data is
-    /// unusable; it also gets `totalResults`, to size its collections. The first page tells the total and the server's page size; the rest
-    /// are fetched at fixed offsets (SCIM's `startIndex` paging allows it),
-    /// `parallel_pages` at a time, each as its own task so that downloading and
-    /// parsing the next pages overlaps with visiting this one.
-    async fn for_each_page<T: DeserializeOwned + Send + 'static>(
+    /// pages add up to `totalResults`. `decode` turns a page's bytes into resources
+    /// on the page's own task, so parsing runs beside downloading and visiting;
+    /// `visit` returns an error text when the data is unusable, and gets
+    /// `totalResults` to size its collections.
+    ///
+    /// Only the first page's header is read before the other pages are requested: it
+    /// tells the total and the server's page size, and the rest sit at fixed offsets
+    /// (SCIM's `startIndex` paging allows it). At most `parallel_pages` downloads run
+    /// at once, and one more page may be parsed or waiting, so the next download runs
+    /// while this page is visited.
+    async fn for_each_page<T: Send + 'static>(
         &self,
         resource: &str,
         shutdown: &CancellationToken,
+        decode: Decoder<T>,
         mut visit: impl FnMut(T, usize) -> Result<(), String>,
     ) -> Result<(), SourceError> {
         let first_url = self.page_url(resource, 1);
-        let first: ListResponse<T> = self.get_json(&first_url).await?;
-        let total = first.total_results;
+        let first_body = self.get_bytes(&first_url).await?;
+        let header: ListHeader = parse(&first_url, &first_body)?;
+        let total = header.total_results;
+        let page_len = header.resources.0;
         // The server decides the page size (`itemsPerPage`); our `count` is a wish.
-        let promised = first.items_per_page.unwrap_or(self.page_size as usize);
-        check_page(&first_url, &first, 1, total, promised, false)?;
-        let page_len = first.resources.len();
+        let promised = header.items_per_page.unwrap_or(self.page_size as usize);
+        check_page(&first_url, total, page_len, 1, total, promised, false)?;
         let mut starts = (1 + page_len..=total).step_by(page_len.max(1));
-        // At most `parallel_pages` downloads at once; one more page may be parsed or
-        // waiting, so the next download runs while this page is parsed and visited.
         let downloads = Arc::new(Semaphore::new(self.parallel_pages));
         let fetch = |start: usize| {
             let (source, url) = (self.clone(), self.page_url(resource, start));
-            let downloads = downloads.clone();
+            let (downloads, decode) = (downloads.clone(), decode.clone());
             let task = tokio::spawn(async move {
                 let body = {
                     let _download = downloads.acquire_owned().await;
                     source.get_bytes(&url).await
                 };
-                let page = body.and_then(|body| parse::<ListResponse<T>>(&url, &body));
-                (url, page)
+                match body {
+                    Ok(body) => decode_page(decode, url, body).await,
+                    Err(err) => (url, Err(err)),
+                }
             });
             (start, AbortOnDrop(task))
         };
-        let mut pending: VecDeque<_> = starts
-            .by_ref()
-            .take(self.parallel_pages + 1)
-            .map(fetch)
+        // The first page is decoded like the others, while they download; with it,
+        // `parallel_pages + 1` pages are pending.
+        let first = (
+            1,
+            AbortOnDrop(tokio::spawn(decode_page(
+                decode.clone(),
+                first_url,
+                first_body,
+            ))),
+        );
+        let mut pending: VecDeque<_> = std::iter::once(first)
+            .chain(starts.by_ref().take(self.parallel_pages).map(fetch))
             .collect();
-        for resource in first.resources {
-            visit(resource, total).map_err(|reason| inconsistent(&first_url, reason))?;
-        }
         while let Some((start, mut task)) = pending.pop_front() {
             let (url, page) = (&mut task.0)
                 .await
@@ -212,9 +198,17 @@ impl ScimSource {
                 return Err(SourceError::Interrupted);
             }
             pending.extend(starts.next().map(fetch));
-            // Pages after the first sit at fixed offsets: any other size would skip
-            // or repeat entries.
-            check_page(&url, &page, start, total, page_len, true)?;
+            // Pages sit at fixed offsets: any other size would skip or repeat entries.
+            let received = page.resources.len();
+            check_page(
+                &url,
+                page.total_results,
+                received,
+                start,
+                total,
+                page_len,
+                true,
+            )?;
             for resource in page.resources {
                 visit(resource, total).map_err(|reason| inconsistent(&url, reason))?;
             }
@@ -237,7 +231,7 @@ impl ScimSource {
     }
 
     /// One GET with the directory's retry policy and one token refresh on 401.
-    async fn get_bytes(&self, url: &Url) -> Result<bytes::Bytes, SourceError> {
+    async fn get_bytes(&self, url: &Url) -> Result<Vec<u8>, SourceError> {
         let mut token = self.tokens.bearer().await?;
         let mut refreshed = false;
         let mut attempt = 1;
@@ -255,7 +249,7 @@ impl ScimSource {
                     let status = response.status();
                     match retry::classify(status) {
                         Class::Success => {
-                            return response.bytes().await.map_err(|err| {
+                            return read_body(response).await.map_err(|err| {
                                 SourceError::Unavailable {
                                     url: url.to_string(),
                                     reason: error_chain(&err),
@@ -305,6 +299,38 @@ impl ScimSource {
     }
 }
 
+/// Decodes a page on the blocking pool. A page takes milliseconds of CPU, and on
+/// the runtime it would also hold back the task its download just woke (the next
+/// page's), which waits in the same worker's slot until this one yields.
+async fn decode_page<T: Send + 'static>(
+    decode: Decoder<T>,
+    url: Url,
+    body: Vec<u8>,
+) -> (Url, Result<ListResponse<T>, SourceError>) {
+    let decoded = tokio::task::spawn_blocking(move || decode(&body)).await;
+    let page = match decoded {
+        Ok(page) => page.map_err(|reason| inconsistent(&url, reason)),
+        Err(err) => Err(SourceError::Unavailable {
+            url: url.to_string(),
+            reason: format!("the decoding task failed: {err}"),
+        }),
+    };
+    (url, page)
+}
+
+/// Reads a body into one buffer sized from `Content-Length`: a page can be tens of
+/// MB, and a buffer grown by doubling would briefly hold up to three times that.
+async fn read_body(mut response: reqwest::Response) -> reqwest::Result<Vec<u8>> {
+    /// A lying header must not reserve memory the page will never fill.
+    const MAX_RESERVE: u64 = 256 * 1024 * 1024;
+    let announced = response.content_length().unwrap_or(0).min(MAX_RESERVE);
+    let mut body = Vec::with_capacity(announced as usize);
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn parse<T: DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, SourceError> {
     serde_json::from_slice(body).map_err(|err| SourceError::Inconsistent {
         url: url.to_string(),
@@ -330,23 +356,22 @@ fn inconsistent(url: &Url, reason: String) -> SourceError {
 
 /// Checks that a page holds what the paging contract promises: `promised` resources
 /// (fewer only at the end), the same `totalResults` as the first page.
-fn check_page<T>(
+fn check_page(
     url: &Url,
-    page: &ListResponse<T>,
+    page_total: usize,
+    received: usize,
     start: usize,
     total: usize,
     promised: usize,
     exact: bool,
 ) -> Result<(), SourceError> {
-    if page.total_results != total {
+    if page_total != total {
         return Err(inconsistent(url, format!(
-            "totalResults changed from {total} to {} while paging (the directory changed under the read; the next run will retry)",
-            page.total_results
+            "totalResults changed from {total} to {page_total} while paging (the directory changed under the read; the next run will retry)"
         )));
     }
     let remaining = total.saturating_sub(start - 1);
     let expected = promised.min(remaining);
-    let received = page.resources.len();
     if received < expected.max(usize::from(remaining > 0)) {
         return Err(inconsistent(url, format!(
             "page starting at {start} has {received} resources, but {remaining} of totalResults={total} are still missing"
@@ -360,6 +385,96 @@ fn check_page<T>(
     Ok(())
 }
 
+/// Turns one page's bytes into its resources, or says why it cannot.
+type Decoder<T> = Arc<dyn Fn(&[u8]) -> Result<ListResponse<T>, String> + Send + Sync>;
+
+fn decode_list<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<ListResponse<T>, String> {
+    serde_json::from_slice(body).map_err(|err| format!("not a SCIM ListResponse: {err}"))
+}
+
+/// A user as read from a page: normalized, with what the pass over groups needs.
+struct PulledUser {
+    scim_id: Box<str>,
+    user: Result<DirectoryUser, UnusableEntry>,
+    /// Memberships the user lists itself (`User.groups`).
+    listed_groups: Vec<ScimRef>,
+}
+
+/// Users pages, normalized on the page's task. Mapped attributes can sit anywhere
+/// (extension schemas), so with any mapped the whole resource is parsed first.
+fn user_decoder(
+    subject_attribute: SubjectAttribute,
+    attributes: AttributeMap,
+) -> Decoder<PulledUser> {
+    let pulled = move |user: ScimUser<'_>, mapped: Mapped| {
+        let scim_id = user.id.as_ref().into();
+        let listed_groups = user.groups.clone();
+        let user = normalize_user(user, subject_attribute).map(|mut normalized| {
+            normalized.slack_id = mapped.slack_id;
+            normalized.picture = mapped.picture;
+            normalized
+        });
+        PulledUser {
+            scim_id,
+            user,
+            listed_groups,
+        }
+    };
+    if attributes.is_empty() {
+        return Arc::new(move |body| {
+            let page: ListResponse<ScimUser> = decode_list(body)?;
+            Ok(page.map(|user| pulled(user, Mapped::default())))
+        });
+    }
+    Arc::new(move |body| {
+        let page: ListResponse<Value> = decode_list(body)?;
+        page.try_map(|value| {
+            let read =
+                |path: &Option<AttributePath>| path.as_ref().and_then(|p| attribute(&value, p));
+            let mapped = Mapped {
+                slack_id: read(&attributes.slack_id),
+                picture: read(&attributes.picture),
+            };
+            let user =
+                ScimUser::deserialize(&value).map_err(|err| format!("not a SCIM User: {err}"))?;
+            Ok(pulled(user, mapped))
+        })
+    })
+}
+
+/// A group as read from a page, its members already resolved to user positions.
+struct PulledGroup {
+    id: String,
+    /// The trimmed `displayName`, when it has one.
+    name: Option<String>,
+    /// Positions in the directory's users; members that are not users of this
+    /// listing (nested groups, entries that could not be keyed) carry no membership.
+    members: Vec<usize>,
+}
+
+/// Groups pages, read once every user is known: member ids are looked up while the
+/// page's bytes are at hand, so no id is ever copied.
+fn group_decoder(index_of: Arc<FxHashMap<Box<str>, usize>>) -> Decoder<PulledGroup> {
+    Arc::new(move |body| {
+        let page: ListResponse<ScimGroup> = decode_list(body)?;
+        Ok(page.map(|group| PulledGroup {
+            id: group.id.into_owned(),
+            name: group
+                .display_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
+            members: group
+                .members
+                .iter()
+                .filter_map(|member| index_of.get(member.value.as_deref()?).copied())
+                .filter(|&index| index != usize::MAX)
+                .collect(),
+        }))
+    })
+}
+
 /// Values of `source.attributes`, read from the raw resource.
 #[derive(Debug, Default)]
 struct Mapped {
@@ -368,8 +483,8 @@ struct Mapped {
 }
 
 /// Users as they arrive, indexed by SCIM id for the pass over the groups.
+#[derive(Default)]
 struct Collected {
-    subject_attribute: SubjectAttribute,
     directory: Directory,
     /// SCIM id → index in `directory.users` (`usize::MAX` for unusable entries,
     /// kept so that a duplicate id is still caught); group members refer to users by id.
@@ -379,47 +494,74 @@ struct Collected {
 }
 
 impl Collected {
-    fn new(subject_attribute: SubjectAttribute) -> Self {
-        Self {
-            subject_attribute,
-            directory: Directory::default(),
-            index_of: FxHashMap::default(),
-            self_listed: Vec::new(),
-        }
-    }
-
     /// Adds one user; `total` (the listing's `totalResults`) sizes the collections
     /// once, instead of letting them double their way up.
-    fn add(&mut self, mut user: ScimUser, mapped: Mapped, total: usize) -> Result<(), String> {
+    fn add(&mut self, pulled: PulledUser, total: usize) -> Result<(), String> {
         events::users_pulled(1);
         if self.index_of.is_empty() {
             self.directory.users.reserve_exact(total);
             self.index_of.reserve(total);
         }
-        if self.index_of.contains_key(user.id.as_str()) {
-            return Err(format!("user id {:?} appears twice", user.id));
-        }
-        let scim_id: Box<str> = user.id.as_str().into();
-        let listed_groups = std::mem::take(&mut user.groups);
-        match normalize_user(user, self.subject_attribute) {
-            Ok(mut normalized) => {
-                normalized.slack_id = mapped.slack_id;
-                normalized.picture = mapped.picture;
+        let slot = match self.index_of.entry(pulled.scim_id) {
+            Entry::Occupied(taken) => {
+                return Err(format!("user id {:?} appears twice", taken.key()))
+            }
+            Entry::Vacant(slot) => slot,
+        };
+        match pulled.user {
+            Ok(user) => {
                 let index = self.directory.users.len();
-                for group in listed_groups {
+                for group in pulled.listed_groups {
                     if let Some(id) = group.value {
                         self.self_listed.push((index, id, group.display));
                     }
                 }
-                self.directory.users.push(normalized);
-                self.index_of.insert(scim_id, index);
+                self.directory.users.push(user);
+                slot.insert(index);
             }
             Err(unusable) => {
-                self.index_of.insert(scim_id, usize::MAX);
+                slot.insert(usize::MAX);
                 self.directory.unusable.push(unusable);
             }
         }
         Ok(())
+    }
+}
+
+/// What the first page's header tells before its resources are parsed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListHeader {
+    total_results: usize,
+    items_per_page: Option<usize>,
+    #[serde(default, rename = "Resources")]
+    resources: Count,
+}
+
+/// The length of a JSON array, read without keeping its elements.
+#[derive(Default)]
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Counter;
+        impl<'de> serde::de::Visitor<'de> for Counter {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Count, A::Error> {
+                let mut count = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Count(count))
+            }
+        }
+        deserializer.deserialize_seq(Counter)
     }
 }
 
@@ -432,16 +574,47 @@ struct ListResponse<T> {
     resources: Vec<T>,
 }
 
+impl<T> ListResponse<T> {
+    fn map<U>(self, each: impl FnMut(T) -> U) -> ListResponse<U> {
+        ListResponse {
+            total_results: self.total_results,
+            items_per_page: self.items_per_page,
+            resources: self.resources.into_iter().map(each).collect(),
+        }
+    }
+
+    fn try_map<U>(
+        self,
+        each: impl FnMut(T) -> Result<U, String>,
+    ) -> Result<ListResponse<U>, String> {
+        Ok(ListResponse {
+            total_results: self.total_results,
+            items_per_page: self.items_per_page,
+            resources: self
+                .resources
+                .into_iter()
+                .map(each)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// A SCIM user's fields idsync reads; text borrows from the page where it can.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ScimUser {
-    id: String,
-    external_id: Option<String>,
-    user_name: Option<String>,
-    display_name: Option<String>,
-    name: Option<ScimName>,
-    #[serde(default)]
-    emails: Vec<ScimEmail>,
+struct ScimUser<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    external_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    display_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<ScimName<'a>>,
+    #[serde(default, borrow)]
+    emails: Vec<ScimEmail<'a>>,
     active: Option<bool>,
     #[serde(default)]
     groups: Vec<ScimRef>,
@@ -449,17 +622,21 @@ struct ScimUser {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ScimName {
-    formatted: Option<String>,
-    given_name: Option<String>,
-    family_name: Option<String>,
+struct ScimName<'a> {
+    #[serde(borrow)]
+    formatted: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    given_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    family_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct ScimEmail {
-    value: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
+struct ScimEmail<'a> {
+    #[serde(borrow)]
+    value: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
     primary: Option<bool>,
 }
 
@@ -469,45 +646,40 @@ struct ScimRef {
     display: Option<String>,
 }
 
+/// A group's fields idsync reads. Members keep only their `value` (the member's id),
+/// borrowed: large groups hold most of a directory's bytes.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ScimGroup {
-    id: String,
-    display_name: Option<String>,
-    #[serde(default)]
-    members: Vec<MemberId>,
+struct ScimGroup<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    display_name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    members: Vec<MemberRef<'a>>,
 }
 
-/// A group member's `value` (the member's id) and nothing else: large groups hold
-/// most of a directory's bytes, so their `display`/`$ref` are skipped while parsing.
-#[derive(Debug)]
-struct MemberId(Option<Box<str>>);
-
-impl<'de> Deserialize<'de> for MemberId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Member {
-            value: Option<Box<str>>,
-        }
-        Member::deserialize(deserializer).map(|member| Self(member.value))
-    }
+#[derive(Debug, Deserialize)]
+struct MemberRef<'a> {
+    #[serde(borrow)]
+    value: Option<Cow<'a, str>>,
 }
 
 /// Turns a SCIM user into idsync's view of it; the groups are filled in later.
 fn normalize_user(
-    user: ScimUser,
+    user: ScimUser<'_>,
     subject_attribute: SubjectAttribute,
 ) -> Result<DirectoryUser, UnusableEntry> {
     let subject = match subject_attribute {
-        SubjectAttribute::Id => Some(user.id.clone()),
-        SubjectAttribute::ExternalId => user.external_id.clone(),
+        SubjectAttribute::Id => Some(user.id.as_ref()),
+        SubjectAttribute::ExternalId => user.external_id.as_deref(),
     };
     let Some(subject) = subject.filter(|s| !s.trim().is_empty()) else {
         return Err(UnusableEntry {
             label: user
                 .user_name
-                .clone()
-                .unwrap_or_else(|| format!("id {}", user.id)),
+                .as_deref()
+                .map_or_else(|| format!("id {}", user.id), str::to_owned),
             reason: "has no externalId, which is the configured subject_attribute".into(),
         });
     };
@@ -572,8 +744,9 @@ fn attribute(user: &Value, path: &AttributePath) -> Option<String> {
 
 /// The primary e-mail, else the first `work` one, else the first, else `userName`
 /// when it is an address.
-fn pick_email(user: &ScimUser) -> Result<Email, String> {
-    let listed = |email: &&ScimEmail| email.value.as_deref().is_some_and(|v| !v.trim().is_empty());
+fn pick_email(user: &ScimUser<'_>) -> Result<Email, String> {
+    let listed =
+        |email: &&ScimEmail<'_>| email.value.as_deref().is_some_and(|v| !v.trim().is_empty());
     let chosen = user
         .emails
         .iter()
@@ -604,8 +777,8 @@ fn pick_email(user: &ScimUser) -> Result<Email, String> {
 }
 
 /// `displayName`, else `name.formatted`, else given and family name.
-fn pick_name(user: &ScimUser) -> Option<String> {
-    let clean = |s: &Option<String>| {
+fn pick_name(user: &ScimUser<'_>) -> Option<String> {
+    let clean = |s: &Option<Cow<'_, str>>| {
         s.as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -629,12 +802,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn user(value: serde_json::Value) -> ScimUser {
-        serde_json::from_value(value).expect("SCIM user")
+    fn user(value: &serde_json::Value) -> ScimUser<'_> {
+        ScimUser::deserialize(value).expect("SCIM user")
     }
 
     fn email_of(value: serde_json::Value) -> Result<String, String> {
-        pick_email(&user(value)).map(|e| e.to_string())
+        pick_email(&user(&value)).map(|e| e.to_string())
     }
 
     #[test]
@@ -672,7 +845,7 @@ mod tests {
 
     #[test]
     fn name_falls_back_from_display_to_formatted_to_parts() {
-        let name = |v| pick_name(&user(v));
+        let name = |v: serde_json::Value| pick_name(&user(&v));
         assert_eq!(
             name(json!({"id": "1", "displayName": "Ann A", "name": {"formatted": "F"}})),
             Some("Ann A".into())
@@ -728,13 +901,14 @@ mod tests {
     fn subject_follows_the_configured_attribute() {
         let scim =
             json!({"id": "abc", "externalId": "emp-7", "userName": "ann@x.com", "active": false});
-        let by_id = normalize_user(user(scim.clone()), SubjectAttribute::Id).expect("usable");
+        let by_id = normalize_user(user(&scim), SubjectAttribute::Id).expect("usable");
         assert_eq!(by_id.subject, Subject::new("abc"));
         assert!(!by_id.active);
-        let by_external = normalize_user(user(scim), SubjectAttribute::ExternalId).expect("usable");
+        let by_external =
+            normalize_user(user(&scim), SubjectAttribute::ExternalId).expect("usable");
         assert_eq!(by_external.subject, Subject::new("emp-7"));
         let missing = normalize_user(
-            user(json!({"id": "abc", "userName": "bob"})),
+            user(&json!({"id": "abc", "userName": "bob"})),
             SubjectAttribute::ExternalId,
         );
         assert_eq!(missing.unwrap_err().label, "bob");
