@@ -88,45 +88,16 @@ impl ScimSource {
             self_listed,
         } = users;
 
-        let mut group_names: FxHashMap<String, GroupName> = FxHashMap::default();
+        let mut memberships = Memberships::default();
         let decode_groups = group_decoder(Arc::new(index_of));
         self.for_each_page("Groups", shutdown, decode_groups, |group, total| {
-            if group_names.is_empty() {
-                group_names.reserve(total);
-            }
-            let Some(name) = group.name else {
-                tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
-                return Ok(());
-            };
-            let name = GroupName::new(&name);
-            for index in group.members {
-                if let Some(user) = directory.users.get_mut(index) {
-                    user.groups.push(name.clone());
-                }
-            }
-            match group_names.entry(group.id) {
-                Entry::Occupied(taken) => Err(format!("group id {:?} appears twice", taken.key())),
-                Entry::Vacant(slot) => {
-                    slot.insert(name);
-                    Ok(())
-                }
-            }
+            memberships.add_group(group, total)
         })
         .await?;
-
-        for (index, group_id, display) in self_listed {
-            let name = group_names
-                .get(&group_id)
-                .cloned()
-                .or_else(|| display.as_deref().map(GroupName::new));
-            if let (Some(name), Some(user)) = (name, directory.users.get_mut(index)) {
-                user.groups.push(name);
-            }
+        for (user, group_id, display) in self_listed {
+            memberships.add_listed(user, &group_id, display.as_deref());
         }
-        for user in &mut directory.users {
-            user.groups.sort_unstable();
-            user.groups.dedup();
-        }
+        memberships.hand_out(&mut directory.users);
         Ok(directory)
     }
 
@@ -449,12 +420,12 @@ struct PulledGroup {
     name: Option<String>,
     /// Positions in the directory's users; members that are not users of this
     /// listing (nested groups, entries that could not be keyed) carry no membership.
-    members: Vec<usize>,
+    members: Vec<u32>,
 }
 
 /// Groups pages, read once every user is known: member ids are looked up while the
 /// page's bytes are at hand, so no id is ever copied.
-fn group_decoder(index_of: Arc<FxHashMap<Box<str>, usize>>) -> Decoder<PulledGroup> {
+fn group_decoder(index_of: Arc<FxHashMap<Box<str>, u32>>) -> Decoder<PulledGroup> {
     Arc::new(move |body| {
         let page: ListResponse<ScimGroup> = decode_list(body)?;
         Ok(page.map(|group| PulledGroup {
@@ -469,7 +440,7 @@ fn group_decoder(index_of: Arc<FxHashMap<Box<str>, usize>>) -> Decoder<PulledGro
                 .members
                 .iter()
                 .filter_map(|member| index_of.get(member.value.as_deref()?).copied())
-                .filter(|&index| index != usize::MAX)
+                .filter(|&index| index != UNUSABLE)
                 .collect(),
         }))
     })
@@ -482,15 +453,19 @@ struct Mapped {
     picture: Option<String>,
 }
 
+/// The position recorded for an entry that could not be keyed: kept so that a
+/// duplicate id is still caught, never a member of anything.
+const UNUSABLE: u32 = u32::MAX;
+
 /// Users as they arrive, indexed by SCIM id for the pass over the groups.
 #[derive(Default)]
 struct Collected {
     directory: Directory,
-    /// SCIM id → index in `directory.users` (`usize::MAX` for unusable entries,
-    /// kept so that a duplicate id is still caught); group members refer to users by id.
-    index_of: FxHashMap<Box<str>, usize>,
-    /// Memberships a user lists itself (`User.groups`): (user index, group id, display).
-    self_listed: Vec<(usize, String, Option<String>)>,
+    /// SCIM id → position in `directory.users` (or [`UNUSABLE`]); group members
+    /// refer to users by id.
+    index_of: FxHashMap<Box<str>, u32>,
+    /// Memberships a user lists itself (`User.groups`): (user position, group id, display).
+    self_listed: Vec<(u32, String, Option<String>)>,
 }
 
 impl Collected {
@@ -510,7 +485,10 @@ impl Collected {
         };
         match pulled.user {
             Ok(user) => {
-                let index = self.directory.users.len();
+                let index = u32::try_from(self.directory.users.len())
+                    .ok()
+                    .filter(|&index| index != UNUSABLE)
+                    .ok_or("the directory lists more users than idsync can hold")?;
                 for group in pulled.listed_groups {
                     if let Some(id) = group.value {
                         self.self_listed.push((index, id, group.display));
@@ -520,11 +498,113 @@ impl Collected {
                 slot.insert(index);
             }
             Err(unusable) => {
-                slot.insert(usize::MAX);
+                slot.insert(UNUSABLE);
                 self.directory.unusable.push(unusable);
             }
         }
         Ok(())
+    }
+}
+
+/// Groups and their members as the listing gives them, handed to the users once
+/// all are read: each user's list is then allocated once, already in name order.
+#[derive(Default)]
+struct Memberships {
+    /// By group position; two groups may have the same name.
+    names: Vec<GroupName>,
+    /// User positions, by group position.
+    members: Vec<Vec<u32>>,
+    /// SCIM group id → group position, for memberships users list themselves.
+    by_id: FxHashMap<String, u32>,
+    /// (user position, group position) that users list themselves.
+    listed: Vec<(u32, u32)>,
+}
+
+impl Memberships {
+    fn add_group(&mut self, group: PulledGroup, total: usize) -> Result<(), String> {
+        if self.by_id.is_empty() {
+            self.by_id.reserve(total);
+        }
+        let Some(name) = group.name else {
+            tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
+            return Ok(());
+        };
+        let position = self.names.len() as u32;
+        match self.by_id.entry(group.id) {
+            Entry::Occupied(taken) => {
+                return Err(format!("group id {:?} appears twice", taken.key()))
+            }
+            Entry::Vacant(slot) => slot.insert(position),
+        };
+        self.names.push(GroupName::new(&name));
+        self.members.push(group.members);
+        Ok(())
+    }
+
+    /// A group a user lists itself: known by id from the listing, else by the
+    /// `display` the user gives.
+    fn add_listed(&mut self, user: u32, group_id: &str, display: Option<&str>) {
+        let position = match (self.by_id.get(group_id), display) {
+            (Some(&position), _) => position,
+            (None, Some(display)) => {
+                self.names.push(GroupName::new(display));
+                self.members.push(Vec::new());
+                self.names.len() as u32 - 1
+            }
+            (None, None) => return,
+        };
+        self.listed.push((user, position));
+    }
+
+    /// Gives every user its groups, sorted by name and free of duplicates.
+    fn hand_out(self, users: &mut [DirectoryUser]) {
+        // Rank the groups by name once (equal names share a rank), so that each
+        // user's groups sort as small integers.
+        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.names[a as usize].cmp(&self.names[b as usize]));
+        let mut rank = vec![0u32; self.names.len()];
+        let mut ranked: Vec<GroupName> = Vec::new();
+        for &group in &order {
+            let name = &self.names[group as usize];
+            if ranked.last() != Some(name) {
+                ranked.push(name.clone());
+            }
+            rank[group as usize] = ranked.len() as u32 - 1;
+        }
+        let memberships = self
+            .members
+            .iter()
+            .enumerate()
+            .flat_map(|(group, members)| members.iter().map(move |&user| (user, group as u32)))
+            .chain(self.listed.iter().copied());
+        // Counting sort by user: `first[u]..first[u + 1]` are user u's ranks in `flat`.
+        let mut first = vec![0u32; users.len() + 1];
+        for (user, _) in memberships.clone() {
+            first[user as usize + 1] += 1;
+        }
+        for i in 1..first.len() {
+            first[i] += first[i - 1];
+        }
+        let mut flat = vec![0u32; first[users.len()] as usize];
+        let mut next = first.clone();
+        for (user, group) in memberships {
+            flat[next[user as usize] as usize] = rank[group as usize];
+            next[user as usize] += 1;
+        }
+        drop(next);
+        for (position, user) in users.iter_mut().enumerate() {
+            let ranks = &mut flat[first[position] as usize..first[position + 1] as usize];
+            ranks.sort_unstable();
+            let mut groups = Vec::with_capacity(ranks.len());
+            let mut previous = None;
+            for &rank in ranks.iter() {
+                if previous != Some(rank) {
+                    groups.push(ranked[rank as usize].clone());
+                    previous = Some(rank);
+                }
+            }
+            user.groups = groups;
+        }
     }
 }
 
@@ -895,6 +975,48 @@ mod tests {
             Some("Ann".into())
         );
         assert_eq!(attribute(&user, &path("nickName")), None);
+    }
+
+    #[test]
+    fn memberships_are_handed_out_sorted_by_name_and_free_of_duplicates() {
+        let plain = |id: &str| DirectoryUser {
+            subject: Subject::new(id),
+            active: true,
+            email: Email::parse("a@x.com"),
+            name: None,
+            groups: Vec::new(),
+            slack_id: None,
+            picture: None,
+        };
+        let mut users = vec![plain("u0"), plain("u1"), plain("u2")];
+        let group = |id: &str, name: Option<&str>, members: &[u32]| PulledGroup {
+            id: id.into(),
+            name: name.map(str::to_owned),
+            members: members.to_vec(),
+        };
+        let mut memberships = Memberships::default();
+        for pulled in [
+            group("g1", Some("sre"), &[0, 2]),
+            group("g2", Some("dba"), &[0]),
+            // Another group with the same name: one membership, not two.
+            group("g3", Some("sre"), &[0]),
+            group("g4", None, &[1]),
+        ] {
+            memberships.add_group(pulled, 4).expect("distinct ids");
+        }
+        let again = memberships.add_group(group("g1", Some("x"), &[]), 4);
+        assert!(again.unwrap_err().contains("appears twice"));
+        // Listed by the user: by id, by display, and neither (ignored).
+        memberships.add_listed(1, "g2", None);
+        memberships.add_listed(1, "elsewhere", Some("audit"));
+        memberships.add_listed(2, "unknown", None);
+        memberships.hand_out(&mut users);
+        let names = |user: &DirectoryUser| -> Vec<String> {
+            user.groups.iter().map(|g| g.to_string()).collect()
+        };
+        assert_eq!(names(&users[0]), ["dba", "sre"]);
+        assert_eq!(names(&users[1]), ["audit", "dba"]);
+        assert_eq!(names(&users[2]), ["sre"]);
     }
 
     #[test]
