@@ -132,6 +132,20 @@ pub struct GuardTripped {
     pub limit: DeactivationLimit,
 }
 
+impl Plan {
+    /// Appends another part's work, keeping its order.
+    fn absorb(&mut self, part: Plan) {
+        self.creates.extend(part.creates);
+        self.updates.extend(part.updates);
+        self.adoptions.extend(part.adoptions);
+        self.deactivations.extend(part.deactivations);
+        self.unchanged += part.unchanged;
+        self.skipped_inactive += part.skipped_inactive;
+        self.invalid.extend(part.invalid);
+        self.still_rejected.extend(part.still_rejected);
+    }
+}
+
 impl std::fmt::Display for GuardTripped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -152,13 +166,6 @@ pub fn plan(
     inventory: Option<&HashMap<String, GatewayUser>>,
     rules: &Rules,
 ) -> Plan {
-    let mut plan = Plan::default();
-    plan.invalid
-        .extend(directory.unusable.iter().map(|entry| Problem {
-            label: entry.label.clone(),
-            reason: entry.reason.clone(),
-        }));
-
     // An e-mail held by two active subjects cannot be given to either: the gateway
     // keys users by e-mail, so whichever came first would silently own both.
     let mut holders: FxHashMap<&Email, usize> = FxHashMap::default();
@@ -168,13 +175,79 @@ pub fn plan(
         }
     }
 
-    let mut deactivations = Vec::new();
-    for user in &directory.users {
+    // Each user is planned on its own, so the users are split across the cores;
+    // the leavers are found meanwhile.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = directory.users.len().div_ceil(cores).max(USERS_PER_THREAD);
+    let plan_chunk =
+        |users: &[DirectoryUser]| plan_users(users, cached, inventory, &holders, rules);
+    let (parts, leavers) = std::thread::scope(|scope| {
+        let leavers = scope.spawn(|| leavers(&directory.users, cached));
+        let mut chunks = directory.users.chunks(chunk);
+        let first = chunks.next();
+        let others: Vec<_> = chunks
+            .map(|users| scope.spawn(move || plan_chunk(users)))
+            .collect();
+        let mut parts = vec![first.map_or_else(Plan::default, plan_chunk)];
+        parts.extend(
+            others
+                .into_iter()
+                .map(|part| part.join().expect("planning users panicked")),
+        );
+        (parts, leavers.join().expect("finding leavers panicked"))
+    });
+
+    let mut plan = Plan::default();
+    plan.invalid
+        .extend(directory.unusable.iter().map(|entry| Problem {
+            label: entry.label.clone(),
+            reason: entry.reason.clone(),
+        }));
+    for part in parts {
+        plan.absorb(part);
+    }
+    let mut deactivations = std::mem::take(&mut plan.deactivations);
+    deactivations.extend(leavers);
+    deactivations.sort_by(|a, b| a.key.cmp(&b.key));
+
+    if rules.deprovision == Deprovision::Deactivate {
+        let managed = cached
+            .values()
+            .filter(|r| r.is_managed() && !r.deactivated)
+            .count();
+        let allowed = rules.max_deactivations.allowed(managed);
+        if deactivations.len() > allowed && !rules.allow_mass_deactivation {
+            plan.deactivation_guard = Some(GuardTripped {
+                planned: deactivations.len(),
+                allowed,
+                managed,
+                limit: rules.max_deactivations,
+            });
+        } else {
+            plan.deactivations = deactivations;
+        }
+    }
+    plan
+}
+
+/// Below this many users per core, a plan is quicker than starting a thread.
+const USERS_PER_THREAD: usize = 20_000;
+
+/// Plans these users; `deactivations` holds those made inactive in the directory.
+fn plan_users(
+    users: &[DirectoryUser],
+    cached: &Records,
+    inventory: Option<&HashMap<String, GatewayUser>>,
+    holders: &FxHashMap<&Email, usize>,
+    rules: &Rules,
+) -> Plan {
+    let mut plan = Plan::default();
+    for user in users {
         let record = cached.get(&user.subject);
         if !user.active {
             plan.skipped_inactive += 1;
             if let Some(record) = record.filter(|r| r.is_managed() && !r.deactivated) {
-                deactivations.push(deactivation(
+                plan.deactivations.push(deactivation(
                     &user.subject,
                     record,
                     "inactive in the directory",
@@ -297,34 +370,19 @@ pub fn plan(
             },
         }
     }
-
-    // Leavers: managed users the directory no longer lists at all.
-    let listed: FxHashSet<&Subject> = directory.users.iter().map(|u| &u.subject).collect();
-    for (subject, record) in cached {
-        if record.is_managed() && !record.deactivated && !listed.contains(subject) {
-            deactivations.push(deactivation(subject, record, "no longer in the directory"));
-        }
-    }
-    deactivations.sort_by(|a, b| a.key.cmp(&b.key));
-
-    if rules.deprovision == Deprovision::Deactivate {
-        let managed = cached
-            .values()
-            .filter(|r| r.is_managed() && !r.deactivated)
-            .count();
-        let allowed = rules.max_deactivations.allowed(managed);
-        if deactivations.len() > allowed && !rules.allow_mass_deactivation {
-            plan.deactivation_guard = Some(GuardTripped {
-                planned: deactivations.len(),
-                allowed,
-                managed,
-                limit: rules.max_deactivations,
-            });
-        } else {
-            plan.deactivations = deactivations;
-        }
-    }
     plan
+}
+
+/// Managed users the directory no longer lists at all.
+fn leavers(users: &[DirectoryUser], cached: &Records) -> Vec<UpdateUser> {
+    let listed: FxHashSet<&Subject> = users.iter().map(|u| &u.subject).collect();
+    cached
+        .iter()
+        .filter(|(subject, record)| {
+            record.is_managed() && !record.deactivated && !listed.contains(subject)
+        })
+        .map(|(subject, record)| deactivation(subject, record, "no longer in the directory"))
+        .collect()
 }
 
 fn deactivation(subject: &Subject, record: &SubjectRecord, reason: &str) -> UpdateUser {
@@ -868,6 +926,42 @@ mod tests {
             "invited",
             "never PUT an empty status"
         );
+    }
+
+    #[test]
+    fn a_large_directory_is_planned_in_parts_that_keep_the_directory_order() {
+        let count = 3 * USERS_PER_THREAD + 17;
+        let users: Vec<DirectoryUser> = (0..count)
+            .map(|i| user(&format!("s{i}"), &format!("u{i}@x.com")))
+            .collect();
+        // Every third user is managed already; of those, every seventh left.
+        let cache = managed(&users.iter().step_by(3).cloned().collect::<Vec<_>>());
+        let listed: Vec<DirectoryUser> = users
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % 21 != 0)
+            .map(|(_, user)| user)
+            .collect();
+        let dir = directory(listed);
+        let plan = run(&dir, &cache, &lifecycle_without_a_guard());
+        assert_eq!(total(&plan), dir.len());
+        let leavers = (0..count).filter(|i| i % 21 == 0).count();
+        assert_eq!(plan.deactivations.len(), leavers);
+        let created: Vec<&str> = plan.creates.iter().map(|c| c.subject.as_str()).collect();
+        let expected: Vec<&str> = dir
+            .users
+            .iter()
+            .map(|u| u.subject.as_str())
+            .filter(|s| !cache.contains_key(&Subject::new(*s)))
+            .collect();
+        assert_eq!(created, expected);
+    }
+
+    fn lifecycle_without_a_guard() -> Rules {
+        Rules {
+            max_deactivations: DeactivationLimit::Count(u32::MAX),
+            ..lifecycle()
+        }
     }
 
     #[test]
