@@ -15,6 +15,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use rustc_hash::FxHashMap;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -428,22 +429,50 @@ struct PulledGroup {
 fn group_decoder(index_of: Arc<FxHashMap<Box<str>, u32>>) -> Decoder<PulledGroup> {
     Arc::new(move |body| {
         let page: ListResponse<ScimGroup> = decode_list(body)?;
-        Ok(page.map(|group| PulledGroup {
-            id: group.id.into_owned(),
-            name: group
-                .display_name
-                .as_deref()
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned),
-            members: group
-                .members
-                .iter()
-                .filter_map(|member| index_of.get(member.value.as_deref()?).copied())
-                .filter(|&index| index != UNUSABLE)
-                .collect(),
-        }))
+        page.try_map(|group| {
+            let members = match group.members {
+                Some(members) => member_positions(members, &index_of)
+                    .map_err(|err| format!("group {:?} has unreadable members: {err}", group.id))?,
+                None => Vec::new(),
+            };
+            Ok(PulledGroup {
+                id: group.id.into_owned(),
+                name: group
+                    .display_name
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned),
+                members,
+            })
+        })
     })
+}
+
+/// The positions of a group's members that are users of this listing, read one
+/// member at a time from the raw `members` array: large groups hold most of a
+/// directory's bytes, and a list of every member would briefly hold much of it again.
+fn member_positions(
+    members: &RawValue,
+    index_of: &FxHashMap<Box<str>, u32>,
+) -> serde_json::Result<Vec<u32>> {
+    struct Positions<'i>(&'i FxHashMap<Box<str>, u32>);
+    impl<'de> serde::de::Visitor<'de> for Positions<'_> {
+        type Value = Vec<u32>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of members")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
+            let mut found = Vec::new();
+            while let Some(member) = seq.next_element::<MemberRef<'de>>()? {
+                let position = member.value.and_then(|id| self.0.get(id.as_ref()).copied());
+                found.extend(position.filter(|&position| position != UNUSABLE));
+            }
+            Ok(found)
+        }
+    }
+    let mut reader = serde_json::Deserializer::from_str(members.get());
+    serde::Deserializer::deserialize_seq(&mut reader, Positions(index_of))
 }
 
 /// Values of `source.attributes`, read from the raw resource.
@@ -726,8 +755,8 @@ struct ScimRef {
     display: Option<String>,
 }
 
-/// A group's fields idsync reads. Members keep only their `value` (the member's id),
-/// borrowed: large groups hold most of a directory's bytes.
+/// A group's fields idsync reads; `members` stays raw JSON until it is resolved
+/// (see [`member_positions`]).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ScimGroup<'a> {
@@ -736,9 +765,10 @@ struct ScimGroup<'a> {
     #[serde(borrow)]
     display_name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    members: Vec<MemberRef<'a>>,
+    members: Option<&'a RawValue>,
 }
 
+/// A group member's `value` (the member's id) and nothing else.
 #[derive(Debug, Deserialize)]
 struct MemberRef<'a> {
     #[serde(borrow)]
@@ -975,6 +1005,45 @@ mod tests {
             Some("Ann".into())
         );
         assert_eq!(attribute(&user, &path("nickName")), None);
+    }
+
+    #[test]
+    fn group_members_resolve_to_users_of_the_listing_only() {
+        let index_of: FxHashMap<Box<str>, u32> = [
+            ("u1".into(), 0),
+            ("abc".into(), 1),
+            ("broken".into(), UNUSABLE),
+        ]
+        .into_iter()
+        .collect();
+        let page = br#"{"totalResults": 2, "Resources": [
+            {"id": "g1", "displayName": " sre ", "members": [
+                {"value": "u1", "display": "Ann", "$ref": "https://x/Users/u1"},
+                {"value": "a\u0062c"},
+                {"value": "nested-group", "type": "Group"},
+                {"value": "broken"},
+                {"display": "no value"}
+            ]},
+            {"id": "g2", "displayName": "empty", "members": null}
+        ]}"#;
+        let decoded = group_decoder(Arc::new(index_of))(page).expect("decodes");
+        let groups: Vec<(String, Option<String>, Vec<u32>)> = decoded
+            .resources
+            .into_iter()
+            .map(|g| (g.id, g.name, g.members))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("g1".into(), Some("sre".into()), vec![0, 1]),
+                ("g2".into(), Some("empty".into()), vec![]),
+            ]
+        );
+        let bad = br#"{"totalResults": 1, "Resources": [{"id": "g", "members": [{"value": 7}]}]}"#;
+        let err = group_decoder(Arc::new(FxHashMap::default()))(bad)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.contains(r#"group "g" has unreadable members"#), "{err}");
     }
 
     #[test]
