@@ -50,12 +50,18 @@ impl GroupPolicy {
         let renames = !self.rename.is_empty();
         for user in users {
             user.groups.retain_mut(|group| {
-                let mapping = decided
-                    .entry(group.address())
-                    .or_insert_with(|| self.map(group.as_str()));
+                let mapping = decided.entry(group.address()).or_insert_with(|| {
+                    match self.map(group.as_str()) {
+                        // Keep sharing the directory's name when it is unchanged.
+                        Mapping::Synced(name) if name == *group => Mapping::Synced(group.clone()),
+                        mapping => mapping,
+                    }
+                });
                 match mapping {
                     Mapping::Synced(name) => {
-                        *group = name.clone();
+                        if name.address() != group.address() {
+                            *group = name.clone();
+                        }
                         true
                     }
                     Mapping::NotSelected => false,

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashSet, FxHasher};
 
 use crate::cache::{Records, SubjectRecord, SubjectState};
 use crate::config::{DeactivationLimit, Deprovision};
@@ -166,34 +168,13 @@ pub fn plan(
     inventory: Option<&HashMap<String, GatewayUser>>,
     rules: &Rules,
 ) -> Plan {
-    // An e-mail held by two active subjects cannot be given to either: the gateway
-    // keys users by e-mail, so whichever came first would silently own both.
-    let mut holders: FxHashMap<&Email, usize> = FxHashMap::default();
-    for user in directory.users.iter().filter(|u| u.active) {
-        if let Ok(email) = &user.email {
-            *holders.entry(email).or_default() += 1;
-        }
-    }
-
-    // Each user is planned on its own, so the users are split across the cores;
-    // the leavers are found meanwhile.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = directory.users.len().div_ceil(cores).max(USERS_PER_THREAD);
-    let plan_chunk =
-        |users: &[DirectoryUser]| plan_users(users, cached, inventory, &holders, rules);
+    // The leavers are found while the users are planned.
     let (parts, leavers) = std::thread::scope(|scope| {
         let leavers = scope.spawn(|| leavers(&directory.users, cached));
-        let mut chunks = directory.users.chunks(chunk);
-        let first = chunks.next();
-        let others: Vec<_> = chunks
-            .map(|users| scope.spawn(move || plan_chunk(users)))
-            .collect();
-        let mut parts = vec![first.map_or_else(Plan::default, plan_chunk)];
-        parts.extend(
-            others
-                .into_iter()
-                .map(|part| part.join().expect("planning users panicked")),
-        );
+        let shared = shared_emails(&directory.users);
+        let parts = in_parts(&directory.users, |users| {
+            plan_users(users, cached, inventory, &shared, rules)
+        });
         (parts, leavers.join().expect("finding leavers panicked"))
     });
 
@@ -233,12 +214,31 @@ pub fn plan(
 /// Below this many users per core, a plan is quicker than starting a thread.
 const USERS_PER_THREAD: usize = 20_000;
 
+/// Plans consecutive parts of `users` on all cores (each user is planned on its
+/// own), returning the parts in the users' order.
+fn in_parts(users: &[DirectoryUser], plan: impl Fn(&[DirectoryUser]) -> Plan + Sync) -> Vec<Plan> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let part_len = users.len().div_ceil(cores).max(USERS_PER_THREAD);
+    std::thread::scope(|scope| {
+        let mut parts = users.chunks(part_len);
+        let first = parts.next();
+        let others: Vec<_> = parts.map(|part| scope.spawn(|| plan(part))).collect();
+        let mut planned = vec![first.map_or_else(Plan::default, &plan)];
+        planned.extend(
+            others
+                .into_iter()
+                .map(|part| part.join().expect("planning users panicked")),
+        );
+        planned
+    })
+}
+
 /// Plans these users; `deactivations` holds those made inactive in the directory.
 fn plan_users(
     users: &[DirectoryUser],
     cached: &Records,
     inventory: Option<&HashMap<String, GatewayUser>>,
-    holders: &FxHashMap<&Email, usize>,
+    shared_emails: &FxHashSet<&Email>,
     rules: &Rules,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -262,7 +262,7 @@ fn plan_users(
                 continue;
             }
         };
-        if holders.get(email).copied().unwrap_or(0) > 1 {
+        if !shared_emails.is_empty() && shared_emails.contains(email) {
             plan.invalid.push(problem(
                 user,
                 format!("shares the e-mail {email} with another directory user; neither is synced until one changes"),
@@ -371,6 +371,39 @@ fn plan_users(
         }
     }
     plan
+}
+
+/// E-mails that more than one active user holds. An e-mail held by two active
+/// subjects cannot be given to either: the gateway keys users by e-mail, so
+/// whichever came first would silently own both. Found by sorting digests of the
+/// addresses, which is cheaper than counting them in a map of every address.
+fn shared_emails(users: &[DirectoryUser]) -> FxHashSet<&Email> {
+    let digest = |email: &Email| {
+        let mut hasher = FxHasher::default();
+        email.hash(&mut hasher);
+        hasher.finish()
+    };
+    let mut digests: Vec<(u64, &Email)> = users
+        .iter()
+        .filter(|user| user.active)
+        .filter_map(|user| user.email.as_ref().ok())
+        .map(|email| (digest(email), email))
+        .collect();
+    digests.sort_unstable_by_key(|&(digest, _)| digest);
+    let mut shared = FxHashSet::default();
+    // Equal digests are almost always equal addresses; compare them to be sure.
+    for run in digests
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+    {
+        for (i, &(_, email)) in run.iter().enumerate() {
+            if let Some(&(_, twin)) = run[i + 1..].iter().find(|&&(_, other)| other == email) {
+                shared.insert(email);
+                shared.insert(twin);
+            }
+        }
+    }
+    shared
 }
 
 /// Managed users the directory no longer lists at all.
