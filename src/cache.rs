@@ -63,7 +63,7 @@ pub struct SubjectRecord {
     pub fingerprint: Fingerprint,
     /// The gateway's message, for a rejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub detail: Option<Box<str>>,
     /// idsync set the user `inactive` (it left the directory or became inactive).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deactivated: bool,

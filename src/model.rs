@@ -26,10 +26,10 @@ pub mod limits {
 
 /// The IdP's immutable key of a user (SCIM `id` or `externalId`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Subject(String);
+pub struct Subject(Box<str>);
 
 impl Subject {
-    pub fn new(value: impl Into<String>) -> Self {
+    pub fn new(value: impl Into<Box<str>>) -> Self {
         Self(value.into())
     }
 
@@ -46,7 +46,7 @@ impl fmt::Display for Subject {
 
 /// A bare e-mail address, trimmed and lower-cased on construction.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Email(String);
+pub struct Email(Box<str>);
 
 impl Email {
     /// Accepts what both the gateway (Go's `net/mail`) and its published contract
@@ -77,7 +77,7 @@ impl Email {
         if !dot_atom(local, &atext) || !dot_atom(domain, &label) || !domain.contains('.') {
             return Err(invalid());
         }
-        Ok(Self(value))
+        Ok(Self(value.into()))
     }
 
     pub fn as_str(&self) -> &str {

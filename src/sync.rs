@@ -528,7 +528,7 @@ impl Run {
                                 email: email.clone(),
                                 state,
                                 fingerprint,
-                                detail,
+                                detail: detail.map(String::into_boxed_str),
                                 deactivated: false,
                                 updated_at: now,
                             }),
