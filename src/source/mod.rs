@@ -1,6 +1,7 @@
 //! Directory sources: adapters that read an IdP's directory and return normalized
 //! [`Directory`] data. They never touch the cache or the gateway.
 
+mod roster;
 pub mod scim;
 
 use crate::auth::AuthError;

@@ -4,15 +4,13 @@
 //! once, so memory holds the normalized users, never the JSON pages.
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION};
-use rustc_hash::FxHashMap;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -20,6 +18,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::roster::{IdDigest, IdKeys, Roster, RosterError};
 use super::{Directory, SourceError};
 use crate::auth::TokenSource;
 use crate::config::{AttributeMap, AttributePath, SourceConfig, SubjectAttribute};
@@ -75,30 +74,71 @@ impl ScimSource {
         Ok(page.total_results)
     }
 
-    /// Reads the whole directory: every user, then every group for memberships.
+    /// Reads the whole directory: the users, and the groups for their memberships.
     pub async fn pull(&self, shutdown: &CancellationToken) -> Result<Directory, SourceError> {
-        let mut users = Collected::default();
-        let decode_users = user_decoder(self.subject_attribute, self.attributes.clone());
-        self.for_each_page("Users", shutdown, decode_users, |user, total| {
-            users.add(user, total)
-        })
-        .await?;
-        let Collected {
-            mut directory,
-            index_of,
-            self_listed,
-        } = users;
+        let keys = IdKeys::new();
+        // The two listings are read side by side and share the download slots. The
+        // groups start first: their pages are the larger ones, and are decoded
+        // while the users download.
+        let downloads = Arc::new(Semaphore::new(self.parallel_pages));
+        let roster = Mutex::new(Roster::default());
+        let roster_of = || roster.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut directory = Directory::default();
+        // Memberships users list themselves (`User.groups`): (user position, group
+        // id, display), resolved once the group listing is complete.
+        let mut self_listed: Vec<(usize, String, Option<String>)> = Vec::new();
+        let groups = self.for_each_page(
+            "Groups",
+            shutdown,
+            &downloads,
+            group_decoder(keys.clone()),
+            |group, _total| {
+                let Some(name) = group.name else {
+                    tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
+                    return Ok(());
+                };
+                roster_of()
+                    .add_group(&group.id, GroupName::new(&name), &group.members)
+                    .map_err(|err| roster_error(err, &group.id))
+            },
+        );
+        let users = self.for_each_page(
+            "Users",
+            shutdown,
+            &downloads,
+            user_decoder(keys, self.subject_attribute, self.attributes.clone()),
+            |pulled, total| {
+                events::users_pulled(1);
+                let mut roster = roster_of();
+                if directory.is_empty() {
+                    directory.users.reserve_exact(total);
+                    roster.expect_users(total);
+                }
+                let position = directory.users.len();
+                roster
+                    .add_user(pulled.id, pulled.user.is_ok().then_some(position))
+                    .map_err(|err| roster_error(err, &pulled.scim_id))?;
+                match pulled.user {
+                    Ok(user) => {
+                        for group in pulled.listed_groups {
+                            if let Some(id) = group.value {
+                                self_listed.push((position, id, group.display));
+                            }
+                        }
+                        directory.users.push(user);
+                    }
+                    Err(unusable) => directory.unusable.push(unusable),
+                }
+                Ok(())
+            },
+        );
+        tokio::try_join!(groups, users)?;
 
-        let mut memberships = Memberships::default();
-        let decode_groups = group_decoder(Arc::new(index_of));
-        self.for_each_page("Groups", shutdown, decode_groups, |group, total| {
-            memberships.add_group(group, total)
-        })
-        .await?;
+        let mut roster = roster.into_inner().unwrap_or_else(PoisonError::into_inner);
         for (user, group_id, display) in self_listed {
-            memberships.add_listed(user, &group_id, display.as_deref());
+            roster.add_listed(user, &group_id, display.as_deref());
         }
-        memberships.hand_out(&mut directory.users);
+        roster.hand_out(&mut directory.users);
         Ok(directory)
     }
 
@@ -110,18 +150,22 @@ impl ScimSource {
     ///
     /// Only the first page's header is read before the other pages are requested: it
     /// tells the total and the server's page size, and the rest sit at fixed offsets
-    /// (SCIM's `startIndex` paging allows it). At most `parallel_pages` downloads run
-    /// at once, and one more page may be parsed or waiting, so the next download runs
-    /// while this page is visited.
+    /// (SCIM's `startIndex` paging allows it). A download holds one of `downloads`
+    /// (`parallel_pages` of them), and one more page may be parsed or waiting, so
+    /// the next download runs while this page is visited.
     async fn for_each_page<T: Send + 'static>(
         &self,
         resource: &str,
         shutdown: &CancellationToken,
+        downloads: &Arc<Semaphore>,
         decode: Decoder<T>,
         mut visit: impl FnMut(T, usize) -> Result<(), String>,
     ) -> Result<(), SourceError> {
         let first_url = self.page_url(resource, 1);
-        let first_body = self.get_bytes(&first_url).await?;
+        let first_body = {
+            let _download = downloads.acquire().await;
+            self.get_bytes(&first_url).await?
+        };
         let header: ListHeader = parse(&first_url, &first_body)?;
         let total = header.total_results;
         let page_len = header.resources.0;
@@ -129,7 +173,6 @@ impl ScimSource {
         let promised = header.items_per_page.unwrap_or(self.page_size as usize);
         check_page(&first_url, total, page_len, 1, total, promised, false)?;
         let mut starts = (1 + page_len..=total).step_by(page_len.max(1));
-        let downloads = Arc::new(Semaphore::new(self.parallel_pages));
         let fetch = |start: usize| {
             let (source, url) = (self.clone(), self.page_url(resource, start));
             let (downloads, decode) = (downloads.clone(), decode.clone());
@@ -364,8 +407,10 @@ fn decode_list<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<ListResponse
     serde_json::from_slice(body).map_err(|err| format!("not a SCIM ListResponse: {err}"))
 }
 
-/// A user as read from a page: normalized, with what the pass over groups needs.
+/// A user as read from a page: normalized, with what the roster needs.
 struct PulledUser {
+    id: IdDigest,
+    /// The SCIM id, to name a duplicate.
     scim_id: Box<str>,
     user: Result<DirectoryUser, UnusableEntry>,
     /// Memberships the user lists itself (`User.groups`).
@@ -375,10 +420,12 @@ struct PulledUser {
 /// Users pages, normalized on the page's task. Mapped attributes can sit anywhere
 /// (extension schemas), so with any mapped the whole resource is parsed first.
 fn user_decoder(
+    keys: IdKeys,
     subject_attribute: SubjectAttribute,
     attributes: AttributeMap,
 ) -> Decoder<PulledUser> {
     let pulled = move |user: ScimUser<'_>, mapped: Mapped| {
+        let id = keys.digest(&user.id);
         let scim_id = user.id.as_ref().into();
         let listed_groups = user.groups.clone();
         let user = normalize_user(user, subject_attribute).map(|mut normalized| {
@@ -387,6 +434,7 @@ fn user_decoder(
             normalized
         });
         PulledUser {
+            id,
             scim_id,
             user,
             listed_groups,
@@ -414,24 +462,22 @@ fn user_decoder(
     })
 }
 
-/// A group as read from a page, its members already resolved to user positions.
+/// A group as read from a page.
 struct PulledGroup {
     id: String,
     /// The trimmed `displayName`, when it has one.
     name: Option<String>,
-    /// Positions in the directory's users; members that are not users of this
-    /// listing (nested groups, entries that could not be keyed) carry no membership.
-    members: Vec<u32>,
+    members: Vec<IdDigest>,
 }
 
-/// Groups pages, read once every user is known: member ids are looked up while the
-/// page's bytes are at hand, so no id is ever copied.
-fn group_decoder(index_of: Arc<FxHashMap<Box<str>, u32>>) -> Decoder<PulledGroup> {
+/// Groups pages, decoded on the page's task; member ids are digested straight
+/// from the page's bytes, never copied.
+fn group_decoder(keys: IdKeys) -> Decoder<PulledGroup> {
     Arc::new(move |body| {
         let page: ListResponse<ScimGroup> = decode_list(body)?;
         page.try_map(|group| {
             let members = match group.members {
-                Some(members) => member_positions(members, &index_of)
+                Some(members) => member_digests(members, &keys)
                     .map_err(|err| format!("group {:?} has unreadable members: {err}", group.id))?,
                 None => Vec::new(),
             };
@@ -449,30 +495,38 @@ fn group_decoder(index_of: Arc<FxHashMap<Box<str>, u32>>) -> Decoder<PulledGroup
     })
 }
 
-/// The positions of a group's members that are users of this listing, read one
-/// member at a time from the raw `members` array: large groups hold most of a
-/// directory's bytes, and a list of every member would briefly hold much of it again.
-fn member_positions(
-    members: &RawValue,
-    index_of: &FxHashMap<Box<str>, u32>,
-) -> serde_json::Result<Vec<u32>> {
-    struct Positions<'i>(&'i FxHashMap<Box<str>, u32>);
-    impl<'de> serde::de::Visitor<'de> for Positions<'_> {
-        type Value = Vec<u32>;
+/// The digests of a group's member ids, read one member at a time from the raw
+/// `members` array: large groups hold most of a directory's bytes, and a list of
+/// every member would briefly hold much of it again.
+fn member_digests(members: &RawValue, keys: &IdKeys) -> serde_json::Result<Vec<IdDigest>> {
+    struct Digests<'k>(&'k IdKeys);
+    impl<'de> serde::de::Visitor<'de> for Digests<'_> {
+        type Value = Vec<IdDigest>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an array of members")
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
-            let mut found = Vec::new();
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<IdDigest>, A::Error> {
+            let mut digests = Vec::with_capacity(seq.size_hint().unwrap_or(0));
             while let Some(member) = seq.next_element::<MemberRef<'de>>()? {
-                let position = member.value.and_then(|id| self.0.get(id.as_ref()).copied());
-                found.extend(position.filter(|&position| position != UNUSABLE));
+                digests.extend(member.value.map(|id| self.0.digest(&id)));
             }
-            Ok(found)
+            Ok(digests)
         }
     }
     let mut reader = serde_json::Deserializer::from_str(members.get());
-    serde::Deserializer::deserialize_seq(&mut reader, Positions(index_of))
+    serde::Deserializer::deserialize_seq(&mut reader, Digests(keys))
+}
+
+/// Names what broke the roster, for the page's error.
+fn roster_error(err: RosterError, id: &str) -> String {
+    match err {
+        RosterError::UserTwice => format!("user id {id:?} appears twice"),
+        RosterError::GroupTwice => format!("group id {id:?} appears twice"),
+        RosterError::TooLarge => "the directory lists more entries than idsync can hold".into(),
+    }
 }
 
 /// Values of `source.attributes`, read from the raw resource.
@@ -480,161 +534,6 @@ fn member_positions(
 struct Mapped {
     slack_id: Option<String>,
     picture: Option<String>,
-}
-
-/// The position recorded for an entry that could not be keyed: kept so that a
-/// duplicate id is still caught, never a member of anything.
-const UNUSABLE: u32 = u32::MAX;
-
-/// Users as they arrive, indexed by SCIM id for the pass over the groups.
-#[derive(Default)]
-struct Collected {
-    directory: Directory,
-    /// SCIM id → position in `directory.users` (or [`UNUSABLE`]); group members
-    /// refer to users by id.
-    index_of: FxHashMap<Box<str>, u32>,
-    /// Memberships a user lists itself (`User.groups`): (user position, group id, display).
-    self_listed: Vec<(u32, String, Option<String>)>,
-}
-
-impl Collected {
-    /// Adds one user; `total` (the listing's `totalResults`) sizes the collections
-    /// once, instead of letting them double their way up.
-    fn add(&mut self, pulled: PulledUser, total: usize) -> Result<(), String> {
-        events::users_pulled(1);
-        if self.index_of.is_empty() {
-            self.directory.users.reserve_exact(total);
-            self.index_of.reserve(total);
-        }
-        let slot = match self.index_of.entry(pulled.scim_id) {
-            Entry::Occupied(taken) => {
-                return Err(format!("user id {:?} appears twice", taken.key()))
-            }
-            Entry::Vacant(slot) => slot,
-        };
-        match pulled.user {
-            Ok(user) => {
-                let index = u32::try_from(self.directory.users.len())
-                    .ok()
-                    .filter(|&index| index != UNUSABLE)
-                    .ok_or("the directory lists more users than idsync can hold")?;
-                for group in pulled.listed_groups {
-                    if let Some(id) = group.value {
-                        self.self_listed.push((index, id, group.display));
-                    }
-                }
-                self.directory.users.push(user);
-                slot.insert(index);
-            }
-            Err(unusable) => {
-                slot.insert(UNUSABLE);
-                self.directory.unusable.push(unusable);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Groups and their members as the listing gives them, handed to the users once
-/// all are read: each user's list is then allocated once, already in name order.
-#[derive(Default)]
-struct Memberships {
-    /// By group position; two groups may have the same name.
-    names: Vec<GroupName>,
-    /// User positions, by group position.
-    members: Vec<Vec<u32>>,
-    /// SCIM group id → group position, for memberships users list themselves.
-    by_id: FxHashMap<String, u32>,
-    /// (user position, group position) that users list themselves.
-    listed: Vec<(u32, u32)>,
-}
-
-impl Memberships {
-    fn add_group(&mut self, group: PulledGroup, total: usize) -> Result<(), String> {
-        if self.by_id.is_empty() {
-            self.by_id.reserve(total);
-        }
-        let Some(name) = group.name else {
-            tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
-            return Ok(());
-        };
-        let position = self.names.len() as u32;
-        match self.by_id.entry(group.id) {
-            Entry::Occupied(taken) => {
-                return Err(format!("group id {:?} appears twice", taken.key()))
-            }
-            Entry::Vacant(slot) => slot.insert(position),
-        };
-        self.names.push(GroupName::new(&name));
-        self.members.push(group.members);
-        Ok(())
-    }
-
-    /// A group a user lists itself: known by id from the listing, else by the
-    /// `display` the user gives.
-    fn add_listed(&mut self, user: u32, group_id: &str, display: Option<&str>) {
-        let position = match (self.by_id.get(group_id), display) {
-            (Some(&position), _) => position,
-            (None, Some(display)) => {
-                self.names.push(GroupName::new(display));
-                self.members.push(Vec::new());
-                self.names.len() as u32 - 1
-            }
-            (None, None) => return,
-        };
-        self.listed.push((user, position));
-    }
-
-    /// Gives every user its groups, sorted by name and free of duplicates.
-    fn hand_out(self, users: &mut [DirectoryUser]) {
-        // Rank the groups by name once (equal names share a rank), so that each
-        // user's groups sort as small integers.
-        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| self.names[a as usize].cmp(&self.names[b as usize]));
-        let mut rank = vec![0u32; self.names.len()];
-        let mut ranked: Vec<GroupName> = Vec::new();
-        for &group in &order {
-            let name = &self.names[group as usize];
-            if ranked.last() != Some(name) {
-                ranked.push(name.clone());
-            }
-            rank[group as usize] = ranked.len() as u32 - 1;
-        }
-        let memberships = self
-            .members
-            .iter()
-            .enumerate()
-            .flat_map(|(group, members)| members.iter().map(move |&user| (user, group as u32)))
-            .chain(self.listed.iter().copied());
-        // Counting sort by user: `first[u]..first[u + 1]` are user u's ranks in `flat`.
-        let mut first = vec![0u32; users.len() + 1];
-        for (user, _) in memberships.clone() {
-            first[user as usize + 1] += 1;
-        }
-        for i in 1..first.len() {
-            first[i] += first[i - 1];
-        }
-        let mut flat = vec![0u32; first[users.len()] as usize];
-        let mut next = first.clone();
-        for (user, group) in memberships {
-            flat[next[user as usize] as usize] = rank[group as usize];
-            next[user as usize] += 1;
-        }
-        drop(next);
-        for (position, user) in users.iter_mut().enumerate() {
-            let ranks = &mut flat[first[position] as usize..first[position + 1] as usize];
-            ranks.sort_unstable();
-            let mut groups = Vec::with_capacity(ranks.len());
-            let mut previous = None;
-            for &rank in ranks.iter() {
-                if previous != Some(rank) {
-                    groups.push(ranked[rank as usize].clone());
-                    previous = Some(rank);
-                }
-            }
-            user.groups = groups;
-        }
-    }
 }
 
 /// What the first page's header tells before its resources are parsed.
@@ -1008,26 +907,18 @@ mod tests {
     }
 
     #[test]
-    fn group_members_resolve_to_users_of_the_listing_only() {
-        let index_of: FxHashMap<Box<str>, u32> = [
-            ("u1".into(), 0),
-            ("abc".into(), 1),
-            ("broken".into(), UNUSABLE),
-        ]
-        .into_iter()
-        .collect();
+    fn group_members_are_read_as_digests_of_their_ids() {
+        let keys = IdKeys::new();
         let page = br#"{"totalResults": 2, "Resources": [
             {"id": "g1", "displayName": " sre ", "members": [
                 {"value": "u1", "display": "Ann", "$ref": "https://x/Users/u1"},
-                {"value": "a\u0062c"},
-                {"value": "nested-group", "type": "Group"},
-                {"value": "broken"},
+                {"value": "a\u0062c", "type": "User"},
                 {"display": "no value"}
             ]},
             {"id": "g2", "displayName": "empty", "members": null}
         ]}"#;
-        let decoded = group_decoder(Arc::new(index_of))(page).expect("decodes");
-        let groups: Vec<(String, Option<String>, Vec<u32>)> = decoded
+        let decoded = group_decoder(keys.clone())(page).expect("decodes");
+        let groups: Vec<(String, Option<String>, Vec<IdDigest>)> = decoded
             .resources
             .into_iter()
             .map(|g| (g.id, g.name, g.members))
@@ -1035,57 +926,17 @@ mod tests {
         assert_eq!(
             groups,
             [
-                ("g1".into(), Some("sre".into()), vec![0, 1]),
+                (
+                    "g1".into(),
+                    Some("sre".into()),
+                    vec![keys.digest("u1"), keys.digest("abc")]
+                ),
                 ("g2".into(), Some("empty".into()), vec![]),
             ]
         );
         let bad = br#"{"totalResults": 1, "Resources": [{"id": "g", "members": [{"value": 7}]}]}"#;
-        let err = group_decoder(Arc::new(FxHashMap::default()))(bad)
-            .map(|_| ())
-            .unwrap_err();
+        let err = group_decoder(keys)(bad).map(|_| ()).unwrap_err();
         assert!(err.contains(r#"group "g" has unreadable members"#), "{err}");
-    }
-
-    #[test]
-    fn memberships_are_handed_out_sorted_by_name_and_free_of_duplicates() {
-        let plain = |id: &str| DirectoryUser {
-            subject: Subject::new(id),
-            active: true,
-            email: Email::parse("a@x.com"),
-            name: None,
-            groups: Vec::new(),
-            slack_id: None,
-            picture: None,
-        };
-        let mut users = vec![plain("u0"), plain("u1"), plain("u2")];
-        let group = |id: &str, name: Option<&str>, members: &[u32]| PulledGroup {
-            id: id.into(),
-            name: name.map(str::to_owned),
-            members: members.to_vec(),
-        };
-        let mut memberships = Memberships::default();
-        for pulled in [
-            group("g1", Some("sre"), &[0, 2]),
-            group("g2", Some("dba"), &[0]),
-            // Another group with the same name: one membership, not two.
-            group("g3", Some("sre"), &[0]),
-            group("g4", None, &[1]),
-        ] {
-            memberships.add_group(pulled, 4).expect("distinct ids");
-        }
-        let again = memberships.add_group(group("g1", Some("x"), &[]), 4);
-        assert!(again.unwrap_err().contains("appears twice"));
-        // Listed by the user: by id, by display, and neither (ignored).
-        memberships.add_listed(1, "g2", None);
-        memberships.add_listed(1, "elsewhere", Some("audit"));
-        memberships.add_listed(2, "unknown", None);
-        memberships.hand_out(&mut users);
-        let names = |user: &DirectoryUser| -> Vec<String> {
-            user.groups.iter().map(|g| g.to_string()).collect()
-        };
-        assert_eq!(names(&users[0]), ["dba", "sre"]);
-        assert_eq!(names(&users[1]), ["audit", "dba"]);
-        assert_eq!(names(&users[2]), ["sre"]);
     }
 
     #[test]
