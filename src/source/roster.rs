@@ -11,7 +11,7 @@ use std::hash::BuildHasher;
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{DirectoryUser, GroupName};
+use crate::model::GroupName;
 
 /// Digests directory ids for one read; cheap to clone into page decoders.
 #[derive(Clone)]
@@ -31,7 +31,9 @@ impl IdKeys {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IdDigest(u64, u64);
 
-/// Users and groups as their listings arrive, in any interleaving.
+/// Users and groups as their listings arrive, in any interleaving. Once the group
+/// listing is complete ([`Roster::close_groups`]), every user's groups are known
+/// as soon as the user is.
 #[derive(Default)]
 pub struct Roster {
     /// Every id seen, as a user or as a group member → its slot.
@@ -42,12 +44,20 @@ pub struct Roster {
     user_slots: Vec<u32>,
     /// By group position.
     names: Vec<GroupName>,
-    /// By group position: the members' slots.
+    /// By group position: the members' slots; emptied by `close_groups`.
     members: Vec<Vec<u32>>,
     /// SCIM group id → group position, for the groups users list themselves.
     by_group_id: FxHashMap<String, u32>,
-    /// (user position, group position) that users list themselves.
-    listed: Vec<(u32, u32)>,
+    closed: Option<Closed>,
+}
+
+/// Every slot's groups, once the group listing is complete.
+struct Closed {
+    /// Distinct group names in name order; a group's rank is its index here.
+    ranked: Vec<GroupName>,
+    /// `flat[first[s]..first[s + 1]]`: slot s's ranks, sorted and possibly repeated.
+    first: Vec<u32>,
+    flat: Vec<u32>,
 }
 
 /// Why an entry cannot join the roster; the read cannot be trusted.
@@ -78,18 +88,23 @@ impl Roster {
         })
     }
 
-    /// A listed user; `position` is its place in the directory's users, `None` for
-    /// an entry that could not be keyed (it still counts for duplicates).
-    pub fn add_user(&mut self, id: IdDigest, position: Option<usize>) -> Result<(), RosterError> {
+    /// A listed user, the next in the directory's users; `usable` is false for an
+    /// entry that could not be keyed (it still counts for duplicates). Returns the
+    /// user's groups when the group listing is complete already.
+    pub fn add_user(
+        &mut self,
+        id: IdDigest,
+        usable: bool,
+    ) -> Result<Option<Vec<GroupName>>, RosterError> {
         let slot = self.slot(id)?;
         if std::mem::replace(&mut self.listed_user[slot as usize], true) {
             return Err(RosterError::UserTwice);
         }
-        if let Some(position) = position {
-            debug_assert_eq!(position, self.user_slots.len(), "users arrive in order");
-            self.user_slots.push(slot);
+        if !usable {
+            return Ok(None);
         }
-        Ok(())
+        self.user_slots.push(slot);
+        Ok(self.closed.as_ref().map(|closed| closed.groups_of(slot)))
     }
 
     /// A group with a name; members that are not users of the listing (nested
@@ -100,6 +115,7 @@ impl Roster {
         name: GroupName,
         members: &[IdDigest],
     ) -> Result<(), RosterError> {
+        debug_assert!(self.closed.is_none(), "the group listing is complete");
         let position = u32::try_from(self.names.len()).map_err(|_| RosterError::TooLarge)?;
         match self.by_group_id.entry(id.to_owned()) {
             Entry::Occupied(_) => return Err(RosterError::GroupTwice),
@@ -114,24 +130,10 @@ impl Roster {
         Ok(())
     }
 
-    /// A group a user lists itself (`User.groups`), once both listings are read:
-    /// known by id from the group listing, else by the `display` the user gives.
-    pub fn add_listed(&mut self, user: usize, group_id: &str, display: Option<&str>) {
-        let position = match (self.by_group_id.get(group_id), display) {
-            (Some(&position), _) => position,
-            (None, Some(display)) => {
-                self.names.push(GroupName::new(display));
-                self.members.push(Vec::new());
-                self.names.len() as u32 - 1
-            }
-            (None, None) => return,
-        };
-        self.listed.push((user as u32, position));
-    }
-
-    /// Gives every user its groups, sorted by name and free of duplicates; each
-    /// user's list is allocated once.
-    pub fn hand_out(self, users: &mut [DirectoryUser]) {
+    /// Marks the group listing complete; returns the groups of every user added
+    /// so far, in order. Each list is sorted by name, free of duplicates, and
+    /// allocated once.
+    pub fn close_groups(&mut self) -> Vec<Vec<GroupName>> {
         // Rank the groups by name once (equal names share a rank), so that each
         // user's groups sort as small integers.
         let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
@@ -145,86 +147,98 @@ impl Roster {
             }
             rank[group as usize] = ranked.len() as u32 - 1;
         }
-        // Only slots of listed users matter; count their memberships per slot.
-        let memberships = self
-            .members
+        // Counting sort by slot.
+        let members = std::mem::take(&mut self.members);
+        let memberships = members
             .iter()
-            .enumerate()
-            .flat_map(|(group, slots)| slots.iter().map(move |&slot| (slot, group as u32)))
-            .chain(
-                self.listed
-                    .iter()
-                    .map(|&(user, group)| (self.user_slots[user as usize], group)),
-            )
-            .filter(|&(slot, _)| self.listed_user[slot as usize]);
-        // Counting sort by slot: `first[s]..first[s + 1]` are slot s's ranks in `flat`.
-        let mut first = vec![0u32; self.listed_user.len() + 1];
+            .zip(&rank)
+            .flat_map(|(slots, &rank)| slots.iter().map(move |&slot| (slot, rank)));
+        let slots = self.listed_user.len();
+        let mut first = vec![0u32; slots + 1];
         for (slot, _) in memberships.clone() {
             first[slot as usize + 1] += 1;
         }
         for i in 1..first.len() {
             first[i] += first[i - 1];
         }
-        let mut flat = vec![0u32; first[self.listed_user.len()] as usize];
+        let mut flat = vec![0u32; first[slots] as usize];
         let mut next = first.clone();
-        for (slot, group) in memberships {
-            flat[next[slot as usize] as usize] = rank[group as usize];
+        for (slot, rank) in memberships {
+            flat[next[slot as usize] as usize] = rank;
             next[slot as usize] += 1;
         }
-        drop(next);
-        for (user, &slot) in users.iter_mut().zip(&self.user_slots) {
-            let ranks = &mut flat[first[slot as usize] as usize..first[slot as usize + 1] as usize];
-            ranks.sort_unstable();
-            let mut groups = Vec::with_capacity(ranks.len());
-            let mut previous = None;
-            for &rank in ranks.iter() {
-                if previous != Some(rank) {
-                    groups.push(ranked[rank as usize].clone());
-                    previous = Some(rank);
-                }
-            }
-            user.groups = groups;
+        for slot in 0..slots {
+            flat[first[slot] as usize..first[slot + 1] as usize].sort_unstable();
         }
+        let closed = Closed {
+            ranked,
+            first,
+            flat,
+        };
+        let so_far = self
+            .user_slots
+            .iter()
+            .map(|&slot| closed.groups_of(slot))
+            .collect();
+        self.closed = Some(closed);
+        so_far
+    }
+
+    /// The name of a group a user lists itself (`User.groups`): known by id from
+    /// the group listing, else the `display` the user gives.
+    pub fn listed_group(&self, group_id: &str, display: Option<&str>) -> Option<GroupName> {
+        match self.by_group_id.get(group_id) {
+            Some(&position) => Some(self.names[position as usize].clone()),
+            None => display.map(GroupName::new),
+        }
+    }
+}
+
+impl Closed {
+    fn groups_of(&self, slot: u32) -> Vec<GroupName> {
+        let slot = slot as usize;
+        // Slots first seen after the group listing closed belong to no group.
+        let Some(&end) = self.first.get(slot + 1) else {
+            return Vec::new();
+        };
+        let ranks = &self.flat[self.first[slot] as usize..end as usize];
+        let mut groups = Vec::with_capacity(ranks.len());
+        let mut previous = None;
+        for &rank in ranks {
+            if previous != Some(rank) {
+                groups.push(self.ranked[rank as usize].clone());
+                previous = Some(rank);
+            }
+        }
+        groups
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Email, Subject};
 
-    fn plain(subject: &str) -> DirectoryUser {
-        DirectoryUser {
-            subject: Subject::new(subject),
-            active: true,
-            email: Email::parse("a@x.com"),
-            name: None,
-            groups: Vec::new(),
-            slack_id: None,
-            picture: None,
-        }
-    }
-
-    fn names(user: &DirectoryUser) -> Vec<String> {
-        user.groups.iter().map(|g| g.to_string()).collect()
+    fn names(lists: &[Vec<GroupName>]) -> Vec<Vec<String>> {
+        lists
+            .iter()
+            .map(|groups| groups.iter().map(|g| g.to_string()).collect())
+            .collect()
     }
 
     #[test]
-    fn memberships_are_handed_out_sorted_by_name_and_free_of_duplicates() {
+    fn groups_are_sorted_by_name_free_of_duplicates_and_known_once_listed() {
         let keys = IdKeys::new();
         let id = |text: &str| keys.digest(text);
         let mut roster = Roster::default();
-        // Groups may arrive before, between and after the users they name.
+        // Users may arrive before the group listing is complete, and after.
+        assert_eq!(roster.add_user(id("u0"), true), Ok(None));
         roster
             .add_group("g1", GroupName::new("sre"), &[id("u0"), id("u2")])
             .expect("new group");
-        roster.add_user(id("u0"), Some(0)).expect("new user");
         roster
             .add_group("g2", GroupName::new("dba"), &[id("u0"), id("nested")])
             .expect("new group");
-        roster.add_user(id("broken"), None).expect("new user");
-        roster.add_user(id("u1"), Some(1)).expect("new user");
-        roster.add_user(id("u2"), Some(2)).expect("new user");
+        assert_eq!(roster.add_user(id("broken"), false), Ok(None));
         // Another group with the same name: one membership, not two.
         roster
             .add_group("g3", GroupName::new("sre"), &[id("u0"), id("broken")])
@@ -233,16 +247,29 @@ mod tests {
             roster.add_group("g1", GroupName::new("x"), &[]),
             Err(RosterError::GroupTwice)
         );
-        assert_eq!(roster.add_user(id("u1"), None), Err(RosterError::UserTwice));
-        // Listed by the user: by id, by display, and neither (ignored).
-        roster.add_listed(1, "g2", None);
-        roster.add_listed(1, "elsewhere", Some("audit"));
-        roster.add_listed(2, "unknown", None);
-        let mut users = vec![plain("u0"), plain("u1"), plain("u2")];
-        roster.hand_out(&mut users);
-        assert_eq!(names(&users[0]), ["dba", "sre"]);
-        assert_eq!(names(&users[1]), ["audit", "dba"]);
-        assert_eq!(names(&users[2]), ["sre"]);
+        let so_far = roster.close_groups();
+        assert_eq!(names(&so_far), [vec!["dba", "sre"]]);
+        let later = |roster: &mut Roster, user: &str| {
+            let groups = roster.add_user(id(user), true).expect("new user");
+            names(&[groups.expect("the groups are complete")])
+        };
+        assert_eq!(later(&mut roster, "u1"), [Vec::<String>::new()]);
+        assert_eq!(later(&mut roster, "u2"), [vec!["sre"]]);
+        assert_eq!(
+            later(&mut roster, "new-after-closing"),
+            [Vec::<String>::new()]
+        );
+        assert_eq!(
+            roster.add_user(id("u1"), false),
+            Err(RosterError::UserTwice)
+        );
+        // Groups users list themselves: by id, else by display.
+        assert_eq!(roster.listed_group("g2", None), Some(GroupName::new("dba")));
+        assert_eq!(
+            roster.listed_group("elsewhere", Some("audit")),
+            Some(GroupName::new("audit"))
+        );
+        assert_eq!(roster.listed_group("unknown", None), None);
     }
 
     #[test]

@@ -78,68 +78,37 @@ impl ScimSource {
     pub async fn pull(&self, shutdown: &CancellationToken) -> Result<Directory, SourceError> {
         let keys = IdKeys::new();
         // The two listings are read side by side and share the download slots. The
-        // groups start first: their pages are the larger ones, and are decoded
-        // while the users download.
+        // groups start first: their pages are the larger ones, they are decoded
+        // while the users download, and once they are complete every user leaves
+        // its page with its groups.
         let downloads = Arc::new(Semaphore::new(self.parallel_pages));
-        let roster = Mutex::new(Roster::default());
-        let roster_of = || roster.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut directory = Directory::default();
-        // Memberships users list themselves (`User.groups`): (user position, group
-        // id, display), resolved once the group listing is complete.
-        let mut self_listed: Vec<(usize, String, Option<String>)> = Vec::new();
-        let groups = self.for_each_page(
-            "Groups",
-            shutdown,
-            &downloads,
-            group_decoder(keys.clone()),
-            |group, _total| {
-                let Some(name) = group.name else {
-                    tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
-                    return Ok(());
-                };
-                roster_of()
-                    .add_group(&group.id, GroupName::new(&name), &group.members)
-                    .map_err(|err| roster_error(err, &group.id))
-            },
-        );
+        let gathering = Mutex::new(Gathering::default());
+        let gathered = || gathering.lock().unwrap_or_else(PoisonError::into_inner);
+        let decode_groups = group_decoder(keys.clone());
+        let groups = async {
+            self.for_each_page(
+                "Groups",
+                shutdown,
+                &downloads,
+                decode_groups,
+                |group, _total| gathered().add_group(group),
+            )
+            .await?;
+            gathered().close_groups();
+            Ok(())
+        };
         let users = self.for_each_page(
             "Users",
             shutdown,
             &downloads,
             user_decoder(keys, self.subject_attribute, self.attributes.clone()),
-            |pulled, total| {
-                events::users_pulled(1);
-                let mut roster = roster_of();
-                if directory.is_empty() {
-                    directory.users.reserve_exact(total);
-                    roster.expect_users(total);
-                }
-                let position = directory.users.len();
-                roster
-                    .add_user(pulled.id, pulled.user.is_ok().then_some(position))
-                    .map_err(|err| roster_error(err, &pulled.scim_id))?;
-                match pulled.user {
-                    Ok(user) => {
-                        for group in pulled.listed_groups {
-                            if let Some(id) = group.value {
-                                self_listed.push((position, id, group.display));
-                            }
-                        }
-                        directory.users.push(user);
-                    }
-                    Err(unusable) => directory.unusable.push(unusable),
-                }
-                Ok(())
-            },
+            |user, total| gathered().add_user(user, total),
         );
         tokio::try_join!(groups, users)?;
-
-        let mut roster = roster.into_inner().unwrap_or_else(PoisonError::into_inner);
-        for (user, group_id, display) in self_listed {
-            roster.add_listed(user, &group_id, display.as_deref());
-        }
-        roster.hand_out(&mut directory.users);
-        Ok(directory)
+        let gathering = gathering
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(gathering.finish())
     }
 
     /// Calls `visit` for every resource of `/{resource}`, in order, checking that the
@@ -166,7 +135,20 @@ impl ScimSource {
             let _download = downloads.acquire().await;
             self.get_bytes(&first_url).await?
         };
-        let header: ListHeader = parse(&first_url, &first_body)?;
+        // On the blocking pool, like all parsing: the other listing shares this task.
+        let (first_body, header) = {
+            let url = first_url.clone();
+            tokio::task::spawn_blocking(move || {
+                let header = parse::<ListHeader>(&url, &first_body);
+                (first_body, header)
+            })
+            .await
+            .map_err(|err| SourceError::Unavailable {
+                url: first_url.to_string(),
+                reason: format!("the decoding task failed: {err}"),
+            })?
+        };
+        let header = header?;
         let total = header.total_results;
         let page_len = header.resources.0;
         // The server decides the page size (`itemsPerPage`); our `count` is a wish.
@@ -534,6 +516,75 @@ fn roster_error(err: RosterError, id: &str) -> String {
 struct Mapped {
     slack_id: Option<String>,
     picture: Option<String>,
+}
+
+/// The directory as its two listings arrive.
+#[derive(Default)]
+struct Gathering {
+    roster: Roster,
+    directory: Directory,
+    /// Memberships users list themselves (`User.groups`): (user position, group
+    /// id, display), resolved once both listings are complete.
+    self_listed: Vec<(usize, String, Option<String>)>,
+}
+
+impl Gathering {
+    fn add_user(&mut self, pulled: PulledUser, total: usize) -> Result<(), String> {
+        events::users_pulled(1);
+        if self.directory.is_empty() {
+            self.directory.users.reserve_exact(total);
+            self.roster.expect_users(total);
+        }
+        let groups = self
+            .roster
+            .add_user(pulled.id, pulled.user.is_ok())
+            .map_err(|err| roster_error(err, &pulled.scim_id))?;
+        match pulled.user {
+            Ok(mut user) => {
+                let position = self.directory.users.len();
+                for group in pulled.listed_groups {
+                    if let Some(id) = group.value {
+                        self.self_listed.push((position, id, group.display));
+                    }
+                }
+                user.groups = groups.unwrap_or_default();
+                self.directory.users.push(user);
+            }
+            Err(unusable) => self.directory.unusable.push(unusable),
+        }
+        Ok(())
+    }
+
+    fn add_group(&mut self, group: PulledGroup) -> Result<(), String> {
+        let Some(name) = group.name else {
+            tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
+            return Ok(());
+        };
+        self.roster
+            .add_group(&group.id, GroupName::new(&name), &group.members)
+            .map_err(|err| roster_error(err, &group.id))
+    }
+
+    /// The group listing is complete: the users read so far get their groups.
+    fn close_groups(&mut self) {
+        let so_far = self.roster.close_groups();
+        for (user, groups) in self.directory.users.iter_mut().zip(so_far) {
+            user.groups = groups;
+        }
+    }
+
+    fn finish(mut self) -> Directory {
+        for (position, group_id, display) in self.self_listed {
+            let Some(name) = self.roster.listed_group(&group_id, display.as_deref()) else {
+                continue;
+            };
+            let groups = &mut self.directory.users[position].groups;
+            groups.push(name);
+            groups.sort_unstable();
+            groups.dedup();
+        }
+        self.directory
+    }
 }
 
 /// What the first page's header tells before its resources are parsed.
