@@ -198,8 +198,13 @@ impl Cache {
                 None => batch.remove(subject.as_str().as_bytes()),
             }
         }
-        self.subjects
-            .apply_batch(batch)
+        // sled works synchronously, and now and then at length (page splits, log
+        // segments): on the blocking pool, so the requests the run is sending from
+        // this task keep their pace meanwhile.
+        let subjects = self.subjects.clone();
+        tokio::task::spawn_blocking(move || subjects.apply_batch(batch))
+            .await
+            .map_err(|err| self.unreadable(format!("the writing task failed: {err}")))?
             .map_err(|e| self.store_error(e))?;
         self.db
             .flush_async()
