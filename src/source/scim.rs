@@ -135,18 +135,14 @@ impl ScimSource {
             let _download = downloads.acquire().await;
             self.get_bytes(&first_url).await?
         };
-        // On the blocking pool, like all parsing: the other listing shares this task.
+        // Off this task, like all parsing: the other listing shares it.
         let (first_body, header) = {
             let url = first_url.clone();
-            tokio::task::spawn_blocking(move || {
+            on_blocking_pool(&first_url, move || {
                 let header = parse::<ListHeader>(&url, &first_body);
                 (first_body, header)
             })
-            .await
-            .map_err(|err| SourceError::Unavailable {
-                url: first_url.to_string(),
-                reason: format!("the decoding task failed: {err}"),
-            })?
+            .await?
         };
         let header = header?;
         let total = header.total_results;
@@ -304,15 +300,23 @@ async fn decode_page<T: Send + 'static>(
     url: Url,
     body: Vec<u8>,
 ) -> (Url, Result<ListResponse<T>, SourceError>) {
-    let decoded = tokio::task::spawn_blocking(move || decode(&body)).await;
-    let page = match decoded {
-        Ok(page) => page.map_err(|reason| inconsistent(&url, reason)),
-        Err(err) => Err(SourceError::Unavailable {
+    let page = on_blocking_pool(&url, move || decode(&body))
+        .await
+        .and_then(|page| page.map_err(|reason| inconsistent(&url, reason)));
+    (url, page)
+}
+
+/// Runs parsing work for the page at `url` on the blocking pool.
+async fn on_blocking_pool<R: Send + 'static>(
+    url: &Url,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, SourceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| SourceError::Unavailable {
             url: url.to_string(),
             reason: format!("the decoding task failed: {err}"),
-        }),
-    };
-    (url, page)
+        })
 }
 
 /// Reads a body into one buffer sized from `Content-Length`: a page can be tens of
