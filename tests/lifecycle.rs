@@ -261,6 +261,10 @@ async fn a_failed_or_truncated_read_deactivates_nobody() {
             truncate_users_at: Some(2),
             ..IdpFaults::default()
         },
+        IdpFaults {
+            fail_groups_at_start_index: Some(3),
+            ..IdpFaults::default()
+        },
     ] {
         world.idp.set_faults(faults);
         // A page size of 2 makes the fault hit mid-read.

@@ -426,6 +426,19 @@ async fn an_idp_failure_mid_paging_aborts_and_changes_nothing() {
     })
     .await;
 
+    // The groups are read beside the users: their failure aborts the read as well.
+    h.idp.set_faults(IdpFaults {
+        fail_groups_at_start_index: Some(1),
+        ..IdpFaults::default()
+    });
+    let aborted = h.run().await.expect_err("the run must abort");
+    assert!(
+        aborted.error.to_string().contains("/Groups"),
+        "{}",
+        aborted.error
+    );
+    assert_eq!(h.posts(), 0, "nothing was sent");
+
     // The IdP recovers: the next run syncs everyone.
     h.idp.set_faults(IdpFaults::default());
     let summary = h.run().await.expect("recovered run");

@@ -51,8 +51,7 @@ impl Default for IdpOptions {
     }
 }
 
-/// Scripted SCIM faults on `/Users` (`/Groups` always pages cleanly). Indexes are
-/// SCIM's 1-based `startIndex`.
+/// Scripted SCIM faults, mostly on `/Users`. Indexes are SCIM's 1-based `startIndex`.
 #[derive(Clone, Debug, Default)]
 pub struct IdpFaults {
     /// Answer 500 to any `/Users` page whose `startIndex` is at or after this.
@@ -66,6 +65,8 @@ pub struct IdpFaults {
     /// `totalResults` grows by that page): what offset paging does when entries move
     /// mid-walk. Nothing is lost, every user of that page is seen twice.
     pub duplicate_page: Option<usize>,
+    /// Answer 500 to any `/Groups` page whose `startIndex` is at or after this.
+    pub fail_groups_at_start_index: Option<usize>,
 }
 
 /// One SCIM request as the fake saw it.
@@ -442,6 +443,14 @@ async fn scim_list(
             "Users" => st
                 .users_page(start, count)
                 .ok_or((StatusCode::INTERNAL_SERVER_ERROR, "injected failure")),
+            "Groups"
+                if st
+                    .faults
+                    .fail_groups_at_start_index
+                    .is_some_and(|at| start >= at) =>
+            {
+                Err((StatusCode::INTERNAL_SERVER_ERROR, "injected failure"))
+            }
             "Groups" => Ok((
                 st.directory.groups.len(),
                 window(&st.directory.groups, start, count),
