@@ -410,10 +410,10 @@ fn user_decoder(
     subject_attribute: SubjectAttribute,
     attributes: AttributeMap,
 ) -> Decoder<PulledUser> {
-    let pulled = move |user: ScimUser<'_>, mapped: Mapped| {
+    let pulled = move |mut user: ScimUser<'_>, mapped: Mapped| {
         let id = keys.digest(&user.id);
         let scim_id = user.id.as_ref().into();
-        let listed_groups = user.groups.clone();
+        let listed_groups = std::mem::take(&mut user.groups);
         let user = normalize_user(user, subject_attribute).map(|mut normalized| {
             normalized.slack_id = mapped.slack_id;
             normalized.picture = mapped.picture;
@@ -703,7 +703,7 @@ struct ScimEmail<'a> {
     primary: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct ScimRef {
     value: Option<String>,
     display: Option<String>,
