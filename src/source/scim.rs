@@ -333,10 +333,7 @@ async fn read_body(mut response: reqwest::Response) -> reqwest::Result<Vec<u8>> 
 }
 
 fn parse<T: DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, SourceError> {
-    serde_json::from_slice(body).map_err(|err| SourceError::Inconsistent {
-        url: url.to_string(),
-        reason: format!("not a SCIM ListResponse: {err}"),
-    })
+    read_list(body).map_err(|reason| inconsistent(url, reason))
 }
 
 /// A page fetch that stops when the read is abandoned (an error, a shutdown).
@@ -389,7 +386,8 @@ fn check_page(
 /// Turns one page's bytes into its resources, or says why it cannot.
 type Decoder<T> = Arc<dyn Fn(&[u8]) -> Result<ListResponse<T>, String> + Send + Sync>;
 
-fn decode_list<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<ListResponse<T>, String> {
+/// A SCIM ListResponse, or the part of one that `T` reads, from a page's bytes.
+fn read_list<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|err| format!("not a SCIM ListResponse: {err}"))
 }
 
@@ -428,12 +426,12 @@ fn user_decoder(
     };
     if attributes.is_empty() {
         return Arc::new(move |body| {
-            let page: ListResponse<ScimUser> = decode_list(body)?;
-            Ok(page.map(|user| pulled(user, Mapped::default())))
+            let page: ListResponse<ScimUser> = read_list(body)?;
+            page.try_map(|user| Ok(pulled(user, Mapped::default())))
         });
     }
     Arc::new(move |body| {
-        let page: ListResponse<Value> = decode_list(body)?;
+        let page: ListResponse<Value> = read_list(body)?;
         page.try_map(|value| {
             let read =
                 |path: &Option<AttributePath>| path.as_ref().and_then(|p| attribute(&value, p));
@@ -460,7 +458,7 @@ struct PulledGroup {
 /// from the page's bytes, never copied.
 fn group_decoder(keys: IdKeys) -> Decoder<PulledGroup> {
     Arc::new(move |body| {
-        let page: ListResponse<ScimGroup> = decode_list(body)?;
+        let page: ListResponse<ScimGroup> = read_list(body)?;
         page.try_map(|group| {
             let members = match group.members {
                 Some(members) => member_digests(members, &keys)
@@ -638,14 +636,6 @@ struct ListResponse<T> {
 }
 
 impl<T> ListResponse<T> {
-    fn map<U>(self, each: impl FnMut(T) -> U) -> ListResponse<U> {
-        ListResponse {
-            total_results: self.total_results,
-            items_per_page: self.items_per_page,
-            resources: self.resources.into_iter().map(each).collect(),
-        }
-    }
-
     fn try_map<U>(
         self,
         each: impl FnMut(T) -> Result<U, String>,
