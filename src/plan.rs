@@ -10,8 +10,7 @@ use rustc_hash::{FxHashSet, FxHasher};
 
 use crate::cache::{Records, SubjectRecord, SubjectState};
 use crate::config::{DeactivationLimit, Deprovision};
-use crate::model::{limits, DirectoryUser, Email, Fingerprint, GroupName, Subject};
-use crate::source::Directory;
+use crate::model::{limits, DirectoryUser, Email, Fingerprint, GroupName, Subject, UnusableEntry};
 use crate::target::GatewayUser;
 
 /// What idsync sends for a user: the fields it owns.
@@ -134,20 +133,6 @@ pub struct GuardTripped {
     pub limit: DeactivationLimit,
 }
 
-impl Plan {
-    /// Appends another part's work, keeping its order.
-    fn absorb(&mut self, part: Plan) {
-        self.creates.extend(part.creates);
-        self.updates.extend(part.updates);
-        self.adoptions.extend(part.adoptions);
-        self.deactivations.extend(part.deactivations);
-        self.unchanged += part.unchanged;
-        self.skipped_inactive += part.skipped_inactive;
-        self.invalid.extend(part.invalid);
-        self.still_rejected.extend(part.still_rejected);
-    }
-}
-
 impl std::fmt::Display for GuardTripped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -159,160 +144,191 @@ impl std::fmt::Display for GuardTripped {
     }
 }
 
-/// `inventory`: the gateway's users by e-mail, read when the cache is empty (a
-/// first run against a populated gateway), so existing users are adopted instead of
-/// meeting a 409 each.
-pub fn plan(
-    directory: &Directory,
-    cached: &Records,
-    inventory: Option<&HashMap<String, GatewayUser>>,
-    rules: &Rules,
-) -> Plan {
-    // The leavers are found while the users are planned.
-    let (parts, leavers) = std::thread::scope(|scope| {
-        let leavers = scope.spawn(|| leavers(&directory.users, cached));
-        let shared = shared_emails(&directory.users);
-        let parts = in_parts(&directory.users, |users| {
-            plan_users(users, cached, inventory, &shared, rules)
-        });
-        (parts, leavers.join().expect("finding leavers panicked"))
-    });
+/// Plans a directory while it is read. Users arrive in chunks, in directory order
+/// ([`Planner::add`]), and only what needs doing is kept: memory holds the work
+/// and the records of users not listed yet, never the whole directory. A user's
+/// record leaves `cached` as the user is planned, so the records left at the end
+/// are the leavers'.
+pub struct Planner<'a> {
+    cached: Records,
+    /// Managed, active subjects before the run: the deactivation guard's base.
+    managed: usize,
+    /// The gateway's users by e-mail, read when the cache is empty (a first run
+    /// against a populated gateway), so existing users are adopted instead of
+    /// meeting a 409 each.
+    inventory: Option<HashMap<String, GatewayUser>>,
+    rules: &'a Rules,
+    plan: Plan,
+    /// The e-mail of every active user with a valid one, in directory order.
+    emails: EmailBook,
+    /// Where those users landed in `plan`, by their place in `emails`; the others
+    /// are unchanged.
+    placed: Vec<(u32, Placed)>,
+}
 
-    let mut plan = Plan::default();
-    plan.invalid
-        .extend(directory.unusable.iter().map(|entry| Problem {
-            label: entry.label.clone(),
-            reason: entry.reason.clone(),
-        }));
-    for part in parts {
-        plan.absorb(part);
-    }
-    let mut deactivations = std::mem::take(&mut plan.deactivations);
-    deactivations.extend(leavers);
-    deactivations.sort_by(|a, b| a.key.cmp(&b.key));
+/// A list of [`Plan`] and a position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Placed {
+    Create(usize),
+    Update(usize),
+    Adoption(usize),
+    Invalid(usize),
+    StillRejected(usize),
+}
 
-    if rules.deprovision == Deprovision::Deactivate {
+impl<'a> Planner<'a> {
+    pub fn new(
+        cached: Records,
+        inventory: Option<HashMap<String, GatewayUser>>,
+        rules: &'a Rules,
+    ) -> Self {
         let managed = cached
             .values()
             .filter(|r| r.is_managed() && !r.deactivated)
             .count();
-        let allowed = rules.max_deactivations.allowed(managed);
-        if deactivations.len() > allowed && !rules.allow_mass_deactivation {
-            plan.deactivation_guard = Some(GuardTripped {
-                planned: deactivations.len(),
-                allowed,
-                managed,
-                limit: rules.max_deactivations,
-            });
-        } else {
-            plan.deactivations = deactivations;
+        Self {
+            cached,
+            managed,
+            inventory,
+            rules,
+            plan: Plan::default(),
+            emails: EmailBook::default(),
+            placed: Vec::new(),
         }
     }
-    plan
-}
 
-/// Below this many users per core, a plan is quicker than starting a thread.
-const USERS_PER_THREAD: usize = 20_000;
+    /// Managed, active users before this run.
+    pub fn managed(&self) -> usize {
+        self.managed
+    }
 
-/// Plans consecutive parts of `users` on all cores (each user is planned on its
-/// own), returning the parts in the users' order.
-fn in_parts(users: &[DirectoryUser], plan: impl Fn(&[DirectoryUser]) -> Plan + Sync) -> Vec<Plan> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let part_len = users.len().div_ceil(cores).max(USERS_PER_THREAD);
-    std::thread::scope(|scope| {
-        let mut parts = users.chunks(part_len);
-        let first = parts.next();
-        let others: Vec<_> = parts.map(|part| scope.spawn(|| plan(part))).collect();
-        let mut planned = vec![first.map_or_else(Plan::default, &plan)];
-        planned.extend(
-            others
-                .into_iter()
-                .map(|part| part.join().expect("planning users panicked")),
+    /// Plans the next users of the directory.
+    pub fn add(&mut self, users: Vec<DirectoryUser>) {
+        for user in users {
+            self.plan_user(user);
+        }
+    }
+
+    /// The directory is complete: withdraws users that share an e-mail, finds the
+    /// leavers and applies the deactivation guard. `unusable` are the entries the
+    /// source could not key.
+    pub fn finish(mut self, unusable: Vec<UnusableEntry>) -> Plan {
+        self.withdraw_shared_emails();
+        let mut plan = self.plan;
+        plan.invalid.splice(
+            0..0,
+            unusable.into_iter().map(|entry| Problem {
+                label: entry.label,
+                reason: entry.reason,
+            }),
         );
-        planned
-    })
-}
+        let mut deactivations = std::mem::take(&mut plan.deactivations);
+        deactivations.extend(
+            self.cached
+                .into_iter()
+                .filter(|(_, record)| record.is_managed() && !record.deactivated)
+                .map(|(subject, record)| {
+                    deactivation(subject, record, "no longer in the directory")
+                }),
+        );
+        deactivations.sort_by(|a, b| a.key.cmp(&b.key));
 
-/// Plans these users; `deactivations` holds those made inactive in the directory.
-fn plan_users(
-    users: &[DirectoryUser],
-    cached: &Records,
-    inventory: Option<&HashMap<String, GatewayUser>>,
-    shared_emails: &FxHashSet<&Email>,
-    rules: &Rules,
-) -> Plan {
-    let mut plan = Plan::default();
-    for user in users {
-        let record = cached.get(&user.subject);
+        let rules = self.rules;
+        if rules.deprovision == Deprovision::Deactivate {
+            let allowed = rules.max_deactivations.allowed(self.managed);
+            if deactivations.len() > allowed && !rules.allow_mass_deactivation {
+                plan.deactivation_guard = Some(GuardTripped {
+                    planned: deactivations.len(),
+                    allowed,
+                    managed: self.managed,
+                    limit: rules.max_deactivations,
+                });
+            } else {
+                plan.deactivations = deactivations;
+            }
+        }
+        plan
+    }
+
+    fn plan_user(&mut self, user: DirectoryUser) {
+        let rules = self.rules;
+        let record = self.cached.remove(&user.subject);
         if !user.active {
-            plan.skipped_inactive += 1;
+            self.plan.skipped_inactive += 1;
             if let Some(record) = record.filter(|r| r.is_managed() && !r.deactivated) {
-                plan.deactivations.push(deactivation(
-                    &user.subject,
+                self.plan.deactivations.push(deactivation(
+                    user.subject,
                     record,
                     "inactive in the directory",
                 ));
             }
-            continue;
+            return;
         }
         let email = match &user.email {
-            Ok(email) => email,
+            Ok(email) => email.clone(),
             Err(reason) => {
-                plan.invalid.push(problem(user, reason.clone()));
-                continue;
+                let reason = reason.clone();
+                self.plan.invalid.push(problem(&user, reason));
+                return;
             }
         };
-        if !shared_emails.is_empty() && shared_emails.contains(email) {
-            plan.invalid.push(problem(
-                user,
-                format!("shares the e-mail {email} with another directory user; neither is synced until one changes"),
-            ));
-            continue;
-        }
-        if let Some(reason) = over_limits(user) {
-            plan.invalid.push(problem(user, reason));
-            continue;
+        let ordinal = self.emails.add(&email);
+        let plan = &mut self.plan;
+        let mut place = |placed: Placed| self.placed.push((ordinal, placed));
+        if let Some(reason) = over_limits(&user) {
+            place(Placed::Invalid(plan.invalid.len()));
+            plan.invalid.push(problem(&user, reason));
+            return;
         }
         let fingerprint = user.fingerprint();
-        let profile = || Profile {
-            email: email.clone(),
-            name: user.name.clone(),
-            groups: user.groups.clone(),
-            slack_id: user.slack_id.clone(),
-            picture: user.picture.clone(),
+        let DirectoryUser {
+            subject,
+            name,
+            groups,
+            slack_id,
+            picture,
+            ..
+        } = user;
+        let profile = |email: Email| Profile {
+            email,
+            name,
+            groups,
+            slack_id,
+            picture,
         };
         match record {
             Some(record) if record.is_managed() => {
-                let synced = || SubjectRecord {
-                    fingerprint,
-                    deactivated: false,
-                    ..record.clone()
-                };
                 let changed = rules.update_existing && record.fingerprint != fingerprint;
                 if record.deactivated {
+                    place(Placed::Update(plan.updates.len()));
                     plan.updates.push(UpdateUser {
-                        subject: user.subject.clone(),
+                        subject,
                         key: record.email.clone(),
                         kind: ChangeKind::Reactivate,
-                        profile: rules.update_existing.then(profile),
-                        record: if rules.update_existing {
-                            synced()
-                        } else {
-                            SubjectRecord {
-                                deactivated: false,
-                                ..record.clone()
-                            }
+                        profile: rules.update_existing.then(|| profile(email)),
+                        record: SubjectRecord {
+                            fingerprint: if rules.update_existing {
+                                fingerprint
+                            } else {
+                                record.fingerprint
+                            },
+                            deactivated: false,
+                            ..record
                         },
                         reason: "active in the directory again".into(),
                     });
                 } else if changed {
+                    place(Placed::Update(plan.updates.len()));
                     plan.updates.push(UpdateUser {
-                        subject: user.subject.clone(),
+                        subject,
                         key: record.email.clone(),
                         kind: ChangeKind::Update,
-                        profile: Some(profile()),
-                        record: synced(),
-                        reason: update_reason(record, email),
+                        reason: update_reason(&record, &email),
+                        profile: Some(profile(email)),
+                        record: SubjectRecord {
+                            fingerprint,
+                            ..record
+                        },
                     });
                 } else {
                     plan.unchanged += 1;
@@ -320,14 +336,18 @@ fn plan_users(
             }
             Some(rejected) if rejected.fingerprint == fingerprint => {
                 let detail = rejected.detail.as_deref().unwrap_or("no message");
-                plan.still_rejected.push(problem(
-                    user,
-                    format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
-                ));
+                place(Placed::StillRejected(plan.still_rejected.len()));
+                plan.still_rejected.push(Problem {
+                    label: email.to_string(),
+                    reason: format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
+                });
             }
-            _ => match inventory.and_then(|users| users.get(email.as_str())) {
+            _ => match self
+                .inventory
+                .as_ref()
+                .and_then(|users| users.get(email.as_str()))
+            {
                 Some(existing) => {
-                    let profile = profile();
                     let record = SubjectRecord {
                         email: email.clone(),
                         state: SubjectState::Existing,
@@ -336,12 +356,14 @@ fn plan_users(
                         deactivated: false,
                         updated_at: 0,
                     };
+                    let profile = profile(email);
                     if rules.update_existing
                         && merged(existing, Some(&profile), None, rules) != *existing
                     {
+                        place(Placed::Update(plan.updates.len()));
                         plan.updates.push(UpdateUser {
-                            subject: user.subject.clone(),
-                            key: email.clone(),
+                            subject,
+                            key: profile.email.clone(),
                             kind: ChangeKind::Update,
                             profile: Some(profile),
                             record,
@@ -353,8 +375,9 @@ fn plan_users(
                         } else {
                             Fingerprint::UNVERIFIED
                         };
+                        place(Placed::Adoption(plan.adoptions.len()));
                         plan.adoptions.push(Adoption {
-                            subject: user.subject.clone(),
+                            subject,
                             record: SubjectRecord {
                                 fingerprint,
                                 ..record
@@ -362,71 +385,129 @@ fn plan_users(
                         });
                     }
                 }
-                None => plan.creates.push(CreateUser {
-                    subject: user.subject.clone(),
-                    profile: profile(),
-                    fingerprint,
-                }),
+                None => {
+                    place(Placed::Create(plan.creates.len()));
+                    plan.creates.push(CreateUser {
+                        subject,
+                        profile: profile(email),
+                        fingerprint,
+                    });
+                }
             },
         }
     }
-    plan
-}
 
-/// E-mails that more than one active user holds. An e-mail held by two active
-/// subjects cannot be given to either: the gateway keys users by e-mail, so
-/// whichever came first would silently own both. Found by sorting digests of the
-/// addresses, which is cheaper than counting them in a map of every address.
-fn shared_emails(users: &[DirectoryUser]) -> FxHashSet<&Email> {
-    let digest = |email: &Email| {
-        let mut hasher = FxHasher::default();
-        email.hash(&mut hasher);
-        hasher.finish()
-    };
-    let mut digests: Vec<(u64, &Email)> = users
-        .iter()
-        .filter(|user| user.active)
-        .filter_map(|user| user.email.as_ref().ok())
-        .map(|email| (digest(email), email))
-        .collect();
-    digests.sort_unstable_by_key(|&(digest, _)| digest);
-    let mut shared = FxHashSet::default();
-    // Equal digests are almost always equal addresses; compare them to be sure.
-    for run in digests
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter(|run| run.len() > 1)
-    {
-        for (i, &(_, email)) in run.iter().enumerate() {
-            if let Some(&(_, twin)) = run[i + 1..].iter().find(|&&(_, other)| other == email) {
-                shared.insert(email);
-                shared.insert(twin);
+    /// An e-mail held by two active subjects cannot be given to either: the gateway
+    /// keys users by e-mail, so whichever came first would silently own both. Such
+    /// users are taken back out of the plan and reported, in directory order.
+    fn withdraw_shared_emails(&mut self) {
+        let shared = self.emails.shared();
+        if shared.is_empty() {
+            return;
+        }
+        let mut withdrawn = FxHashSet::default();
+        for &ordinal in &shared {
+            match self.placed.binary_search_by_key(&ordinal, |&(o, _)| o) {
+                Ok(at) => {
+                    withdrawn.insert(self.placed[at].1);
+                }
+                Err(_) => self.plan.unchanged -= 1,
             }
         }
+        let plan = &mut self.plan;
+        drop_withdrawn(&mut plan.creates, &withdrawn, Placed::Create);
+        drop_withdrawn(&mut plan.updates, &withdrawn, Placed::Update);
+        drop_withdrawn(&mut plan.adoptions, &withdrawn, Placed::Adoption);
+        drop_withdrawn(&mut plan.invalid, &withdrawn, Placed::Invalid);
+        drop_withdrawn(&mut plan.still_rejected, &withdrawn, Placed::StillRejected);
+        for ordinal in shared {
+            let email = self.emails.get(ordinal);
+            plan.invalid.push(Problem {
+                label: email.to_owned(),
+                reason: format!("shares the e-mail {email} with another directory user; neither is synced until one changes"),
+            });
+        }
     }
-    shared
 }
 
-/// Managed users the directory no longer lists at all.
-fn leavers(users: &[DirectoryUser], cached: &Records) -> Vec<UpdateUser> {
-    let listed: FxHashSet<&Subject> = users.iter().map(|u| &u.subject).collect();
-    cached
-        .iter()
-        .filter(|(subject, record)| {
-            record.is_managed() && !record.deactivated && !listed.contains(subject)
-        })
-        .map(|(subject, record)| deactivation(subject, record, "no longer in the directory"))
-        .collect()
+/// Removes the entries of `list` that `withdrawn` names through `placed`.
+fn drop_withdrawn<T>(
+    list: &mut Vec<T>,
+    withdrawn: &FxHashSet<Placed>,
+    placed: fn(usize) -> Placed,
+) {
+    let mut position = 0;
+    list.retain(|_| {
+        position += 1;
+        !withdrawn.contains(&placed(position - 1))
+    });
 }
 
-fn deactivation(subject: &Subject, record: &SubjectRecord, reason: &str) -> UpdateUser {
+/// E-mail addresses back to back, numbered in the order they were added: a
+/// million of them take about as many bytes as their text.
+#[derive(Default)]
+struct EmailBook {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl EmailBook {
+    fn add(&mut self, email: &Email) -> u32 {
+        self.text.push_str(email.as_str());
+        self.ends.push(self.text.len());
+        u32::try_from(self.ends.len() - 1).expect("fewer than 4 billion users")
+    }
+
+    fn get(&self, ordinal: u32) -> &str {
+        let ordinal = ordinal as usize;
+        let start = ordinal.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[ordinal]]
+    }
+
+    /// The numbers of the addresses added more than once, in order. Found by
+    /// sorting digests of the addresses, which is cheaper than counting them in a
+    /// map of every address.
+    fn shared(&self) -> Vec<u32> {
+        let digest = |email: &str| {
+            let mut hasher = FxHasher::default();
+            email.hash(&mut hasher);
+            hasher.finish()
+        };
+        let mut digests: Vec<(u64, u32)> = (0..self.ends.len() as u32)
+            .map(|ordinal| (digest(self.get(ordinal)), ordinal))
+            .collect();
+        digests.sort_unstable();
+        let mut shared = Vec::new();
+        // Equal digests are almost always equal addresses; compare them to be sure.
+        for run in digests
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|run| run.len() > 1)
+        {
+            for (i, &(_, ordinal)) in run.iter().enumerate() {
+                let email = self.get(ordinal);
+                if let Some(&(_, twin)) = run[i + 1..]
+                    .iter()
+                    .find(|&&(_, other)| self.get(other) == email)
+                {
+                    shared.extend([ordinal, twin]);
+                }
+            }
+        }
+        shared.sort_unstable();
+        shared.dedup();
+        shared
+    }
+}
+
+fn deactivation(subject: Subject, record: SubjectRecord, reason: &str) -> UpdateUser {
     UpdateUser {
-        subject: subject.clone(),
+        subject,
         key: record.email.clone(),
         kind: ChangeKind::Deactivate,
         profile: None,
         record: SubjectRecord {
             deactivated: true,
-            ..record.clone()
+            ..record
         },
         reason: reason.into(),
     }
@@ -543,11 +624,35 @@ mod tests {
         }
     }
 
+    /// A directory as a source lists it.
+    struct Directory {
+        users: Vec<DirectoryUser>,
+        unusable: Vec<UnusableEntry>,
+    }
+
+    impl Directory {
+        fn len(&self) -> usize {
+            self.users.len() + self.unusable.len()
+        }
+    }
+
     fn directory(users: Vec<DirectoryUser>) -> Directory {
         Directory {
             users,
             unusable: Vec::new(),
         }
+    }
+
+    /// Plans a whole directory at once.
+    fn plan(
+        dir: &Directory,
+        cache: &Records,
+        inventory: Option<&HashMap<String, GatewayUser>>,
+        rules: &Rules,
+    ) -> Plan {
+        let mut planner = Planner::new(cache.clone(), inventory.cloned(), rules);
+        planner.add(dir.users.clone());
+        planner.finish(dir.unusable.clone())
     }
 
     fn record_of(user: &DirectoryUser, state: SubjectState) -> SubjectRecord {
@@ -962,13 +1067,21 @@ mod tests {
     }
 
     #[test]
-    fn a_large_directory_is_planned_in_parts_that_keep_the_directory_order() {
-        let count = 3 * USERS_PER_THREAD + 17;
-        let users: Vec<DirectoryUser> = (0..count)
+    fn a_directory_planned_as_it_arrives_gives_the_plan_of_the_whole() {
+        let count = 5_000;
+        let mut users: Vec<DirectoryUser> = (0..count)
             .map(|i| user(&format!("s{i}"), &format!("u{i}@x.com")))
             .collect();
         // Every third user is managed already; of those, every seventh left.
-        let cache = managed(&users.iter().step_by(3).cloned().collect::<Vec<_>>());
+        let mut cache = managed(&users.iter().step_by(3).cloned().collect::<Vec<_>>());
+        // A managed user and a new one share an e-mail, far apart in the listing.
+        users[4_001].email = Email::parse("u3@x.com");
+        // A managed user that changed, and one rejected before.
+        users[6].name = Some("Renamed".into());
+        cache.insert(
+            users[10].subject.clone(),
+            record_of(&users[10], SubjectState::Rejected),
+        );
         let listed: Vec<DirectoryUser> = users
             .into_iter()
             .enumerate()
@@ -976,18 +1089,31 @@ mod tests {
             .map(|(_, user)| user)
             .collect();
         let dir = directory(listed);
-        let plan = run(&dir, &cache, &lifecycle_without_a_guard());
-        assert_eq!(total(&plan), dir.len());
+        let rules = lifecycle_without_a_guard();
+        let whole = plan(&dir, &cache, None, &rules);
+        assert_eq!(total(&whole), dir.len());
         let leavers = (0..count).filter(|i| i % 21 == 0).count();
-        assert_eq!(plan.deactivations.len(), leavers);
-        let created: Vec<&str> = plan.creates.iter().map(|c| c.subject.as_str()).collect();
+        assert_eq!(whole.deactivations.len(), leavers);
+        assert_eq!(whole.updates.len(), 1);
+        assert_eq!(whole.still_rejected.len(), 1);
+        let shared: Vec<&str> = whole.invalid.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(shared, ["u3@x.com", "u3@x.com"]);
+        let created: Vec<&str> = whole.creates.iter().map(|c| c.subject.as_str()).collect();
         let expected: Vec<&str> = dir
             .users
             .iter()
             .map(|u| u.subject.as_str())
-            .filter(|s| !cache.contains_key(&Subject::new(*s)))
+            .filter(|s| !cache.contains_key(&Subject::new(*s)) && *s != "s4001")
             .collect();
         assert_eq!(created, expected);
+
+        for chunk in [1, 7, 1_000] {
+            let mut planner = Planner::new(cache.clone(), None, &rules);
+            for part in dir.users.chunks(chunk) {
+                planner.add(part.to_vec());
+            }
+            assert_eq!(planner.finish(Vec::new()), whole, "chunks of {chunk}");
+        }
     }
 
     fn lifecycle_without_a_guard() -> Rules {

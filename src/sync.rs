@@ -2,6 +2,7 @@
 //! (and, on a first run, the gateway's inventory) → apply → record each outcome as
 //! it arrives → summary. The only place that writes to the cache.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -14,8 +15,8 @@ use crate::auth::TokenSource;
 use crate::cache::{Cache, CacheError, Records, RunRecord, SubjectRecord, SubjectState};
 use crate::config::{Config, GroupPolicy};
 use crate::events;
-use crate::model::{Email, Fingerprint, Subject};
-use crate::plan::{self, ChangeKind, Plan, Problem, Rules};
+use crate::model::{DirectoryUser, Email, Fingerprint, Subject};
+use crate::plan::{ChangeKind, Plan, Planner, Problem, Rules, UpdateUser};
 use crate::source::scim::ScimSource;
 use crate::source::SourceError;
 use crate::target::{HoopClient, Target, TargetError};
@@ -153,15 +154,6 @@ const USER_AGENT: &str = concat!("idsync/", env!("CARGO_PKG_VERSION"));
 /// Timeout of one directory request; a page of 1,000 users is a few hundred KiB.
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Frees a large value on a thread of its own: a million users take a noticeable
-/// time to free, and nothing needs to wait for it.
-fn free_in_background<T: Send + 'static>(value: T) {
-    // Should the thread not start, the value is freed here instead.
-    let _ = std::thread::Builder::new()
-        .name("idsync-free".into())
-        .spawn(move || drop(value));
-}
-
 fn http_builder(ca_pem: Option<&[u8]>) -> reqwest::Result<reqwest::ClientBuilder> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -280,55 +272,31 @@ impl Syncer {
             adoptions: Vec::new(),
         };
 
-        // The cache loads while the directory downloads.
-        let cached = self.cache.as_ref().map(Cache::subjects_in_background);
-        let mut directory = match self.source.pull(shutdown).await {
-            Ok(directory) => directory,
-            Err(err) => {
-                // The loader holds the cache open: let it finish, so the run leaves
-                // nothing behind (a reload or the next run reopens the cache).
-                if let Some(loading) = cached {
-                    let _ = loading.await;
-                }
-                return Err(run.abort(err.into()));
+        // The cache loads while the directory downloads, and users are planned as
+        // they arrive; nothing is done with the plan unless the whole read succeeds.
+        let stop = shutdown.child_token();
+        let reading = shutdown.child_token();
+        let (users, arriving) = tokio::sync::mpsc::unbounded_channel();
+        let read = self.source.pull(&reading, move |chunk| {
+            // The planner only goes away after an error that also stopped `reading`.
+            let _ = users.send(chunk);
+        });
+        let planning = self.plan_while_reading(arriving, &stop, &reading);
+        let (listing, planned) = tokio::join!(read, planning);
+        let (planner, unusable, dropped) = match (listing, planned) {
+            (_, Err(err)) => return Err(run.abort(err)),
+            (Err(err), _) => return Err(run.abort(err.into())),
+            (Ok(listing), Ok((planner, dropped))) => {
+                run.summary.directory_users = listing.entries;
+                events::directory_read(listing.entries, started.elapsed());
+                (planner, listing.unusable, dropped)
             }
         };
-        run.summary.directory_users = directory.len();
-        events::directory_read(directory.len(), started.elapsed());
-        for (group, members) in self.groups.apply(&mut directory.users) {
+        for (group, members) in dropped {
             events::admin_group_dropped(&group, &self.groups.admin_group, members);
         }
-
-        let cached = match cached {
-            Some(loading) => match loading.await {
-                Ok(cached) => cached,
-                Err(err) => return Err(run.abort(err.into())),
-            },
-            None => Records::default(),
-        };
-        let stop = shutdown.child_token();
-        // A first run against a populated gateway adopts its users instead of
-        // meeting a 409 for each.
-        let inventory = if cached.is_empty() {
-            match self.applier.inventory(&stop).await {
-                Ok(users) => Some(users.into_iter().map(|u| (u.email.clone(), u)).collect()),
-                Err(Outcome::Unauthorized { status, message }) => {
-                    return Err(run.abort(SyncError::TargetRefused { status, message }))
-                }
-                Err(outcome) => {
-                    events::inventory_unavailable(&outcome);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let managed_before = cached
-            .values()
-            .filter(|r| r.is_managed() && !r.deactivated)
-            .count();
-        let plan = plan::plan(&directory, &cached, inventory.as_ref(), &self.rules);
-        free_in_background((directory, cached, inventory));
+        let managed_before = planner.managed();
+        let plan = planner.finish(unusable);
         events::planned(&plan);
         let actions = run.take_plan(plan, self.dry_run);
         if let Err(err) = self.record(&run.adoptions).await {
@@ -396,6 +364,53 @@ impl Syncer {
         }
         run.summary.duration_ms = elapsed_ms(started);
         Ok(run.summary)
+    }
+
+    /// Plans the users `pull` hands out, once the cache's records (and, for an empty
+    /// cache, the gateway's inventory) are in; returns the planner and the IdP groups
+    /// dropped for mapping to the admin group, with their members. An error stops
+    /// `reading`. The cache's loader is always waited for, so a failed run leaves
+    /// the cache closed for a reload or the next run.
+    async fn plan_while_reading(
+        &self,
+        mut arriving: tokio::sync::mpsc::UnboundedReceiver<Vec<DirectoryUser>>,
+        stop: &CancellationToken,
+        reading: &CancellationToken,
+    ) -> Result<(Planner<'_>, BTreeMap<String, usize>), SyncError> {
+        let cached = match &self.cache {
+            Some(cache) => cache.subjects_in_background().await,
+            None => Ok(Records::default()),
+        };
+        let cached = cached.map_err(|err| {
+            reading.cancel();
+            SyncError::from(err)
+        })?;
+        // A first run against a populated gateway adopts its users instead of
+        // meeting a 409 for each.
+        let inventory = if cached.is_empty() {
+            match self.applier.inventory(stop).await {
+                Ok(users) => Some(users.into_iter().map(|u| (u.email.clone(), u)).collect()),
+                Err(Outcome::Unauthorized { status, message }) => {
+                    reading.cancel();
+                    return Err(SyncError::TargetRefused { status, message });
+                }
+                Err(outcome) => {
+                    events::inventory_unavailable(&outcome);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut planner = Planner::new(cached, inventory, &self.rules);
+        let mut dropped = BTreeMap::new();
+        while let Some(mut chunk) = arriving.recv().await {
+            for (group, members) in self.groups.apply(&mut chunk) {
+                *dropped.entry(group).or_default() += members;
+            }
+            planner.add(chunk);
+        }
+        Ok((planner, dropped))
     }
 
     /// Makes outcomes durable; a dry run records nothing.
@@ -577,7 +592,7 @@ impl Run {
 
     fn tally_change(
         &mut self,
-        change: &plan::UpdateUser,
+        change: &UpdateUser,
         outcome: Outcome,
         now: i64,
     ) -> Option<(Subject, Option<SubjectRecord>)> {

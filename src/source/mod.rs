@@ -1,29 +1,20 @@
-//! Directory sources: adapters that read an IdP's directory and return normalized
-//! [`Directory`] data. They never touch the cache or the gateway.
+//! Directory sources: adapters that read an IdP's directory and hand out normalized
+//! users. They never touch the cache or the gateway.
 
 mod roster;
 pub mod scim;
 
 use crate::auth::AuthError;
-use crate::model::{DirectoryUser, UnusableEntry};
+use crate::model::UnusableEntry;
 
-/// Everything one complete read of the directory produced.
+/// What a complete read of the directory tells besides its users, which are
+/// handed out while it reads.
 #[derive(Debug, Default)]
-pub struct Directory {
-    pub users: Vec<DirectoryUser>,
+pub struct Listing {
+    /// Entries the directory listed, usable or not.
+    pub entries: usize,
     /// Entries that could not even be keyed; reported and skipped.
     pub unusable: Vec<UnusableEntry>,
-}
-
-impl Directory {
-    /// Number of entries the directory listed, usable or not.
-    pub fn len(&self) -> usize {
-        self.users.len() + self.unusable.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Why the directory could not be read completely. Every variant aborts the run

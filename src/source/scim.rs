@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::roster::{IdDigest, IdKeys, Roster, RosterError};
-use super::{Directory, SourceError};
+use super::{Listing, SourceError};
 use crate::auth::TokenSource;
 use crate::config::{AttributeMap, AttributePath, SourceConfig, SubjectAttribute};
 use crate::error_chain;
@@ -75,7 +75,14 @@ impl ScimSource {
     }
 
     /// Reads the whole directory: the users, and the groups for their memberships.
-    pub async fn pull(&self, shutdown: &CancellationToken) -> Result<Directory, SourceError> {
+    /// Complete users are handed to `deliver` in directory order as they are read,
+    /// a page or so at a time; what the run does with them stands only once this
+    /// returns `Ok`.
+    pub async fn pull(
+        &self,
+        shutdown: &CancellationToken,
+        mut deliver: impl FnMut(Vec<DirectoryUser>),
+    ) -> Result<Listing, SourceError> {
         let keys = IdKeys::new();
         // The two listings are read side by side and share the download slots. The
         // groups start first: their pages are the larger ones, they are decoded
@@ -91,7 +98,12 @@ impl ScimSource {
                 shutdown,
                 &downloads,
                 decode_groups,
-                |group, _total| gathered().add_group(group),
+                |groups, _total| {
+                    let mut gathering = gathered();
+                    groups
+                        .into_iter()
+                        .try_for_each(|group| gathering.add_group(group))
+                },
             )
             .await?;
             gathered().close_groups();
@@ -102,16 +114,26 @@ impl ScimSource {
             shutdown,
             &downloads,
             user_decoder(keys, self.subject_attribute, self.attributes.clone()),
-            |user, total| gathered().add_user(user, total),
+            |users, total| {
+                let ready = gathered().add_users(users, total)?;
+                if !ready.is_empty() {
+                    deliver(ready);
+                }
+                Ok(())
+            },
         );
         tokio::try_join!(groups, users)?;
-        let gathering = gathering
+        let mut gathering = gathering
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        Ok(gathering.finish())
+        let ready = std::mem::take(&mut gathering.ready);
+        if !ready.is_empty() {
+            deliver(ready);
+        }
+        Ok(gathering.listing)
     }
 
-    /// Calls `visit` for every resource of `/{resource}`, in order, checking that the
+    /// Calls `visit` for every page of `/{resource}`'s resources, in order, checking that the
     /// pages add up to `totalResults`. `decode` turns a page's bytes into resources
     /// on the page's own task, so parsing runs beside downloading and visiting;
     /// `visit` returns an error text when the data is unusable, and gets
@@ -128,7 +150,7 @@ impl ScimSource {
         shutdown: &CancellationToken,
         downloads: &Arc<Semaphore>,
         decode: Decoder<T>,
-        mut visit: impl FnMut(T, usize) -> Result<(), String>,
+        mut visit: impl FnMut(Vec<T>, usize) -> Result<(), String>,
     ) -> Result<(), SourceError> {
         let first_url = self.page_url(resource, 1);
         let first_body = {
@@ -202,9 +224,7 @@ impl ScimSource {
                 page_len,
                 true,
             )?;
-            for resource in page.resources {
-                visit(resource, total).map_err(|reason| inconsistent(&url, reason))?;
-            }
+            visit(page.resources, total).map_err(|reason| inconsistent(&url, reason))?;
         }
         Ok(())
     }
@@ -520,41 +540,47 @@ struct Mapped {
     picture: Option<String>,
 }
 
-/// The directory as its two listings arrive.
+/// The directory as its two listings arrive. Users wait for the group listing to
+/// be complete, then leave with their groups.
 #[derive(Default)]
 struct Gathering {
     roster: Roster,
-    directory: Directory,
-    /// Memberships users list themselves (`User.groups`): (user position, group
-    /// id, display), resolved once both listings are complete.
-    self_listed: Vec<(usize, String, Option<String>)>,
+    listing: Listing,
+    /// Users read before the group listing was complete, with the memberships
+    /// they list themselves (`User.groups`).
+    waiting: Vec<(DirectoryUser, Vec<ScimRef>)>,
+    /// Complete users not handed out yet.
+    ready: Vec<DirectoryUser>,
 }
 
 impl Gathering {
-    fn add_user(&mut self, pulled: PulledUser, total: usize) -> Result<(), String> {
-        events::users_pulled(1);
-        if self.directory.is_empty() {
-            self.directory.users.reserve_exact(total);
+    /// Adds a page of users; returns the users that are complete now.
+    fn add_users(
+        &mut self,
+        page: Vec<PulledUser>,
+        total: usize,
+    ) -> Result<Vec<DirectoryUser>, String> {
+        events::users_pulled(page.len());
+        if self.listing.entries == 0 {
             self.roster.expect_users(total);
         }
-        let groups = self
-            .roster
-            .add_user(pulled.id, pulled.user.is_ok())
-            .map_err(|err| roster_error(err, &pulled.scim_id))?;
-        match pulled.user {
-            Ok(mut user) => {
-                let position = self.directory.users.len();
-                for group in pulled.listed_groups {
-                    if let Some(id) = group.value {
-                        self.self_listed.push((position, id, group.display));
-                    }
+        for pulled in page {
+            self.listing.entries += 1;
+            let groups = self
+                .roster
+                .add_user(pulled.id, pulled.user.is_ok())
+                .map_err(|err| roster_error(err, &pulled.scim_id))?;
+            match (pulled.user, groups) {
+                (Ok(mut user), Some(groups)) => {
+                    user.groups = groups;
+                    let user = with_listed_groups(&self.roster, user, pulled.listed_groups);
+                    self.ready.push(user);
                 }
-                user.groups = groups.unwrap_or_default();
-                self.directory.users.push(user);
+                (Ok(user), None) => self.waiting.push((user, pulled.listed_groups)),
+                (Err(unusable), _) => self.listing.unusable.push(unusable),
             }
-            Err(unusable) => self.directory.unusable.push(unusable),
         }
-        Ok(())
+        Ok(std::mem::take(&mut self.ready))
     }
 
     fn add_group(&mut self, group: PulledGroup) -> Result<(), String> {
@@ -570,23 +596,29 @@ impl Gathering {
     /// The group listing is complete: the users read so far get their groups.
     fn close_groups(&mut self) {
         let so_far = self.roster.close_groups();
-        for (user, groups) in self.directory.users.iter_mut().zip(so_far) {
+        for ((mut user, listed), groups) in self.waiting.drain(..).zip(so_far) {
             user.groups = groups;
+            let user = with_listed_groups(&self.roster, user, listed);
+            self.ready.push(user);
         }
     }
+}
 
-    fn finish(mut self) -> Directory {
-        for (position, group_id, display) in self.self_listed {
-            let Some(name) = self.roster.listed_group(&group_id, display.as_deref()) else {
-                continue;
-            };
-            let groups = &mut self.directory.users[position].groups;
-            groups.push(name);
-            groups.sort_unstable();
-            groups.dedup();
-        }
-        self.directory
+/// Adds the groups a user lists itself, once the group listing is complete.
+fn with_listed_groups(
+    roster: &Roster,
+    mut user: DirectoryUser,
+    listed: Vec<ScimRef>,
+) -> DirectoryUser {
+    let before = user.groups.len();
+    user.groups.extend(listed.into_iter().filter_map(|group| {
+        roster.listed_group(group.value.as_deref()?, group.display.as_deref())
+    }));
+    if user.groups.len() > before {
+        user.groups.sort_unstable();
+        user.groups.dedup();
     }
+    user
 }
 
 /// What the first page's header tells before its resources are parsed.
