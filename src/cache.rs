@@ -50,9 +50,162 @@ pub enum CacheError {
     Unreadable { path: PathBuf, reason: String },
 }
 
-/// Every subject's record, as the planner reads them. Keys come from the IdP (a
-/// party idsync trusts), so the fast non-cryptographic hasher is safe here.
-pub type Records = rustc_hash::FxHashMap<Subject, SubjectRecord>;
+/// Every subject's record, as the planner reads them: one list ordered by a hash
+/// of the subject, with an index of where each range of hashes starts. A million
+/// records take less than half the memory of a hash map, which would also hold
+/// its old table beside the new while it grows; a lookup still reads one or two
+/// entries. A record taken out leaves a hole. Keys come from the IdP (a party
+/// idsync trusts), so the fast non-cryptographic hash is safe here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    entries: Vec<Entry>,
+    /// `entries[starts[b]..starts[b + 1]]` are those whose hash has the top bits `b`.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    hash: u64,
+    subject: Subject,
+    record: Option<SubjectRecord>,
+}
+
+fn hash_of(subject: &Subject) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = rustc_hash::FxHasher::default();
+    subject.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Records {
+    /// Orders and indexes `entries`, which hold each subject once.
+    fn indexed(mut entries: Vec<Entry>) -> Self {
+        entries.sort_unstable_by_key(|entry| entry.hash);
+        let buckets = entries.len().next_power_of_two();
+        let mut starts = Vec::with_capacity(buckets + 1);
+        let mut at = 0;
+        for bucket in 0..buckets {
+            while at < entries.len() && Self::bucket(entries[at].hash, buckets) < bucket {
+                at += 1;
+            }
+            starts.push(at);
+        }
+        starts.push(entries.len());
+        Self {
+            len: entries.iter().filter(|e| e.record.is_some()).count(),
+            entries,
+            starts,
+        }
+    }
+
+    fn bucket(hash: u64, buckets: usize) -> usize {
+        // The top bits; `buckets` is a power of two.
+        hash.checked_shr(64 - buckets.trailing_zeros()).unwrap_or(0) as usize
+    }
+
+    fn position(&self, subject: &Subject) -> Option<usize> {
+        let buckets = self.starts.len().checked_sub(1)?;
+        let hash = hash_of(subject);
+        let bucket = Self::bucket(hash, buckets);
+        (self.starts[bucket]..self.starts[bucket + 1])
+            .find(|&at| self.entries[at].hash == hash && self.entries[at].subject == *subject)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, subject: &Subject) -> Option<&SubjectRecord> {
+        self.entries[self.position(subject)?].record.as_ref()
+    }
+
+    pub fn contains_key(&self, subject: &Subject) -> bool {
+        self.get(subject).is_some()
+    }
+
+    pub fn remove(&mut self, subject: &Subject) -> Option<SubjectRecord> {
+        let at = self.position(subject)?;
+        let record = self.entries[at].record.take();
+        self.len -= usize::from(record.is_some());
+        record
+    }
+
+    /// Adds or replaces a record; this re-indexes the whole list, so it is for
+    /// small lists (tests).
+    pub fn insert(&mut self, subject: Subject, record: SubjectRecord) -> Option<SubjectRecord> {
+        if let Some(at) = self.position(&subject) {
+            let before = self.entries[at].record.replace(record);
+            self.len += usize::from(before.is_none());
+            return before;
+        }
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.push(Entry {
+            hash: hash_of(&subject),
+            subject,
+            record: Some(record),
+        });
+        *self = Self::indexed(entries);
+        None
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &SubjectRecord> {
+        self.entries
+            .iter()
+            .filter_map(|entry| entry.record.as_ref())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut SubjectRecord> {
+        self.entries
+            .iter_mut()
+            .filter_map(|entry| entry.record.as_mut())
+    }
+}
+
+impl IntoIterator for Records {
+    type Item = (Subject, SubjectRecord);
+    type IntoIter = Box<dyn Iterator<Item = (Subject, SubjectRecord)>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(
+            self.entries
+                .into_iter()
+                .filter_map(|entry| Some((entry.subject, entry.record?))),
+        )
+    }
+}
+
+impl Extend<(Subject, SubjectRecord)> for Records {
+    fn extend<I: IntoIterator<Item = (Subject, SubjectRecord)>>(&mut self, records: I) {
+        for (subject, record) in records {
+            self.insert(subject, record);
+        }
+    }
+}
+
+impl FromIterator<(Subject, SubjectRecord)> for Records {
+    /// A subject given twice keeps its last record.
+    fn from_iter<I: IntoIterator<Item = (Subject, SubjectRecord)>>(records: I) -> Self {
+        let mut by_subject: Vec<(Subject, SubjectRecord)> = records.into_iter().collect();
+        by_subject.reverse();
+        by_subject.sort_by(|a, b| a.0.cmp(&b.0));
+        by_subject.dedup_by(|later, earlier| later.0 == earlier.0);
+        Self::indexed(
+            by_subject
+                .into_iter()
+                .map(|(subject, record)| Entry {
+                    hash: hash_of(&subject),
+                    subject,
+                    record: Some(record),
+                })
+                .collect(),
+        )
+    }
+}
 
 /// What idsync knows about one subject in the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,8 +435,8 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
         path: path.to_owned(),
         reason,
     };
-    // No `tree.len()` to size the map: sled counts by walking the whole tree.
-    let mut records = Records::default();
+    // No `tree.len()` to size the list: sled counts by walking the whole tree.
+    let mut entries = Vec::new();
     for entry in tree.iter() {
         let (key, value) = entry.map_err(|source| CacheError::Store {
             path: path.to_owned(),
@@ -292,9 +445,13 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
         let subject = Subject::new(String::from_utf8_lossy(&key).into_owned());
         let record = serde_json::from_slice(&value)
             .map_err(|err| unreadable(format!("record of subject {subject}: {err}")))?;
-        records.insert(subject, record);
+        entries.push(Entry {
+            hash: hash_of(&subject),
+            subject,
+            record: Some(record),
+        });
     }
-    Ok(records)
+    Ok(Records::indexed(entries))
 }
 
 fn sequence_of(key: &[u8]) -> u64 {
@@ -332,9 +489,49 @@ mod tests {
         let cache = Cache::open(dir.path()).expect("reopen");
         let subjects = cache.subjects_in_background().await.expect("subjects");
         assert_eq!(
-            subjects[&Subject::new("s1")],
-            record("a@x.com", SubjectState::Created)
+            subjects.get(&Subject::new("s1")),
+            Some(&record("a@x.com", SubjectState::Created))
         );
+    }
+
+    #[test]
+    fn records_are_found_taken_and_left_by_subject() {
+        let subjects: Vec<Subject> = (0..1_000).map(|i| Subject::new(format!("s{i}"))).collect();
+        let mut records: Records = subjects
+            .iter()
+            .map(|s| (s.clone(), record("a@x.com", SubjectState::Created)))
+            .chain([(
+                subjects[7].clone(),
+                record("b@x.com", SubjectState::Existing),
+            )])
+            .collect();
+        assert_eq!(records.len(), 1_000, "a subject given twice is one record");
+        assert_eq!(
+            records.get(&subjects[7]).map(|r| r.state),
+            Some(SubjectState::Existing)
+        );
+        assert!(records.get(&Subject::new("unknown")).is_none());
+        for subject in subjects.iter().step_by(2) {
+            assert!(records.remove(subject).is_some(), "{subject}");
+            assert!(records.remove(subject).is_none(), "taken once");
+        }
+        assert_eq!(records.len(), 500);
+        assert!(!records.contains_key(&subjects[0]) && records.contains_key(&subjects[1]));
+        records.insert(
+            subjects[0].clone(),
+            record("c@x.com", SubjectState::Rejected),
+        );
+        let mut left: Vec<String> = records.into_iter().map(|(s, _)| s.to_string()).collect();
+        left.sort();
+        let mut expected: Vec<String> = subjects
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1 || *i == 0)
+            .map(|(_, s)| s.to_string())
+            .collect();
+        expected.sort();
+        assert_eq!(left, expected);
+        assert!(Records::default().get(&subjects[0]).is_none());
     }
 
     #[test]

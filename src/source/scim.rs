@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +29,10 @@ use crate::model::{DirectoryUser, Email, GroupName, Subject, UnusableEntry};
 use crate::retry::{self, Backoff, Class};
 
 const SCIM_JSON: &str = "application/scim+json, application/json";
+
+/// Users read before the group listing is complete wait for it in memory; beyond
+/// this many, no more user pages are requested until it is.
+const MAX_WAITING_USERS: usize = 20_000;
 
 /// Transient directory failures are retried briefly; a longer outage fails the run,
 /// and the next scheduled run tries again.
@@ -84,11 +89,13 @@ impl ScimSource {
         mut deliver: impl FnMut(Vec<DirectoryUser>),
     ) -> Result<Listing, SourceError> {
         let keys = IdKeys::new();
-        // The two listings are read side by side and share the download slots. The
-        // groups start first: their pages are the larger ones, they are decoded
-        // while the users download, and once they are complete every user leaves
-        // its page with its groups.
+        // The groups are read first. A user read before they are complete must be
+        // held until they are, so the users join in only once every group page has
+        // been requested, sharing the download slots, and stop requesting pages
+        // while more than `MAX_WAITING_USERS` wait for the groups.
         let downloads = Arc::new(Semaphore::new(self.parallel_pages));
+        let groups_requested = tokio::sync::Notify::new();
+        let (groups_complete, groups_completed) = tokio::sync::watch::channel(false);
         let gathering = Mutex::new(Gathering::default());
         let gathered = || gathering.lock().unwrap_or_else(PoisonError::into_inner);
         let decode_groups = group_decoder(keys.clone());
@@ -104,24 +111,46 @@ impl ScimSource {
                         .into_iter()
                         .try_for_each(|group| gathering.add_group(group))
                 },
+                Pacing {
+                    requested_all: || groups_requested.notify_one(),
+                    before_next: || std::future::ready(()),
+                },
             )
             .await?;
             gathered().close_groups();
+            groups_complete.send_replace(true);
             Ok(())
         };
-        let users = self.for_each_page(
-            "Users",
-            shutdown,
-            &downloads,
-            user_decoder(keys, self.subject_attribute, self.attributes.clone()),
-            |users, total| {
-                let ready = gathered().add_users(users, total)?;
-                if !ready.is_empty() {
-                    deliver(ready);
-                }
-                Ok(())
-            },
-        );
+        let users = async {
+            groups_requested.notified().await;
+            self.for_each_page(
+                "Users",
+                shutdown,
+                &downloads,
+                user_decoder(keys, self.subject_attribute, self.attributes.clone()),
+                |users, total| {
+                    let ready = gathered().add_users(users, total)?;
+                    if !ready.is_empty() {
+                        deliver(ready);
+                    }
+                    Ok(())
+                },
+                Pacing {
+                    requested_all: || (),
+                    before_next: || {
+                        let waiting = gathered().waiting.len();
+                        let mut completed = groups_completed.clone();
+                        async move {
+                            if waiting > MAX_WAITING_USERS {
+                                // Closed: the group listing failed, and so does the read.
+                                let _ = completed.wait_for(|complete| *complete).await;
+                            }
+                        }
+                    },
+                },
+            )
+            .await
+        };
         tokio::try_join!(groups, users)?;
         let mut gathering = gathering
             .into_inner()
@@ -137,20 +166,22 @@ impl ScimSource {
     /// pages add up to `totalResults`. `decode` turns a page's bytes into resources
     /// on the page's own task, so parsing runs beside downloading and visiting;
     /// `visit` returns an error text when the data is unusable, and gets
-    /// `totalResults` to size its collections.
+    /// `totalResults` to size its collections. `pacing` keeps step with the other
+    /// listing.
     ///
     /// Only the first page's header is read before the other pages are requested: it
     /// tells the total and the server's page size, and the rest sit at fixed offsets
     /// (SCIM's `startIndex` paging allows it). A download holds one of `downloads`
     /// (`parallel_pages` of them), and one more page may be parsed or waiting, so
     /// the next download runs while this page is visited.
-    async fn for_each_page<T: Send + 'static>(
+    async fn for_each_page<T: Send + 'static, Paced: Future<Output = ()>>(
         &self,
         resource: &str,
         shutdown: &CancellationToken,
         downloads: &Arc<Semaphore>,
         decode: Decoder<T>,
         mut visit: impl FnMut(Vec<T>, usize) -> Result<(), String>,
+        pacing: Pacing<impl FnOnce(), impl Fn() -> Paced>,
     ) -> Result<(), SourceError> {
         let first_url = self.page_url(resource, 1);
         let first_body = {
@@ -172,7 +203,7 @@ impl ScimSource {
         // The server decides the page size (`itemsPerPage`); our `count` is a wish.
         let promised = header.items_per_page.unwrap_or(self.page_size as usize);
         check_page(&first_url, total, page_len, 1, total, promised, false)?;
-        let mut starts = (1 + page_len..=total).step_by(page_len.max(1));
+        let mut starts = (1 + page_len..=total).step_by(page_len.max(1)).peekable();
         let fetch = |start: usize| {
             let (source, url) = (self.clone(), self.page_url(resource, start));
             let (downloads, decode) = (downloads.clone(), decode.clone());
@@ -201,7 +232,17 @@ impl ScimSource {
         let mut pending: VecDeque<_> = std::iter::once(first)
             .chain(starts.by_ref().take(self.parallel_pages).map(fetch))
             .collect();
+        let Pacing {
+            requested_all,
+            before_next,
+        } = pacing;
+        let mut requested_all = Some(requested_all);
         while let Some((start, mut task)) = pending.pop_front() {
+            if starts.peek().is_none() {
+                if let Some(announce) = requested_all.take() {
+                    announce();
+                }
+            }
             let (url, page) = (&mut task.0)
                 .await
                 .map_err(|err| SourceError::Unavailable {
@@ -212,6 +253,7 @@ impl ScimSource {
             if shutdown.is_cancelled() {
                 return Err(SourceError::Interrupted);
             }
+            before_next().await;
             pending.extend(starts.next().map(fetch));
             // Pages sit at fixed offsets: any other size would skip or repeat entries.
             let received = page.resources.len();
@@ -225,6 +267,10 @@ impl ScimSource {
                 true,
             )?;
             visit(page.resources, total).map_err(|reason| inconsistent(&url, reason))?;
+        }
+        // A listing of one page.
+        if let Some(announce) = requested_all {
+            announce();
         }
         Ok(())
     }
@@ -401,6 +447,14 @@ fn check_page(
         )));
     }
     Ok(())
+}
+
+/// How a listing keeps step with the other: `requested_all` is called once every
+/// page has been requested, and `before_next` is awaited before each request after
+/// the first `parallel_pages + 1` pages.
+struct Pacing<Announce, Wait> {
+    requested_all: Announce,
+    before_next: Wait,
 }
 
 /// Turns one page's bytes into its resources, or says why it cannot.
