@@ -3,6 +3,7 @@
 //! it arrives → summary. The only place that writes to the cache.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -154,6 +155,40 @@ const USER_AGENT: &str = concat!("idsync/", env!("CARGO_PKG_VERSION"));
 /// Timeout of one directory request; a page of 1,000 users is a few hundred KiB.
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Users read but not planned yet. Planning starts once the cache is loaded, and
+/// a fast directory must not pile up users in memory meanwhile.
+#[derive(Default)]
+struct Backlog {
+    users: AtomicUsize,
+    planned: tokio::sync::Notify,
+}
+
+impl Backlog {
+    /// Users the read may run ahead of the planner (a page or two more at times).
+    const ROOM: usize = 50_000;
+
+    fn added(&self, users: usize) {
+        self.users.fetch_add(users, Ordering::Relaxed);
+    }
+
+    fn planned(&self, users: usize) {
+        self.users.fetch_sub(users, Ordering::Relaxed);
+        self.planned.notify_waiters();
+    }
+
+    /// Returns once the planner has caught up to within [`Backlog::ROOM`].
+    async fn room(&self) {
+        loop {
+            // Created before the check, so no wake-up in between is missed.
+            let planned = self.planned.notified();
+            if self.users.load(Ordering::Relaxed) <= Self::ROOM {
+                return;
+            }
+            planned.await;
+        }
+    }
+}
+
 fn http_builder(ca_pem: Option<&[u8]>) -> reqwest::Result<reqwest::ClientBuilder> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -277,11 +312,23 @@ impl Syncer {
         let stop = shutdown.child_token();
         let reading = shutdown.child_token();
         let (users, arriving) = tokio::sync::mpsc::unbounded_channel();
-        let read = self.source.pull(&reading, move |chunk| {
-            // The planner only goes away after an error that also stopped `reading`.
-            let _ = users.send(chunk);
-        });
-        let planning = self.plan_while_reading(arriving, &stop, &reading);
+        let backlog = &Backlog::default();
+        let read = self.source.pull(
+            &reading,
+            // Owns the sender: the planner's loop ends when the read does.
+            move |chunk| {
+                backlog.added(chunk.len());
+                // The planner only goes away after an error that also stopped `reading`.
+                let _ = users.send(chunk);
+            },
+            || async {
+                tokio::select! {
+                    () = backlog.room() => {}
+                    () = reading.cancelled() => {}
+                }
+            },
+        );
+        let planning = self.plan_while_reading(arriving, backlog, &stop, &reading);
         let (listing, planned) = tokio::join!(read, planning);
         let (planner, unusable, dropped) = match (listing, planned) {
             (_, Err(err)) => return Err(run.abort(err)),
@@ -374,6 +421,7 @@ impl Syncer {
     async fn plan_while_reading(
         &self,
         mut arriving: tokio::sync::mpsc::UnboundedReceiver<Vec<DirectoryUser>>,
+        backlog: &Backlog,
         stop: &CancellationToken,
         reading: &CancellationToken,
     ) -> Result<(Planner<'_>, BTreeMap<String, usize>), SyncError> {
@@ -405,10 +453,12 @@ impl Syncer {
         let mut planner = Planner::new(cached, inventory, &self.rules);
         let mut dropped = BTreeMap::new();
         while let Some(mut chunk) = arriving.recv().await {
+            let planned = chunk.len();
             for (group, members) in self.groups.apply(&mut chunk) {
                 *dropped.entry(group).or_default() += members;
             }
             planner.add(chunk);
+            backlog.planned(planned);
         }
         Ok((planner, dropped))
     }
@@ -683,4 +733,30 @@ impl Run {
 
 fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_read_waits_while_the_planner_is_behind() {
+        let backlog = Backlog::default();
+        backlog.added(Backlog::ROOM);
+        tokio::time::timeout(Duration::from_millis(50), backlog.room())
+            .await
+            .expect("a full allowance still has room");
+        backlog.added(1_000);
+        let mut waiting = std::pin::pin!(backlog.room());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), waiting.as_mut())
+                .await
+                .is_err(),
+            "over the allowance, the read waits"
+        );
+        backlog.planned(1_000);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("planning wakes the read");
+    }
 }

@@ -82,11 +82,13 @@ impl ScimSource {
     /// Reads the whole directory: the users, and the groups for their memberships.
     /// Complete users are handed to `deliver` in directory order as they are read,
     /// a page or so at a time; what the run does with them stands only once this
-    /// returns `Ok`.
-    pub async fn pull(
+    /// returns `Ok`. `room` is awaited before each users page is requested, so the
+    /// receiver can make the read wait for it.
+    pub async fn pull<Room: Future<Output = ()>>(
         &self,
         shutdown: &CancellationToken,
         mut deliver: impl FnMut(Vec<DirectoryUser>),
+        room: impl Fn() -> Room,
     ) -> Result<Listing, SourceError> {
         let keys = IdKeys::new();
         // The groups are read first. A user read before they are complete must be
@@ -140,11 +142,13 @@ impl ScimSource {
                     before_next: || {
                         let waiting = gathered().waiting.len();
                         let mut completed = groups_completed.clone();
+                        let room = room();
                         async move {
                             if waiting > MAX_WAITING_USERS {
                                 // Closed: the group listing failed, and so does the read.
                                 let _ = completed.wait_for(|complete| *complete).await;
                             }
+                            room.await;
                         }
                     },
                 },
