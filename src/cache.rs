@@ -64,6 +64,15 @@ pub struct Records {
     len: usize,
 }
 
+/// What [`Records::take`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    Absent,
+    Record(SubjectRecord),
+    /// The record was taken out before.
+    Before,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     hash: u64,
@@ -128,11 +137,19 @@ impl Records {
         self.get(subject).is_some()
     }
 
-    pub fn remove(&mut self, subject: &Subject) -> Option<SubjectRecord> {
-        let at = self.position(subject)?;
-        let record = self.entries[at].record.take();
-        self.len -= usize::from(record.is_some());
-        record
+    /// Takes a subject's record out, telling a subject never recorded from one
+    /// whose record was taken before.
+    pub fn take(&mut self, subject: &Subject) -> Taken {
+        let Some(at) = self.position(subject) else {
+            return Taken::Absent;
+        };
+        match self.entries[at].record.take() {
+            Some(record) => {
+                self.len -= 1;
+                Taken::Record(record)
+            }
+            None => Taken::Before,
+        }
     }
 
     /// Adds or replaces a record; this re-indexes the whole list, so it is for
@@ -512,9 +529,13 @@ mod tests {
         );
         assert!(records.get(&Subject::new("unknown")).is_none());
         for subject in subjects.iter().step_by(2) {
-            assert!(records.remove(subject).is_some(), "{subject}");
-            assert!(records.remove(subject).is_none(), "taken once");
+            assert!(
+                matches!(records.take(subject), Taken::Record(_)),
+                "{subject}"
+            );
+            assert_eq!(records.take(subject), Taken::Before);
         }
+        assert_eq!(records.take(&Subject::new("unknown")), Taken::Absent);
         assert_eq!(records.len(), 500);
         assert!(!records.contains_key(&subjects[0]) && records.contains_key(&subjects[1]));
         records.insert(

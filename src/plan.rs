@@ -1,6 +1,7 @@
 //! The diff: what the directory says versus what the cache remembers (and, on a
-//! first run, what the gateway already holds), as a list of actions. Pure: no
-//! clock, no I/O, so every rule is a table test below.
+//! first run, what the gateway already holds), as a list of actions, built while
+//! the directory is read. Pure: no clock, no I/O, so every rule is a table test
+//! below.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use std::hash::{Hash, Hasher};
 
 use rustc_hash::{FxHashSet, FxHasher};
 
-use crate::cache::{Records, SubjectRecord, SubjectState};
+use crate::cache::{Records, SubjectRecord, SubjectState, Taken};
 use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{limits, DirectoryUser, Email, Fingerprint, GroupName, Subject, UnusableEntry};
 use crate::target::GatewayUser;
@@ -252,7 +253,19 @@ impl<'a> Planner<'a> {
 
     fn plan_user(&mut self, user: DirectoryUser) {
         let rules = self.rules;
-        let record = self.cached.remove(&user.subject);
+        let record = match self.cached.take(&user.subject) {
+            Taken::Record(record) => Some(record),
+            Taken::Absent => None,
+            // Only possible with `subject_attribute = "externalId"`; SCIM ids are unique.
+            Taken::Before => {
+                let reason = format!(
+                    "another directory user has the same subject {}; only the first is synced",
+                    user.subject
+                );
+                self.plan.invalid.push(problem(&user, reason));
+                return;
+            }
+        };
         if !user.active {
             self.plan.skipped_inactive += 1;
             if let Some(record) = record.filter(|r| r.is_managed() && !r.deactivated) {
@@ -1121,6 +1134,18 @@ mod tests {
             max_deactivations: DeactivationLimit::Count(u32::MAX),
             ..lifecycle()
         }
+    }
+
+    #[test]
+    fn plan_a_subject_listed_twice_is_synced_once() {
+        let ann = user("s1", "ann@x.com");
+        let twin = user("s1", "other@x.com");
+        let cache = cached(&ann, SubjectState::Created);
+        let plan = run(&directory(vec![ann, twin]), &cache, &lifecycle());
+        assert_eq!((plan.unchanged, plan.creates.len()), (1, 0));
+        assert_eq!(plan.invalid.len(), 1);
+        assert_eq!(plan.invalid[0].label, "other@x.com");
+        assert!(plan.invalid[0].reason.contains("same subject s1"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! One run: pull the directory → apply the groups policy → plan against the cache
-//! (and, on a first run, the gateway's inventory) → apply → record each outcome as
-//! it arrives → summary. The only place that writes to the cache.
+//! One run: pull the directory, and plan its users against the cache (and, on a
+//! first run, the gateway's inventory) through the groups policy as they arrive →
+//! apply → record each outcome as it arrives → summary. The only place that writes
+//! to the cache.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
