@@ -166,10 +166,10 @@ impl ScimSource {
         Ok(gathering.listing)
     }
 
-    /// Calls `visit` for every page of `/{resource}`'s resources, in order, checking that the
-    /// pages add up to `totalResults`. `decode` turns a page's bytes into resources
-    /// on the page's own task, so parsing runs beside downloading and visiting;
-    /// `visit` returns an error text when the data is unusable, and gets
+    /// Calls `visit` with every page of `/{resource}`'s resources, in order, checking
+    /// that the pages add up to `totalResults`. `decode` turns a page's bytes into
+    /// resources on the page's own task, so parsing runs beside downloading and
+    /// visiting; `visit` returns an error text when the data is unusable, and gets
     /// `totalResults` to size its collections. `pacing` keeps step with the other
     /// listing.
     ///
