@@ -81,10 +81,8 @@ struct Entry {
 }
 
 fn hash_of(subject: &Subject) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = rustc_hash::FxHasher::default();
-    subject.hash(&mut hasher);
-    hasher.finish()
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(subject)
 }
 
 impl Records {

@@ -4,10 +4,9 @@
 //! below.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
-use std::hash::{Hash, Hasher};
-
-use rustc_hash::{FxHashSet, FxHasher};
+use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::cache::{Records, SubjectRecord, SubjectState, Taken};
 use crate::config::{DeactivationLimit, Deprovision};
@@ -481,13 +480,8 @@ impl EmailBook {
     /// sorting digests of the addresses, which is cheaper than counting them in a
     /// map of every address.
     fn shared(&self) -> Vec<u32> {
-        let digest = |email: &str| {
-            let mut hasher = FxHasher::default();
-            email.hash(&mut hasher);
-            hasher.finish()
-        };
         let mut digests: Vec<(u64, u32)> = (0..self.ends.len() as u32)
-            .map(|ordinal| (digest(self.get(ordinal)), ordinal))
+            .map(|ordinal| (FxBuildHasher.hash_one(self.get(ordinal)), ordinal))
             .collect();
         digests.sort_unstable();
         let mut shared = Vec::new();
