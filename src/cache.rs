@@ -5,11 +5,12 @@
 //! flushed to disk as soon as they are known, so a crash or `kill -9` loses nothing
 //! that the gateway already holds.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Email, Fingerprint, Subject};
+use crate::model::{Email, Fingerprint, IdDigest, IdKeys, Subject};
 use crate::sync::Counts;
 
 const SCHEMA_VERSION: u32 = 1;
@@ -50,75 +51,110 @@ pub enum CacheError {
     Unreadable { path: PathBuf, reason: String },
 }
 
-/// Every subject's record, as the planner reads them: one list ordered by a hash
-/// of the subject, with an index of where each range of hashes starts. A million
-/// records take less than half the memory of a hash map, which would also hold
-/// its old table beside the new while it grows; a lookup still reads one or two
-/// entries. A record taken out leaves a hole. Keys come from the IdP (a party
-/// idsync trusts), so the fast non-cryptographic hash is safe here.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Every subject's record, as the planner reads them. Only what decides whether
+/// a user needs work is held: a subject's digest and its [`Summary`], 32 bytes
+/// whatever the record. The rest (the e-mail, the gateway's message) is read from
+/// the store for the few subjects that need work. The entries are one list ordered
+/// by digest, with an index of where each range of digests starts; a lookup reads
+/// one or two entries. A record taken out leaves a hole, so that a subject listed
+/// twice is told from one never recorded.
+#[derive(Debug, Clone, Default)]
 pub struct Records {
+    keys: IdKeys,
     entries: Vec<Entry>,
-    /// `entries[starts[b]..starts[b + 1]]` are those whose hash has the top bits `b`.
-    starts: Vec<usize>,
+    /// `entries[starts[b]..starts[b + 1]]` are those whose digest has the top bits `b`.
+    starts: Vec<u32>,
+    /// Records not taken.
     len: usize,
+    full: FullRecords,
+}
+
+/// Where the whole records are.
+#[derive(Debug, Clone)]
+enum FullRecords {
+    Store {
+        tree: sled::Tree,
+        path: PathBuf,
+    },
+    /// Records given in memory (tests and empty caches).
+    Memory(HashMap<Subject, SubjectRecord>),
+}
+
+impl Default for FullRecords {
+    fn default() -> Self {
+        Self::Memory(HashMap::new())
+    }
+}
+
+/// What the planner needs of a record to know whether its user needs work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Summary {
+    pub state: SubjectState,
+    pub fingerprint: Fingerprint,
+    #[serde(default)]
+    pub deactivated: bool,
+}
+
+impl Summary {
+    /// See [`SubjectRecord::is_managed`].
+    pub fn is_managed(&self) -> bool {
+        self.state.is_managed()
+    }
+
+    /// Managed and not deactivated: a user idsync keeps active.
+    pub fn is_kept_active(&self) -> bool {
+        self.is_managed() && !self.deactivated
+    }
 }
 
 /// What [`Records::take`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Taken {
     Absent,
-    Record(SubjectRecord),
+    Record(Summary),
     /// The record was taken out before.
     Before,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Entry {
-    hash: u64,
-    subject: Subject,
-    record: Option<SubjectRecord>,
-}
-
-fn hash_of(subject: &Subject) -> u64 {
-    use std::hash::BuildHasher;
-    rustc_hash::FxBuildHasher.hash_one(subject)
+    digest: IdDigest,
+    summary: Summary,
+    taken: bool,
 }
 
 impl Records {
     /// Orders and indexes `entries`, which hold each subject once.
-    fn indexed(mut entries: Vec<Entry>) -> Self {
-        entries.sort_unstable_by_key(|entry| entry.hash);
-        let buckets = entries.len().next_power_of_two();
-        let mut starts = Vec::with_capacity(buckets + 1);
+    fn indexed(keys: IdKeys, mut entries: Vec<Entry>, full: FullRecords) -> Self {
+        entries.sort_unstable_by_key(|entry| entry.digest);
+        let bits = entries.len().next_power_of_two().trailing_zeros();
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
         let mut at = 0;
-        for bucket in 0..buckets {
-            while at < entries.len() && Self::bucket(entries[at].hash, buckets) < bucket {
+        for bucket in 0..1usize << bits {
+            while at < entries.len() && entries[at].digest.top_bits(bits) < bucket {
                 at += 1;
             }
-            starts.push(at);
+            starts.push(at as u32);
         }
-        starts.push(entries.len());
+        starts.push(entries.len() as u32);
         Self {
-            len: entries.iter().filter(|e| e.record.is_some()).count(),
+            keys,
+            len: entries.iter().filter(|entry| !entry.taken).count(),
             entries,
             starts,
+            full,
         }
-    }
-
-    fn bucket(hash: u64, buckets: usize) -> usize {
-        // The top bits; `buckets` is a power of two.
-        hash.checked_shr(64 - buckets.trailing_zeros()).unwrap_or(0) as usize
     }
 
     fn position(&self, subject: &Subject) -> Option<usize> {
-        let buckets = self.starts.len().checked_sub(1)?;
-        let hash = hash_of(subject);
-        let bucket = Self::bucket(hash, buckets);
-        (self.starts[bucket]..self.starts[bucket + 1])
-            .find(|&at| self.entries[at].hash == hash && self.entries[at].subject == *subject)
+        let bits = self.starts.len().checked_sub(1)?.trailing_zeros();
+        let digest = self.keys.digest(subject.as_str());
+        let bucket = digest.top_bits(bits);
+        (self.starts[bucket] as usize..self.starts[bucket + 1] as usize)
+            .find(|&at| self.entries[at].digest == digest)
     }
 
+    /// Records not taken.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -127,12 +163,18 @@ impl Records {
         self.len == 0
     }
 
-    pub fn get(&self, subject: &Subject) -> Option<&SubjectRecord> {
-        self.entries[self.position(subject)?].record.as_ref()
+    /// A subject's summary, unless it is not recorded or was taken.
+    pub fn summary(&self, subject: &Subject) -> Option<Summary> {
+        let entry = &self.entries[self.position(subject)?];
+        (!entry.taken).then_some(entry.summary)
     }
 
-    pub fn contains_key(&self, subject: &Subject) -> bool {
-        self.get(subject).is_some()
+    /// Records not taken that `keep` keeps.
+    pub fn count(&self, keep: impl Fn(&Summary) -> bool) -> usize {
+        self.entries
+            .iter()
+            .filter(|entry| !entry.taken && keep(&entry.summary))
+            .count()
     }
 
     /// Takes a subject's record out, telling a subject never recorded from one
@@ -141,84 +183,100 @@ impl Records {
         let Some(at) = self.position(subject) else {
             return Taken::Absent;
         };
-        match self.entries[at].record.take() {
-            Some(record) => {
-                self.len -= 1;
-                Taken::Record(record)
+        let entry = &mut self.entries[at];
+        if std::mem::replace(&mut entry.taken, true) {
+            return Taken::Before;
+        }
+        self.len -= 1;
+        Taken::Record(entry.summary)
+    }
+
+    /// The whole record of a recorded subject, taken or not.
+    pub fn record(&self, subject: &Subject) -> Result<SubjectRecord, CacheError> {
+        let found = match &self.full {
+            FullRecords::Memory(records) => records.get(subject).cloned(),
+            FullRecords::Store { tree, path } => tree
+                .get(subject.as_str().as_bytes())
+                .map_err(|source| store_error(path, source))?
+                .map(|value| decode_record(path, subject, &value))
+                .transpose()?,
+        };
+        found.ok_or_else(|| CacheError::Unreadable {
+            path: self.path().to_owned(),
+            reason: format!("the record of subject {subject} vanished while the run read it"),
+        })
+    }
+
+    /// The whole records not taken that `keep` keeps. With the records in the
+    /// store, finding their subjects reads the store again, so this does so only if
+    /// there are any.
+    pub fn remaining(
+        self,
+        keep: impl Fn(&Summary) -> bool,
+    ) -> Result<Vec<(Subject, SubjectRecord)>, CacheError> {
+        let wanted = self.count(&keep);
+        if wanted == 0 {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::with_capacity(wanted);
+        match &self.full {
+            FullRecords::Memory(records) => {
+                for (subject, record) in records {
+                    if matches!(self.summary(subject), Some(summary) if keep(&summary)) {
+                        found.push((subject.clone(), record.clone()));
+                    }
+                }
             }
-            None => Taken::Before,
+            FullRecords::Store { tree, path } => {
+                for item in tree.iter() {
+                    let (key, value) = item.map_err(|source| store_error(path, source))?;
+                    let subject = Subject::new(String::from_utf8_lossy(&key));
+                    if matches!(self.summary(&subject), Some(summary) if keep(&summary)) {
+                        let record = decode_record(path, &subject, &value)?;
+                        found.push((subject, record));
+                        if found.len() == wanted {
+                            break;
+                        }
+                    }
+                }
+            }
         }
+        Ok(found)
     }
 
-    /// Adds or replaces a record; this re-indexes the whole list, so it is for
-    /// small lists (tests).
-    pub fn insert(&mut self, subject: Subject, record: SubjectRecord) -> Option<SubjectRecord> {
-        if let Some(at) = self.position(&subject) {
-            let before = self.entries[at].record.replace(record);
-            self.len += usize::from(before.is_none());
-            return before;
-        }
-        let mut entries = std::mem::take(&mut self.entries);
-        entries.push(Entry {
-            hash: hash_of(&subject),
-            subject,
-            record: Some(record),
-        });
-        *self = Self::indexed(entries);
-        None
+    /// Adds or replaces a record held in memory; this re-indexes the whole list,
+    /// so it is for small lists (tests).
+    pub fn insert(&mut self, subject: Subject, record: SubjectRecord) {
+        let mut records = match std::mem::take(&mut self.full) {
+            FullRecords::Memory(records) => records,
+            FullRecords::Store { .. } => panic!("records read from the store are not added to"),
+        };
+        records.insert(subject, record);
+        *self = records.into_iter().collect();
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &SubjectRecord> {
-        self.entries
-            .iter()
-            .filter_map(|entry| entry.record.as_ref())
-    }
-
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut SubjectRecord> {
-        self.entries
-            .iter_mut()
-            .filter_map(|entry| entry.record.as_mut())
-    }
-}
-
-impl IntoIterator for Records {
-    type Item = (Subject, SubjectRecord);
-    type IntoIter = Box<dyn Iterator<Item = (Subject, SubjectRecord)>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(
-            self.entries
-                .into_iter()
-                .filter_map(|entry| Some((entry.subject, entry.record?))),
-        )
-    }
-}
-
-impl Extend<(Subject, SubjectRecord)> for Records {
-    fn extend<I: IntoIterator<Item = (Subject, SubjectRecord)>>(&mut self, records: I) {
-        for (subject, record) in records {
-            self.insert(subject, record);
+    fn path(&self) -> &Path {
+        match &self.full {
+            FullRecords::Store { path, .. } => path,
+            FullRecords::Memory(_) => Path::new("(memory)"),
         }
     }
 }
 
 impl FromIterator<(Subject, SubjectRecord)> for Records {
-    /// A subject given twice keeps its last record.
+    /// Records held in memory; a subject given twice keeps its last record.
     fn from_iter<I: IntoIterator<Item = (Subject, SubjectRecord)>>(records: I) -> Self {
-        let mut by_subject: Vec<(Subject, SubjectRecord)> = records.into_iter().collect();
-        by_subject.reverse();
-        by_subject.sort_by(|a, b| a.0.cmp(&b.0));
-        by_subject.dedup_by(|later, earlier| later.0 == earlier.0);
-        Self::indexed(
-            by_subject
-                .into_iter()
-                .map(|(subject, record)| Entry {
-                    hash: hash_of(&subject),
-                    subject,
-                    record: Some(record),
-                })
-                .collect(),
-        )
+        let records: HashMap<Subject, SubjectRecord> = records.into_iter().collect();
+        let keys = IdKeys::new();
+        let entries = records
+            .iter()
+            .map(|(subject, record)| Entry {
+                digest: keys.digest(subject.as_str()),
+                summary: record.summary(),
+                taken: false,
+            })
+            .collect();
+        Self::indexed(keys, entries, FullRecords::Memory(records))
     }
 }
 
@@ -242,7 +300,15 @@ pub struct SubjectRecord {
 impl SubjectRecord {
     /// A user idsync created or adopted: the only users it ever updates or deactivates.
     pub fn is_managed(&self) -> bool {
-        matches!(self.state, SubjectState::Created | SubjectState::Existing)
+        self.state.is_managed()
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary {
+            state: self.state,
+            fingerprint: self.fingerprint,
+            deactivated: self.deactivated,
+        }
     }
 }
 
@@ -255,6 +321,12 @@ pub enum SubjectState {
     Existing,
     /// The gateway refused this data with a 4xx; not resent until it changes.
     Rejected,
+}
+
+impl SubjectState {
+    fn is_managed(self) -> bool {
+        matches!(self, Self::Created | Self::Existing)
+    }
 }
 
 /// One run in the history.
@@ -431,10 +503,7 @@ impl Cache {
     }
 
     fn store_error(&self, source: sled::Error) -> CacheError {
-        CacheError::Store {
-            path: self.path.clone(),
-            source,
-        }
+        store_error(&self.path, source)
     }
 
     fn unreadable(&self, reason: String) -> CacheError {
@@ -446,27 +515,47 @@ impl Cache {
 }
 
 fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> {
-    let unreadable = |reason: String| CacheError::Unreadable {
-        path: path.to_owned(),
-        reason,
-    };
+    let keys = IdKeys::new();
     // No `tree.len()` to size the list: sled counts by walking the whole tree.
     let mut entries = Vec::new();
-    for entry in tree.iter() {
-        let (key, value) = entry.map_err(|source| CacheError::Store {
-            path: path.to_owned(),
-            source,
-        })?;
-        let subject = Subject::new(String::from_utf8_lossy(&key).into_owned());
-        let record = serde_json::from_slice(&value)
-            .map_err(|err| unreadable(format!("record of subject {subject}: {err}")))?;
+    for item in tree.iter() {
+        let (key, value) = item.map_err(|source| store_error(path, source))?;
+        let subject = String::from_utf8_lossy(&key);
+        // Only the summary's fields are decoded; the others are skipped unread.
+        let summary: Summary =
+            serde_json::from_slice(&value).map_err(|err| CacheError::Unreadable {
+                path: path.to_owned(),
+                reason: format!("record of subject {subject}: {err}"),
+            })?;
         entries.push(Entry {
-            hash: hash_of(&subject),
-            subject,
-            record: Some(record),
+            digest: keys.digest(&subject),
+            summary,
+            taken: false,
         });
     }
-    Ok(Records::indexed(entries))
+    let full = FullRecords::Store {
+        tree: tree.clone(),
+        path: path.to_owned(),
+    };
+    Ok(Records::indexed(keys, entries, full))
+}
+
+fn decode_record(
+    path: &Path,
+    subject: &Subject,
+    value: &[u8],
+) -> Result<SubjectRecord, CacheError> {
+    serde_json::from_slice(value).map_err(|err| CacheError::Unreadable {
+        path: path.to_owned(),
+        reason: format!("record of subject {subject}: {err}"),
+    })
+}
+
+fn store_error(path: &Path, source: sled::Error) -> CacheError {
+    CacheError::Store {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn sequence_of(key: &[u8]) -> u64 {
@@ -504,15 +593,28 @@ mod tests {
         let cache = Cache::open(dir.path()).expect("reopen");
         let subjects = cache.subjects_in_background().await.expect("subjects");
         assert_eq!(
-            subjects.get(&Subject::new("s1")),
-            Some(&record("a@x.com", SubjectState::Created))
+            subjects.record(&Subject::new("s1")).expect("record"),
+            record("a@x.com", SubjectState::Created)
         );
     }
 
-    #[test]
-    fn records_are_found_taken_and_left_by_subject() {
+    /// The same records, held in memory and read from a store.
+    async fn both_ways(given: Vec<(Subject, SubjectRecord)>) -> [Records; 2] {
+        let in_memory: Records = given.iter().cloned().collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path()).expect("open");
+        let given: Vec<_> = given.into_iter().map(|(s, r)| (s, Some(r))).collect();
+        cache.record(&given).await.expect("record");
+        let stored = cache.subjects_in_background().await.expect("subjects");
+        // The store stays open while the records are in use, as in a run.
+        std::mem::forget((cache, dir));
+        [in_memory, stored]
+    }
+
+    #[tokio::test]
+    async fn records_are_found_taken_and_left_by_subject() {
         let subjects: Vec<Subject> = (0..1_000).map(|i| Subject::new(format!("s{i}"))).collect();
-        let mut records: Records = subjects
+        let given: Vec<_> = subjects
             .iter()
             .map(|s| (s.clone(), record("a@x.com", SubjectState::Created)))
             .chain([(
@@ -520,37 +622,48 @@ mod tests {
                 record("b@x.com", SubjectState::Existing),
             )])
             .collect();
-        assert_eq!(records.len(), 1_000, "a subject given twice is one record");
-        assert_eq!(
-            records.get(&subjects[7]).map(|r| r.state),
-            Some(SubjectState::Existing)
-        );
-        assert!(records.get(&Subject::new("unknown")).is_none());
-        for subject in subjects.iter().step_by(2) {
-            assert!(
-                matches!(records.take(subject), Taken::Record(_)),
-                "{subject}"
+        for mut records in both_ways(given).await {
+            assert_eq!(records.len(), 1_000, "a subject given twice is one record");
+            assert_eq!(
+                records.summary(&subjects[7]),
+                Some(record("b@x.com", SubjectState::Existing).summary())
             );
-            assert_eq!(records.take(subject), Taken::Before);
+            assert_eq!(
+                records.record(&subjects[7]).expect("record").email.as_str(),
+                "b@x.com"
+            );
+            assert!(records.summary(&Subject::new("unknown")).is_none());
+            assert!(records.record(&Subject::new("unknown")).is_err());
+            for subject in subjects.iter().step_by(2) {
+                assert!(
+                    matches!(records.take(subject), Taken::Record(_)),
+                    "{subject}"
+                );
+                assert_eq!(records.take(subject), Taken::Before);
+            }
+            assert_eq!(records.take(&Subject::new("unknown")), Taken::Absent);
+            assert_eq!(records.len(), 500);
+            assert!(
+                records.summary(&subjects[0]).is_none() && records.summary(&subjects[1]).is_some()
+            );
+            assert_eq!(records.count(|s| s.state == SubjectState::Existing), 1);
+            let mut left: Vec<String> = records
+                .remaining(|s| s.state == SubjectState::Created)
+                .expect("remaining")
+                .into_iter()
+                .map(|(s, _)| s.to_string())
+                .collect();
+            left.sort();
+            let mut expected: Vec<String> = subjects
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1 && *i != 7)
+                .map(|(_, s)| s.to_string())
+                .collect();
+            expected.sort();
+            assert_eq!(left, expected);
         }
-        assert_eq!(records.take(&Subject::new("unknown")), Taken::Absent);
-        assert_eq!(records.len(), 500);
-        assert!(!records.contains_key(&subjects[0]) && records.contains_key(&subjects[1]));
-        records.insert(
-            subjects[0].clone(),
-            record("c@x.com", SubjectState::Rejected),
-        );
-        let mut left: Vec<String> = records.into_iter().map(|(s, _)| s.to_string()).collect();
-        left.sort();
-        let mut expected: Vec<String> = subjects
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == 1 || *i == 0)
-            .map(|(_, s)| s.to_string())
-            .collect();
-        expected.sort();
-        assert_eq!(left, expected);
-        assert!(Records::default().get(&subjects[0]).is_none());
+        assert!(Records::default().summary(&subjects[0]).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::hash::BuildHasher;
 
 use rustc_hash::{FxBuildHasher, FxHashSet};
 
-use crate::cache::{Records, SubjectRecord, SubjectState, Taken};
+use crate::cache::{CacheError, Records, SubjectRecord, SubjectState, Summary, Taken};
 use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{limits, DirectoryUser, Email, Fingerprint, GroupName, Subject, UnusableEntry};
 use crate::target::GatewayUser;
@@ -182,10 +182,7 @@ impl<'a> Planner<'a> {
         inventory: Option<HashMap<String, GatewayUser>>,
         rules: &'a Rules,
     ) -> Self {
-        let managed = cached
-            .values()
-            .filter(|r| r.is_managed() && !r.deactivated)
-            .count();
+        let managed = cached.count(Summary::is_kept_active);
         Self {
             cached,
             managed,
@@ -202,17 +199,16 @@ impl<'a> Planner<'a> {
         self.managed
     }
 
-    /// Plans the next users of the directory.
-    pub fn add(&mut self, users: Vec<DirectoryUser>) {
-        for user in users {
-            self.plan_user(user);
-        }
+    /// Plans the next users of the directory. Fails only if the cache cannot be
+    /// read.
+    pub fn add(&mut self, users: Vec<DirectoryUser>) -> Result<(), CacheError> {
+        users.into_iter().try_for_each(|user| self.plan_user(user))
     }
 
     /// The directory is complete: withdraws users that share an e-mail, finds the
     /// leavers and applies the deactivation guard. `unusable` are the entries the
     /// source could not key.
-    pub fn finish(mut self, unusable: Vec<UnusableEntry>) -> Plan {
+    pub fn finish(mut self, unusable: Vec<UnusableEntry>) -> Result<Plan, CacheError> {
         self.withdraw_shared_emails();
         let mut plan = self.plan;
         plan.invalid.splice(
@@ -225,8 +221,8 @@ impl<'a> Planner<'a> {
         let mut deactivations = std::mem::take(&mut plan.deactivations);
         deactivations.extend(
             self.cached
+                .remaining(Summary::is_kept_active)?
                 .into_iter()
-                .filter(|(_, record)| record.is_managed() && !record.deactivated)
                 .map(|(subject, record)| {
                     deactivation(subject, record, "no longer in the directory")
                 }),
@@ -247,13 +243,13 @@ impl<'a> Planner<'a> {
                 plan.deactivations = deactivations;
             }
         }
-        plan
+        Ok(plan)
     }
 
-    fn plan_user(&mut self, user: DirectoryUser) {
+    fn plan_user(&mut self, user: DirectoryUser) -> Result<(), CacheError> {
         let rules = self.rules;
-        let record = match self.cached.take(&user.subject) {
-            Taken::Record(record) => Some(record),
+        let summary = match self.cached.take(&user.subject) {
+            Taken::Record(summary) => Some(summary),
             Taken::Absent => None,
             // Only possible with `subject_attribute = "externalId"`; SCIM ids are unique.
             Taken::Before => {
@@ -262,26 +258,27 @@ impl<'a> Planner<'a> {
                     user.subject
                 );
                 self.plan.invalid.push(problem(&user, reason));
-                return;
+                return Ok(());
             }
         };
         if !user.active {
             self.plan.skipped_inactive += 1;
-            if let Some(record) = record.filter(|r| r.is_managed() && !r.deactivated) {
+            if summary.is_some_and(|summary| summary.is_kept_active()) {
+                let record = self.cached.record(&user.subject)?;
                 self.plan.deactivations.push(deactivation(
                     user.subject,
                     record,
                     "inactive in the directory",
                 ));
             }
-            return;
+            return Ok(());
         }
         let email = match &user.email {
             Ok(email) => email.clone(),
             Err(reason) => {
                 let reason = reason.clone();
                 self.plan.invalid.push(problem(&user, reason));
-                return;
+                return Ok(());
             }
         };
         let ordinal = self.emails.add(&email);
@@ -290,7 +287,7 @@ impl<'a> Planner<'a> {
         if let Some(reason) = over_limits(&user) {
             place(Placed::Invalid(plan.invalid.len()));
             plan.invalid.push(problem(&user, reason));
-            return;
+            return Ok(());
         }
         let fingerprint = user.fingerprint();
         let DirectoryUser {
@@ -308,10 +305,11 @@ impl<'a> Planner<'a> {
             slack_id,
             picture,
         };
-        match record {
-            Some(record) if record.is_managed() => {
-                let changed = rules.update_existing && record.fingerprint != fingerprint;
-                if record.deactivated {
+        match summary {
+            Some(summary) if summary.is_managed() => {
+                let changed = rules.update_existing && summary.fingerprint != fingerprint;
+                if summary.deactivated {
+                    let record = self.cached.record(&subject)?;
                     place(Placed::Update(plan.updates.len()));
                     plan.updates.push(UpdateUser {
                         subject,
@@ -330,6 +328,7 @@ impl<'a> Planner<'a> {
                         reason: "active in the directory again".into(),
                     });
                 } else if changed {
+                    let record = self.cached.record(&subject)?;
                     place(Placed::Update(plan.updates.len()));
                     plan.updates.push(UpdateUser {
                         subject,
@@ -347,6 +346,7 @@ impl<'a> Planner<'a> {
                 }
             }
             Some(rejected) if rejected.fingerprint == fingerprint => {
+                let rejected = self.cached.record(&subject)?;
                 let detail = rejected.detail.as_deref().unwrap_or("no message");
                 place(Placed::StillRejected(plan.still_rejected.len()));
                 plan.still_rejected.push(Problem {
@@ -407,6 +407,7 @@ impl<'a> Planner<'a> {
                 }
             },
         }
+        Ok(())
     }
 
     /// An e-mail held by two active subjects cannot be given to either: the gateway
@@ -658,8 +659,8 @@ mod tests {
         rules: &Rules,
     ) -> Plan {
         let mut planner = Planner::new(cache.clone(), inventory.cloned(), rules);
-        planner.add(dir.users.clone());
-        planner.finish(dir.unusable.clone())
+        planner.add(dir.users.clone()).expect("add");
+        planner.finish(dir.unusable.clone()).expect("finish")
     }
 
     fn record_of(user: &DirectoryUser, state: SubjectState) -> SubjectRecord {
@@ -929,8 +930,15 @@ mod tests {
     #[test]
     fn plan_returning_user_is_reactivated() {
         let ann = user("s1", "ann@x.com");
-        let mut cache = cached(&ann, SubjectState::Created);
-        cache.values_mut().for_each(|r| r.deactivated = true);
+        let cache: Records = [(
+            ann.subject.clone(),
+            SubjectRecord {
+                deactivated: true,
+                ..record_of(&ann, SubjectState::Created)
+            },
+        )]
+        .into_iter()
+        .collect();
         let plan = run(&directory(vec![ann.clone()]), &cache, &lifecycle());
         assert_eq!(plan.updates.len(), 1);
         assert_eq!(plan.updates[0].kind, ChangeKind::Reactivate);
@@ -1110,16 +1118,20 @@ mod tests {
             .users
             .iter()
             .map(|u| u.subject.as_str())
-            .filter(|s| !cache.contains_key(&Subject::new(*s)) && *s != "s4001")
+            .filter(|s| cache.summary(&Subject::new(*s)).is_none() && *s != "s4001")
             .collect();
         assert_eq!(created, expected);
 
         for chunk in [1, 7, 1_000] {
             let mut planner = Planner::new(cache.clone(), None, &rules);
             for part in dir.users.chunks(chunk) {
-                planner.add(part.to_vec());
+                planner.add(part.to_vec()).expect("add");
             }
-            assert_eq!(planner.finish(Vec::new()), whole, "chunks of {chunk}");
+            assert_eq!(
+                planner.finish(Vec::new()).expect("finish"),
+                whole,
+                "chunks of {chunk}"
+            );
         }
     }
 
@@ -1149,7 +1161,10 @@ mod tests {
         inactive.active = false;
         let mut moved = user("s7", "mo@x.com");
         let mut cache = cached(&ann, SubjectState::Created);
-        cache.extend(cached(&moved, SubjectState::Created));
+        cache.insert(
+            moved.subject.clone(),
+            record_of(&moved, SubjectState::Created),
+        );
         moved.groups.clear();
         let users = vec![
             ann,

@@ -344,7 +344,10 @@ impl Syncer {
             events::admin_group_dropped(&group, &self.groups.admin_group, members);
         }
         let managed_before = planner.managed();
-        let plan = planner.finish(unusable);
+        let plan = match planner.finish(unusable) {
+            Ok(plan) => plan,
+            Err(err) => return Err(run.abort(err.into())),
+        };
         events::planned(&plan);
         let actions = run.take_plan(plan, self.dry_run);
         if let Err(err) = self.record(&run.adoptions).await {
@@ -458,7 +461,10 @@ impl Syncer {
             for (group, members) in self.groups.apply(&mut chunk) {
                 *dropped.entry(group).or_default() += members;
             }
-            planner.add(chunk);
+            planner.add(chunk).map_err(|err| {
+                reading.cancel();
+                SyncError::from(err)
+            })?;
             backlog.planned(planned);
         }
         Ok((planner, dropped))

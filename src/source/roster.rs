@@ -1,35 +1,14 @@
 //! Who is in which group, gathered while a directory's users and groups are read
 //! side by side, and handed to the users once both listings are complete.
 //!
-//! Ids are compared by a keyed 128-bit digest rather than by their text, so that
-//! group members need no copy of their ids. The key is random for every read, so
-//! no directory content can be crafted to make two ids collide; by chance they
-//! collide with a probability of about n²/2¹²⁹ (10⁻²⁶ for a million ids).
+//! Ids are compared by their [`IdDigest`] rather than by their text, so that
+//! group members need no copy of their ids.
 
-use std::collections::hash_map::{Entry, RandomState};
-use std::hash::BuildHasher;
+use std::collections::hash_map::Entry;
 
 use rustc_hash::FxHashMap;
 
-use crate::model::GroupName;
-
-/// Digests directory ids for one read; cheap to clone into page decoders.
-#[derive(Clone)]
-pub struct IdKeys(RandomState, RandomState);
-
-impl IdKeys {
-    pub fn new() -> Self {
-        Self(RandomState::new(), RandomState::new())
-    }
-
-    pub fn digest(&self, id: &str) -> IdDigest {
-        IdDigest(self.0.hash_one(id), self.1.hash_one(id))
-    }
-}
-
-/// See [`IdKeys`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IdDigest(u64, u64);
+use crate::model::{GroupName, IdDigest};
 
 /// Users and groups as their listings arrive, in any interleaving. Once the group
 /// listing is complete ([`Roster::close_groups`]), every user's groups are known
@@ -217,6 +196,7 @@ impl Closed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::IdKeys;
 
     fn names(lists: &[Vec<GroupName>]) -> Vec<Vec<String>> {
         lists
@@ -270,13 +250,5 @@ mod tests {
             Some(GroupName::new("audit"))
         );
         assert_eq!(roster.listed_group("unknown", None), None);
-    }
-
-    #[test]
-    fn digests_depend_on_the_text_and_on_the_read() {
-        let keys = IdKeys::new();
-        assert_eq!(keys.digest("abc"), keys.clone().digest("abc"));
-        assert_ne!(keys.digest("abc"), keys.digest("abd"));
-        assert_ne!(keys.digest("abc"), IdKeys::new().digest("abc"));
     }
 }

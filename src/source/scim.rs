@@ -19,13 +19,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::roster::{IdDigest, IdKeys, Roster, RosterError};
+use super::roster::{Roster, RosterError};
 use super::{Listing, SourceError};
 use crate::auth::TokenSource;
 use crate::config::{AttributeMap, AttributePath, SourceConfig, SubjectAttribute};
 use crate::error_chain;
 use crate::events;
-use crate::model::{DirectoryUser, Email, GroupName, Subject, UnusableEntry};
+use crate::model::{DirectoryUser, Email, GroupName, IdDigest, IdKeys, Subject, UnusableEntry};
 use crate::retry::{self, Backoff, Class};
 
 const SCIM_JSON: &str = "application/scim+json, application/json";
