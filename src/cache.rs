@@ -1,15 +1,9 @@
 //! What idsync remembers between runs, in sled at `cache.path`.
 //!
-//! Trees: `records` (what happened to each subject in the gateway), `runs` (a short
+//! Trees: `subjects` (subject → what happened to it in the gateway), `runs` (a short
 //! history of runs, keyed by start time), `meta` (schema version). Outcomes are
 //! flushed to disk as soon as they are known, so a crash or `kill -9` loses nothing
 //! that the gateway already holds.
-//!
-//! In `records` every subject has two entries, written together: `r` + subject →
-//! its whole [`SubjectRecord`] (JSON), and `s` + subject → its [`Summary`] (10
-//! bytes). A run reads every summary and few whole records: summaries small
-//! enough to sit inside sled's tree nodes keep the pages that a full read pulls
-//! into memory a fraction of the records' size.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,14 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Email, Fingerprint, IdDigest, IdKeys, Subject};
 use crate::sync::Counts;
 
-/// 1: `subjects` (subject → JSON record). 2: `records` (see above).
-const SCHEMA_VERSION: u32 = 2;
-const RECORDS_TREE: &str = "records";
-const SCHEMA_1_TREE: &str = "subjects";
-const RECORD_KEY: u8 = b'r';
-const SUMMARY_KEY: u8 = b's';
-/// Records moved per batch when a schema 1 cache is upgraded.
-const UPGRADE_BATCH: usize = 10_000;
+const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// sled's page cache. Records are read once per run, in order, so a small cache
 /// costs little time and keeps memory flat as the directory grows.
@@ -100,47 +87,15 @@ impl Default for FullRecords {
 }
 
 /// What the planner needs of a record to know whether its user needs work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Summary {
     pub state: SubjectState,
     pub fingerprint: Fingerprint,
+    #[serde(default)]
     pub deactivated: bool,
 }
 
 impl Summary {
-    const BYTES: usize = 10;
-
-    fn to_bytes(self) -> [u8; Self::BYTES] {
-        let mut bytes = [0; Self::BYTES];
-        bytes[..8].copy_from_slice(&self.fingerprint.0.to_be_bytes());
-        bytes[8] = match self.state {
-            SubjectState::Created => 0,
-            SubjectState::Existing => 1,
-            SubjectState::Rejected => 2,
-        };
-        bytes[9] = u8::from(self.deactivated);
-        bytes
-    }
-
-    fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let bytes: &[u8; Self::BYTES] = bytes.try_into().ok()?;
-        let (fingerprint, flags) = bytes.split_at(8);
-        Some(Self {
-            fingerprint: Fingerprint(u64::from_be_bytes(fingerprint.try_into().ok()?)),
-            state: match flags[0] {
-                0 => SubjectState::Created,
-                1 => SubjectState::Existing,
-                2 => SubjectState::Rejected,
-                _ => return None,
-            },
-            deactivated: match flags[1] {
-                0 => false,
-                1 => true,
-                _ => return None,
-            },
-        })
-    }
-
     /// See [`SubjectRecord::is_managed`].
     pub fn is_managed(&self) -> bool {
         self.state.is_managed()
@@ -241,7 +196,7 @@ impl Records {
         let found = match &self.full {
             FullRecords::Memory(records) => records.get(subject).cloned(),
             FullRecords::Store { tree, path } => tree
-                .get(key(RECORD_KEY, subject.as_str()))
+                .get(subject.as_str().as_bytes())
                 .map_err(|source| store_error(path, source))?
                 .map(|value| decode_record(path, subject, &value))
                 .transpose()?,
@@ -273,12 +228,11 @@ impl Records {
                 }
             }
             FullRecords::Store { tree, path } => {
-                // The summaries' keys name the subjects; few whole records are read.
-                for item in tree.scan_prefix([SUMMARY_KEY]) {
-                    let (key, _) = item.map_err(|source| store_error(path, source))?;
-                    let subject = Subject::new(String::from_utf8_lossy(&key[1..]));
+                for item in tree.iter() {
+                    let (key, value) = item.map_err(|source| store_error(path, source))?;
+                    let subject = Subject::new(String::from_utf8_lossy(&key));
                     if matches!(self.summary(&subject), Some(summary) if keep(&summary)) {
-                        let record = self.record(&subject)?;
+                        let record = decode_record(path, &subject, &value)?;
                         found.push((subject, record));
                         if found.len() == wanted {
                             break;
@@ -391,7 +345,7 @@ pub struct RunRecord {
 pub struct Cache {
     path: PathBuf,
     db: sled::Db,
-    records: sled::Tree,
+    subjects: sled::Tree,
     runs: sled::Tree,
 }
 
@@ -429,7 +383,7 @@ impl Cache {
         let meta = db.open_tree("meta").map_err(store_error)?;
         let cache = Self {
             path: path.to_owned(),
-            records: db.open_tree(RECORDS_TREE).map_err(store_error)?,
+            subjects: db.open_tree("subjects").map_err(store_error)?,
             runs: db.open_tree("runs").map_err(store_error)?,
             db,
         };
@@ -439,9 +393,6 @@ impl Cache {
                     .map_err(|e| cache.store_error(e))?;
             }
             Some(found) if found.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(found) if found.as_ref() == 1u32.to_be_bytes() => {
-                cache.upgrade_from_schema_1(&meta)?;
-            }
             Some(found) => {
                 return Err(cache.unreadable(format!(
                     "schema version {found:?} is not {SCHEMA_VERSION}, the one this build knows"
@@ -456,7 +407,7 @@ impl Cache {
     pub fn subjects_in_background(
         &self,
     ) -> impl std::future::Future<Output = Result<Records, CacheError>> {
-        let (tree, path) = (self.records.clone(), self.path.clone());
+        let (tree, path) = (self.subjects.clone(), self.path.clone());
         let task = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || read_subjects(&tree, &path))
@@ -479,18 +430,19 @@ impl Cache {
         let mut batch = sled::Batch::default();
         for (subject, record) in outcomes {
             match record {
-                Some(record) => self.add_record(&mut batch, subject.as_str(), record)?,
-                None => {
-                    batch.remove(key(RECORD_KEY, subject.as_str()));
-                    batch.remove(key(SUMMARY_KEY, subject.as_str()));
+                Some(record) => {
+                    let value = serde_json::to_vec(record)
+                        .map_err(|err| self.unreadable(format!("cannot encode a record: {err}")))?;
+                    batch.insert(subject.as_str().as_bytes(), value);
                 }
+                None => batch.remove(subject.as_str().as_bytes()),
             }
         }
         // sled works synchronously, and now and then at length (page splits, log
         // segments): on the blocking pool, so the requests the run is sending from
         // this task keep their pace meanwhile.
-        let records = self.records.clone();
-        tokio::task::spawn_blocking(move || records.apply_batch(batch))
+        let subjects = self.subjects.clone();
+        tokio::task::spawn_blocking(move || subjects.apply_batch(batch))
             .await
             .map_err(|err| self.unreadable(format!("the writing task failed: {err}")))?
             .map_err(|e| self.store_error(e))?;
@@ -498,61 +450,6 @@ impl Cache {
             .flush_async()
             .await
             .map_err(|e| self.store_error(e))?;
-        Ok(())
-    }
-
-    fn add_record(
-        &self,
-        batch: &mut sled::Batch,
-        subject: &str,
-        record: &SubjectRecord,
-    ) -> Result<(), CacheError> {
-        let value = serde_json::to_vec(record)
-            .map_err(|err| self.unreadable(format!("cannot encode a record: {err}")))?;
-        batch.insert(key(RECORD_KEY, subject), value);
-        batch.insert(key(SUMMARY_KEY, subject), &record.summary().to_bytes()[..]);
-        Ok(())
-    }
-
-    /// Rewrites a cache of schema 1 (one JSON record per subject) in the current
-    /// schema. Until the last step, the version still says 1, so an upgrade that
-    /// was cut short starts over at the next open.
-    fn upgrade_from_schema_1(&self, meta: &sled::Tree) -> Result<(), CacheError> {
-        let old = self
-            .db
-            .open_tree(SCHEMA_1_TREE)
-            .map_err(|e| self.store_error(e))?;
-        self.records.clear().map_err(|e| self.store_error(e))?;
-        let mut batch = sled::Batch::default();
-        let mut moved = 0usize;
-        for item in old.iter() {
-            let (subject, value) = item.map_err(|e| self.store_error(e))?;
-            let subject = Subject::new(String::from_utf8_lossy(&subject));
-            let record = decode_record(&self.path, &subject, &value)?;
-            self.add_record(&mut batch, subject.as_str(), &record)?;
-            moved += 1;
-            if moved % UPGRADE_BATCH == 0 {
-                let full = std::mem::take(&mut batch);
-                self.records
-                    .apply_batch(full)
-                    .map_err(|e| self.store_error(e))?;
-            }
-        }
-        self.records
-            .apply_batch(batch)
-            .map_err(|e| self.store_error(e))?;
-        self.db.flush().map_err(|e| self.store_error(e))?;
-        meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-            .map_err(|e| self.store_error(e))?;
-        self.db.flush().map_err(|e| self.store_error(e))?;
-        self.db
-            .drop_tree(SCHEMA_1_TREE)
-            .map_err(|e| self.store_error(e))?;
-        tracing::info!(
-            cache = %self.path.display(),
-            records = moved,
-            "upgraded the cache from schema 1 to {SCHEMA_VERSION}"
-        );
         Ok(())
     }
 
@@ -621,13 +518,15 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
     let keys = IdKeys::new();
     // No `tree.len()` to size the list: sled counts by walking the whole tree.
     let mut entries = Vec::new();
-    for item in tree.scan_prefix([SUMMARY_KEY]) {
+    for item in tree.iter() {
         let (key, value) = item.map_err(|source| store_error(path, source))?;
-        let subject = String::from_utf8_lossy(&key[1..]);
-        let summary = Summary::from_bytes(&value).ok_or_else(|| CacheError::Unreadable {
-            path: path.to_owned(),
-            reason: format!("the summary of subject {subject} is damaged"),
-        })?;
+        let subject = String::from_utf8_lossy(&key);
+        // Only the summary's fields are decoded; the others are skipped unread.
+        let summary: Summary =
+            serde_json::from_slice(&value).map_err(|err| CacheError::Unreadable {
+                path: path.to_owned(),
+                reason: format!("record of subject {subject}: {err}"),
+            })?;
         entries.push(Entry {
             digest: keys.digest(&subject),
             summary,
@@ -639,14 +538,6 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
         path: path.to_owned(),
     };
     Ok(Records::indexed(keys, entries, full))
-}
-
-/// A key of the `records` tree.
-fn key(kind: u8, subject: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + subject.len());
-    key.push(kind);
-    key.extend_from_slice(subject.as_bytes());
-    key
 }
 
 fn decode_record(
@@ -773,59 +664,6 @@ mod tests {
             assert_eq!(left, expected);
         }
         assert!(Records::default().summary(&subjects[0]).is_none());
-    }
-
-    #[tokio::test]
-    async fn a_schema_1_cache_is_upgraded_on_open() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ann = record("a@x.com", SubjectState::Created);
-        {
-            let db = sled::open(dir.path()).expect("sled");
-            let meta = db.open_tree("meta").expect("meta");
-            meta.insert(SCHEMA_KEY, &1u32.to_be_bytes())
-                .expect("version");
-            let old = db.open_tree(SCHEMA_1_TREE).expect("subjects");
-            for i in 0..(UPGRADE_BATCH + 5) {
-                let value = serde_json::to_vec(&ann).expect("json");
-                old.insert(format!("s{i}"), value).expect("insert");
-            }
-            db.flush().expect("flush");
-        }
-        let cache = Cache::open(dir.path()).expect("upgrade");
-        let mut records = cache.subjects_in_background().await.expect("subjects");
-        assert_eq!(records.len(), UPGRADE_BATCH + 5);
-        let last = Subject::new(format!("s{}", UPGRADE_BATCH + 4));
-        assert_eq!(records.take(&last), Taken::Record(ann.summary()));
-        assert_eq!(records.record(&last).expect("record"), ann);
-        assert!(!cache
-            .db
-            .tree_names()
-            .iter()
-            .any(|name| name.as_ref() == SCHEMA_1_TREE.as_bytes()));
-        drop((records, cache));
-        let reopened = Cache::open(dir.path()).expect("reopen");
-        let records = reopened.subjects_in_background().await.expect("subjects");
-        assert_eq!(records.len(), UPGRADE_BATCH + 5);
-    }
-
-    #[test]
-    fn a_summary_survives_its_bytes_and_damage_is_caught() {
-        for state in [
-            SubjectState::Created,
-            SubjectState::Existing,
-            SubjectState::Rejected,
-        ] {
-            for deactivated in [false, true] {
-                let summary = Summary {
-                    state,
-                    fingerprint: Fingerprint(u64::MAX - 3),
-                    deactivated,
-                };
-                assert_eq!(Summary::from_bytes(&summary.to_bytes()), Some(summary));
-            }
-        }
-        assert_eq!(Summary::from_bytes(&[0; 9]), None);
-        assert_eq!(Summary::from_bytes(&[0, 0, 0, 0, 0, 0, 0, 0, 3, 0]), None);
     }
 
     #[test]
