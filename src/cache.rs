@@ -116,12 +116,14 @@ pub enum Taken {
     Before,
 }
 
+/// 32 bytes: `None` (taken) fits in a niche of [`SubjectState`].
 #[derive(Debug, Clone)]
 struct Entry {
     digest: IdDigest,
-    summary: Summary,
-    taken: bool,
+    summary: Option<Summary>,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
 
 impl Records {
     /// Orders and indexes `entries`, which hold each subject once.
@@ -139,7 +141,10 @@ impl Records {
         starts.push(entries.len() as u32);
         Self {
             keys,
-            len: entries.iter().filter(|entry| !entry.taken).count(),
+            len: entries
+                .iter()
+                .filter(|entry| entry.summary.is_some())
+                .count(),
             entries,
             starts,
             full,
@@ -165,15 +170,14 @@ impl Records {
 
     /// A subject's summary, unless it is not recorded or was taken.
     pub fn summary(&self, subject: &Subject) -> Option<Summary> {
-        let entry = &self.entries[self.position(subject)?];
-        (!entry.taken).then_some(entry.summary)
+        self.entries[self.position(subject)?].summary
     }
 
     /// Records not taken that `keep` keeps.
     pub fn count(&self, keep: impl Fn(&Summary) -> bool) -> usize {
         self.entries
             .iter()
-            .filter(|entry| !entry.taken && keep(&entry.summary))
+            .filter(|entry| entry.summary.as_ref().is_some_and(&keep))
             .count()
     }
 
@@ -183,12 +187,13 @@ impl Records {
         let Some(at) = self.position(subject) else {
             return Taken::Absent;
         };
-        let entry = &mut self.entries[at];
-        if std::mem::replace(&mut entry.taken, true) {
-            return Taken::Before;
+        match self.entries[at].summary.take() {
+            Some(summary) => {
+                self.len -= 1;
+                Taken::Record(summary)
+            }
+            None => Taken::Before,
         }
-        self.len -= 1;
-        Taken::Record(entry.summary)
     }
 
     /// The whole record of a recorded subject, taken or not.
@@ -272,8 +277,7 @@ impl FromIterator<(Subject, SubjectRecord)> for Records {
             .iter()
             .map(|(subject, record)| Entry {
                 digest: keys.digest(subject.as_str()),
-                summary: record.summary(),
-                taken: false,
+                summary: Some(record.summary()),
             })
             .collect();
         Self::indexed(keys, entries, FullRecords::Memory(records))
@@ -520,6 +524,12 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
     let mut entries = Vec::new();
     for item in tree.iter() {
         let (key, value) = item.map_err(|source| store_error(path, source))?;
+        // sled 0.34 queues page accesses in 256 shards and evicts from a shard only
+        // once 64 accesses are queued there; a scan reads each page once, so it
+        // would keep every page it read, whatever `cache_capacity` says (30 MB at
+        // 100k records). Looking the key up again counts another access to its
+        // page and lets the eviction keep up.
+        tree.get(&key).map_err(|source| store_error(path, source))?;
         let subject = String::from_utf8_lossy(&key);
         // Only the summary's fields are decoded; the others are skipped unread.
         let summary: Summary =
@@ -529,8 +539,7 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
             })?;
         entries.push(Entry {
             digest: keys.digest(&subject),
-            summary,
-            taken: false,
+            summary: Some(summary),
         });
     }
     let full = FullRecords::Store {
