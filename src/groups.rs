@@ -39,24 +39,48 @@ impl GroupPolicy {
         Mapping::Synced(GroupName::new(&name))
     }
 
-    /// Rewrites every user's groups to their gateway names. Returns the IdP groups
-    /// dropped because they map to the admin group, with how many users were in each.
-    pub fn apply(&self, users: &mut [DirectoryUser]) -> BTreeMap<String, usize> {
-        // Keyed by the shared name's address: every membership of one directory group
-        // holds the same `GroupName`, so this skips hashing the name each time.
-        let mut decided: FxHashMap<*const u8, Mapping> = FxHashMap::default();
-        let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
+    /// Applies the policy to the users of one read, chunk by chunk.
+    pub fn mapper(&self) -> GroupMapper<'_> {
+        GroupMapper {
+            policy: self,
+            decided: FxHashMap::default(),
+            dropped: BTreeMap::new(),
+        }
+    }
+}
+
+/// The policy applied to one read: each directory group is mapped once, however
+/// many users and chunks it appears in.
+pub struct GroupMapper<'p> {
+    policy: &'p GroupPolicy,
+    /// Keyed by the shared name's address: every membership of one directory group
+    /// holds the same `GroupName`, so this skips hashing the name each time. The
+    /// name is kept, so that its address cannot be reused by another name.
+    decided: FxHashMap<usize, (GroupName, Mapping)>,
+    dropped: BTreeMap<String, usize>,
+}
+
+impl GroupMapper<'_> {
+    /// Rewrites every user's groups to their gateway names.
+    pub fn apply(&mut self, users: &mut [DirectoryUser]) {
+        let policy = self.policy;
         // Renames can reorder names and merge two IdP groups into one gateway group.
-        let renames = !self.rename.is_empty();
+        let renames = !policy.rename.is_empty();
         for user in users {
             user.groups.retain_mut(|group| {
-                let mapping = decided.entry(group.address()).or_insert_with(|| {
-                    match self.map(group.as_str()) {
-                        // Keep sharing the directory's name when it is unchanged.
-                        Mapping::Synced(name) if name == *group => Mapping::Synced(group.clone()),
-                        mapping => mapping,
-                    }
-                });
+                let (_, mapping) =
+                    self.decided
+                        .entry(group.address() as usize)
+                        .or_insert_with(|| {
+                            let mapping = match policy.map(group.as_str()) {
+                                // Keep sharing the directory's name when it is unchanged.
+                                Mapping::Synced(name) if name == *group => {
+                                    Mapping::Synced(group.clone())
+                                }
+                                mapping => mapping,
+                            };
+                            (group.clone(), mapping)
+                        });
                 match mapping {
                     Mapping::Synced(name) => {
                         if name.address() != group.address() {
@@ -66,7 +90,7 @@ impl GroupPolicy {
                     }
                     Mapping::NotSelected => false,
                     Mapping::AdminDropped => {
-                        *dropped.entry(group.to_string()).or_default() += 1;
+                        *self.dropped.entry(group.to_string()).or_default() += 1;
                         false
                     }
                 }
@@ -76,7 +100,12 @@ impl GroupPolicy {
                 user.groups.dedup();
             }
         }
-        dropped
+    }
+
+    /// The IdP groups dropped because they map to the admin group, with how many
+    /// users were in each.
+    pub fn dropped(self) -> BTreeMap<String, usize> {
+        self.dropped
     }
 }
 
@@ -197,9 +226,16 @@ mod tests {
             slack_id: None,
             picture: None,
         }];
-        let dropped = policy().apply(&mut users);
-        let names: Vec<&str> = users[0].groups.iter().map(GroupName::as_str).collect();
-        assert_eq!(names, ["dba", "team-sre"]);
-        assert_eq!(dropped, BTreeMap::from([("Admins".to_owned(), 1)]));
+        let policy = policy();
+        let mut mapper = policy.mapper();
+        // The same groups in a second chunk: mapped from the memo, counted again.
+        let mut later = users.clone();
+        mapper.apply(&mut users);
+        mapper.apply(&mut later);
+        for user in [&users[0], &later[0]] {
+            let names: Vec<&str> = user.groups.iter().map(GroupName::as_str).collect();
+            assert_eq!(names, ["dba", "team-sre"]);
+        }
+        assert_eq!(mapper.dropped(), BTreeMap::from([("Admins".to_owned(), 2)]));
     }
 }

@@ -455,19 +455,17 @@ impl Syncer {
             None
         };
         let mut planner = Planner::new(cached, inventory, &self.rules);
-        let mut dropped = BTreeMap::new();
+        let mut groups = self.groups.mapper();
         while let Some(mut chunk) = arriving.recv().await {
             let planned = chunk.len();
-            for (group, members) in self.groups.apply(&mut chunk) {
-                *dropped.entry(group).or_default() += members;
-            }
+            groups.apply(&mut chunk);
             planner.add(chunk).map_err(|err| {
                 reading.cancel();
                 SyncError::from(err)
             })?;
             backlog.planned(planned);
         }
-        Ok((planner, dropped))
+        Ok((planner, groups.dropped()))
     }
 
     /// Makes outcomes durable; a dry run records nothing.
