@@ -748,11 +748,11 @@ impl<T> ListResponse<T> {
 struct ScimUser<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     external_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     user_name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     display_name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     name: Option<ScimName<'a>>,
@@ -766,19 +766,19 @@ struct ScimUser<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ScimName<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     formatted: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     given_name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     family_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ScimEmail<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     value: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow)]
+    #[serde(rename = "type", default, borrow, deserialize_with = "borrowed_text")]
     kind: Option<Cow<'a, str>>,
     primary: Option<bool>,
 }
@@ -796,7 +796,7 @@ struct ScimRef {
 struct ScimGroup<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     display_name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     members: Option<&'a RawValue>,
@@ -805,8 +805,19 @@ struct ScimGroup<'a> {
 /// A group member's `value` (the member's id) and nothing else.
 #[derive(Debug, Deserialize)]
 struct MemberRef<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     value: Option<Cow<'a, str>>,
+}
+
+/// Reads an optional text field without copying it unless JSON escapes force a
+/// copy. serde's `borrow` attribute borrows only a bare `Cow<str>` field; an
+/// `Option` of one always copies.
+fn borrowed_text<'de, D: serde::Deserializer<'de>>(
+    text: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'de>>::deserialize(text)?.map(|text| text.0))
 }
 
 /// Turns a SCIM user into idsync's view of it; the groups are filled in later.
@@ -1039,6 +1050,16 @@ mod tests {
             Some("Ann".into())
         );
         assert_eq!(attribute(&user, &path("nickName")), None);
+    }
+
+    #[test]
+    fn text_is_borrowed_from_the_page_unless_escapes_force_a_copy() {
+        let page = r#"{"id":"u1","userName":"plain","displayName":"Jos\u00e9","externalId":null}"#;
+        let user: ScimUser = serde_json::from_str(page).expect("user");
+        assert!(matches!(user.user_name, Some(Cow::Borrowed("plain"))));
+        assert!(matches!(user.display_name.as_deref(), Some("José")));
+        assert!(matches!(user.display_name, Some(Cow::Owned(_))));
+        assert!(user.external_id.is_none() && user.name.is_none());
     }
 
     #[test]
