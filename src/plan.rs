@@ -273,15 +273,14 @@ impl<'a> Planner<'a> {
             }
             return Ok(());
         }
-        let email = match &user.email {
-            Ok(email) => email.clone(),
+        let ordinal = match &user.email {
+            Ok(email) => self.emails.add(email),
             Err(reason) => {
                 let reason = reason.clone();
                 self.plan.invalid.push(problem(&user, reason));
                 return Ok(());
             }
         };
-        let ordinal = self.emails.add(&email);
         let plan = &mut self.plan;
         let mut place = |placed: Placed| self.placed.push((ordinal, placed));
         if let Some(reason) = over_limits(&user) {
@@ -292,12 +291,16 @@ impl<'a> Planner<'a> {
         let fingerprint = user.fingerprint();
         let DirectoryUser {
             subject,
+            email: Ok(email),
             name,
             groups,
             slack_id,
             picture,
             ..
-        } = user;
+        } = user
+        else {
+            unreachable!("a user without a usable e-mail was reported above");
+        };
         let profile = |email: Email| Profile {
             email,
             name,
