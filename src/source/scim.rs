@@ -34,6 +34,13 @@ const SCIM_JSON: &str = "application/scim+json, application/json";
 /// this many, no more user pages are requested until it is.
 const MAX_WAITING_USERS: usize = 20_000;
 
+/// A group page is not requested while the group pages downloaded and not yet
+/// decoded hold more than this. A few department-wide groups can make one page
+/// tens of MB (85 MB at a million users), and decoding is slower than loopback
+/// downloading: without a bound, the next pages pile up behind it. The user
+/// listing keeps the download slots busy meanwhile.
+const MAX_UNDECODED_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
 /// Transient directory failures are retried briefly; a longer outage fails the run,
 /// and the next scheduled run tries again.
 const BACKOFF: Backoff = Backoff {
@@ -116,6 +123,7 @@ impl ScimSource {
                 Pacing {
                     requested_all: || groups_requested.notify_one(),
                     before_next: || std::future::ready(()),
+                    max_undecoded_bytes: MAX_UNDECODED_GROUP_BYTES,
                 },
             )
             .await?;
@@ -151,6 +159,7 @@ impl ScimSource {
                             room.await;
                         }
                     },
+                    max_undecoded_bytes: usize::MAX,
                 },
             )
             .await
@@ -202,6 +211,7 @@ impl ScimSource {
             .await?
         };
         let header = header?;
+        let undecoded = Arc::new(Undecoded::new(pacing.max_undecoded_bytes));
         let total = header.total_results;
         let page_len = header.resources.0;
         // The server decides the page size (`itemsPerPage`); our `count` is a wish.
@@ -211,13 +221,15 @@ impl ScimSource {
         let fetch = |start: usize| {
             let (source, url) = (self.clone(), self.page_url(resource, start));
             let (downloads, decode) = (downloads.clone(), decode.clone());
+            let undecoded = undecoded.clone();
             let task = tokio::spawn(async move {
+                undecoded.room().await;
                 let body = {
                     let _download = downloads.acquire_owned().await;
                     source.get_bytes(&url).await
                 };
                 match body {
-                    Ok(body) => decode_page(decode, url, body).await,
+                    Ok(body) => undecoded.decode(decode, url, body).await,
                     Err(err) => (url, Err(err)),
                 }
             });
@@ -225,20 +237,19 @@ impl ScimSource {
         };
         // The first page is decoded like the others, while they download; with it,
         // `parallel_pages + 1` pages are pending.
-        let first = (
-            1,
-            AbortOnDrop(tokio::spawn(decode_page(
-                decode.clone(),
-                first_url,
-                first_body,
-            ))),
-        );
+        let first = {
+            let (decode, undecoded) = (decode.clone(), undecoded.clone());
+            let task =
+                tokio::spawn(async move { undecoded.decode(decode, first_url, first_body).await });
+            (1, AbortOnDrop(task))
+        };
         let mut pending: VecDeque<_> = std::iter::once(first)
             .chain(starts.by_ref().take(self.parallel_pages).map(fetch))
             .collect();
         let Pacing {
             requested_all,
             before_next,
+            ..
         } = pacing;
         let mut requested_all = Some(requested_all);
         while let Some((start, mut task)) = pending.pop_front() {
@@ -455,10 +466,48 @@ fn check_page(
 
 /// How a listing keeps step with the other: `requested_all` is called once every
 /// page has been requested, and `before_next` is awaited before each request after
-/// the first `parallel_pages + 1` pages.
+/// the first `parallel_pages + 1` pages. A page waits to be downloaded while the
+/// listing's pages downloaded and not decoded hold `max_undecoded_bytes` or more.
 struct Pacing<Announce, Wait> {
     requested_all: Announce,
     before_next: Wait,
+    max_undecoded_bytes: usize,
+}
+
+/// The bytes of a listing's pages downloaded and not yet decoded.
+struct Undecoded {
+    bytes: tokio::sync::watch::Sender<usize>,
+    limit: usize,
+}
+
+impl Undecoded {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: tokio::sync::watch::Sender::new(0),
+            limit,
+        }
+    }
+
+    /// Returns once the pages waiting to be decoded hold less than the limit.
+    async fn room(&self) {
+        let mut bytes = self.bytes.subscribe();
+        // The sender lives as long as `self`.
+        let _ = bytes.wait_for(|&held| held < self.limit).await;
+    }
+
+    /// Decodes a page, counting its bytes until it is decoded.
+    async fn decode<T: Send + 'static>(
+        &self,
+        decode: Decoder<T>,
+        url: Url,
+        body: Vec<u8>,
+    ) -> (Url, Result<ListResponse<T>, SourceError>) {
+        let held = body.len();
+        self.bytes.send_modify(|bytes| *bytes += held);
+        let decoded = decode_page(decode, url, body).await;
+        self.bytes.send_modify(|bytes| *bytes -= held);
+        decoded
+    }
 }
 
 /// Turns one page's bytes into its resources, or says why it cannot.
