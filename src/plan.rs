@@ -218,6 +218,13 @@ impl<'a> Planner<'a> {
                 reason: entry.reason,
             }),
         );
+        let rules = self.rules;
+        if rules.deprovision != Deprovision::Deactivate {
+            plan.deactivations.clear();
+            return Ok(plan);
+        }
+        // Looked for only when they would be deactivated: finding the leavers'
+        // subjects reads the cache a second time.
         let mut deactivations = std::mem::take(&mut plan.deactivations);
         deactivations.extend(
             self.cached
@@ -228,20 +235,16 @@ impl<'a> Planner<'a> {
                 }),
         );
         deactivations.sort_by(|a, b| a.key.cmp(&b.key));
-
-        let rules = self.rules;
-        if rules.deprovision == Deprovision::Deactivate {
-            let allowed = rules.max_deactivations.allowed(self.managed);
-            if deactivations.len() > allowed && !rules.allow_mass_deactivation {
-                plan.deactivation_guard = Some(GuardTripped {
-                    planned: deactivations.len(),
-                    allowed,
-                    managed: self.managed,
-                    limit: rules.max_deactivations,
-                });
-            } else {
-                plan.deactivations = deactivations;
-            }
+        let allowed = rules.max_deactivations.allowed(self.managed);
+        if deactivations.len() > allowed && !rules.allow_mass_deactivation {
+            plan.deactivation_guard = Some(GuardTripped {
+                planned: deactivations.len(),
+                allowed,
+                managed: self.managed,
+                limit: rules.max_deactivations,
+            });
+        } else {
+            plan.deactivations = deactivations;
         }
         Ok(plan)
     }
@@ -263,7 +266,8 @@ impl<'a> Planner<'a> {
         };
         if !user.active {
             self.plan.skipped_inactive += 1;
-            if summary.is_some_and(|summary| summary.is_kept_active()) {
+            let deprovisions = rules.deprovision == Deprovision::Deactivate;
+            if deprovisions && summary.is_some_and(|summary| summary.is_kept_active()) {
                 let record = self.cached.record(&user.subject)?;
                 self.plan.deactivations.push(deactivation(
                     user.subject,
