@@ -250,8 +250,8 @@ impl Records {
         Ok(found)
     }
 
-    /// Adds or replaces a record held in memory; this re-indexes the whole list,
-    /// so it is for small lists (tests).
+    /// Adds or replaces a record held in memory; this re-indexes the whole list.
+    #[cfg(test)]
     pub fn insert(&mut self, subject: Subject, record: SubjectRecord) {
         let mut records = match std::mem::take(&mut self.full) {
             FullRecords::Memory(records) => records,
@@ -269,6 +269,7 @@ impl Records {
     }
 }
 
+#[cfg(test)]
 impl FromIterator<(Subject, SubjectRecord)> for Records {
     /// Records held in memory; a subject given twice keeps its last record.
     fn from_iter<I: IntoIterator<Item = (Subject, SubjectRecord)>>(records: I) -> Self {

@@ -68,19 +68,15 @@ impl GroupMapper<'_> {
         let renames = !policy.rename.is_empty();
         for user in users {
             user.groups.retain_mut(|group| {
-                let (_, mapping) =
-                    self.decided
-                        .entry(group.address() as usize)
-                        .or_insert_with(|| {
-                            let mapping = match policy.map(group.as_str()) {
-                                // Keep sharing the directory's name when it is unchanged.
-                                Mapping::Synced(name) if name == *group => {
-                                    Mapping::Synced(group.clone())
-                                }
-                                mapping => mapping,
-                            };
-                            (group.clone(), mapping)
-                        });
+                let address = group.address() as usize;
+                let (_, mapping) = self.decided.entry(address).or_insert_with(|| {
+                    let mapping = match policy.map(group.as_str()) {
+                        // Keep sharing the directory's name when it is unchanged.
+                        Mapping::Synced(name) if name == *group => Mapping::Synced(group.clone()),
+                        mapping => mapping,
+                    };
+                    (group.clone(), mapping)
+                });
                 match mapping {
                     Mapping::Synced(name) => {
                         if name.address() != group.address() {

@@ -1101,6 +1101,24 @@ mod tests {
         assert_eq!(attribute(&user, &path("nickName")), None);
     }
 
+    #[tokio::test]
+    async fn a_page_waits_while_the_pages_before_it_are_still_undecoded() {
+        let undecoded = Arc::new(Undecoded::new(10));
+        undecoded.room().await;
+        undecoded.bytes.send_modify(|bytes| *bytes += 10);
+        let waiting = tokio::spawn({
+            let undecoded = undecoded.clone();
+            async move { undecoded.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "10 bytes undecoded is the limit");
+        undecoded.bytes.send_modify(|bytes| *bytes -= 1);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room once under the limit")
+            .expect("task");
+    }
+
     #[test]
     fn text_is_borrowed_from_the_page_unless_escapes_force_a_copy() {
         let page = r#"{"id":"u1","userName":"plain","displayName":"Jos\u00e9","externalId":null}"#;
