@@ -204,7 +204,7 @@ impl Records {
             FullRecords::Store { tree, path } => tree
                 .get(subject.as_str().as_bytes())
                 .map_err(|source| store_error(path, source))?
-                .map(|value| decode_record(path, subject, &value))
+                .map(|value| decode_record(path, subject.as_str(), &value))
                 .transpose()?,
         };
         found.ok_or_else(|| CacheError::Unreadable {
@@ -238,7 +238,7 @@ impl Records {
                     let (key, value) = item.map_err(|source| store_error(path, source))?;
                     let subject = Subject::new(String::from_utf8_lossy(&key));
                     if matches!(self.summary(&subject), Some(summary) if keep(&summary)) {
-                        let record = decode_record(path, &subject, &value)?;
+                        let record = decode_record(path, subject.as_str(), &value)?;
                         found.push((subject, record));
                         if found.len() == wanted {
                             break;
@@ -534,11 +534,7 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
         tree.get(&key).map_err(|source| store_error(path, source))?;
         let subject = String::from_utf8_lossy(&key);
         // Only the summary's fields are decoded; the others are skipped unread.
-        let summary: Summary =
-            serde_json::from_slice(&value).map_err(|err| CacheError::Unreadable {
-                path: path.to_owned(),
-                reason: format!("record of subject {subject}: {err}"),
-            })?;
+        let summary: Summary = decode_record(path, &subject, &value)?;
         entries.push(Entry {
             digest: keys.digest(&subject),
             summary: Some(summary),
@@ -551,11 +547,12 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
     Ok(Records::indexed(keys, entries, full))
 }
 
-fn decode_record(
+/// A subject's stored record, whole or only its [`Summary`].
+fn decode_record<T: serde::de::DeserializeOwned>(
     path: &Path,
-    subject: &Subject,
+    subject: &str,
     value: &[u8],
-) -> Result<SubjectRecord, CacheError> {
+) -> Result<T, CacheError> {
     serde_json::from_slice(value).map_err(|err| CacheError::Unreadable {
         path: path.to_owned(),
         reason: format!("record of subject {subject}: {err}"),
@@ -609,17 +606,18 @@ mod tests {
         );
     }
 
-    /// The same records, held in memory and read from a store.
-    async fn both_ways(given: Vec<(Subject, SubjectRecord)>) -> [Records; 2] {
+    /// The same records, held in memory and read from a store; the store (and
+    /// its directory) must outlive the records, as in a run.
+    async fn both_ways(
+        given: Vec<(Subject, SubjectRecord)>,
+    ) -> ([Records; 2], (Cache, tempfile::TempDir)) {
         let in_memory: Records = given.iter().cloned().collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = Cache::open(dir.path()).expect("open");
         let given: Vec<_> = given.into_iter().map(|(s, r)| (s, Some(r))).collect();
         cache.record(&given).await.expect("record");
         let stored = cache.subjects_in_background().await.expect("subjects");
-        // The store stays open while the records are in use, as in a run.
-        std::mem::forget((cache, dir));
-        [in_memory, stored]
+        ([in_memory, stored], (cache, dir))
     }
 
     #[tokio::test]
@@ -633,7 +631,8 @@ mod tests {
                 record("b@x.com", SubjectState::Existing),
             )])
             .collect();
-        for mut records in both_ways(given).await {
+        let (both, _store) = both_ways(given).await;
+        for mut records in both {
             assert_eq!(records.len(), 1_000, "a subject given twice is one record");
             assert_eq!(
                 records.summary(&subjects[7]),

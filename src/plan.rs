@@ -1,7 +1,8 @@
 //! The diff: what the directory says versus what the cache remembers (and, on a
 //! first run, what the gateway already holds), as a list of actions, built while
-//! the directory is read. Pure: no clock, no I/O, so every rule is a table test
-//! below.
+//! the directory is read. No clock and no I/O of its own: the few whole records it
+//! needs come through [`Records`], which tests fill in memory, so every rule is a
+//! table test below.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
