@@ -1,7 +1,9 @@
 //! SCIM 2.0 (RFC 7643/7644) directory: pages through `/Users` and `/Groups`.
 //!
-//! Pages are parsed straight into the few fields idsync needs and normalized at
-//! once, so memory holds the normalized users, never the JSON pages.
+//! Each resource is parsed straight into the few fields idsync needs and
+//! normalized at once, so memory holds the normalized users, not the JSON. A small
+//! page is read whole; a large one (group pages run to tens of MB) is split into
+//! its resources as it downloads, and is never held whole.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -12,13 +14,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION};
-use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::list_response::{ListHeader, ListSplitter, Resources};
 use super::roster::{Roster, RosterError};
 use super::{Listing, SourceError};
 use crate::auth::TokenSource;
@@ -34,12 +36,13 @@ const SCIM_JSON: &str = "application/scim+json, application/json";
 /// this many, no more user pages are requested until it is.
 const MAX_WAITING_USERS: usize = 20_000;
 
-/// A group page is not requested while the group pages downloaded and not yet
-/// decoded hold more than this. A few department-wide groups can make one page
-/// tens of MB (85 MB at a million users), and decoding is slower than loopback
-/// downloading: without a bound, the next pages pile up behind it. The user
-/// listing keeps the download slots busy meanwhile.
-const MAX_UNDECODED_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// A group page's download pauses, and gives its slot to the other pages, while
+/// the group listing's bytes downloaded and not yet decoded reach this. A few
+/// department-wide groups can make one page tens of MB (85 MB at a million users),
+/// and decoding is slower than loopback downloading: without a bound, the page
+/// would pile up in memory ahead of its decoding. The user listing keeps the
+/// download slots busy meanwhile.
+const MAX_UNDECODED_GROUP_BYTES: usize = 4 * 1024 * 1024;
 
 /// Transient directory failures are retried briefly; a longer outage fails the run,
 /// and the next scheduled run tries again.
@@ -82,8 +85,10 @@ impl ScimSource {
             .clear()
             .append_pair("startIndex", "1")
             .append_pair("count", "1");
-        let page: ListResponse<serde::de::IgnoredAny> = self.get_json(&url).await?;
-        Ok(page.total_results)
+        let body = self.get_response(&url).await?.bytes().await;
+        let body = body.map_err(|err| unavailable(&url, &err))?;
+        let header = ListHeader::read(&body).map_err(|reason| inconsistent(&url, reason))?;
+        Ok(header.total_results)
     }
 
     /// Reads the whole directory: the users, and the groups for their memberships.
@@ -98,12 +103,12 @@ impl ScimSource {
         room: impl Fn() -> Room,
     ) -> Result<Listing, SourceError> {
         let keys = IdKeys::new();
-        // The groups are read first. A user read before they are complete must be
-        // held until they are, so the users join in only once every group page has
-        // been requested, sharing the download slots, and stop requesting pages
-        // while more than `MAX_WAITING_USERS` wait for the groups.
+        // The two listings share the download slots. The groups ask first, so they
+        // get the slots first; the users fill them whenever a group page waits for
+        // its decoding. A user read before the groups are complete must be held
+        // until they are, so the users stop requesting pages while more than
+        // `MAX_WAITING_USERS` wait.
         let downloads = Arc::new(Semaphore::new(self.parallel_pages));
-        let groups_requested = tokio::sync::Notify::new();
         let (groups_complete, groups_completed) = tokio::sync::watch::channel(false);
         let gathering = Mutex::new(Gathering::default());
         let gathered = || gathering.lock().unwrap_or_else(PoisonError::into_inner);
@@ -121,7 +126,6 @@ impl ScimSource {
                         .try_for_each(|group| gathering.add_group(group))
                 },
                 Pacing {
-                    requested_all: || groups_requested.notify_one(),
                     before_next: || std::future::ready(()),
                     max_undecoded_bytes: MAX_UNDECODED_GROUP_BYTES,
                 },
@@ -131,39 +135,34 @@ impl ScimSource {
             groups_complete.send_replace(true);
             Ok(())
         };
-        let users = async {
-            groups_requested.notified().await;
-            self.for_each_page(
-                "Users",
-                shutdown,
-                &downloads,
-                user_decoder(keys, self.subject_attribute, self.attributes.clone()),
-                |users, total| {
-                    let ready = gathered().add_users(users, total)?;
-                    if !ready.is_empty() {
-                        deliver(ready);
-                    }
-                    Ok(())
-                },
-                Pacing {
-                    requested_all: || (),
-                    before_next: || {
-                        let waiting = gathered().waiting.len();
-                        let mut completed = groups_completed.clone();
-                        let room = room();
-                        async move {
-                            if waiting > MAX_WAITING_USERS {
-                                // Closed: the group listing failed, and so does the read.
-                                let _ = completed.wait_for(|complete| *complete).await;
-                            }
-                            room.await;
+        let users = self.for_each_page(
+            "Users",
+            shutdown,
+            &downloads,
+            user_decoder(keys, self.subject_attribute, self.attributes.clone()),
+            |users, total| {
+                let ready = gathered().add_users(users, total)?;
+                if !ready.is_empty() {
+                    deliver(ready);
+                }
+                Ok(())
+            },
+            Pacing {
+                before_next: || {
+                    let waiting = gathered().waiting.len();
+                    let mut completed = groups_completed.clone();
+                    let room = room();
+                    async move {
+                        if waiting > MAX_WAITING_USERS {
+                            // Closed: the group listing failed, and so does the read.
+                            let _ = completed.wait_for(|complete| *complete).await;
                         }
-                    },
-                    max_undecoded_bytes: usize::MAX,
+                        room.await;
+                    }
                 },
-            )
-            .await
-        };
+                max_undecoded_bytes: usize::MAX,
+            },
+        );
         tokio::try_join!(groups, users)?;
         let mut gathering = gathering
             .into_inner()
@@ -176,17 +175,18 @@ impl ScimSource {
     }
 
     /// Calls `visit` with every page of `/{resource}`'s resources, in order, checking
-    /// that the pages add up to `totalResults`. `decode` turns a page's bytes into
-    /// resources on the page's own task, so parsing runs beside downloading and
-    /// visiting; `visit` returns an error text when the data is unusable, and gets
+    /// that the pages add up to `totalResults`. `decode` turns a page's resources
+    /// into what the listing yields, on the blocking pool (a large page's while it
+    /// downloads); `visit` returns an error text when the data is unusable, and gets
     /// `totalResults` to size its collections. `pacing` keeps step with the other
     /// listing.
     ///
-    /// Only the first page's header is read before the other pages are requested: it
-    /// tells the total and the server's page size, and the rest sit at fixed offsets
+    /// Only the first page is read before the other pages are requested: it tells
+    /// the total and the server's page size, and the rest sit at fixed offsets
     /// (SCIM's `startIndex` paging allows it). A download holds one of `downloads`
-    /// (`parallel_pages` of them), and one more page may be parsed or waiting, so
-    /// the next download runs while this page is visited.
+    /// (`parallel_pages` of them) until its body is read, and one more page may be
+    /// finishing its decoding or waiting, so the next download runs while this page
+    /// is visited.
     async fn for_each_page<T: Send + 'static, Paced: Future<Output = ()>>(
         &self,
         resource: &str,
@@ -194,70 +194,31 @@ impl ScimSource {
         downloads: &Arc<Semaphore>,
         decode: Decoder<T>,
         mut visit: impl FnMut(Vec<T>, usize) -> Result<(), String>,
-        pacing: Pacing<impl FnOnce(), impl Fn() -> Paced>,
+        pacing: Pacing<impl Fn() -> Paced>,
     ) -> Result<(), SourceError> {
-        let first_url = self.page_url(resource, 1);
-        let first_body = {
-            let _download = downloads.acquire().await;
-            self.get_bytes(&first_url).await?
-        };
-        // Off this task, like all parsing: the other listing shares it.
-        let (first_body, header) = {
-            let url = first_url.clone();
-            on_blocking_pool(&first_url, move || {
-                let header = parse::<ListHeader>(&url, &first_body);
-                (first_body, header)
-            })
-            .await?
-        };
-        let header = header?;
         let undecoded = Arc::new(Undecoded::new(pacing.max_undecoded_bytes));
-        let total = header.total_results;
-        let page_len = header.resources.0;
-        // The server decides the page size (`itemsPerPage`); our `count` is a wish.
-        let promised = header.items_per_page.unwrap_or(self.page_size as usize);
-        check_page(&first_url, total, page_len, 1, total, promised, false)?;
-        let mut starts = (1 + page_len..=total).step_by(page_len.max(1)).peekable();
-        let fetch = |start: usize| {
-            let (source, url) = (self.clone(), self.page_url(resource, start));
+        let read = |start: usize| {
+            let url = self.page_url(resource, start);
             let (downloads, decode) = (downloads.clone(), decode.clone());
-            let undecoded = undecoded.clone();
-            let task = tokio::spawn(async move {
-                undecoded.room().await;
-                let body = {
-                    let _download = downloads.acquire_owned().await;
-                    source.get_bytes(&url).await
-                };
-                match body {
-                    Ok(body) => undecoded.decode(decode, url, body).await,
-                    Err(err) => (url, Err(err)),
-                }
-            });
-            (start, AbortOnDrop(task))
+            self.clone()
+                .read_page(url, downloads, decode, undecoded.clone())
         };
-        // The first page is decoded like the others, while they download; with it,
-        // `parallel_pages + 1` pages are pending.
-        let first = {
-            let (decode, undecoded) = (decode.clone(), undecoded.clone());
-            let task =
-                tokio::spawn(async move { undecoded.decode(decode, first_url, first_body).await });
-            (1, AbortOnDrop(task))
-        };
-        let mut pending: VecDeque<_> = std::iter::once(first)
-            .chain(starts.by_ref().take(self.parallel_pages).map(fetch))
+        let (first_url, first) = read(1).await;
+        let first = first?;
+        let total = first.total_results;
+        let page_len = first.resources.len();
+        // The server decides the page size (`itemsPerPage`); our `count` is a wish.
+        let promised = first.items_per_page.unwrap_or(self.page_size as usize);
+        check_page(&first_url, total, page_len, 1, total, promised, false)?;
+        let mut starts = (1 + page_len..=total).step_by(page_len.max(1));
+        let fetch = |start: usize| (start, AbortOnDrop(tokio::spawn(read(start))));
+        let mut pending: VecDeque<_> = starts
+            .by_ref()
+            .take(self.parallel_pages + 1)
+            .map(fetch)
             .collect();
-        let Pacing {
-            requested_all,
-            before_next,
-            ..
-        } = pacing;
-        let mut requested_all = Some(requested_all);
+        visit(first.resources, total).map_err(|reason| inconsistent(&first_url, reason))?;
         while let Some((start, mut task)) = pending.pop_front() {
-            if starts.peek().is_none() {
-                if let Some(announce) = requested_all.take() {
-                    announce();
-                }
-            }
             let (url, page) = (&mut task.0)
                 .await
                 .map_err(|err| SourceError::Unavailable {
@@ -268,7 +229,7 @@ impl ScimSource {
             if shutdown.is_cancelled() {
                 return Err(SourceError::Interrupted);
             }
-            before_next().await;
+            (pacing.before_next)().await;
             pending.extend(starts.next().map(fetch));
             // Pages sit at fixed offsets: any other size would skip or repeat entries.
             let received = page.resources.len();
@@ -283,11 +244,72 @@ impl ScimSource {
             )?;
             visit(page.resources, total).map_err(|reason| inconsistent(&url, reason))?;
         }
-        // A listing of one page.
-        if let Some(announce) = requested_all {
-            announce();
-        }
         Ok(())
+    }
+
+    /// Downloads one page and decodes it. A page that outgrows one part is decoded
+    /// as it arrives, by a worker on the blocking pool that splits it into its
+    /// resources. Should the listing's undecoded bytes reach their limit, the
+    /// download gives its slot to the other pages until the decoding catches up:
+    /// this bounds the memory a large page takes without idling the connection.
+    async fn read_page<T: Send + 'static>(
+        self,
+        url: Url,
+        downloads: Arc<Semaphore>,
+        decode: Decoder<T>,
+        undecoded: Arc<Undecoded>,
+    ) -> (Url, Result<Page<T>, SourceError>) {
+        let acquire = || async {
+            undecoded.room().await;
+            // Never closed.
+            downloads.clone().acquire_owned().await.ok()
+        };
+        let mut slot = acquire().await;
+        let mut response = match self.get_response(&url).await {
+            Ok(response) => response,
+            Err(err) => return (url, Err(err)),
+        };
+        let part_bytes = match response.content_length() {
+            Some(bytes) if bytes as usize <= WHOLE_PAGE_BYTES => bytes as usize,
+            _ => PART_BYTES,
+        };
+        let mut part = undecoded.part(part_bytes);
+        let mut decoder = PageDecoder::new(decode);
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(err) => return (url.clone(), Err(unavailable(&url, &err))),
+            };
+            if part.is_full_for(chunk.len()) {
+                let full = std::mem::replace(&mut part, undecoded.part(part_bytes));
+                if !decoder.hand_over(full) {
+                    break;
+                }
+            }
+            part.extend(&chunk);
+            if !undecoded.has_room() {
+                // All that the limit counts must be with a decoder before waiting
+                // for the decoders, or the wait could be for bytes held here.
+                let held = std::mem::replace(&mut part, undecoded.part(part_bytes));
+                if !decoder.hand_over(held) {
+                    break;
+                }
+                drop(slot.take());
+                slot = acquire().await;
+            }
+        }
+        // The connection goes back to the pool with the response, for the next page.
+        drop((response, slot));
+        let decoded = decoder.finish(part).await;
+        let page = match decoded {
+            Ok(page) => page.map_err(|reason| inconsistent(&url, reason)),
+            Err(err) => Err(SourceError::Unavailable {
+                url: url.to_string(),
+                reason: format!("the decoding task failed: {err}"),
+            }),
+        };
+        (url, page)
     }
 
     fn page_url(&self, resource: &str, start_index: usize) -> Url {
@@ -299,13 +321,9 @@ impl ScimSource {
         url
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, SourceError> {
-        let body = self.get_bytes(url).await?;
-        parse(url, &body)
-    }
-
-    /// One GET with the directory's retry policy and one token refresh on 401.
-    async fn get_bytes(&self, url: &Url) -> Result<Vec<u8>, SourceError> {
+    /// One GET with the directory's retry policy and one token refresh on 401;
+    /// returns the successful response with its body unread.
+    async fn get_response(&self, url: &Url) -> Result<reqwest::Response, SourceError> {
         let mut token = self.tokens.bearer().await?;
         let mut refreshed = false;
         let mut attempt = 1;
@@ -322,14 +340,7 @@ impl ScimSource {
                 Ok(response) => {
                     let status = response.status();
                     match retry::classify(status) {
-                        Class::Success => {
-                            return read_body(response).await.map_err(|err| {
-                                SourceError::Unavailable {
-                                    url: url.to_string(),
-                                    reason: error_chain(&err),
-                                }
-                            });
-                        }
+                        Class::Success => return Ok(response),
                         Class::Unauthorized
                             if status.as_u16() == 401
                                 && !refreshed
@@ -373,48 +384,109 @@ impl ScimSource {
     }
 }
 
-/// Decodes a page on the blocking pool. A page takes milliseconds of CPU, and on
-/// the runtime it would also hold back the task its download just woke (the next
-/// page's), which waits in the same worker's slot until this one yields.
-async fn decode_page<T: Send + 'static>(
+/// A page whose body is at most this large is read whole, as one part, the
+/// cheapest way to parse it.
+const WHOLE_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A larger page arrives in parts of this size, each split into its resources and
+/// decoded while the next downloads.
+const PART_BYTES: usize = 1024 * 1024;
+
+/// Decodes a page read whole.
+fn decode_whole<T>(decode: &Decoder<T>, page: &Part) -> Result<Page<T>, String> {
+    let (header, resources) = decode(Resources::Page(&page.bytes))?;
+    Ok(Page::new(
+        header.expect("a whole page has a header"),
+        resources,
+    ))
+}
+
+/// Decodes a page: whole once it is read, unless it outgrows one part; then a
+/// worker on the blocking pool decodes its parts as they are handed over. (A
+/// worker waiting for the parts of every page, small ones included, measured 1 ms
+/// slower a page.)
+struct PageDecoder<T> {
     decode: Decoder<T>,
-    url: Url,
-    body: Vec<u8>,
-) -> (Url, Result<ListResponse<T>, SourceError>) {
-    let page = on_blocking_pool(&url, move || decode(&body))
-        .await
-        .and_then(|page| page.map_err(|reason| inconsistent(&url, reason)));
-    (url, page)
+    worker: Option<PartsWorker<T>>,
 }
 
-/// Runs parsing work for the page at `url` on the blocking pool.
-async fn on_blocking_pool<R: Send + 'static>(
-    url: &Url,
-    work: impl FnOnce() -> R + Send + 'static,
-) -> Result<R, SourceError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| SourceError::Unavailable {
-            url: url.to_string(),
-            reason: format!("the decoding task failed: {err}"),
-        })
+struct PartsWorker<T> {
+    parts: std::sync::mpsc::Sender<Part>,
+    decoded: tokio::task::JoinHandle<Result<Page<T>, String>>,
 }
 
-/// Reads a body into one buffer sized from `Content-Length`: a page can be tens of
-/// MB, and a buffer grown by doubling would briefly hold up to three times that.
-async fn read_body(mut response: reqwest::Response) -> reqwest::Result<Vec<u8>> {
-    /// A lying header must not reserve memory the page will never fill.
-    const MAX_RESERVE: u64 = 256 * 1024 * 1024;
-    let announced = response.content_length().unwrap_or(0).min(MAX_RESERVE);
-    let mut body = Vec::with_capacity(announced as usize);
-    while let Some(chunk) = response.chunk().await? {
-        body.extend_from_slice(&chunk);
+impl<T: Send + 'static> PageDecoder<T> {
+    fn new(decode: Decoder<T>) -> Self {
+        Self {
+            decode,
+            worker: None,
+        }
     }
-    Ok(body)
+
+    /// Hands a part of the page to the worker, starting it with the first. False
+    /// once the worker has stopped early: it found the page unusable, and says why.
+    fn hand_over(&mut self, part: Part) -> bool {
+        let worker = self.worker.get_or_insert_with(|| {
+            let (parts, arriving) = std::sync::mpsc::channel();
+            let decode = self.decode.clone();
+            let decoded = tokio::task::spawn_blocking(move || decode_parts(arriving, &decode));
+            PartsWorker { parts, decoded }
+        });
+        worker.parts.send(part).is_ok()
+    }
+
+    /// Decodes the rest of the page, `last` being its last part.
+    async fn finish(self, last: Part) -> Result<Result<Page<T>, String>, tokio::task::JoinError> {
+        let Some(worker) = self.worker else {
+            let decode = self.decode;
+            return tokio::task::spawn_blocking(move || decode_whole(&decode, &last)).await;
+        };
+        // Refused only by a worker that stopped early.
+        let _ = worker.parts.send(last);
+        drop(worker.parts);
+        worker.decoded.await
+    }
 }
 
-fn parse<T: DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, SourceError> {
-    read_list(body).map_err(|reason| inconsistent(url, reason))
+/// Decodes a page as its parts arrive: each part's complete resources are decoded
+/// before the next part is taken.
+fn decode_parts<T>(
+    arriving: std::sync::mpsc::Receiver<Part>,
+    decode: &Decoder<T>,
+) -> Result<Page<T>, String> {
+    let mut splitter = ListSplitter::default();
+    let mut resources = Vec::new();
+    for part in arriving {
+        splitter.feed(&part.bytes)?;
+        resources.extend(decode(Resources::Batch(&splitter.take()))?.1);
+    }
+    let (header, last) = splitter.finish()?;
+    resources.extend(decode(Resources::Batch(&last))?.1);
+    Ok(Page::new(ListHeader::read(&header)?, resources))
+}
+
+/// A page's resources, decoded.
+struct Page<T> {
+    total_results: usize,
+    items_per_page: Option<usize>,
+    resources: Vec<T>,
+}
+
+impl<T> Page<T> {
+    fn new(header: ListHeader, resources: Vec<T>) -> Self {
+        Self {
+            total_results: header.total_results,
+            items_per_page: header.items_per_page,
+            resources,
+        }
+    }
+}
+
+fn unavailable(url: &Url, err: &reqwest::Error) -> SourceError {
+    SourceError::Unavailable {
+        url: url.to_string(),
+        reason: error_chain(err),
+    }
 }
 
 /// A page fetch that stops when the read is abandoned (an error, a shutdown).
@@ -464,59 +536,80 @@ fn check_page(
     Ok(())
 }
 
-/// How a listing keeps step with the other: `requested_all` is called once every
-/// page has been requested, and `before_next` is awaited before each request after
-/// the first `parallel_pages + 1` pages. A page waits to be downloaded while the
-/// listing's pages downloaded and not decoded hold `max_undecoded_bytes` or more.
-struct Pacing<Announce, Wait> {
-    requested_all: Announce,
+/// How a listing keeps step with the other: `before_next` is awaited before each
+/// request after the first `parallel_pages + 2` pages. A page's download waits,
+/// without its slot, while the listing's chunks downloaded and not yet decoded
+/// hold `max_undecoded_bytes` or more.
+struct Pacing<Wait> {
     before_next: Wait,
     max_undecoded_bytes: usize,
 }
 
-/// The bytes of a listing's pages downloaded and not yet decoded.
+/// The bytes of a listing's chunks downloaded and not yet decoded.
 struct Undecoded {
-    bytes: tokio::sync::watch::Sender<usize>,
+    bytes: Arc<tokio::sync::watch::Sender<usize>>,
     limit: usize,
 }
 
 impl Undecoded {
     fn new(limit: usize) -> Self {
         Self {
-            bytes: tokio::sync::watch::Sender::new(0),
+            bytes: Arc::new(tokio::sync::watch::Sender::new(0)),
             limit,
         }
     }
 
-    /// Returns once the pages waiting to be decoded hold less than the limit.
+    fn has_room(&self) -> bool {
+        *self.bytes.borrow() < self.limit
+    }
+
+    /// Returns once the chunks waiting to be decoded hold less than the limit.
     async fn room(&self) {
         let mut bytes = self.bytes.subscribe();
         // The sender lives as long as `self`.
         let _ = bytes.wait_for(|&held| held < self.limit).await;
     }
 
-    /// Decodes a page, counting its bytes until it is decoded.
-    async fn decode<T: Send + 'static>(
-        &self,
-        decode: Decoder<T>,
-        url: Url,
-        body: Vec<u8>,
-    ) -> (Url, Result<ListResponse<T>, SourceError>) {
-        let held = body.len();
-        self.bytes.send_modify(|bytes| *bytes += held);
-        let decoded = decode_page(decode, url, body).await;
-        self.bytes.send_modify(|bytes| *bytes -= held);
-        decoded
+    /// An empty part of a page's body, for `capacity` bytes; its bytes count as
+    /// undecoded until it is dropped.
+    fn part(&self, capacity: usize) -> Part {
+        Part {
+            bytes: Vec::with_capacity(capacity),
+            undecoded: self.bytes.clone(),
+        }
     }
 }
 
-/// Turns one page's bytes into its resources, or says why it cannot.
-type Decoder<T> = Arc<dyn Fn(&[u8]) -> Result<ListResponse<T>, String> + Send + Sync>;
-
-/// A SCIM ListResponse, or the part of one that `T` reads, from a page's bytes.
-fn read_list<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|err| format!("not a SCIM ListResponse: {err}"))
+/// A part of a page's body, in one buffer: the chunks reqwest hands out are
+/// copied at once, so its read buffers are reused instead of pinned by a page.
+struct Part {
+    bytes: Vec<u8>,
+    undecoded: Arc<tokio::sync::watch::Sender<usize>>,
 }
+
+impl Part {
+    /// The part has bytes, and `more` would not fit in its buffer.
+    fn is_full_for(&self, more: usize) -> bool {
+        !self.bytes.is_empty() && self.bytes.len() + more > self.bytes.capacity()
+    }
+
+    fn extend(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        self.undecoded.send_modify(|held| *held += chunk.len());
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        let decoded = self.bytes.len();
+        self.undecoded.send_modify(|held| *held -= decoded);
+    }
+}
+
+/// Turns a page's resources, whole or split, into what the listing yields, one
+/// for each, or says why it cannot; with a whole page, also reads its header.
+type Decoder<T> =
+    Arc<dyn Fn(Resources<'_>) -> Result<(Option<ListHeader>, Vec<T>), String> + Send + Sync>;
 
 /// A user as read from a page: normalized, with what the roster needs.
 struct PulledUser {
@@ -528,7 +621,7 @@ struct PulledUser {
     listed_groups: Vec<ScimRef>,
 }
 
-/// Users pages, normalized on the page's task. Mapped attributes can sit anywhere
+/// Users pages, normalized by the page's worker. Mapped attributes can sit anywhere
 /// (extension schemas), so with any mapped the whole resource is parsed first.
 fn user_decoder(
     keys: IdKeys,
@@ -552,14 +645,12 @@ fn user_decoder(
         }
     };
     if attributes.is_empty() {
-        return Arc::new(move |body| {
-            let page: ListResponse<ScimUser> = read_list(body)?;
-            page.try_map(|user| Ok(pulled(user, Mapped::default())))
+        return Arc::new(move |resources| {
+            resources.decode("User", |user| Ok(pulled(user, Mapped::default())))
         });
     }
-    Arc::new(move |body| {
-        let page: ListResponse<Value> = read_list(body)?;
-        page.try_map(|value| {
+    Arc::new(move |resources| {
+        resources.decode("User", |value: Value| {
             let read =
                 |path: &Option<AttributePath>| path.as_ref().and_then(|p| attribute(&value, p));
             let mapped = Mapped {
@@ -581,12 +672,11 @@ struct PulledGroup {
     members: Vec<IdDigest>,
 }
 
-/// Groups pages, decoded on the page's task; member ids are digested straight
+/// Groups pages, decoded by the page's worker; member ids are digested straight
 /// from the page's bytes, never copied.
 fn group_decoder(keys: IdKeys) -> Decoder<PulledGroup> {
-    Arc::new(move |body| {
-        let page: ListResponse<ScimGroup> = read_list(body)?;
-        page.try_map(|group| {
+    Arc::new(move |resources| {
+        resources.decode("Group", |group: ScimGroup| {
             let members = match group.members {
                 Some(members) => member_digests(members, &keys)
                     .map_err(|err| format!("group {:?} has unreadable members: {err}", group.id))?,
@@ -671,6 +761,8 @@ impl Gathering {
         if self.listing.entries == 0 {
             self.roster.expect_users(total);
         }
+        // Sized once for a full list: grown by doubling, it could take twice that.
+        let most_waiting = (MAX_WAITING_USERS + page.len()).min(total);
         for pulled in page {
             self.listing.entries += 1;
             let groups = self
@@ -683,7 +775,12 @@ impl Gathering {
                     let user = with_listed_groups(&self.roster, user, pulled.listed_groups);
                     self.ready.push(user);
                 }
-                (Ok(user), None) => self.waiting.push((user, pulled.listed_groups)),
+                (Ok(user), None) => {
+                    if self.waiting.capacity() == 0 {
+                        self.waiting.reserve_exact(most_waiting);
+                    }
+                    self.waiting.push((user, pulled.listed_groups));
+                }
                 (Err(unusable), _) => self.listing.unusable.push(unusable),
             }
         }
@@ -703,10 +800,20 @@ impl Gathering {
     /// The group listing is complete: the users read so far get their groups.
     fn close_groups(&mut self) {
         let so_far = self.roster.close_groups();
-        for ((mut user, listed), groups) in self.waiting.drain(..).zip(so_far) {
-            user.groups = groups;
-            let user = with_listed_groups(&self.roster, user, listed);
-            self.ready.push(user);
+        let roster = &self.roster;
+        // Collected in the waiting list's own buffer: it can hold tens of MB.
+        let waited: Vec<DirectoryUser> = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .zip(so_far)
+            .map(|((mut user, listed), groups)| {
+                user.groups = groups;
+                with_listed_groups(roster, user, listed)
+            })
+            .collect();
+        if self.ready.is_empty() {
+            self.ready = waited;
+        } else {
+            self.ready.extend(waited);
         }
     }
 }
@@ -726,69 +833,6 @@ fn with_listed_groups(
         user.groups.dedup();
     }
     user
-}
-
-/// What the first page's header tells before its resources are parsed.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListHeader {
-    total_results: usize,
-    items_per_page: Option<usize>,
-    #[serde(default, rename = "Resources")]
-    resources: Count,
-}
-
-/// The length of a JSON array, read without keeping its elements.
-#[derive(Default)]
-struct Count(usize);
-
-impl<'de> Deserialize<'de> for Count {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Counter;
-        impl<'de> serde::de::Visitor<'de> for Counter {
-            type Value = Count;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Count, A::Error> {
-                let mut count = 0;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    count += 1;
-                }
-                Ok(Count(count))
-            }
-        }
-        deserializer.deserialize_seq(Counter)
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ListResponse<T> {
-    total_results: usize,
-    items_per_page: Option<usize>,
-    #[serde(default = "Vec::new", rename = "Resources")]
-    resources: Vec<T>,
-}
-
-impl<T> ListResponse<T> {
-    fn try_map<U>(
-        self,
-        each: impl FnMut(T) -> Result<U, String>,
-    ) -> Result<ListResponse<U>, String> {
-        Ok(ListResponse {
-            total_results: self.total_results,
-            items_per_page: self.items_per_page,
-            resources: self
-                .resources
-                .into_iter()
-                .map(each)
-                .collect::<Result<_, _>>()?,
-        })
-    }
 }
 
 /// A SCIM user's fields idsync reads; text borrows from the page where it can.
@@ -1102,21 +1146,119 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_page_waits_while_the_pages_before_it_are_still_undecoded() {
+    async fn a_page_waits_while_the_parts_before_it_are_still_undecoded() {
         let undecoded = Arc::new(Undecoded::new(10));
         undecoded.room().await;
-        undecoded.bytes.send_modify(|bytes| *bytes += 10);
+        let mut part = undecoded.part(10);
+        part.extend(&[b' '; 10]);
+        assert!(!undecoded.has_room());
         let waiting = tokio::spawn({
             let undecoded = undecoded.clone();
             async move { undecoded.room().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "10 bytes undecoded is the limit");
-        undecoded.bytes.send_modify(|bytes| *bytes -= 1);
+        drop(part);
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
-            .expect("room once under the limit")
+            .expect("room once the part is decoded")
             .expect("task");
+    }
+
+    #[tokio::test]
+    async fn a_large_page_is_decoded_part_by_part_as_it_downloads() {
+        const GROUPS: usize = 10;
+        const MEMBERS: usize = 10_000;
+        let member_id = |g: usize, n: usize| format!("user-{g}-{n:06}");
+        let groups: Vec<String> = (0..GROUPS)
+            .map(|g| {
+                let members: Vec<String> = (0..MEMBERS)
+                    .map(|n| format!(r#"{{"value":"{}","display":"User {n}"}}"#, member_id(g, n)))
+                    .collect();
+                let members = members.join(",");
+                format!(r#"{{"id":"g{g}","displayName":"group {g}","members":[{members}]}}"#)
+            })
+            .collect();
+        let page = format!(
+            r#"{{"totalResults":{GROUPS},"Resources":[{}]}}"#,
+            groups.join(",")
+        );
+        assert!(page.len() > 3 * PART_BYTES, "{} bytes", page.len());
+        // Streamed without a Content-Length, as a server that pages from a cursor.
+        let page = bytes::Bytes::from(page);
+        let app = axum::Router::new().route(
+            "/scim/v2/Groups",
+            axum::routing::get(move || {
+                let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..page.len())
+                    .step_by(64 * 1024)
+                    .map(|at| Ok(page.slice(at..page.len().min(at + 64 * 1024))))
+                    .collect();
+                async move { axum::body::Body::from_stream(futures::stream::iter(chunks)) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = format!("[source]\nkind = \"scim\"\nurl = \"http://{address}/scim/v2\"\nbearer_token = \"t\"\n[target]\nurl = \"https://y.com/api\"\napi_key = \"k\"\n");
+        let config = crate::config::Config::parse(&config, "t", &|_| None).expect("config");
+        let http = reqwest::Client::new();
+        let tokens = TokenSource::new(&config.source.auth, http.clone());
+        let source = ScimSource::new(&config.source, http, tokens);
+        let keys = IdKeys::new();
+        let (batches, inner) = (Arc::new(Mutex::new(0)), group_decoder(keys.clone()));
+        let decode: Decoder<PulledGroup> = Arc::new({
+            let batches = batches.clone();
+            move |resources| {
+                if matches!(resources, Resources::Batch(_)) {
+                    *batches.lock().expect("not poisoned") += 1;
+                }
+                inner(resources)
+            }
+        });
+        // Far less than the page: its download has to wait for the decoding.
+        let undecoded = Arc::new(Undecoded::new(256 * 1024));
+        let url = source.page_url("Groups", 1);
+        let slots = Arc::new(Semaphore::new(1));
+        let (_, page) = source
+            .read_page(url, slots.clone(), decode, undecoded.clone())
+            .await;
+        let page = page.expect("decodes");
+        assert!(
+            *batches.lock().expect("not poisoned") > 3,
+            "decoded part by part"
+        );
+        assert_eq!(page.total_results, GROUPS);
+        for (g, group) in page.resources.iter().enumerate() {
+            assert_eq!(group.name.as_deref(), Some(format!("group {g}").as_str()));
+            let expected: Vec<IdDigest> = (0..MEMBERS)
+                .map(|n| keys.digest(&member_id(g, n)))
+                .collect();
+            assert_eq!(group.members, expected, "group {g}");
+        }
+        assert_eq!(*undecoded.bytes.borrow(), 0, "every part is accounted for");
+        assert_eq!(slots.available_permits(), 1, "the slot is back");
+    }
+
+    /// Decodes `page` both ways idsync reads pages: whole, and split from parts of
+    /// 7 bytes.
+    fn decode_both_ways<T>(decode: &Decoder<T>, page: &[u8]) -> [Result<Page<T>, String>; 2] {
+        let undecoded = Undecoded::new(usize::MAX);
+        let part = |bytes: &[u8]| {
+            let mut part = undecoded.part(bytes.len());
+            part.extend(bytes);
+            part
+        };
+        let whole = decode_whole(decode, &part(page));
+        let (parts, arriving) = std::sync::mpsc::channel();
+        for chunk in page.chunks(7) {
+            parts.send(part(chunk)).expect("the receiver is here");
+        }
+        drop(parts);
+        let split = decode_parts(arriving, decode);
+        assert!(undecoded.has_room() && *undecoded.bytes.borrow() == 0);
+        [whole, split]
     }
 
     #[test]
@@ -1140,26 +1282,72 @@ mod tests {
             ]},
             {"id": "g2", "displayName": "empty", "members": null}
         ]}"#;
-        let decoded = group_decoder(keys.clone())(page).expect("decodes");
-        let groups: Vec<(String, Option<String>, Vec<IdDigest>)> = decoded
-            .resources
-            .into_iter()
-            .map(|g| (g.id, g.name, g.members))
-            .collect();
-        assert_eq!(
-            groups,
-            [
-                (
-                    "g1".into(),
-                    Some("sre".into()),
-                    vec![keys.digest("u1"), keys.digest("abc")]
-                ),
-                ("g2".into(), Some("empty".into()), vec![]),
-            ]
-        );
+        for decoded in decode_both_ways(&group_decoder(keys.clone()), page) {
+            let page = decoded.expect("decodes");
+            assert_eq!((page.total_results, page.items_per_page), (2, None));
+            let groups: Vec<(String, Option<String>, Vec<IdDigest>)> = page
+                .resources
+                .into_iter()
+                .map(|g| (g.id, g.name, g.members))
+                .collect();
+            assert_eq!(
+                groups,
+                [
+                    (
+                        "g1".into(),
+                        Some("sre".into()),
+                        vec![keys.digest("u1"), keys.digest("abc")]
+                    ),
+                    ("g2".into(), Some("empty".into()), vec![]),
+                ]
+            );
+        }
         let bad = br#"{"totalResults": 1, "Resources": [{"id": "g", "members": [{"value": 7}]}]}"#;
-        let err = group_decoder(keys)(bad).map(|_| ()).unwrap_err();
-        assert!(err.contains(r#"group "g" has unreadable members"#), "{err}");
+        for decoded in decode_both_ways(&group_decoder(keys.clone()), bad) {
+            let err = decoded.map(|_| ()).unwrap_err();
+            assert!(
+                err.starts_with(r#"Resources[0]: group "g" has unreadable members"#),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn users_pages_read_the_same_whole_and_in_parts() {
+        let page = br#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+            "Resources": [
+                {"id": "u1", "userName": "ann@x.com", "displayName": "Ann \"A\" {B}",
+                 "urn:example:params:scim:schemas:extension:slack:2.0:User": {"slackId": "U1"}},
+                {"id": "u2", "userName": "not an address"}
+            ],
+            "itemsPerPage": 2, "totalResults": 9, "startIndex": 1}"#;
+        let config = "[source]\nkind = \"scim\"\nurl = \"https://x.com\"\nbearer_token = \"t\"\n[source.attributes]\nslack_id = \"urn:example:params:scim:schemas:extension:slack:2.0:User:slackId\"\n[target]\nurl = \"https://y.com/api\"\napi_key = \"k\"\n";
+        let config = crate::config::Config::parse(config, "t", &|_| None).expect("config");
+        let decoder = user_decoder(
+            IdKeys::new(),
+            SubjectAttribute::Id,
+            config.source.attributes.clone(),
+        );
+        for decoded in decode_both_ways(&decoder, page) {
+            let page = decoded.expect("decodes");
+            assert_eq!((page.total_results, page.items_per_page), (9, Some(2)));
+            let [ann, no_email] = &page.resources[..] else {
+                panic!("two users");
+            };
+            let ann = ann.user.as_ref().expect("usable");
+            assert_eq!(ann.name.as_deref(), Some(r#"Ann "A" {B}"#));
+            assert_eq!(ann.slack_id.as_deref(), Some("U1"));
+            assert_eq!(&*no_email.scim_id, "u2");
+            assert!(no_email.user.as_ref().expect("keyed").email.is_err());
+        }
+        let broken = br#"{"totalResults": 1, "Resources": [{"id": 5}]}"#;
+        for decoded in decode_both_ways(&decoder, broken) {
+            let err = decoded.map(|_| ()).unwrap_err();
+            assert!(
+                err.starts_with("Resources[0]") && err.contains("not a SCIM User"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
