@@ -19,6 +19,7 @@
 //! - [`schedule`]: the cron loop of the daemon.
 //! - [`service`]: `/healthz`, `/readyz`, `/metrics`; [`notify`]: systemd's notify protocol.
 //! - [`events`]: every notable event's log line and metric, in one place.
+//! - [`memory`]: glibc malloc tunings for the page-sized peaks of a read.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(clippy::await_holding_lock)]
 
@@ -28,6 +29,7 @@ pub mod cache;
 pub mod config;
 pub mod events;
 pub mod groups;
+pub mod memory;
 pub mod model;
 pub mod notify;
 pub mod plan;

@@ -132,6 +132,7 @@ impl ScimSource {
             )
             .await?;
             gathered().close_groups();
+            crate::memory::return_freed_memory();
             groups_complete.send_replace(true);
             Ok(())
         };
