@@ -592,8 +592,8 @@ impl Undecoded {
     }
 }
 
-/// A part of a page's body, in one buffer: the chunks reqwest hands out are
-/// copied at once, so its read buffers are reused instead of pinned by a page.
+/// A part of a page's body, the chunks reqwest hands out copied into one buffer,
+/// which the splitter and serde read as one slice.
 struct Part {
     bytes: Vec<u8>,
     undecoded: Arc<tokio::sync::watch::Sender<usize>>,
@@ -1233,6 +1233,8 @@ mod tests {
             move |resources| {
                 if matches!(resources, Resources::Batch(_)) {
                     *batches.lock().expect("not poisoned") += 1;
+                    // Slower than the download, whatever the machine.
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 inner(resources)
             }
@@ -1241,13 +1243,21 @@ mod tests {
         let undecoded = Arc::new(Undecoded::new(256 * 1024));
         let url = source.page_url("Groups", 1);
         let slots = Arc::new(Semaphore::new(1));
-        let (_, page) = source
-            .read_page(url, slots.clone(), decode, undecoded.clone())
-            .await;
+        let reading = tokio::spawn(source.read_page(url, slots.clone(), decode, undecoded.clone()));
+        while slots.available_permits() == 1 {
+            tokio::task::yield_now().await;
+        }
+        // Another page gets the slot while this one waits for its decoding.
+        let other_page = slots.acquire().await.expect("open");
+        let decoded_by_then = *batches.lock().expect("not poisoned");
+        drop(other_page);
+        let (_, page) = reading.await.expect("task");
         let page = page.expect("decodes");
+        let decoded = *batches.lock().expect("not poisoned");
+        assert!(decoded > 3, "decoded part by part");
         assert!(
-            *batches.lock().expect("not poisoned") > 3,
-            "decoded part by part"
+            decoded_by_then * 2 < decoded,
+            "the slot came free early in the page: after {decoded_by_then} of {decoded} parts"
         );
         assert_eq!(page.total_results, GROUPS);
         for (g, group) in page.resources.iter().enumerate() {
