@@ -125,7 +125,7 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
         dry_run: cli.dry_run,
         allow_mass_deactivation: cli.allow_mass_deactivation,
     };
-    let syncer = match Syncer::new(&config, mode) {
+    let syncer = match Syncer::for_one_run(&config, mode) {
         Ok(syncer) => syncer,
         Err(err) => {
             eprintln!("idsync: cannot start: {err}");

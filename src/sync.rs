@@ -14,7 +14,9 @@ use tracing::Instrument;
 
 use crate::apply::{Action, Applier, Outcome};
 use crate::auth::TokenSource;
-use crate::cache::{Cache, CacheError, Records, RunRecord, SubjectRecord, SubjectState};
+use crate::cache::{
+    Cache, CacheError, CacheOpening, Records, RunRecord, SubjectRecord, SubjectState,
+};
 use crate::config::{Config, GroupPolicy};
 use crate::events;
 use crate::model::{DirectoryUser, Email, Fingerprint, Subject};
@@ -137,7 +139,7 @@ pub struct Syncer {
     applier: Applier,
     groups: GroupPolicy,
     rules: Rules,
-    cache: Option<Cache>,
+    cache: Option<CacheOpening>,
     dry_run: bool,
 }
 
@@ -219,6 +221,26 @@ impl Syncer {
     /// Builds the clients and opens the cache. A dry run reads the gateway but writes
     /// nothing, and a cache that does not exist yet is not created.
     pub fn new(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
+        let cache = match uses_cache(config, mode) {
+            true => Some(CacheOpening::open(Cache::open(&config.cache.path)?)),
+            false => None,
+        };
+        Self::with_cache(config, mode, cache)
+    }
+
+    /// As [`Syncer::new`], for a process that makes one run (`--sync-now`): the
+    /// cache opens while the run starts reading the directory, and a cache that
+    /// cannot be opened aborts the run before it plans anything.
+    pub fn for_one_run(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
+        let cache = uses_cache(config, mode).then(|| CacheOpening::start(&config.cache.path));
+        Self::with_cache(config, mode, cache)
+    }
+
+    fn with_cache(
+        config: &Config,
+        mode: RunMode,
+        cache: Option<CacheOpening>,
+    ) -> Result<Self, SetupError> {
         let (source, client) = clients(config)?;
         let target = if mode.dry_run {
             Target::DryRun(client)
@@ -234,11 +256,6 @@ impl Syncer {
             allow_admin_group: config.groups.allow_admin_group,
             owns_slack_id: config.source.attributes.slack_id.is_some(),
             owns_picture: config.source.attributes.picture.is_some(),
-        };
-        let cache = if mode.dry_run && !config.cache.path.exists() {
-            None
-        } else {
-            Some(Cache::open(&config.cache.path)?)
         };
         Ok(Self {
             source,
@@ -430,7 +447,10 @@ impl Syncer {
         reading: &CancellationToken,
     ) -> Result<(Planner<'_>, BTreeMap<String, usize>), SyncError> {
         let cached = match &self.cache {
-            Some(cache) => cache.subjects_in_background().await,
+            Some(opening) => match opening.get().await {
+                Ok(cache) => cache.subjects_in_background().await,
+                Err(err) => Err(err),
+            },
             None => Ok(Records::default()),
         };
         let cached = cached.map_err(|err| {
@@ -471,7 +491,9 @@ impl Syncer {
     /// Makes outcomes durable; a dry run records nothing.
     async fn record(&self, records: &[(Subject, Option<SubjectRecord>)]) -> Result<(), CacheError> {
         match &self.cache {
-            Some(cache) if !self.dry_run && !records.is_empty() => cache.record(records).await,
+            Some(opening) if !self.dry_run && !records.is_empty() => {
+                opening.get().await?.record(records).await
+            }
             _ => Ok(()),
         }
     }
@@ -481,7 +503,10 @@ impl Syncer {
         started_at: chrono::DateTime<chrono::Utc>,
         result: &Result<Summary, Aborted>,
     ) {
-        let Some(cache) = &self.cache else { return };
+        // Planning waited for the opening, so a cache that is not open failed to.
+        let Some(cache) = self.cache.as_ref().and_then(CacheOpening::if_open) else {
+            return;
+        };
         let (outcome, summary, error) = match result {
             Ok(summary) if summary.has_failures() => ("failures", summary, None),
             Ok(summary) => ("ok", summary, None),
@@ -498,6 +523,11 @@ impl Syncer {
             tracing::error!(error = %err, "Could not record the run in the history.");
         }
     }
+}
+
+/// A dry run does not create a cache that does not exist yet.
+fn uses_cache(config: &Config, mode: RunMode) -> bool {
+    !mode.dry_run || config.cache.path.exists()
 }
 
 fn is_deactivation(action: &Action) -> bool {

@@ -100,8 +100,9 @@ impl Harness {
         .await
     }
 
+    /// A `--sync-now` run: the cache opens while the directory is read.
     async fn run_mode(&self, mode: RunMode) -> Result<Summary, Aborted> {
-        let syncer = Syncer::new(&self.config(), mode).expect("syncer");
+        let syncer = Syncer::for_one_run(&self.config(), mode).expect("syncer");
         syncer.run_once(&CancellationToken::new()).await
     }
 
@@ -583,6 +584,29 @@ async fn dry_run_changes_neither_gateway_nor_cache() {
     assert!(!h.cache_path().exists(), "no cache was created");
     let real = h.run().await.expect("real run");
     assert_eq!(real.counts.created, 10, "the dry run recorded nothing");
+}
+
+#[tokio::test]
+async fn a_one_shot_run_on_a_locked_cache_aborts_before_the_gateway_hears_of_it() {
+    let h = Harness::start(Directory::generate(GenSpec::default())).await;
+    let daemon = Syncer::new(&h.config(), RunMode::default()).expect("the first opener");
+    let aborted = h.run().await.expect_err("the cache is locked");
+    assert!(
+        matches!(aborted.error, SyncError::Cache(_))
+            && aborted
+                .error
+                .to_string()
+                .contains("in use by another idsync process"),
+        "{}",
+        aborted.error
+    );
+    assert_eq!(aborted.summary.counts, Default::default());
+    assert!(
+        h.gateway.requests().is_empty(),
+        "{:?}",
+        h.gateway.requests()
+    );
+    drop(daemon);
 }
 
 #[tokio::test]
