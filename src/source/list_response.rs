@@ -8,8 +8,6 @@
 //! nesting); the resources are parsed by serde, which rejects anything malformed
 //! inside them.
 
-use std::marker::PhantomData;
-
 use memchr::memchr2;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -48,13 +46,15 @@ pub enum Resources<'a> {
 }
 
 impl<'a> Resources<'a> {
-    /// Parses each resource as a SCIM `kind` and maps it. An error names the first
-    /// resource that is not one, or that `map` refused, by its place on the page.
-    /// A whole page also yields its header.
-    pub fn decode<R: Deserialize<'a>, T>(
+    /// Parses each resource as a SCIM `kind` with `seed` (`PhantomData` for a type
+    /// that needs none) and maps it. An error names the first resource that is not
+    /// one, or that `map` refused, by its place on the page. A whole page also
+    /// yields its header.
+    pub fn decode<S: DeserializeSeed<'a> + Copy, T>(
         self,
         kind: &str,
-        mut map: impl FnMut(R) -> Result<T, String>,
+        seed: S,
+        mut map: impl FnMut(S::Value) -> Result<T, String>,
     ) -> Result<(Option<ListHeader>, Vec<T>), String> {
         match self {
             Resources::Page(body) => {
@@ -64,7 +64,7 @@ impl<'a> Resources<'a> {
                         kind,
                         map,
                         refused: &mut refused,
-                        resource: PhantomData,
+                        seed,
                     },
                 };
                 let mut reader = serde_json::Deserializer::from_str(utf8(body)?);
@@ -80,9 +80,13 @@ impl<'a> Resources<'a> {
                 let resources = batch
                     .resources()
                     .map(|(index, text)| {
-                        let resource = serde_json::from_str(utf8(text)?).map_err(|err| {
-                            format!("Resources[{index}] is not a SCIM {kind}: {err}")
-                        })?;
+                        let mut reader = serde_json::Deserializer::from_str(utf8(text)?);
+                        let resource = seed
+                            .deserialize(&mut reader)
+                            .and_then(|resource| reader.end().map(|()| resource))
+                            .map_err(|err| {
+                                format!("Resources[{index}] is not a SCIM {kind}: {err}")
+                            })?;
                         map(resource).map_err(|reason| format!("Resources[{index}]: {reason}"))
                     })
                     .collect::<Result<_, _>>()?;
@@ -93,17 +97,17 @@ impl<'a> Resources<'a> {
 }
 
 /// Reads a whole ListResponse, mapping each resource as it is parsed.
-struct PageVisitor<'k, R, F> {
-    resources: Each<'k, R, F>,
+struct PageVisitor<'k, S, F> {
+    resources: Each<'k, S, F>,
 }
 
 /// Maps each resource of a `Resources` array; a refusal is kept in `refused`,
 /// whose reason is the run's error (serde's would only say where it stopped).
-struct Each<'k, R, F> {
+struct Each<'k, S, F> {
     kind: &'k str,
     map: F,
     refused: &'k mut Option<String>,
-    resource: PhantomData<R>,
+    seed: S,
 }
 
 #[derive(Deserialize)]
@@ -117,8 +121,8 @@ enum Field {
     Other,
 }
 
-impl<'de, R: Deserialize<'de>, T, F: FnMut(R) -> Result<T, String>> Visitor<'de>
-    for PageVisitor<'_, R, F>
+impl<'de, S: DeserializeSeed<'de> + Copy, T, F: FnMut(S::Value) -> Result<T, String>> Visitor<'de>
+    for PageVisitor<'_, S, F>
 {
     type Value = (ListHeader, Vec<T>);
 
@@ -152,8 +156,8 @@ impl<'de, R: Deserialize<'de>, T, F: FnMut(R) -> Result<T, String>> Visitor<'de>
     }
 }
 
-impl<'de, R: Deserialize<'de>, T, F: FnMut(R) -> Result<T, String>> DeserializeSeed<'de>
-    for Each<'_, R, F>
+impl<'de, S: DeserializeSeed<'de> + Copy, T, F: FnMut(S::Value) -> Result<T, String>>
+    DeserializeSeed<'de> for Each<'_, S, F>
 {
     type Value = Vec<T>;
 
@@ -163,8 +167,8 @@ impl<'de, R: Deserialize<'de>, T, F: FnMut(R) -> Result<T, String>> DeserializeS
     }
 }
 
-impl<'de, R: Deserialize<'de>, T, F: FnMut(R) -> Result<T, String>> Visitor<'de>
-    for Each<'_, R, F>
+impl<'de, S: DeserializeSeed<'de> + Copy, T, F: FnMut(S::Value) -> Result<T, String>> Visitor<'de>
+    for Each<'_, S, F>
 {
     type Value = Vec<T>;
 
@@ -184,7 +188,7 @@ impl<'de, R: Deserialize<'de>, T, F: FnMut(R) -> Result<T, String>> Visitor<'de>
         let mut resources = Vec::with_capacity(array.size_hint().unwrap_or(0));
         loop {
             let index = resources.len();
-            let resource = match array.next_element::<R>() {
+            let resource = match array.next_element_seed(self.seed) {
                 Ok(Some(resource)) => resource,
                 Ok(None) => return Ok(resources),
                 Err(err) => {
@@ -484,6 +488,8 @@ mod tests {
         }
     }
 
+    use std::marker::PhantomData;
+
     /// Reads `body` whole, keeping each resource's `id`.
     fn read_whole(body: &str) -> Result<(ListHeader, Vec<String>), String> {
         #[derive(Deserialize)]
@@ -491,7 +497,8 @@ mod tests {
             id: String,
         }
         let (header, ids) =
-            Resources::Page(body.as_bytes()).decode("Thing", |r: Resource| Ok(r.id))?;
+            Resources::Page(body.as_bytes())
+                .decode("Thing", PhantomData::<Resource>, |r| Ok(r.id))?;
         Ok((header.expect("a whole page has a header"), ids))
     }
 

@@ -8,14 +8,15 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION};
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -658,11 +659,13 @@ fn user_decoder(
     };
     if attributes.is_empty() {
         return Arc::new(move |resources| {
-            resources.decode("User", |user| Ok(pulled(user, Mapped::default())))
+            resources.decode("User", PhantomData::<ScimUser>, |user| {
+                Ok(pulled(user, Mapped::default()))
+            })
         });
     }
     Arc::new(move |resources| {
-        resources.decode("User", |value: Value| {
+        resources.decode("User", PhantomData::<Value>, |value| {
             let read =
                 |path: &Option<AttributePath>| path.as_ref().and_then(|p| attribute(&value, p));
             let mapped = Mapped {
@@ -684,16 +687,10 @@ struct PulledGroup {
     members: Vec<IdDigest>,
 }
 
-/// Groups pages, decoded by the page's worker; member ids are digested straight
-/// from the page's bytes, never copied.
+/// Groups pages, decoded by the page's worker.
 fn group_decoder(keys: IdKeys) -> Decoder<PulledGroup> {
     Arc::new(move |resources| {
-        resources.decode("Group", |group: ScimGroup| {
-            let members = match group.members {
-                Some(members) => member_digests(members, &keys)
-                    .map_err(|err| format!("group {:?} has unreadable members: {err}", group.id))?,
-                None => Vec::new(),
-            };
+        resources.decode("Group", GroupSeed(&keys), |group| {
             Ok(PulledGroup {
                 id: group.id.into_owned(),
                 name: group
@@ -702,35 +699,10 @@ fn group_decoder(keys: IdKeys) -> Decoder<PulledGroup> {
                     .map(str::trim)
                     .filter(|n| !n.is_empty())
                     .map(str::to_owned),
-                members,
+                members: group.members,
             })
         })
     })
-}
-
-/// The digests of a group's member ids, read one member at a time from the raw
-/// `members` array: large groups hold most of a directory's bytes, and a list of
-/// every member would briefly hold much of it again.
-fn member_digests(members: &RawValue, keys: &IdKeys) -> serde_json::Result<Vec<IdDigest>> {
-    struct Digests<'k>(&'k IdKeys);
-    impl<'de> serde::de::Visitor<'de> for Digests<'_> {
-        type Value = Vec<IdDigest>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an array of members")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Vec<IdDigest>, A::Error> {
-            let mut digests = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-            while let Some(member) = seq.next_element::<MemberRef<'de>>()? {
-                digests.extend(member.value.map(|id| self.0.digest(&id)));
-            }
-            Ok(digests)
-        }
-    }
-    let mut reader = serde_json::Deserializer::from_str(members.get());
-    serde::Deserializer::deserialize_seq(&mut reader, Digests(keys))
 }
 
 /// Names what broke the roster, for the page's error.
@@ -902,17 +874,128 @@ struct ScimRef {
     display: Option<String>,
 }
 
-/// A group's fields idsync reads; `members` stays raw JSON until it is resolved
-/// (see [`member_positions`]).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A group's fields idsync reads, its members' ids already digested.
 struct ScimGroup<'a> {
-    #[serde(borrow)]
     id: Cow<'a, str>,
-    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     display_name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    members: Option<&'a RawValue>,
+    members: Vec<IdDigest>,
+}
+
+/// Reads a group in one pass, digesting each member's id as it is parsed: member
+/// lists hold most of a directory's bytes, so they are neither parsed twice (once
+/// to find their end, once to read them) nor copied.
+#[derive(Clone, Copy)]
+struct GroupSeed<'k>(&'k IdKeys);
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum GroupField {
+    Id,
+    DisplayName,
+    Members,
+    #[serde(other)]
+    Other,
+}
+
+/// A text field, borrowed from the page unless escapes force a copy.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow, deserialize_with = "borrowed_text")] Option<Cow<'a, str>>);
+
+impl<'de> DeserializeSeed<'de> for GroupSeed<'_> {
+    type Value = ScimGroup<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, group: D) -> Result<Self::Value, D::Error> {
+        group.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GroupSeed<'_> {
+    type Value = ScimGroup<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a SCIM Group object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Self::Value, A::Error> {
+        // Each field's value, once the field is met: a text field can be `null`.
+        let (mut id, mut display_name, mut members) = (None, None, None);
+        while let Some(field) = fields.next_key()? {
+            match field {
+                GroupField::Id => set_once(&mut id, "id", fields.next_value::<Text>()?.0)?,
+                GroupField::DisplayName => {
+                    let name = fields.next_value::<Text>()?.0;
+                    set_once(&mut display_name, "displayName", name)?;
+                }
+                GroupField::Members => {
+                    let digests = fields.next_value_seed(MemberDigests(self.0));
+                    let digests = digests.map_err(|err| match &id {
+                        Some(Some(id)) => {
+                            A::Error::custom(format!("group {id:?} has unreadable members: {err}"))
+                        }
+                        _ => err,
+                    })?;
+                    set_once(&mut members, "members", digests)?;
+                }
+                GroupField::Other => {
+                    fields.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(ScimGroup {
+            id: id.flatten().ok_or_else(|| A::Error::missing_field("id"))?,
+            display_name: display_name.flatten(),
+            members: members.unwrap_or_default(),
+        })
+    }
+}
+
+/// Keeps a field's value, refusing a field given twice.
+fn set_once<T, E: serde::de::Error>(
+    slot: &mut Option<T>,
+    field: &'static str,
+    value: T,
+) -> Result<(), E> {
+    match slot.replace(value) {
+        None => Ok(()),
+        Some(_) => Err(E::duplicate_field(field)),
+    }
+}
+
+/// The digests of a group's member ids (`null` for none), read one member at a
+/// time.
+#[derive(Clone, Copy)]
+struct MemberDigests<'k>(&'k IdKeys);
+
+impl<'de> DeserializeSeed<'de> for MemberDigests<'_> {
+    type Value = Vec<IdDigest>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, members: D) -> Result<Self::Value, D::Error> {
+        members.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberDigests<'_> {
+    type Value = Vec<IdDigest>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of members")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, members: D) -> Result<Self::Value, D::Error> {
+        members.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut members: A) -> Result<Self::Value, A::Error> {
+        let mut digests = Vec::with_capacity(members.size_hint().unwrap_or(0));
+        while let Some(member) = members.next_element::<MemberRef<'de>>()? {
+            digests.extend(member.value.map(|id| self.0.digest(&id)));
+        }
+        Ok(digests)
+    }
 }
 
 /// A group member's `value` (the member's id) and nothing else.
@@ -1336,9 +1419,16 @@ mod tests {
         for decoded in decode_both_ways(&group_decoder(keys.clone()), bad) {
             let err = decoded.map(|_| ()).unwrap_err();
             assert!(
-                err.starts_with(r#"Resources[0]: group "g" has unreadable members"#),
+                err.starts_with(
+                    r#"Resources[0] is not a SCIM Group: group "g" has unreadable members"#
+                ),
                 "{err}"
             );
+        }
+        let twice = br#"{"totalResults": 1, "Resources": [{"id": "g", "members": [], "members": [{"value": "u1"}]}]}"#;
+        for decoded in decode_both_ways(&group_decoder(keys.clone()), twice) {
+            let err = decoded.map(|_| ()).unwrap_err();
+            assert!(err.contains("duplicate field `members`"), "{err}");
         }
     }
 
