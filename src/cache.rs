@@ -1,20 +1,34 @@
 //! What idsync remembers between runs, in sled at `cache.path`.
 //!
 //! Trees: `subjects` (subject → what happened to it in the gateway), `runs` (a short
-//! history of runs, keyed by start time), `meta` (schema version). Outcomes are
-//! flushed to disk as soon as they are known, so a crash or `kill -9` loses nothing
-//! that the gateway already holds.
+//! history of runs, keyed by start time), `meta` (schema version, the store's id and
+//! generation). Outcomes are flushed to disk as soon as they are known, so a crash
+//! or `kill -9` loses nothing that the gateway already holds. Beside the store, a
+//! file copies every record's summary for the next run to read (`summaries`).
 
-use std::collections::HashMap;
+mod summaries;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Email, Fingerprint, IdDigest, IdKeys, Subject};
 use crate::sync::Counts;
 
-const SCHEMA_VERSION: u32 = 1;
+/// 2 added the generation, which every writer must raise (see `summaries`); 1 has
+/// the same records, and is upgraded on open, after which older builds refuse it.
+const SCHEMA_VERSION: u32 = 2;
+const UPGRADABLE_SCHEMA: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// A random id given to the store when it is created, named by the summaries file.
+const STORE_ID_KEY: &[u8] = b"store_id";
+/// Raised before the first change to the records after the summaries file was written.
+const GENERATION_KEY: &[u8] = b"generation";
+/// Changes to the records held to bring the summaries file up to date at the end of
+/// a run; a run that changes more (a first import) writes it from the tree.
+const MAX_HELD_CHANGES: usize = if cfg!(test) { 3 } else { 100_000 };
 /// sled's page cache. Records are read once per run, in order, so a small cache
 /// costs little time and keeps memory flat as the directory grows (at 1M records,
 /// 2 MB ran as fast as 8 MB and held 7 MiB less).
@@ -415,6 +429,22 @@ pub struct Cache {
     db: sled::Db,
     subjects: sled::Tree,
     runs: sled::Tree,
+    meta: sled::Tree,
+    store_id: u64,
+    summaries: Mutex<SummariesState>,
+}
+
+/// What the summaries file copies, and the changes made since it was written.
+struct SummariesState {
+    /// The store's generation, as `meta` has it.
+    generation: u64,
+    /// What the file copies, as far as this process knows.
+    file: Option<summaries::Version>,
+    /// The generation was raised for changes the file does not have yet.
+    raised: bool,
+    /// Those changes, by subject (`None`: forgotten); `None` when there were too
+    /// many to hold or a write failed, and only the tree knows.
+    changes: Option<BTreeMap<Subject, Option<Summary>>>,
 }
 
 impl Cache {
@@ -449,44 +479,184 @@ impl Cache {
             }
         };
         let meta = db.open_tree("meta").map_err(store_error)?;
+        match meta.get(SCHEMA_KEY).map_err(store_error)? {
+            Some(found) if found.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(found) if found.as_ref() != UPGRADABLE_SCHEMA.to_be_bytes() => {
+                return Err(CacheError::Unreadable {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "schema version {found:?} is not {SCHEMA_VERSION}, the one this build knows"
+                    ),
+                })
+            }
+            _ => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(store_error)?;
+            }
+        }
+        let read_u64 = |key: &[u8]| -> Result<Option<u64>, CacheError> {
+            let value = meta.get(key).map_err(store_error)?;
+            Ok(value.map(|v| v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0)))
+        };
+        let store_id = match read_u64(STORE_ID_KEY)? {
+            Some(id) => id,
+            None => {
+                let id = std::hash::BuildHasher::hash_one(
+                    &std::collections::hash_map::RandomState::new(),
+                    std::time::SystemTime::now(),
+                );
+                meta.insert(STORE_ID_KEY, &id.to_be_bytes())
+                    .map_err(store_error)?;
+                id
+            }
+        };
+        let generation = read_u64(GENERATION_KEY)?.unwrap_or(0);
         let cache = Self {
             path: path.to_owned(),
             subjects: db.open_tree("subjects").map_err(store_error)?,
             runs: db.open_tree("runs").map_err(store_error)?,
+            meta,
+            store_id,
+            summaries: Mutex::new(SummariesState {
+                generation,
+                file: None,
+                raised: false,
+                changes: Some(BTreeMap::new()),
+            }),
             db,
         };
-        match meta.get(SCHEMA_KEY).map_err(|e| cache.store_error(e))? {
-            None => {
-                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
-                    .map_err(|e| cache.store_error(e))?;
-            }
-            Some(found) if found.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(found) => {
-                return Err(cache.unreadable(format!(
-                    "schema version {found:?} is not {SCHEMA_VERSION}, the one this build knows"
-                )))
-            }
-        }
         Ok(cache)
     }
 
     /// Every subject idsync has a record of, read on a blocking thread so the run
-    /// can read the directory meanwhile.
-    pub fn subjects_in_background(
-        &self,
-    ) -> impl std::future::Future<Output = Result<Records, CacheError>> {
+    /// can read the directory meanwhile: from the summaries file when it copies
+    /// the store as it is, else by walking the tree, after which the file is
+    /// written if `may_write` (not in a dry run).
+    pub async fn subjects_in_background(&self, may_write: bool) -> Result<Records, CacheError> {
+        let version = self.version();
         let (tree, path) = (self.subjects.clone(), self.path.clone());
-        let task = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || read_subjects(&tree, &path))
+        let task = tokio::task::spawn_blocking(move || {
+            let keys = IdKeys::new();
+            let mut entries = Vec::new();
+            let entry = |subject: &str, summary| Entry {
+                digest: keys.digest(subject),
+                summary: Some(summary),
+            };
+            let written = if summaries::read(&path, version, |s, summary| {
+                entries.push(entry(s, summary));
+            }) {
+                true
+            } else {
+                // A file found wrong at its end: what it gave is thrown away.
+                entries.clear();
+                let writer = may_write.then(|| summaries::Writer::create(&path, version));
+                walk_subjects(&tree, &path, writer, |s, summary| {
+                    entries.push(entry(s, summary));
+                })?
+            };
+            let full = FullRecords::Store { tree, path };
+            Ok((Records::indexed(keys, entries, full), written))
+        });
+        let (records, written) = task.await.unwrap_or_else(|err| {
+            Err(self.unreadable(format!("the loading task failed: {err}")))
+        })?;
+        if written {
+            // The file copies the store as it is: the next change raises the generation.
+            let mut state = self.summaries_state();
+            state.file = Some(version);
+            state.raised = false;
+            state.changes = Some(BTreeMap::new());
+        }
+        Ok(records)
+    }
+
+    /// The store as the summaries file would copy it now.
+    fn version(&self) -> summaries::Version {
+        summaries::Version {
+            store: self.store_id,
+            generation: self.summaries_state().generation,
+        }
+    }
+
+    fn summaries_state(&self) -> std::sync::MutexGuard<'_, SummariesState> {
+        self.summaries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Raises the store's generation, durably, before the first change that the
+    /// summaries file does not have: a crash then leaves a file that is ignored.
+    async fn raise_generation(&self) -> Result<(), CacheError> {
+        let generation = {
+            let state = self.summaries_state();
+            if state.raised {
+                return Ok(());
+            }
+            state.generation + 1
         };
-        async move {
-            task.await.unwrap_or_else(|err| {
-                Err(CacheError::Unreadable {
-                    path,
-                    reason: format!("the loading task failed: {err}"),
-                })
-            })
+        self.meta
+            .insert(GENERATION_KEY, &generation.to_be_bytes())
+            .map_err(|e| self.store_error(e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let mut state = self.summaries_state();
+        state.generation = generation;
+        state.raised = true;
+        Ok(())
+    }
+
+    /// Keeps changes for the summaries file; once too many, or once a write
+    /// failed, only the tree knows them.
+    fn hold_changes(&self, outcomes: &[(Subject, Option<SubjectRecord>)], written: bool) {
+        let mut state = self.summaries_state();
+        match &mut state.changes {
+            Some(changes) if written && changes.len() + outcomes.len() <= MAX_HELD_CHANGES => {
+                for (subject, record) in outcomes {
+                    changes.insert(subject.clone(), record.as_ref().map(SubjectRecord::summary));
+                }
+            }
+            _ => state.changes = None,
+        }
+    }
+
+    /// Brings the summaries file up to date with this run's changes: from the
+    /// file and the changes held, or from the tree. A failure only costs the next
+    /// run a walk of the tree.
+    async fn update_summaries(&self) {
+        let (from, changes) = {
+            let mut state = self.summaries_state();
+            if !state.raised {
+                return;
+            }
+            let changes = state.changes.replace(BTreeMap::new());
+            (state.file.take(), changes)
+        };
+        let to = self.version();
+        let (tree, path) = (self.subjects.clone(), self.path.clone());
+        let task = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+            if let (Some(from), Some(changes)) = (from, &changes) {
+                let changes = changes.iter().map(|(s, summary)| (s.as_str(), *summary));
+                match summaries::rewrite(&path, from, to, changes) {
+                    Ok(true) => return Ok(true),
+                    Ok(false) => {}
+                    Err(err) => return Err(err.to_string()),
+                }
+            }
+            let writer = Some(summaries::Writer::create(&path, to));
+            walk_subjects(&tree, &path, writer, |_, _| {}).map_err(|err| err.to_string())
+        });
+        match task.await.map_err(|err| err.to_string()).and_then(|r| r) {
+            Ok(written) => {
+                let mut state = self.summaries_state();
+                state.raised = false;
+                state.file = written.then_some(to);
+            }
+            Err(err) => tracing::warn!(
+                error = %err,
+                "Could not update the records' summaries file; the next run reads the store instead."
+            ),
         }
     }
 
@@ -509,11 +679,14 @@ impl Cache {
         // sled works synchronously, and now and then at length (page splits, log
         // segments): on the blocking pool, so the requests the run is sending from
         // this task keep their pace meanwhile.
+        self.raise_generation().await?;
         let subjects = self.subjects.clone();
-        tokio::task::spawn_blocking(move || subjects.apply_batch(batch))
+        let written = tokio::task::spawn_blocking(move || subjects.apply_batch(batch))
             .await
-            .map_err(|err| self.unreadable(format!("the writing task failed: {err}")))?
-            .map_err(|e| self.store_error(e))?;
+            .map_err(|err| self.unreadable(format!("the writing task failed: {err}")))
+            .and_then(|applied| applied.map_err(|e| self.store_error(e)));
+        self.hold_changes(outcomes, written.is_ok());
+        written?;
         self.db
             .flush_async()
             .await
@@ -540,6 +713,7 @@ impl Cache {
             .flush_async()
             .await
             .map_err(|e| self.store_error(e))?;
+        self.update_summaries().await;
         self.write_status_file()
     }
 
@@ -582,10 +756,19 @@ impl Cache {
     }
 }
 
-fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> {
-    let keys = IdKeys::new();
-    // No `tree.len()` to size the list: sled counts by walking the whole tree.
-    let mut entries = Vec::new();
+/// Gives `each` every record's summary from the tree, and writes them to the
+/// summaries file when a writer is given. Returns whether the file was written;
+/// a file that cannot be written is reported, and the walk goes on without it.
+fn walk_subjects(
+    tree: &sled::Tree,
+    path: &Path,
+    writer: Option<std::io::Result<summaries::Writer>>,
+    mut each: impl FnMut(&str, Summary),
+) -> Result<bool, CacheError> {
+    let cannot_write = |err: std::io::Error| {
+        tracing::warn!(error = %err, "Could not write the records' summaries file.");
+    };
+    let mut writer = writer.and_then(|w| w.map_err(cannot_write).ok());
     for item in tree.iter() {
         let (key, value) = item.map_err(|source| store_error(path, source))?;
         // sled 0.34 queues page accesses in 256 shards and evicts from a shard only
@@ -597,16 +780,22 @@ fn read_subjects(tree: &sled::Tree, path: &Path) -> Result<Records, CacheError> 
         let subject = String::from_utf8_lossy(&key);
         // Only the summary's fields are decoded; the others are skipped unread.
         let summary: Summary = decode_record(path, &subject, &value)?;
-        entries.push(Entry {
-            digest: keys.digest(&subject),
-            summary: Some(summary),
-        });
+        if let Some(file) = &mut writer {
+            if let Err(err) = file.push(&subject, summary) {
+                cannot_write(err);
+                writer = None;
+            }
+        }
+        each(&subject, summary);
     }
-    let full = FullRecords::Store {
-        tree: tree.clone(),
-        path: path.to_owned(),
-    };
-    Ok(Records::indexed(keys, entries, full))
+    Ok(match writer.map(summaries::Writer::commit) {
+        Some(Ok(())) => true,
+        Some(Err(err)) => {
+            cannot_write(err);
+            false
+        }
+        None => false,
+    })
 }
 
 /// A subject's stored record, whole or only its [`Summary`].
@@ -661,7 +850,7 @@ mod tests {
                 .expect("record");
         }
         let cache = Cache::open(dir.path()).expect("reopen");
-        let subjects = cache.subjects_in_background().await.expect("subjects");
+        let subjects = cache.subjects_in_background(true).await.expect("subjects");
         assert_eq!(
             subjects.record(&Subject::new("s1")).expect("record"),
             record("a@x.com", SubjectState::Created)
@@ -678,7 +867,7 @@ mod tests {
         let cache = Cache::open(dir.path()).expect("open");
         let given: Vec<_> = given.into_iter().map(|(s, r)| (s, Some(r))).collect();
         cache.record(&given).await.expect("record");
-        let stored = cache.subjects_in_background().await.expect("subjects");
+        let stored = cache.subjects_in_background(true).await.expect("subjects");
         ([in_memory, stored], (cache, dir))
     }
 
@@ -767,6 +956,129 @@ mod tests {
         let opening = CacheOpening::start(dir.path());
         opening.get().await.expect("opens once free");
         assert!(opening.if_open().is_some());
+    }
+
+    /// The summaries as the file has them, if it copies the store as it is.
+    fn summaries_file(cache: &Cache) -> Option<BTreeMap<String, Summary>> {
+        let mut found = BTreeMap::new();
+        summaries::read(&cache.path, cache.version(), |subject, summary| {
+            found.insert(subject.to_owned(), summary);
+        })
+        .then_some(found)
+    }
+
+    async fn end_run(cache: &Cache) {
+        let run = RunRecord {
+            started_at: String::new(),
+            finished_at: String::new(),
+            outcome: "ok".into(),
+            counts: Counts::default(),
+            error: None,
+        };
+        cache.record_run(&run).await.expect("record run");
+    }
+
+    #[tokio::test]
+    async fn the_summaries_file_follows_each_run_and_a_crash_leaves_it_unused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let created = record("a@x.com", SubjectState::Created);
+        let subject = |n: usize| Subject::new(format!("s{n}"));
+        let summaries = |subjects: &[usize]| -> BTreeMap<String, Summary> {
+            subjects
+                .iter()
+                .map(|&n| (subject(n).as_str().to_owned(), created.summary()))
+                .collect()
+        };
+
+        let cache = Cache::open(dir.path()).expect("open");
+        cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!(
+            summaries_file(&cache),
+            Some(BTreeMap::new()),
+            "written by the walk"
+        );
+        cache
+            .record(&[(subject(1), Some(created.clone()))])
+            .await
+            .expect("record");
+        assert_eq!(summaries_file(&cache), None, "raised before the change");
+        end_run(&cache).await;
+        assert_eq!(
+            summaries_file(&cache),
+            Some(summaries(&[1])),
+            "updated from the changes"
+        );
+
+        // A run that dies between a change and its end leaves a file that is ignored.
+        cache
+            .record(&[(subject(2), Some(created.clone()))])
+            .await
+            .expect("record");
+        drop(cache);
+        let cache = Cache::open(dir.path()).expect("reopen");
+        assert_eq!(summaries_file(&cache), None);
+        let records = cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!(
+            records.summary(&subject(2)),
+            Some(created.summary()),
+            "read from the tree"
+        );
+        drop(records);
+        assert_eq!(
+            summaries_file(&cache),
+            Some(summaries(&[1, 2])),
+            "and written again"
+        );
+
+        // Forgotten and added subjects; then more changes than are held.
+        let changes = [(subject(1), None), (subject(3), Some(created.clone()))];
+        cache.record(&changes).await.expect("record");
+        end_run(&cache).await;
+        assert_eq!(summaries_file(&cache), Some(summaries(&[2, 3])));
+        let many: Vec<_> = (4..10)
+            .map(|n| (subject(n), Some(created.clone())))
+            .collect();
+        cache.record(&many).await.expect("record");
+        end_run(&cache).await;
+        assert_eq!(
+            summaries_file(&cache),
+            Some(summaries(&[2, 3, 4, 5, 6, 7, 8, 9])),
+            "from the tree"
+        );
+        drop(cache);
+        let cache = Cache::open(dir.path()).expect("reopen");
+        let records = cache.subjects_in_background(false).await.expect("subjects");
+        assert_eq!(records.len(), 8);
+        assert_eq!(records.summary(&subject(9)), Some(created.summary()));
+    }
+
+    #[test]
+    fn a_first_schema_cache_is_upgraded_and_an_unknown_one_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set_schema = |version: u32| {
+            let db = sled::open(dir.path()).expect("sled");
+            let meta = db.open_tree("meta").expect("meta");
+            meta.insert(SCHEMA_KEY, &version.to_be_bytes())
+                .expect("insert");
+            db.flush().expect("flush");
+        };
+        set_schema(1);
+        drop(Cache::open(dir.path()).expect("upgraded"));
+        let db = sled::open(dir.path()).expect("sled");
+        let found = db
+            .open_tree("meta")
+            .expect("meta")
+            .get(SCHEMA_KEY)
+            .expect("get");
+        assert_eq!(found.as_deref(), Some(&SCHEMA_VERSION.to_be_bytes()[..]));
+        drop(db);
+        set_schema(SCHEMA_VERSION + 1);
+        let err = Cache::open(dir.path()).err().expect("refused");
+        assert!(
+            err.to_string()
+                .contains("is not 2, the one this build knows"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -448,7 +448,7 @@ impl Syncer {
     ) -> Result<(Planner<'_>, BTreeMap<String, usize>), SyncError> {
         let cached = match &self.cache {
             Some(opening) => match opening.get().await {
-                Ok(cache) => cache.subjects_in_background().await,
+                Ok(cache) => cache.subjects_in_background(!self.dry_run).await,
                 Err(err) => Err(err),
             },
             None => Ok(Records::default()),
