@@ -381,11 +381,12 @@ impl CacheOpening {
         }
     }
 
-    /// Starts opening the cache at `path` on tokio's blocking pool.
-    pub fn start(path: &Path) -> Self {
+    /// Starts opening the cache at `path` on tokio's blocking pool (see
+    /// [`Cache::open_for`]).
+    pub fn start(path: &Path, dry_run: bool) -> Self {
         let task = {
             let path = path.to_owned();
-            tokio::task::spawn_blocking(move || Cache::open(&path))
+            tokio::task::spawn_blocking(move || Cache::open_for(&path, dry_run))
         };
         Self {
             path: path.to_owned(),
@@ -430,7 +431,8 @@ pub struct Cache {
     subjects: sled::Tree,
     runs: sled::Tree,
     meta: sled::Tree,
-    store_id: u64,
+    /// `None` only for a store a dry run opened before any run gave it one.
+    store_id: Option<u64>,
     summaries: Mutex<SummariesState>,
 }
 
@@ -450,6 +452,12 @@ struct SummariesState {
 impl Cache {
     /// Opens (creating if needed) the cache; fails at once if another process has it.
     pub fn open(path: &Path) -> Result<Self, CacheError> {
+        Self::open_for(path, false)
+    }
+
+    /// As [`Cache::open`]; a dry run's open leaves the store as it found it (no
+    /// schema upgrade, no id given).
+    pub fn open_for(path: &Path, dry_run: bool) -> Result<Self, CacheError> {
         let store_error = |source: sled::Error| {
             let locked = matches!(&source, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
             if locked {
@@ -489,6 +497,7 @@ impl Cache {
                     ),
                 })
             }
+            _ if dry_run => {}
             _ => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
                     .map_err(store_error)?;
@@ -499,16 +508,16 @@ impl Cache {
             Ok(value.map(|v| v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0)))
         };
         let store_id = match read_u64(STORE_ID_KEY)? {
-            Some(id) => id,
-            None => {
+            None if !dry_run => {
                 let id = std::hash::BuildHasher::hash_one(
                     &std::collections::hash_map::RandomState::new(),
                     std::time::SystemTime::now(),
                 );
                 meta.insert(STORE_ID_KEY, &id.to_be_bytes())
                     .map_err(store_error)?;
-                id
+                Some(id)
             }
+            found => found,
         };
         let generation = read_u64(GENERATION_KEY)?.unwrap_or(0);
         let cache = Self {
@@ -542,14 +551,19 @@ impl Cache {
                 digest: keys.digest(subject),
                 summary: Some(summary),
             };
-            let written = if summaries::read(&path, version, |s, summary| {
-                entries.push(entry(s, summary));
-            }) {
+            let copied = version.is_some_and(|version| {
+                summaries::read(&path, version, |s, summary| {
+                    entries.push(entry(s, summary));
+                })
+            });
+            let written = if copied {
                 true
             } else {
                 // A file found wrong at its end: what it gave is thrown away.
                 entries.clear();
-                let writer = may_write.then(|| summaries::Writer::create(&path, version));
+                let writer = version
+                    .filter(|_| may_write)
+                    .map(|version| summaries::Writer::create(&path, version));
                 walk_subjects(&tree, &path, writer, |s, summary| {
                     entries.push(entry(s, summary));
                 })?
@@ -563,7 +577,7 @@ impl Cache {
         if written {
             // The file copies the store as it is: the next change raises the generation.
             let mut state = self.summaries_state();
-            state.file = Some(version);
+            state.file = version;
             state.raised = false;
             state.changes = Some(BTreeMap::new());
         }
@@ -571,11 +585,11 @@ impl Cache {
     }
 
     /// The store as the summaries file would copy it now.
-    fn version(&self) -> summaries::Version {
-        summaries::Version {
-            store: self.store_id,
+    fn version(&self) -> Option<summaries::Version> {
+        Some(summaries::Version {
+            store: self.store_id?,
             generation: self.summaries_state().generation,
-        }
+        })
     }
 
     fn summaries_state(&self) -> std::sync::MutexGuard<'_, SummariesState> {
@@ -633,7 +647,9 @@ impl Cache {
             let changes = state.changes.replace(BTreeMap::new());
             (state.file.take(), changes)
         };
-        let to = self.version();
+        let Some(to) = self.version() else {
+            return;
+        };
         let (tree, path) = (self.subjects.clone(), self.path.clone());
         let task = tokio::task::spawn_blocking(move || -> Result<bool, String> {
             if let (Some(from), Some(changes)) = (from, &changes) {
@@ -942,7 +958,7 @@ mod tests {
     async fn a_cache_opening_in_the_background_tells_why_it_failed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = Cache::open(dir.path()).expect("open");
-        let opening = CacheOpening::start(dir.path());
+        let opening = CacheOpening::start(dir.path(), false);
         let err = opening.get().await.err().expect("locked by the first");
         assert!(matches!(err, CacheError::Locked { .. }), "{err}");
         assert!(opening.if_open().is_none());
@@ -953,7 +969,7 @@ mod tests {
         );
 
         drop(first);
-        let opening = CacheOpening::start(dir.path());
+        let opening = CacheOpening::start(dir.path(), false);
         opening.get().await.expect("opens once free");
         assert!(opening.if_open().is_some());
     }
@@ -961,7 +977,8 @@ mod tests {
     /// The summaries as the file has them, if it copies the store as it is.
     fn summaries_file(cache: &Cache) -> Option<BTreeMap<String, Summary>> {
         let mut found = BTreeMap::new();
-        summaries::read(&cache.path, cache.version(), |subject, summary| {
+        let version = cache.version().expect("a store with an id");
+        summaries::read(&cache.path, version, |subject, summary| {
             found.insert(subject.to_owned(), summary);
         })
         .then_some(found)

@@ -221,9 +221,11 @@ impl Syncer {
     /// Builds the clients and opens the cache. A dry run reads the gateway but writes
     /// nothing, and a cache that does not exist yet is not created.
     pub fn new(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
-        let cache = match uses_cache(config, mode) {
-            true => Some(CacheOpening::open(Cache::open(&config.cache.path)?)),
-            false => None,
+        let cache = if uses_cache(config, mode) {
+            let cache = Cache::open_for(&config.cache.path, mode.dry_run)?;
+            Some(CacheOpening::open(cache))
+        } else {
+            None
         };
         Self::with_cache(config, mode, cache)
     }
@@ -232,7 +234,8 @@ impl Syncer {
     /// cache opens while the run starts reading the directory, and a cache that
     /// cannot be opened aborts the run before it plans anything.
     pub fn for_one_run(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
-        let cache = uses_cache(config, mode).then(|| CacheOpening::start(&config.cache.path));
+        let cache =
+            uses_cache(config, mode).then(|| CacheOpening::start(&config.cache.path, mode.dry_run));
         Self::with_cache(config, mode, cache)
     }
 
