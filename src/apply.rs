@@ -94,7 +94,7 @@ impl Applier {
     /// cancelled no new action starts; those in flight finish their current attempt.
     pub fn run_all<'a>(
         &'a self,
-        actions: Vec<Action>,
+        actions: impl IntoIterator<Item = Action> + 'a,
         stop: &'a CancellationToken,
     ) -> impl Stream<Item = (Action, Outcome)> + 'a {
         futures::stream::iter(actions)

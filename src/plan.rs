@@ -4,6 +4,8 @@
 //! needs come through [`Records`], which tests fill in memory, so every rule is a
 //! table test below.
 
+mod creates;
+
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
@@ -13,6 +15,8 @@ use crate::cache::{CacheError, Records, SubjectRecord, SubjectState, Summary, Ta
 use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{limits, DirectoryUser, Email, Fingerprint, GroupName, Subject, UnusableEntry};
 use crate::target::GatewayUser;
+
+pub use creates::CreateList;
 
 /// What idsync sends for a user: the fields it owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +113,7 @@ impl Default for Rules {
 /// `skipped_inactive`, `invalid` and `still_rejected`; deactivations are extra.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub creates: Vec<CreateUser>,
+    pub creates: CreateList,
     pub updates: Vec<UpdateUser>,
     pub adoptions: Vec<Adoption>,
     /// Deactivations; empty when the guard stopped them.
@@ -406,12 +410,12 @@ impl<'a> Planner<'a> {
                     }
                 }
                 None => {
-                    place(Placed::Create(plan.creates.len()));
-                    plan.creates.push(CreateUser {
+                    let position = plan.creates.push(CreateUser {
                         subject,
                         profile: profile(email),
                         fingerprint,
                     });
+                    place(Placed::Create(position));
                 }
             },
         }
@@ -436,7 +440,11 @@ impl<'a> Planner<'a> {
             }
         }
         let plan = &mut self.plan;
-        drop_withdrawn(&mut plan.creates, &withdrawn, Placed::Create);
+        for placed in &withdrawn {
+            if let Placed::Create(position) = placed {
+                plan.creates.withdraw(*position);
+            }
+        }
         drop_withdrawn(&mut plan.updates, &withdrawn, Placed::Update);
         drop_withdrawn(&mut plan.adoptions, &withdrawn, Placed::Adoption);
         drop_withdrawn(&mut plan.invalid, &withdrawn, Placed::Invalid);
@@ -738,7 +746,7 @@ mod tests {
         let ann = user("s1", "Ann@X.com");
         let plan = run(&directory(vec![ann.clone()]), &Records::default(), &rules());
         assert_eq!(plan.creates.len(), 1);
-        let create = &plan.creates[0];
+        let create = &plan.creates.iter().next().expect("one create");
         assert_eq!(create.profile.email.as_str(), "ann@x.com");
         assert_eq!(create.profile.groups, ann.groups);
         assert_eq!(create.fingerprint, ann.fingerprint());
@@ -821,7 +829,8 @@ mod tests {
         ];
         let plan = run(&directory(users), &Records::default(), &rules());
         assert_eq!(plan.creates.len(), 1);
-        assert_eq!(plan.creates[0].subject, Subject::new("s3"));
+        let created: Vec<Subject> = plan.creates.iter().map(|c| c.subject).collect();
+        assert_eq!(created, [Subject::new("s3")]);
         assert_eq!(plan.invalid.len(), 2);
         assert!(plan
             .invalid
@@ -1121,7 +1130,11 @@ mod tests {
         assert_eq!(whole.still_rejected.len(), 1);
         let shared: Vec<&str> = whole.invalid.iter().map(|p| p.label.as_str()).collect();
         assert_eq!(shared, ["u3@x.com", "u3@x.com"]);
-        let created: Vec<&str> = whole.creates.iter().map(|c| c.subject.as_str()).collect();
+        let created: Vec<String> = whole
+            .creates
+            .iter()
+            .map(|c| c.subject.as_str().to_owned())
+            .collect();
         let expected: Vec<&str> = dir
             .users
             .iter()

@@ -374,14 +374,14 @@ impl Syncer {
             return Err(run.abort(err.into()));
         }
 
-        let mut directory_actions_left = actions.iter().filter(|a| !is_deactivation(a)).count();
+        let mut directory_actions_left = actions.directory_actions;
         let mut refused: Option<(u16, String)> = None;
         // Sending and recording run side by side: while outcomes are flushed to
         // disk, requests keep going out at the limiter's pace instead of stalling
         // and then bursting.
         let (sent, mut settled) = tokio::sync::mpsc::unbounded_channel();
         let send = async {
-            let mut outcomes = std::pin::pin!(self.applier.run_all(actions, &stop));
+            let mut outcomes = std::pin::pin!(self.applier.run_all(actions.all, &stop));
             while let Some(outcome) = outcomes.next().await {
                 // The receiver only goes away after an error that also stopped `stop`.
                 let _ = sent.send(outcome);
@@ -537,6 +537,13 @@ fn is_deactivation(action: &Action) -> bool {
     matches!(action, Action::Change(change) if change.kind == ChangeKind::Deactivate)
 }
 
+/// What a run is to send: creates, updates, then deactivations.
+struct Actions<A> {
+    /// The creates and updates: the actions for users in the directory.
+    directory_actions: usize,
+    all: A,
+}
+
 /// The bookkeeping of one run in progress.
 struct Run {
     summary: Summary,
@@ -554,7 +561,7 @@ impl Run {
     }
 
     /// Counts what the plan settles by itself and returns the gateway actions.
-    fn take_plan(&mut self, plan: Plan, dry_run: bool) -> Vec<Action> {
+    fn take_plan(&mut self, plan: Plan, dry_run: bool) -> Actions<impl Iterator<Item = Action>> {
         let counts = &mut self.summary.counts;
         counts.unchanged = plan.unchanged;
         counts.skipped_inactive = plan.skipped_inactive;
@@ -587,13 +594,18 @@ impl Run {
             };
             self.adoptions.push((adoption.subject, Some(record)));
         }
+        let directory_actions = plan.creates.len() + plan.updates.len();
+        // The creates are unpacked one by one as they are sent (see `CreateList`).
         let creates = plan.creates.into_iter().map(Action::Create);
         let changes = plan
             .updates
             .into_iter()
             .chain(plan.deactivations)
             .map(Action::Change);
-        creates.chain(changes).collect()
+        Actions {
+            directory_actions,
+            all: creates.chain(changes),
+        }
     }
 
     fn planned(&mut self, action: &'static str, user: &Email, reason: &str) {
