@@ -746,7 +746,7 @@ mod tests {
         let ann = user("s1", "Ann@X.com");
         let plan = run(&directory(vec![ann.clone()]), &Records::default(), &rules());
         assert_eq!(plan.creates.len(), 1);
-        let create = &plan.creates.iter().next().expect("one create");
+        let create = plan.creates.iter().next().expect("one create");
         assert_eq!(create.profile.email.as_str(), "ann@x.com");
         assert_eq!(create.profile.groups, ann.groups);
         assert_eq!(create.fingerprint, ann.fingerprint());
