@@ -10,7 +10,7 @@ mod summaries;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -369,7 +369,7 @@ pub struct RunRecord {
 /// first run instead, so that a locked or broken cache stops it at start.
 pub struct CacheOpening {
     path: PathBuf,
-    opening: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<Cache, CacheError>>>>,
+    opening: Mutex<Option<tokio::task::JoinHandle<Result<Cache, CacheError>>>>,
     cache: tokio::sync::OnceCell<Cache>,
 }
 
@@ -377,7 +377,7 @@ impl CacheOpening {
     pub fn open(cache: Cache) -> Self {
         Self {
             path: cache.path.clone(),
-            opening: std::sync::Mutex::new(None),
+            opening: Mutex::new(None),
             cache: tokio::sync::OnceCell::new_with(Some(cache)),
         }
     }
@@ -391,7 +391,7 @@ impl CacheOpening {
         };
         Self {
             path: path.to_owned(),
-            opening: std::sync::Mutex::new(Some(task)),
+            opening: Mutex::new(Some(task)),
             cache: tokio::sync::OnceCell::new(),
         }
     }
@@ -404,7 +404,7 @@ impl CacheOpening {
                 let opening = self
                     .opening
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .unwrap_or_else(PoisonError::into_inner)
                     .take();
                 let failed = |reason: String| CacheError::Unreadable {
                     path: self.path.clone(),
@@ -593,7 +593,7 @@ impl Cache {
         })
     }
 
-    fn summaries_state(&self) -> std::sync::MutexGuard<'_, SummariesState> {
+    fn summaries_state(&self) -> MutexGuard<'_, SummariesState> {
         self.summaries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -1025,6 +1025,22 @@ mod tests {
             Some(summaries(&[1])),
             "updated from the changes"
         );
+        // A run reads the file, not the tree, while the file copies the store.
+        let version = cache.version().expect("an id");
+        let mut doctored = summaries::Writer::create(&cache.path, version).expect("create");
+        let marked = Summary {
+            fingerprint: Fingerprint(99),
+            ..created.summary()
+        };
+        doctored.push(subject(1).as_str(), marked).expect("push");
+        doctored.commit().expect("commit");
+        let records = cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!(
+            records.summary(&subject(1)),
+            Some(marked),
+            "read from the file"
+        );
+        drop(records);
 
         // A run that dies between a change and its end leaves a file that is ignored.
         cache

@@ -206,17 +206,12 @@ impl Iterator for IntoCreates {
 
     fn next(&mut self) -> Option<CreateUser> {
         while self.position < self.list.packed {
-            let part = &mut self.list.parts[self.cursor.part];
-            if self.cursor.at == part.len() {
-                // Unpacked to its end: its memory goes back while the run sends.
-                *part = Vec::new();
-                self.cursor = Cursor {
-                    part: self.cursor.part + 1,
-                    at: 0,
-                };
-            }
             self.position += 1;
             let create = self.list.next_from(&mut self.cursor, self.position - 1);
+            if let Some(done) = self.cursor.part.checked_sub(1) {
+                // Unpacked to its end: its memory goes back while the run sends.
+                self.list.parts[done] = Vec::new();
+            }
             if create.is_some() {
                 return create;
             }
@@ -276,6 +271,11 @@ mod tests {
             list.push(create.clone());
         }
         assert!(list.parts.len() > 2, "{} parts", list.parts.len());
-        assert_eq!(list.into_iter().collect::<Vec<_>>(), creates);
+        let mut sending = list.into_iter();
+        let first_part: Vec<_> = sending.by_ref().take(1500).collect();
+        let freed = sending.list.parts.iter().take_while(|p| p.capacity() == 0);
+        assert!(freed.count() > 0, "the parts sent are freed");
+        let unpacked: Vec<_> = first_part.into_iter().chain(sending).collect();
+        assert_eq!(unpacked, creates);
     }
 }
