@@ -3,18 +3,27 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Where to send notifications; `None` outside systemd's `Type=notify`.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     socket: Option<PathBuf>,
+    /// `STOPPING=1` was sent. The watchdog ticks on its own task; this lock orders
+    /// its last `WATCHDOG=1` before `STOPPING=1`, never after.
+    stopping: Arc<Mutex<bool>>,
 }
 
 impl Notifier {
     pub fn from_env() -> Self {
+        Self::at(std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from))
+    }
+
+    fn at(socket: Option<PathBuf>) -> Self {
         Self {
-            socket: std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from),
+            socket,
+            stopping: Arc::default(),
         }
     }
 
@@ -28,6 +37,8 @@ impl Notifier {
     }
 
     pub fn stopping(&self) {
+        let mut stopping = self.stopping.lock().unwrap_or_else(PoisonError::into_inner);
+        *stopping = true;
         self.send("STOPPING=1");
     }
 
@@ -47,8 +58,12 @@ impl Notifier {
         Some(Duration::from_micros(usec / 2)).filter(|d| !d.is_zero())
     }
 
+    /// `WATCHDOG=1`, until `STOPPING=1` was sent.
     pub fn watchdog(&self) {
-        self.send("WATCHDOG=1");
+        let stopping = self.stopping.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*stopping {
+            self.send("WATCHDOG=1");
+        }
     }
 
     fn send(&self, message: &str) {
@@ -81,7 +96,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).expect("bind");
-        let notifier = Notifier { socket: Some(path) };
+        let notifier = Notifier::at(Some(path));
         notifier.ready();
         notifier.status("next sync 12:15\nlast: 3 created");
         let mut buffer = [0u8; 256];
@@ -92,7 +107,25 @@ mod tests {
     }
 
     #[test]
+    fn no_watchdog_after_stopping() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("notify");
+        let receiver = UnixDatagram::bind(&path).expect("bind");
+        receiver.set_nonblocking(true).expect("nonblocking");
+        let notifier = Notifier::at(Some(path));
+        notifier.watchdog();
+        notifier.clone().stopping();
+        notifier.watchdog();
+        let mut buffer = [0u8; 64];
+        let mut received = Vec::new();
+        while let Ok(n) = receiver.recv(&mut buffer) {
+            received.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+        }
+        assert_eq!(received, ["WATCHDOG=1", "STOPPING=1"]);
+    }
+
+    #[test]
     fn silent_without_a_socket() {
-        Notifier { socket: None }.ready();
+        Notifier::at(None).ready();
     }
 }
