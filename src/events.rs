@@ -58,6 +58,22 @@ pub fn inventory_unavailable(outcome: &Outcome) {
     );
 }
 
+pub fn creates_not_spilled(place: &std::path::Path, err: &std::io::Error) {
+    tracing::warn!(
+        place = %place.display(),
+        error = %err,
+        "Could not write the planned creates to disk; the rest are held in memory."
+    );
+}
+
+pub fn spilled_creates_unreadable(err: &std::io::Error, left: usize) {
+    tracing::error!(
+        error = %err,
+        left,
+        "Could not read back the planned creates written to disk; the rest are not sent this run, and the next run plans them again."
+    );
+}
+
 pub fn deactivation_guard_tripped(guard: &GuardTripped) {
     counter!("idsync_deactivation_guard_trips_total").increment(1);
     tracing::error!(

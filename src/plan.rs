@@ -199,6 +199,12 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Once the creates planned take more than a little memory, they wait in a
+    /// file in `directory` (see [`CreateList`]).
+    pub fn spill_creates_into(&mut self, directory: &std::path::Path) {
+        self.plan.creates.spill_into(directory);
+    }
+
     /// Managed, active users before this run.
     pub fn managed(&self) -> usize {
         self.managed

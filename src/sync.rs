@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,8 @@ pub struct Syncer {
     groups: GroupPolicy,
     rules: Rules,
     cache: Option<CacheOpening>,
+    /// Where a large plan's creates wait to be sent: the cache's directory.
+    creates_spill: Option<PathBuf>,
     dry_run: bool,
 }
 
@@ -273,6 +276,7 @@ impl Syncer {
             applier: Applier::new(target, &config.target, rules.clone()),
             groups: config.groups.clone(),
             rules,
+            creates_spill: cache.as_ref().map(|_| config.cache.path.clone()),
             cache,
             dry_run: mode.dry_run,
         })
@@ -476,6 +480,9 @@ impl Syncer {
             None
         };
         let mut planner = Planner::new(cached, inventory, &self.rules);
+        if let Some(directory) = &self.creates_spill {
+            planner.spill_creates_into(directory);
+        }
         let mut groups = self.groups.mapper();
         while let Some(mut chunk) = arriving.recv().await {
             let planned = chunk.len();

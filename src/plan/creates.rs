@@ -3,10 +3,17 @@
 //! e-mail are both withheld, and the second may come last), so each is kept as a
 //! few bytes rather than as a `CreateUser` of separately allocated strings: its
 //! texts back to back with their lengths, its groups as numbers into one table.
+//! Given a directory, the list also moves its full parts out of memory into a
+//! file there, and reads each back when its creates are sent.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{CreateUser, Profile};
+use crate::events;
 use crate::model::{Email, Fingerprint, GroupName, Subject};
 
 /// Bytes are kept in parts of about this size, so that the list never grows by
@@ -16,7 +23,7 @@ const PART_BYTES: usize = 1 << 20;
 #[derive(Debug, Default)]
 pub struct CreateList {
     /// Packed creates, whole in each part.
-    parts: Vec<Vec<u8>>,
+    parts: Vec<Part>,
     /// Creates packed, withdrawn ones included.
     packed: usize,
     /// Positions of withdrawn creates, skipped when unpacking.
@@ -26,13 +33,41 @@ pub struct CreateList {
     numbers: FxHashMap<GroupName, u32>,
     /// The create being packed.
     scratch: Vec<u8>,
+    spill: Spill,
 }
 
+#[derive(Debug)]
+enum Part {
+    Held(Vec<u8>),
+    /// Written to the spill file at `at`.
+    Spilled {
+        at: u64,
+        len: usize,
+    },
+}
+
+/// Where full parts go. The file is created at the first full part, so that a
+/// run with few creates never touches the disk, and it is never named: it goes
+/// away with the list, or with the process.
+#[derive(Debug, Default)]
+enum Spill {
+    #[default]
+    Nowhere,
+    Into(PathBuf),
+    File {
+        file: File,
+        len: u64,
+    },
+}
 /// Where the next create to unpack starts.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 struct Cursor {
     part: usize,
     at: usize,
+    /// The part `part`, read back from the spill file.
+    read_back: Option<Vec<u8>>,
+    /// Reading back a part failed: there is nothing more to unpack.
+    failed: bool,
 }
 
 impl CreateList {
@@ -72,16 +107,59 @@ impl CreateList {
         }
         out.extend_from_slice(&fingerprint.0.to_le_bytes());
         match self.parts.last_mut() {
-            Some(part) if part.capacity() - part.len() >= out.len() => part.extend_from_slice(&out),
+            Some(Part::Held(part)) if part.capacity() - part.len() >= out.len() => {
+                part.extend_from_slice(&out)
+            }
             _ => {
+                self.spill_last_part();
                 let mut part = Vec::with_capacity(PART_BYTES.max(out.len()));
                 part.extend_from_slice(&out);
-                self.parts.push(part);
+                self.parts.push(Part::Held(part));
             }
         }
         self.scratch = out;
         self.packed += 1;
         self.packed - 1
+    }
+
+    /// From now on, full parts go to a file in `directory` instead of staying in
+    /// memory. Should the file not be writable, they stay in memory.
+    pub fn spill_into(&mut self, directory: &Path) {
+        self.spill = Spill::Into(directory.to_owned());
+    }
+
+    /// Moves the last part, which is full, to the spill file, if there is one.
+    fn spill_last_part(&mut self) {
+        let Some(Part::Held(bytes)) = self.parts.last() else {
+            return;
+        };
+        if let Spill::Into(directory) = &self.spill {
+            self.spill = match tempfile::tempfile_in(directory) {
+                Ok(file) => Spill::File { file, len: 0 },
+                Err(err) => {
+                    events::creates_not_spilled(directory, &err);
+                    Spill::Nowhere
+                }
+            };
+        }
+        let Spill::File { file, len } = &mut self.spill else {
+            return;
+        };
+        match file.write_all_at(bytes, *len) {
+            Ok(()) => {
+                let spilled = Part::Spilled {
+                    at: *len,
+                    len: bytes.len(),
+                };
+                *len += bytes.len() as u64;
+                *self.parts.last_mut().expect("a last part") = spilled;
+            }
+            Err(err) => {
+                // Disk full, say: this part and the next stay in memory.
+                events::creates_not_spilled(Path::new("the spill file"), &err);
+                self.spill = Spill::Nowhere;
+            }
+        }
     }
 
     /// Takes the create at `position` out.
@@ -97,16 +175,49 @@ impl CreateList {
     }
 
     /// Unpacks the `position`th create, at `cursor`, and moves `cursor` past it;
-    /// `None` if it was withdrawn.
+    /// `None` if it was withdrawn, or if its part could not be read back.
     fn next_from(&self, cursor: &mut Cursor, position: usize) -> Option<CreateUser> {
-        if cursor.at == self.parts[cursor.part].len() {
+        if cursor.failed {
+            return None;
+        }
+        if cursor.at == self.part_len(cursor.part) {
             *cursor = Cursor {
                 part: cursor.part + 1,
-                at: 0,
+                ..Cursor::default()
             };
         }
-        let create = self.unpack(&self.parts[cursor.part], &mut cursor.at);
+        let bytes = match &self.parts[cursor.part] {
+            Part::Held(bytes) => bytes,
+            Part::Spilled { at, len } => match &mut cursor.read_back {
+                Some(bytes) => bytes,
+                unread => match self.read_back(*at, *len) {
+                    Ok(bytes) => unread.insert(bytes),
+                    Err(err) => {
+                        events::spilled_creates_unreadable(&err, self.packed - position);
+                        cursor.failed = true;
+                        return None;
+                    }
+                },
+            },
+        };
+        let create = self.unpack(bytes, &mut cursor.at);
         (!self.withdrawn.contains(&position)).then_some(create)
+    }
+
+    fn part_len(&self, part: usize) -> usize {
+        match &self.parts[part] {
+            Part::Held(bytes) => bytes.len(),
+            Part::Spilled { len, .. } => *len,
+        }
+    }
+
+    fn read_back(&self, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let Spill::File { file, .. } = &self.spill else {
+            unreachable!("a part is spilled only into a file");
+        };
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, at)?;
+        Ok(bytes)
     }
 
     fn unpack(&self, bytes: &[u8], at: &mut usize) -> CreateUser {
@@ -205,12 +316,17 @@ impl Iterator for IntoCreates {
     type Item = CreateUser;
 
     fn next(&mut self) -> Option<CreateUser> {
-        while self.position < self.list.packed {
+        while self.position < self.list.packed && !self.cursor.failed {
             self.position += 1;
             let create = self.list.next_from(&mut self.cursor, self.position - 1);
-            if let Some(done) = self.cursor.part.checked_sub(1) {
+            if let Some(Part::Held(done)) = self
+                .cursor
+                .part
+                .checked_sub(1)
+                .map(|done| &mut self.list.parts[done])
+            {
                 // Unpacked to its end: its memory goes back while the run sends.
-                self.list.parts[done] = Vec::new();
+                *done = Vec::new();
             }
             if create.is_some() {
                 return create;
@@ -259,23 +375,93 @@ mod tests {
         assert_eq!(list.into_iter().collect::<Vec<_>>(), expected);
     }
 
-    #[test]
-    fn creates_span_many_parts() {
+    /// 3,000 creates of about 1 KB: three parts.
+    fn many_creates() -> Vec<CreateUser> {
         let group = GroupName::new("g");
         let long_name = "n".repeat(1000);
-        let creates: Vec<_> = (0..3000)
+        (0..3000)
             .map(|n| create(&format!("s{n}"), &[&group], Some(&long_name)))
-            .collect();
+            .collect()
+    }
+
+    fn listed(creates: &[CreateUser], spill: Option<&Path>) -> CreateList {
         let mut list = CreateList::default();
-        for create in &creates {
+        if let Some(directory) = spill {
+            list.spill_into(directory);
+        }
+        for create in creates {
             list.push(create.clone());
         }
         assert!(list.parts.len() > 2, "{} parts", list.parts.len());
+        list
+    }
+
+    fn spilled(list: &CreateList) -> usize {
+        let spilled = |part: &&Part| matches!(part, Part::Spilled { .. });
+        list.parts.iter().filter(spilled).count()
+    }
+
+    #[test]
+    fn creates_span_many_parts() {
+        let creates = many_creates();
+        let list = listed(&creates, None);
+        assert_eq!(spilled(&list), 0);
         let mut sending = list.into_iter();
         let first_part: Vec<_> = sending.by_ref().take(1500).collect();
-        let freed = sending.list.parts.iter().take_while(|p| p.capacity() == 0);
+        let freed = sending.list.parts.iter().take_while(|part| match part {
+            Part::Held(bytes) => bytes.capacity() == 0,
+            Part::Spilled { .. } => false,
+        });
         assert!(freed.count() > 0, "the parts sent are freed");
         let unpacked: Vec<_> = first_part.into_iter().chain(sending).collect();
         assert_eq!(unpacked, creates);
+    }
+
+    #[test]
+    fn full_parts_wait_on_disk() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let creates = many_creates();
+        let mut list = listed(&creates, Some(directory.path()));
+        list.withdraw(7);
+        // All but the part being filled.
+        assert_eq!(spilled(&list), list.parts.len() - 1);
+        let Spill::File { len, .. } = &list.spill else {
+            panic!("no spill file: {:?}", list.spill);
+        };
+        assert!(*len > 2 * PART_BYTES as u64 - 2000, "{len} bytes spilled");
+        let mut expected = creates.clone();
+        expected.remove(7);
+        assert_eq!(list.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(list.into_iter().collect::<Vec<_>>(), expected);
+        let entries = std::fs::read_dir(directory.path())
+            .expect("read_dir")
+            .count();
+        assert_eq!(entries, 0, "the spill file has no name");
+    }
+
+    #[test]
+    fn without_a_writable_directory_the_creates_stay_in_memory() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let missing = directory.path().join("missing");
+        let creates = many_creates();
+        let list = listed(&creates, Some(&missing));
+        assert_eq!(spilled(&list), 0);
+        assert!(matches!(list.spill, Spill::Nowhere));
+        assert_eq!(list.into_iter().collect::<Vec<_>>(), creates);
+    }
+
+    #[test]
+    fn a_spill_file_that_cannot_be_read_back_ends_the_creates() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let creates = many_creates();
+        let list = listed(&creates, Some(directory.path()));
+        let Spill::File { file, .. } = &list.spill else {
+            panic!("no spill file: {:?}", list.spill);
+        };
+        // The second part is lost; the first is still there.
+        file.set_len(PART_BYTES as u64).expect("set_len");
+        let read: Vec<_> = list.into_iter().collect();
+        assert!(!read.is_empty() && read.len() < 2000, "{} read", read.len());
+        assert_eq!(read[..], creates[..read.len()]);
     }
 }
