@@ -459,33 +459,10 @@ impl Cache {
     /// As [`Cache::open`]; a dry run's open leaves the store as it found it (no
     /// schema upgrade, no id given).
     pub fn open_for(path: &Path, dry_run: bool) -> Result<Self, CacheError> {
-        let store_error = |source: sled::Error| {
-            let locked = matches!(&source, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
-            if locked {
-                CacheError::Locked {
-                    path: path.to_owned(),
-                }
-            } else {
-                CacheError::Store {
-                    path: path.to_owned(),
-                    source,
-                }
-            }
-        };
-        let config = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_CAPACITY_BYTES);
-        // sled's background threads release the file lock a moment after the cache
-        // closes, so a reopen by this same process (a reload) retries briefly.
-        let mut attempts = LOCK_ATTEMPTS;
-        let db = loop {
-            match config.open().map_err(store_error) {
-                Err(CacheError::Locked { .. }) if attempts > 1 => {
-                    attempts -= 1;
-                    std::thread::sleep(LOCK_RETRY);
-                }
-                opened => break opened?,
-            }
+        let db = open_store(path)?;
+        let store_error = |source| CacheError::Store {
+            path: path.to_owned(),
+            source,
         };
         let meta = db.open_tree("meta").map_err(store_error)?;
         match meta.get(SCHEMA_KEY).map_err(store_error)? {
@@ -828,6 +805,31 @@ fn decode_record<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Opens sled's database at `path`; a lock held by another process is
+/// [`CacheError::Locked`]. sled's background threads release the file lock a
+/// moment after the cache closes, so a reopen by this same process (a reload)
+/// retries briefly.
+fn open_store(path: &Path) -> Result<sled::Db, CacheError> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_CAPACITY_BYTES);
+    let mut attempts = LOCK_ATTEMPTS;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if attempts == 1 {
+                    return Err(CacheError::Locked {
+                        path: path.to_owned(),
+                    });
+                }
+                attempts -= 1;
+                std::thread::sleep(LOCK_RETRY);
+            }
+            opened => return opened.map_err(|source| store_error(path, source)),
+        }
+    }
+}
+
 fn store_error(path: &Path, source: sled::Error) -> CacheError {
     CacheError::Store {
         path: path.to_owned(),
@@ -1092,14 +1094,14 @@ mod tests {
     fn a_first_schema_cache_is_upgraded_unless_by_a_dry_run_and_an_unknown_one_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let set_schema = |version: u32| {
-            let db = sled::open(dir.path()).expect("sled");
+            let db = open_store(dir.path()).expect("sled");
             let meta = db.open_tree("meta").expect("meta");
             meta.insert(SCHEMA_KEY, &version.to_be_bytes())
                 .expect("insert");
             db.flush().expect("flush");
         };
         let meta_key = |key: &[u8]| {
-            let db = sled::open(dir.path()).expect("sled");
+            let db = open_store(dir.path()).expect("sled");
             let found = db.open_tree("meta").expect("meta").get(key).expect("get");
             found.map(|value| value.to_vec())
         };

@@ -199,8 +199,8 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Once the creates planned take more than a little memory, they wait in a
-    /// file in `directory` (see [`CreateList`]).
+    /// The creates planned wait in a file in `directory`, but for the last 1 MB
+    /// (see [`CreateList`]).
     pub fn spill_creates_into(&mut self, directory: &std::path::Path) {
         self.plan.creates.spill_into(directory);
     }

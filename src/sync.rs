@@ -165,8 +165,8 @@ const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Outcomes recorded in one write to the cache (one flush).
 const RECORD_BATCH: usize = 1024;
 /// Outcomes sent and not yet recorded. Near the end of a first import of a million
-/// users, sled's writes slow down below the gateway's pace, and an unbounded queue
-/// grew by 250 MB in the run's last 16 s.
+/// users, sled's writes fall behind the gateway's pace, and an unbounded queue
+/// would hold every outcome sent meanwhile.
 const MAX_UNRECORDED_OUTCOMES: usize = 4 * RECORD_BATCH;
 
 /// Users read but not planned yet. Planning starts once the cache is loaded, and

@@ -57,8 +57,10 @@ enum Spill {
     File {
         file: File,
         len: u64,
+        directory: PathBuf,
     },
 }
+
 /// Where the next create to unpack starts.
 #[derive(Debug, Default)]
 struct Cursor {
@@ -133,16 +135,25 @@ impl CreateList {
         let Some(Part::Held(bytes)) = self.parts.last() else {
             return;
         };
-        if let Spill::Into(directory) = &self.spill {
-            self.spill = match tempfile::tempfile_in(directory) {
-                Ok(file) => Spill::File { file, len: 0 },
+        if let Spill::Into(directory) = &mut self.spill {
+            self.spill = match tempfile::tempfile_in(&*directory) {
+                Ok(file) => Spill::File {
+                    file,
+                    len: 0,
+                    directory: std::mem::take(directory),
+                },
                 Err(err) => {
                     events::creates_not_spilled(directory, &err);
                     Spill::Nowhere
                 }
             };
         }
-        let Spill::File { file, len } = &mut self.spill else {
+        let Spill::File {
+            file,
+            len,
+            directory,
+        } = &mut self.spill
+        else {
             return;
         };
         match file.write_all_at(bytes, *len) {
@@ -156,7 +167,7 @@ impl CreateList {
             }
             Err(err) => {
                 // Disk full, say: this part and the next stay in memory.
-                events::creates_not_spilled(Path::new("the spill file"), &err);
+                events::creates_not_spilled(directory, &err);
                 self.spill = Spill::Nowhere;
             }
         }
