@@ -420,6 +420,11 @@ impl CacheOpening {
             .await
     }
 
+    /// Where the cache is, open or not.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The cache if it has opened; `None` while it opens or after it failed to.
     pub fn if_open(&self) -> Option<&Cache> {
         self.cache.get()
@@ -460,10 +465,7 @@ impl Cache {
     /// schema upgrade, no id given).
     pub fn open_for(path: &Path, dry_run: bool) -> Result<Self, CacheError> {
         let db = open_store(path)?;
-        let store_error = |source| CacheError::Store {
-            path: path.to_owned(),
-            source,
-        };
+        let store_error = |source| store_error(path, source);
         let meta = db.open_tree("meta").map_err(store_error)?;
         match meta.get(SCHEMA_KEY).map_err(store_error)? {
             Some(found) if found.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}

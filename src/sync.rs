@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -142,8 +141,6 @@ pub struct Syncer {
     groups: GroupPolicy,
     rules: Rules,
     cache: Option<CacheOpening>,
-    /// Where a large plan's creates wait to be sent: the cache's directory.
-    creates_spill: Option<PathBuf>,
     dry_run: bool,
 }
 
@@ -276,7 +273,6 @@ impl Syncer {
             applier: Applier::new(target, &config.target, rules.clone()),
             groups: config.groups.clone(),
             rules,
-            creates_spill: cache.as_ref().map(|_| config.cache.path.clone()),
             cache,
             dry_run: mode.dry_run,
         })
@@ -480,8 +476,9 @@ impl Syncer {
             None
         };
         let mut planner = Planner::new(cached, inventory, &self.rules);
-        if let Some(directory) = &self.creates_spill {
-            planner.spill_creates_into(directory);
+        // A large plan's creates wait to be sent in the cache's directory.
+        if let Some(opening) = &self.cache {
+            planner.spill_creates_into(opening.path());
         }
         let mut groups = self.groups.mapper();
         while let Some(mut chunk) = arriving.recv().await {

@@ -441,6 +441,8 @@ impl ListSplitter {
 
 #[cfg(test)]
 mod tests {
+    use std::marker::PhantomData;
+
     use super::*;
 
     /// Splits `body` fed in chunks of `size` bytes, taking batches as it goes.
@@ -487,8 +489,6 @@ mod tests {
             assert_eq!(resources, expected_resources, "chunks of {size}");
         }
     }
-
-    use std::marker::PhantomData;
 
     /// Reads `body` whole, keeping each resource's `id`.
     fn read_whole(body: &str) -> Result<(ListHeader, Vec<String>), String> {
