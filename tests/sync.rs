@@ -633,3 +633,71 @@ async fn parallel_pages_read_exactly_the_same_directory() {
     assert_eq!(summary.counts.created, expected.len());
     assert_eq!(h.gateway_users(), expected);
 }
+
+/// A first import whose planned creates outgrow one part (1 MB of packed creates,
+/// about 10,000 users) keeps the full parts in an unnamed file in the cache
+/// directory while they are sent, and closes it when the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_first_import_waits_on_disk_in_the_cache_directory() {
+    let directory = Directory::generate(GenSpec {
+        users: 16_000,
+        groups: 40,
+        groups_per_user: 3,
+        seed: 43,
+        ..GenSpec::default()
+    });
+    let expected = directory.expected_created();
+    let mut h = Harness::start(directory).await;
+    h.parallel_pages = 4;
+    h.target_overrides = vec![("rate_limit_per_second", 100_000), ("burst", 1000)];
+    let cache = h.cache_path();
+    let stop = CancellationToken::new();
+    let watching = tokio::spawn(largest_unnamed_file(cache.clone(), stop.clone()));
+
+    let summary = h.run().await.expect("run");
+    stop.cancel();
+    let largest = watching.await.expect("watcher");
+    assert_eq!(summary.counts.created, expected.len());
+    assert_eq!(h.gateway_users(), expected);
+    assert!(
+        largest >= 1_000_000,
+        "an unnamed file of at least one part in {}: {largest} bytes",
+        cache.display()
+    );
+    assert_eq!(
+        unnamed_files_in(&cache),
+        Vec::<u64>::new(),
+        "closed after the run"
+    );
+}
+
+/// The largest size seen of a deleted file in `directory` that this process holds
+/// open, polling until `stop`.
+async fn largest_unnamed_file(directory: std::path::PathBuf, stop: CancellationToken) -> u64 {
+    let mut largest = 0;
+    while !stop.is_cancelled() {
+        largest = unnamed_files_in(&directory)
+            .into_iter()
+            .fold(largest, u64::max);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    largest
+}
+
+/// The sizes of the files in `directory` that this process holds open but that
+/// have no name there (`O_TMPFILE`, or created and removed).
+fn unnamed_files_in(directory: &std::path::Path) -> Vec<u64> {
+    let Ok(descriptors) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    descriptors
+        .flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            let target = target.to_str()?;
+            let unnamed = target.starts_with(directory.to_str()?) && target.ends_with(" (deleted)");
+            // The metadata of a /proc fd link is that of the open file, named or not.
+            unnamed.then(|| std::fs::metadata(fd.path()).ok().map(|m| m.len()))?
+        })
+        .collect()
+}

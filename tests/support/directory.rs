@@ -169,18 +169,19 @@ impl Directory {
     }
 
     /// Sorted display names of the groups whose `members` include this user id.
-    pub fn group_names_of(&self, user_id: &str) -> Vec<String> {
-        let names: BTreeSet<String> = self
-            .groups
-            .iter()
-            .filter(|g| {
-                g["members"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().any(|m| m["value"] == user_id))
-            })
-            .filter_map(|g| g["displayName"].as_str().map(str::to_owned))
-            .collect();
-        names.into_iter().collect()
+    /// User id → the sorted names of the groups that list it as a member.
+    fn group_names_by_member(&self) -> HashMap<&str, BTreeSet<&str>> {
+        let mut names: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+        for group in &self.groups {
+            let Some(name) = group["displayName"].as_str() else {
+                continue;
+            };
+            let members = group["members"].as_array().into_iter().flatten();
+            for member in members.filter_map(|m| m["value"].as_str()) {
+                names.entry(member).or_default().insert(name);
+            }
+        }
+        names
     }
 
     /// Lower-cased e-mail → sorted group names, for the users idsync should create:
@@ -192,13 +193,15 @@ impl Directory {
         for email in self.users.iter().filter_map(normal) {
             *seen.entry(email).or_default() += 1;
         }
+        let groups = self.group_names_by_member();
         self.users
             .iter()
             .filter(|u| u["active"] != false)
             .filter_map(|u| {
                 let email = normal(u)?;
                 let id = u["id"].as_str()?;
-                (seen[&email] == 1).then(|| (email, self.group_names_of(id)))
+                let names = groups.get(id).into_iter().flatten();
+                (seen[&email] == 1).then(|| (email, names.map(|&n| n.to_owned()).collect()))
             })
             .collect()
     }
