@@ -483,32 +483,36 @@ fn drop_withdrawn<T>(
 #[derive(Default)]
 struct EmailBook {
     text: String,
-    ends: Vec<usize>,
+    /// Where each address ends in `text`: 4 bytes, not 8, a user.
+    ends: Vec<u32>,
 }
 
 impl EmailBook {
     fn add(&mut self, email: &Email) -> u32 {
         self.text.push_str(email.as_str());
-        self.ends.push(self.text.len());
-        u32::try_from(self.ends.len() - 1).expect("fewer than 4 billion users")
+        let end = u32::try_from(self.text.len()).expect("less than 4 GiB of e-mail addresses");
+        self.ends.push(end);
+        (self.ends.len() - 1) as u32
     }
 
     fn get(&self, ordinal: u32) -> &str {
         let ordinal = ordinal as usize;
         let start = ordinal.checked_sub(1).map_or(0, |before| self.ends[before]);
-        &self.text[start..self.ends[ordinal]]
+        &self.text[start as usize..self.ends[ordinal] as usize]
     }
 
     /// The numbers of the addresses added more than once, in order. Found by
     /// sorting digests of the addresses, which is cheaper than counting them in a
-    /// map of every address.
+    /// map of every address. The digests are 32 bits, so that with the ordinal
+    /// each takes 8 bytes: this list is made at the end of the planning, when the
+    /// planner holds the most.
     fn shared(&self) -> Vec<u32> {
-        let mut digests: Vec<(u64, u32)> = (0..self.ends.len() as u32)
-            .map(|ordinal| (FxBuildHasher.hash_one(self.get(ordinal)), ordinal))
+        let mut digests: Vec<(u32, u32)> = (0..self.ends.len() as u32)
+            .map(|ordinal| (FxBuildHasher.hash_one(self.get(ordinal)) as u32, ordinal))
             .collect();
         digests.sort_unstable();
         let mut shared = Vec::new();
-        // Equal digests are almost always equal addresses; compare them to be sure.
+        // Equal digests are often, not always, equal addresses; compare them.
         for run in digests
             .chunk_by(|a, b| a.0 == b.0)
             .filter(|run| run.len() > 1)
