@@ -143,6 +143,7 @@ impl ScimSource {
                 },
             )
             .await?;
+            crate::memory::return_freed_memory();
             gathered().close_groups();
             crate::memory::return_freed_memory();
             groups_complete.send_replace(true);
