@@ -205,11 +205,15 @@ impl Roster {
             first[i] += first[i - 1];
         }
         let mut flat = vec![0u32; first[slots] as usize];
-        let mut next = first.clone();
+        // `first[slot]` serves as the slot's cursor, and ends as where the next
+        // slot's ranks start; moved back by one place, it is `first` again. (A
+        // copy of it to serve as the cursors took 4 MB more at 1M users.)
         for (slot, rank) in memberships {
-            flat[next[slot as usize] as usize] = rank;
-            next[slot as usize] += 1;
+            flat[first[slot as usize] as usize] = rank;
+            first[slot as usize] += 1;
         }
+        first.rotate_right(1);
+        first[0] = 0;
         for slot in 0..slots {
             flat[first[slot] as usize..first[slot + 1] as usize].sort_unstable();
         }
