@@ -143,6 +143,8 @@ impl ScimSource {
                 },
             )
             .await?;
+            // Before the close, whose tables would add to what the decoders
+            // freed, and after it, for the member lists it frees.
             crate::memory::return_freed_memory();
             gathered().close_groups();
             crate::memory::return_freed_memory();
