@@ -168,7 +168,6 @@ impl Directory {
             .as_str()
     }
 
-    /// Sorted display names of the groups whose `members` include this user id.
     /// User id → the sorted names of the groups that list it as a member.
     fn group_names_by_member(&self) -> HashMap<&str, BTreeSet<&str>> {
         let mut names: HashMap<&str, BTreeSet<&str>> = HashMap::new();
