@@ -207,7 +207,7 @@ impl Roster {
         let mut flat = vec![0u32; first[slots] as usize];
         // `first[slot]` serves as the slot's cursor, and ends as where the next
         // slot's ranks start; moved back by one place, it is `first` again. (A
-        // copy of it to serve as the cursors took 4 MB more at 1M users.)
+        // copy of it as the cursors would be 4 bytes a slot more: 4 MB at 1M users.)
         for (slot, rank) in memberships {
             flat[first[slot as usize] as usize] = rank;
             first[slot as usize] += 1;
