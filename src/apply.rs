@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::TargetConfig;
 use crate::events;
+use crate::model::GatewayUser;
 use crate::plan::{merged, ChangeKind, CreateUser, Rules, UpdateUser};
 use crate::retry::Backoff;
-use crate::target::{Answer, GatewayUser, Target};
+use crate::target::{Answer, Target};
 
 /// One thing to do in the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,8 +288,8 @@ fn outcome_of<T>(settled: Settled<T>) -> Outcome {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::model::Profile;
     use crate::model::{Email, Fingerprint, Subject};
-    use crate::plan::Profile;
 
     fn config() -> TargetConfig {
         let text = r#"

@@ -14,8 +14,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Email, Fingerprint, IdDigest, IdKeys, Subject};
-use crate::sync::Counts;
+use crate::model::{Counts, Email, Fingerprint, IdDigest, IdKeys, Subject};
 
 /// 2 added the generation, which every writer must raise (see `summaries`); 1 has
 /// the same records, and is upgraded on open, after which older builds refuse it.

@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
-use crate::apply::Outcome;
-use crate::model::Email;
-use crate::plan::{GuardTripped, Plan, Problem};
-use crate::sync::{Summary, SyncError};
+use crate::model::{Counts, Email};
 
 /// Counters for the `--sync-now` progress display.
 pub mod progress {
@@ -51,7 +48,7 @@ pub fn admin_group_dropped(idp_group: &str, admin_group: &str, members: usize) {
     );
 }
 
-pub fn inventory_unavailable(outcome: &Outcome) {
+pub fn inventory_unavailable(outcome: &dyn std::fmt::Debug) {
     tracing::warn!(
         ?outcome,
         "Could not list the gateway's users; existing users will be found one 409 at a time."
@@ -74,28 +71,37 @@ pub fn spilled_creates_unreadable(err: &std::io::Error, left: usize) {
     );
 }
 
-pub fn deactivation_guard_tripped(guard: &GuardTripped) {
+/// `guard` says in words what was held back and what to do.
+pub fn deactivation_guard_tripped(planned: usize, allowed: usize, managed: usize, guard: &str) {
     counter!("idsync_deactivation_guard_trips_total").increment(1);
-    tracing::error!(
-        planned = guard.planned,
-        allowed = guard.allowed,
-        managed = guard.managed,
-        "{guard}"
-    );
+    tracing::error!(planned, allowed, managed, "{guard}");
 }
 
-pub fn planned(plan: &Plan) {
-    let actions = plan.creates.len() + plan.updates.len() + plan.deactivations.len();
+/// The size of a run's plan, for [`planned`].
+#[derive(Debug, Default)]
+pub struct PlanSize {
+    pub create: usize,
+    pub update: usize,
+    pub adopt: usize,
+    pub deactivate: usize,
+    pub unchanged: usize,
+    pub skipped_inactive: usize,
+    pub skipped_invalid: usize,
+    pub still_rejected: usize,
+}
+
+pub fn planned(size: &PlanSize) {
+    let actions = size.create + size.update + size.deactivate;
     progress::PLANNED.store(actions as u64, Ordering::Relaxed);
     tracing::info!(
-        create = plan.creates.len(),
-        update = plan.updates.len(),
-        adopt = plan.adoptions.len(),
-        deactivate = plan.deactivations.len(),
-        unchanged = plan.unchanged,
-        skipped_inactive = plan.skipped_inactive,
-        skipped_invalid = plan.invalid.len(),
-        still_rejected = plan.still_rejected.len(),
+        create = size.create,
+        update = size.update,
+        adopt = size.adopt,
+        deactivate = size.deactivate,
+        unchanged = size.unchanged,
+        skipped_inactive = size.skipped_inactive,
+        skipped_invalid = size.skipped_invalid,
+        still_rejected = size.still_rejected,
         "Planned the run."
     );
 }
@@ -133,9 +139,9 @@ pub fn user_failed(email: &Email, action: &'static str, reason: &str) {
     tracing::warn!(%email, action, reason, "Could not change user.");
 }
 
-pub fn user_skipped(problem: &Problem) {
+pub fn user_skipped(user: &str, reason: &str) {
     user_counted("skip", "invalid");
-    tracing::warn!(user = %problem.label, reason = %problem.reason, "Skipped user.");
+    tracing::warn!(user, reason, "Skipped user.");
 }
 
 /// One answer from the gateway (or none: `None` for a transport error).
@@ -171,16 +177,12 @@ pub fn next_run(unix_seconds: i64) {
     gauge!("idsync_next_run_timestamp_seconds").set(unix_seconds as f64);
 }
 
-pub fn run_finished(summary: &Summary) {
-    let c = &summary.counts;
-    let outcome = if summary.has_failures() {
-        "failures"
-    } else {
-        "ok"
-    };
-    if !summary.dry_run {
+pub fn run_finished(counts: &Counts, duration_ms: u64, dry_run: bool) {
+    let c = counts;
+    let outcome = if c.has_failures() { "failures" } else { "ok" };
+    if !dry_run {
         counter!("idsync_runs_total", "outcome" => outcome).increment(1);
-        histogram!("idsync_run_duration_seconds").record(summary.duration_ms as f64 / 1000.0);
+        histogram!("idsync_run_duration_seconds").record(duration_ms as f64 / 1000.0);
         gauge!("idsync_last_success_timestamp_seconds").set(chrono::Utc::now().timestamp() as f64);
     }
     tracing::info!(
@@ -193,17 +195,22 @@ pub fn run_finished(summary: &Summary) {
         skipped_invalid = c.skipped_invalid,
         skipped_inactive = c.skipped_inactive,
         failed = c.failed,
-        duration_ms = summary.duration_ms,
-        dry_run = summary.dry_run,
+        duration_ms,
+        dry_run,
         "Run finished."
     );
 }
 
-pub fn run_aborted(error: &SyncError, summary: &Summary) {
-    let c = &summary.counts;
-    if !summary.dry_run {
+pub fn run_aborted(
+    error: &dyn std::fmt::Display,
+    counts: &Counts,
+    duration_ms: u64,
+    dry_run: bool,
+) {
+    let c = counts;
+    if !dry_run {
         counter!("idsync_runs_total", "outcome" => "aborted").increment(1);
-        histogram!("idsync_run_duration_seconds").record(summary.duration_ms as f64 / 1000.0);
+        histogram!("idsync_run_duration_seconds").record(duration_ms as f64 / 1000.0);
     }
     tracing::error!(
         error = %error,
@@ -211,7 +218,7 @@ pub fn run_aborted(error: &SyncError, summary: &Summary) {
         existing = c.existing,
         failed = c.failed,
         interrupted = c.interrupted,
-        duration_ms = summary.duration_ms,
+        duration_ms,
         "Run aborted."
     );
 }

@@ -12,6 +12,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+mod counts;
+mod gateway;
+
+pub use counts::Counts;
+pub use gateway::{GatewayUser, Profile};
+
 /// The gateway's column limits (characters); exceeding one makes it answer 500.
 pub mod limits {
     pub const EMAIL: usize = 255;

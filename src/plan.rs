@@ -13,21 +13,11 @@ use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::cache::{CacheError, Records, SubjectRecord, SubjectState, Summary, Taken};
 use crate::config::{DeactivationLimit, Deprovision};
-use crate::model::{limits, DirectoryUser, Email, Fingerprint, GroupName, Subject, UnusableEntry};
-use crate::target::GatewayUser;
+use crate::model::{
+    limits, DirectoryUser, Email, Fingerprint, GatewayUser, Profile, Subject, UnusableEntry,
+};
 
 pub use creates::CreateList;
-
-/// What idsync sends for a user: the fields it owns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub email: Email,
-    pub name: Option<String>,
-    pub groups: Vec<GroupName>,
-    /// `None` when not mapped, or when the directory has no value.
-    pub slack_id: Option<String>,
-    pub picture: Option<String>,
-}
 
 /// A user to create in the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +118,22 @@ pub struct Plan {
     pub still_rejected: Vec<Problem>,
     /// Set when more deactivations were due than `max_deactivations` allows.
     pub deactivation_guard: Option<GuardTripped>,
+}
+
+impl Plan {
+    /// How much work the plan holds, for the log.
+    pub fn size(&self) -> crate::events::PlanSize {
+        crate::events::PlanSize {
+            create: self.creates.len(),
+            update: self.updates.len(),
+            adopt: self.adoptions.len(),
+            deactivate: self.deactivations.len(),
+            unchanged: self.unchanged,
+            skipped_inactive: self.skipped_inactive,
+            skipped_invalid: self.invalid.len(),
+            still_rejected: self.still_rejected.len(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -644,7 +650,7 @@ fn over_limits(user: &DirectoryUser) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::UnusableEntry;
+    use crate::model::{GroupName, UnusableEntry};
 
     fn user(subject: &str, email: &str) -> DirectoryUser {
         DirectoryUser {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -20,34 +20,11 @@ use crate::cache::{
 };
 use crate::config::{Config, GroupPolicy};
 use crate::events;
-use crate::model::{DirectoryUser, Email, Fingerprint, Subject};
+use crate::model::{Counts, DirectoryUser, Email, Fingerprint, Subject};
 use crate::plan::{ChangeKind, Plan, Planner, Problem, Rules, UpdateUser};
 use crate::source::scim::ScimSource;
 use crate::source::SourceError;
 use crate::target::{HoopClient, Target, TargetError};
-
-/// How many users each count holds. Every directory entry lands in exactly one of
-/// the first nine; the deactivation counts are about managed users, who may have
-/// left the directory.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Counts {
-    pub created: usize,
-    /// Already in the gateway; now managed by idsync.
-    pub existing: usize,
-    pub updated: usize,
-    pub reactivated: usize,
-    pub unchanged: usize,
-    pub skipped_invalid: usize,
-    pub skipped_inactive: usize,
-    pub failed: usize,
-    /// Not done because a shutdown or an abort stopped the run.
-    pub interrupted: usize,
-    pub deactivated: usize,
-    pub deactivation_failed: usize,
-    /// Held back by the `max_deactivations` guard.
-    pub deactivations_blocked: usize,
-}
 
 /// What a run did, for people (text) and machines (`--output json`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -73,8 +50,7 @@ pub struct Summary {
 impl Summary {
     /// Whether the run left work undone that an operator should look at.
     pub fn has_failures(&self) -> bool {
-        let c = &self.counts;
-        c.failed > 0 || c.deactivation_failed > 0 || c.deactivations_blocked > 0
+        self.counts.has_failures()
     }
 }
 
@@ -316,8 +292,12 @@ impl Syncer {
             self.record_run(started_at, &result).await;
         }
         match &result {
-            Ok(summary) => events::run_finished(summary),
-            Err(aborted) => events::run_aborted(&aborted.error, &aborted.summary),
+            Ok(summary) => {
+                events::run_finished(&summary.counts, summary.duration_ms, summary.dry_run)
+            }
+            Err(Aborted { error, summary }) => {
+                events::run_aborted(error, &summary.counts, summary.duration_ms, summary.dry_run)
+            }
         }
         result
     }
@@ -376,7 +356,7 @@ impl Syncer {
             Ok(plan) => plan,
             Err(err) => return Err(run.abort(err.into())),
         };
-        events::planned(&plan);
+        events::planned(&plan.size());
         let actions = run.take_plan(plan, self.dry_run);
         if let Err(err) = self.record(&run.adoptions).await {
             return Err(run.abort(err.into()));
@@ -601,12 +581,17 @@ impl Run {
         counts.failed = plan.still_rejected.len();
         counts.existing = plan.adoptions.len();
         for problem in &plan.invalid {
-            events::user_skipped(problem);
+            events::user_skipped(&problem.label, &problem.reason);
         }
         self.summary.skipped = plan.invalid.into_iter().map(Report::from).collect();
         self.summary.failures = plan.still_rejected.into_iter().map(Report::from).collect();
         if let Some(guard) = &plan.deactivation_guard {
-            events::deactivation_guard_tripped(guard);
+            events::deactivation_guard_tripped(
+                guard.planned,
+                guard.allowed,
+                guard.managed,
+                &guard.to_string(),
+            );
             counts.deactivations_blocked = guard.planned;
             self.summary.deactivation_guard = Some(guard.to_string());
         }

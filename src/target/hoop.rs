@@ -8,12 +8,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use serde::Serialize;
 use url::Url;
 
-use super::{Answer, GatewayUser, TargetError};
+use super::{Answer, TargetError};
 use crate::config::{ApiKeyHeader, TargetConfig};
 use crate::error_chain;
 use crate::events;
-use crate::model::Email;
-use crate::plan::Profile;
+use crate::model::{Email, GatewayUser, Profile};
 use crate::retry::{self, Class};
 
 /// Longest gateway message kept for a report.

@@ -6,10 +6,7 @@ pub mod hoop;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::model::Email;
-use crate::plan::Profile;
+use crate::model::{Email, GatewayUser, Profile};
 
 pub use hoop::HoopClient;
 
@@ -22,28 +19,6 @@ pub enum TargetError {
     /// TLS or HTTP client set-up failed (e.g. the CA bundle).
     #[error("cannot set up the gateway client: {0}")]
     Client(String),
-}
-
-/// A user as the gateway's `GET /users` answers it. `id` is the subject: the e-mail
-/// until the user's first login, then the IdP's `sub`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct GatewayUser {
-    pub id: String,
-    pub email: String,
-    pub name: String,
-    #[serde(deserialize_with = "null_as_empty")]
-    pub groups: Vec<String>,
-    pub slack_id: String,
-    pub picture: String,
-    pub status: String,
-}
-
-/// The gateway writes `null` for an empty group list.
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
-    Ok(Option::<Vec<String>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The gateway's answer to one request, already classified.
