@@ -15,6 +15,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+mod source;
+
+use source::RawSource;
+pub use source::{
+    AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, OidcConfig,
+    ScimConfig, SourceAuth, SourceConfig, SourceKind, SubjectAttribute,
+};
+
 /// Environment variables that may carry secrets instead of the file.
 pub const ENV_SOURCE_CLIENT_SECRET: &str = "IDSYNC_SOURCE_CLIENT_SECRET";
 pub const ENV_SOURCE_BEARER_TOKEN: &str = "IDSYNC_SOURCE_BEARER_TOKEN";
@@ -92,41 +100,6 @@ pub struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSource {
-    kind: String,
-    url: String,
-    page_size: Option<i64>,
-    subject_attribute: Option<String>,
-    bearer_token: Option<Secret>,
-    bearer_token_file: Option<PathBuf>,
-    oidc: Option<RawOidc>,
-    ca_file: Option<PathBuf>,
-    parallel_pages: Option<i64>,
-    #[serde(default)]
-    attributes: RawAttributes,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAttributes {
-    slack_id: Option<String>,
-    picture: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOidc {
-    issuer: String,
-    client_id: String,
-    client_secret: Option<Secret>,
-    client_secret_file: Option<PathBuf>,
-    #[serde(default)]
-    scopes: Vec<String>,
-    auth_method: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTarget {
     url: String,
     api_key: Option<Secret>,
@@ -192,103 +165,6 @@ pub struct Config {
     pub cache: CacheConfig,
     pub groups: GroupPolicy,
     pub service: ServiceConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    /// SCIM base URL, e.g. `https://idp.example.com/scim/v2` (no trailing slash).
-    pub url: Url,
-    pub page_size: NonZeroU32,
-    pub subject_attribute: SubjectAttribute,
-    pub auth: SourceAuth,
-    pub ca_pem: Option<Vec<u8>>,
-    /// Pages fetched at once once `totalResults` is known.
-    pub parallel_pages: NonZeroUsize,
-    /// Where `slack_id` and `picture` come from, when mapped.
-    pub attributes: AttributeMap,
-}
-
-/// Directory attributes mapped onto gateway fields idsync does not own by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AttributeMap {
-    pub slack_id: Option<AttributePath>,
-    pub picture: Option<AttributePath>,
-}
-
-impl AttributeMap {
-    pub fn is_empty(&self) -> bool {
-        self.slack_id.is_none() && self.picture.is_none()
-    }
-}
-
-/// A SCIM attribute path: `title`, `name.givenName`, `photos` (multi-valued: the
-/// primary or first `value`), or an extension attribute such as
-/// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttributePath {
-    /// The extension schema URN holding the attribute, if any.
-    pub schema: Option<String>,
-    /// Attribute names from the top (or from the extension object) down.
-    pub segments: Vec<String>,
-}
-
-impl AttributePath {
-    fn parse(key: &'static str, text: &str) -> Result<Self, ConfigError> {
-        let bad = || {
-            invalid(
-                key,
-                format!("must be a SCIM attribute path such as \"title\", \"photos\" or \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber\"; got {text:?}"),
-            )
-        };
-        let text = text.trim();
-        let (schema, path) = match text.rsplit_once(':') {
-            Some((schema, path)) if schema.to_ascii_lowercase().starts_with("urn:") => {
-                (Some(schema.to_owned()), path)
-            }
-            Some(_) => return Err(bad()),
-            None => (None, text),
-        };
-        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-        let is_name = |s: &String| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
-        };
-        if !segments.iter().all(is_name) {
-            return Err(bad());
-        }
-        Ok(Self { schema, segments })
-    }
-}
-
-/// Which SCIM attribute is the user's immutable key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubjectAttribute {
-    Id,
-    ExternalId,
-}
-
-#[derive(Debug, Clone)]
-pub enum SourceAuth {
-    /// A fixed token issued out of band.
-    Bearer(Secret),
-    /// A token from the IdP's token endpoint (client-credentials grant).
-    Oidc(OidcConfig),
-}
-
-#[derive(Debug, Clone)]
-pub struct OidcConfig {
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub scopes: Vec<String>,
-    pub auth_method: ClientAuthMethod,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
 }
 
 #[derive(Debug, Clone)]
@@ -457,127 +333,6 @@ impl RawConfig {
             },
             groups: self.groups.validate()?,
             service: self.service.validate()?,
-        })
-    }
-}
-
-impl RawSource {
-    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<SourceConfig, ConfigError> {
-        if self.kind != "scim" {
-            return Err(invalid(
-                "source.kind",
-                format!(
-                    "must be \"scim\" (the only kind so far), such as kind = \"scim\"; got {:?}",
-                    self.kind
-                ),
-            ));
-        }
-        let url = http_url("source.url", &self.url, "https://idp.example.com/scim/v2")?;
-        let page_size = positive("source.page_size", self.page_size.unwrap_or(100), "100")?;
-        let subject_attribute = match self.subject_attribute.as_deref().unwrap_or("id") {
-            "id" => SubjectAttribute::Id,
-            "externalId" => SubjectAttribute::ExternalId,
-            other => {
-                return Err(invalid(
-                    "source.subject_attribute",
-                    format!("must be \"id\" or \"externalId\", such as subject_attribute = \"id\"; got {other:?}"),
-                ))
-            }
-        };
-        let bearer = optional_secret(
-            "source.bearer_token",
-            self.bearer_token,
-            self.bearer_token_file.as_deref(),
-            ENV_SOURCE_BEARER_TOKEN,
-            env,
-        )?;
-        let auth = match (bearer, self.oidc) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "source.oidc",
-                    "cannot be combined with a static bearer token: give either [source.oidc] or bearer_token_file = \"/run/secrets/scim_token\"",
-                ))
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "source",
-                    "needs credentials: a [source.oidc] table (issuer, client_id, client_secret_file) or bearer_token_file = \"/run/secrets/scim_token\"",
-                ))
-            }
-            (Some(token), None) => SourceAuth::Bearer(token),
-            (None, Some(oidc)) => SourceAuth::Oidc(oidc.validate(env)?),
-        };
-        Ok(SourceConfig {
-            url,
-            page_size,
-            subject_attribute,
-            auth,
-            ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
-            parallel_pages: NonZeroUsize::try_from(positive(
-                "source.parallel_pages",
-                self.parallel_pages.unwrap_or(1),
-                "4",
-            )?)
-            .map_err(|_| invalid("source.parallel_pages", "is too large for this platform"))?,
-            attributes: AttributeMap {
-                slack_id: self
-                    .attributes
-                    .slack_id
-                    .map(|p| AttributePath::parse("source.attributes.slack_id", &p))
-                    .transpose()?,
-                picture: self
-                    .attributes
-                    .picture
-                    .map(|p| AttributePath::parse("source.attributes.picture", &p))
-                    .transpose()?,
-            },
-        })
-    }
-}
-
-impl RawOidc {
-    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<OidcConfig, ConfigError> {
-        let issuer = http_url(
-            "source.oidc.issuer",
-            &self.issuer,
-            "https://idp.example.com",
-        )?;
-        if self.client_id.trim().is_empty() {
-            return Err(invalid(
-                "source.oidc.client_id",
-                "must not be empty, such as client_id = \"idsync\"",
-            ));
-        }
-        let client_secret = optional_secret(
-            "source.oidc.client_secret",
-            self.client_secret,
-            self.client_secret_file.as_deref(),
-            ENV_SOURCE_CLIENT_SECRET,
-            env,
-        )?
-        .ok_or_else(|| {
-            invalid(
-                "source.oidc.client_secret",
-                format!("is missing: set client_secret_file = \"/run/secrets/idp_client_secret\" or the environment variable {ENV_SOURCE_CLIENT_SECRET}"),
-            )
-        })?;
-        let auth_method = match self.auth_method.as_deref().unwrap_or("client_secret_basic") {
-            "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
-            "client_secret_post" => ClientAuthMethod::ClientSecretPost,
-            other => {
-                return Err(invalid(
-                    "source.oidc.auth_method",
-                    format!("must be \"client_secret_basic\" or \"client_secret_post\", such as auth_method = \"client_secret_basic\"; got {other:?}"),
-                ))
-            }
-        };
-        Ok(OidcConfig {
-            // Kept as written: discovery compares it with the provider's `issuer` exactly.
-            issuer: issuer.as_str().trim_end_matches('/').to_owned(),
-            client_id: self.client_id,
-            client_secret,
-            scopes: self.scopes,
-            auth_method,
         })
     }
 }
@@ -888,12 +643,12 @@ mod tests {
     #[test]
     fn minimal_config_gets_documented_defaults() {
         let config = parse(MINIMAL).expect("valid");
-        assert_eq!(
-            config.source.url.as_str(),
-            "https://idp.example.com/scim/v2"
-        );
-        assert_eq!(config.source.page_size.get(), 100);
-        assert_eq!(config.source.subject_attribute, SubjectAttribute::Id);
+        let SourceKind::Scim(scim) = &config.source.kind else {
+            panic!("a SCIM source")
+        };
+        assert_eq!(scim.url.as_str(), "https://idp.example.com/scim/v2");
+        assert_eq!(scim.page_size.get(), 100);
+        assert_eq!(scim.subject_attribute, SubjectAttribute::Id);
         assert_eq!(config.target.rate_limit_per_second.get(), 10);
         assert_eq!(config.target.max_in_flight.get(), 4);
         assert_eq!(config.target.max_attempts.get(), 6);
@@ -1014,7 +769,11 @@ mod tests {
         );
         assert!(error_of(&text).starts_with("source.oidc cannot be combined"));
         let config = parse(&text.replace("bearer_token = \"scim-token\"", "")).expect("valid");
-        let SourceAuth::Oidc(oidc) = config.source.auth else {
+        let SourceKind::Scim(ScimConfig {
+            auth: SourceAuth::Oidc(oidc),
+            ..
+        }) = config.source.kind
+        else {
             panic!("oidc expected")
         };
         assert_eq!(oidc.auth_method, ClientAuthMethod::ClientSecretBasic);

@@ -29,6 +29,7 @@ pub mod cache;
 pub mod config;
 pub mod events;
 pub mod groups;
+pub mod http;
 pub mod memory;
 pub mod model;
 pub mod notify;

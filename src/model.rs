@@ -61,18 +61,15 @@ impl Email {
     /// (`format: email`) accept: an ASCII `local@domain` in dot-atom form whose domain
     /// has at least one dot. Display-name forms such as `Jane <j@x.com>` are refused,
     /// because the gateway would store them verbatim and never match them at login.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let value = raw.trim().to_ascii_lowercase();
         if value.is_empty() {
-            return Err("e-mail is empty".into());
+            return Err(EmailError::Empty);
         }
         if limits::longer_than(&value, limits::EMAIL) {
-            return Err(format!(
-                "e-mail is longer than the gateway's {} characters",
-                limits::EMAIL
-            ));
+            return Err(EmailError::TooLong);
         }
-        let invalid = || format!("{:?} is not a bare e-mail address", raw.trim());
+        let invalid = || EmailError::NotBare(raw.trim().to_owned());
         let (local, domain) = value.rsplit_once('@').ok_or_else(invalid)?;
         let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
         let dot_atom = |part: &str, allowed: &dyn Fn(char) -> bool| {
@@ -97,6 +94,23 @@ impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Why a user has no e-mail address idsync can create them with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("e-mail is empty")]
+    Empty,
+    #[error("e-mail is longer than the gateway's {} characters", limits::EMAIL)]
+    TooLong,
+    #[error("{0:?} is not a bare e-mail address")]
+    NotBare(String),
+    /// No address listed; the login, if any, is not one either.
+    #[error("has no e-mail address (none listed{})", match login {
+        Some(login) => format!(", and the login {login:?} is not an address"),
+        None => String::new(),
+    })]
+    Missing { login: Option<String> },
 }
 
 /// A group's name as the gateway will see it; cheap to clone.
@@ -131,7 +145,7 @@ pub struct DirectoryUser {
     pub subject: Subject,
     pub active: bool,
     /// The address to create the user with, or why the directory gave none usable.
-    pub email: Result<Email, String>,
+    pub email: Result<Email, EmailError>,
     pub name: Option<String>,
     /// Sorted and free of duplicates, so equal memberships fingerprint equally.
     pub groups: Vec<GroupName>,
@@ -260,7 +274,7 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
         let long = format!("{}@example.com", "a".repeat(250));
-        assert!(Email::parse(&long).unwrap_err().contains("255"));
+        assert!(Email::parse(&long).unwrap_err().to_string().contains("255"));
     }
 
     #[test]

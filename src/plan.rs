@@ -16,6 +16,7 @@ use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{
     limits, DirectoryUser, Email, Fingerprint, GatewayUser, Profile, Subject, UnusableEntry,
 };
+use crate::source::Scope;
 
 pub use creates::CreateList;
 
@@ -222,10 +223,15 @@ impl<'a> Planner<'a> {
         users.into_iter().try_for_each(|user| self.plan_user(user))
     }
 
-    /// The directory is complete: withdraws users that share an e-mail, finds the
-    /// leavers and applies the deactivation guard. `unusable` are the entries the
-    /// source could not key.
-    pub fn finish(mut self, unusable: Vec<UnusableEntry>) -> Result<Plan, CacheError> {
+    /// The read is over: withdraws users that share an e-mail, finds the leavers
+    /// (the managed users a complete read left out, or those a change set removed)
+    /// and applies the deactivation guard. `unusable` are the entries the source
+    /// could not key.
+    pub fn finish(
+        mut self,
+        unusable: Vec<UnusableEntry>,
+        scope: Scope,
+    ) -> Result<Plan, CacheError> {
         self.withdraw_shared_emails();
         let mut plan = self.plan;
         plan.invalid.splice(
@@ -242,14 +248,15 @@ impl<'a> Planner<'a> {
         }
         // Looked for only when they would be deactivated: finding the leavers'
         // subjects reads the cache a second time.
+        let leavers = match scope {
+            Scope::Complete => self.cached.remaining(Summary::is_kept_active)?,
+            Scope::Changes { removed } => removed_records(&mut self.cached, removed)?,
+        };
         let mut deactivations = std::mem::take(&mut plan.deactivations);
         deactivations.extend(
-            self.cached
-                .remaining(Summary::is_kept_active)?
-                .into_iter()
-                .map(|(subject, record)| {
-                    deactivation(subject, record, "no longer in the directory")
-                }),
+            leavers.into_iter().map(|(subject, record)| {
+                deactivation(subject, record, "no longer in the directory")
+            }),
         );
         deactivations.sort_by(|a, b| a.key.cmp(&b.key));
         let allowed = rules.max_deactivations.allowed(self.managed);
@@ -277,7 +284,7 @@ impl<'a> Planner<'a> {
                     "another directory user has the same subject {}; only the first is synced",
                     user.subject
                 );
-                self.plan.invalid.push(problem(&user, reason));
+                self.plan.invalid.push(problem(&user, reason.to_string()));
                 return Ok(());
             }
         };
@@ -298,7 +305,7 @@ impl<'a> Planner<'a> {
             Ok(email) => self.emails.add(email),
             Err(reason) => {
                 let reason = reason.clone();
-                self.plan.invalid.push(problem(&user, reason));
+                self.plan.invalid.push(problem(&user, reason.to_string()));
                 return Ok(());
             }
         };
@@ -539,6 +546,23 @@ impl EmailBook {
     }
 }
 
+/// The records of the subjects a change set removed that idsync keeps active.
+fn removed_records(
+    cached: &mut Records,
+    removed: Vec<Subject>,
+) -> Result<Vec<(Subject, SubjectRecord)>, CacheError> {
+    let mut leavers = Vec::new();
+    for subject in removed {
+        if let Taken::Record(summary) = cached.take(&subject) {
+            if summary.is_kept_active() {
+                let record = cached.record(&subject)?;
+                leavers.push((subject, record));
+            }
+        }
+    }
+    Ok(leavers)
+}
+
 fn deactivation(subject: Subject, record: SubjectRecord, reason: &str) -> UpdateUser {
     UpdateUser {
         subject,
@@ -692,7 +716,9 @@ mod tests {
     ) -> Plan {
         let mut planner = Planner::new(cache.clone(), inventory.cloned(), rules);
         planner.add(dir.users.clone()).expect("add");
-        planner.finish(dir.unusable.clone()).expect("finish")
+        planner
+            .finish(dir.unusable.clone(), Scope::Complete)
+            .expect("finish")
     }
 
     fn record_of(user: &DirectoryUser, state: SubjectState) -> SubjectRecord {
@@ -1165,7 +1191,7 @@ mod tests {
                 planner.add(part.to_vec()).expect("add");
             }
             assert_eq!(
-                planner.finish(Vec::new()).expect("finish"),
+                planner.finish(Vec::new(), Scope::Complete).expect("finish"),
                 whole,
                 "chunks of {chunk}"
             );

@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -14,16 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::apply::{Action, Applier, Outcome};
-use crate::auth::TokenSource;
 use crate::cache::{
     Cache, CacheError, CacheOpening, Records, RunRecord, SubjectRecord, SubjectState,
 };
 use crate::config::{Config, GroupPolicy};
 use crate::events;
-use crate::model::{Counts, DirectoryUser, Email, Fingerprint, Subject};
+use crate::model::{Counts, Email, Fingerprint, Subject};
 use crate::plan::{ChangeKind, Plan, Planner, Problem, Rules, UpdateUser};
-use crate::source::scim::ScimSource;
-use crate::source::SourceError;
+use crate::source::{self, Arrivals, Directory, SourceError};
 use crate::target::{HoopClient, Target, TargetError};
 
 /// What a run did, for people (text) and machines (`--output json`).
@@ -112,7 +109,7 @@ pub struct RunMode {
 
 /// Everything a run needs, built once per process from the config.
 pub struct Syncer {
-    source: ScimSource,
+    source: Box<dyn Directory>,
     applier: Applier,
     groups: GroupPolicy,
     rules: Rules,
@@ -127,13 +124,9 @@ pub enum SetupError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Cache(#[from] CacheError),
-    #[error("cannot set up the directory client: {0}")]
-    Source(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
-
-const USER_AGENT: &str = concat!("idsync/", env!("CARGO_PKG_VERSION"));
-/// Timeout of one directory request; a page of 1,000 users is a few hundred KiB.
-const SOURCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Outcomes recorded in one write to the cache (one flush).
 const RECORD_BATCH: usize = 1024;
@@ -142,61 +135,10 @@ const RECORD_BATCH: usize = 1024;
 /// would hold every outcome sent meanwhile.
 const MAX_UNRECORDED_OUTCOMES: usize = 4 * RECORD_BATCH;
 
-/// Users read but not planned yet. Planning starts once the cache is loaded, and
-/// a fast directory must not pile up users in memory meanwhile.
-#[derive(Default)]
-struct Backlog {
-    users: AtomicUsize,
-    planned: tokio::sync::Notify,
-}
-
-impl Backlog {
-    /// Users the read may run ahead of the planner (a page or two more at times).
-    const ROOM: usize = 50_000;
-
-    fn added(&self, users: usize) {
-        self.users.fetch_add(users, Ordering::Relaxed);
-    }
-
-    fn planned(&self, users: usize) {
-        self.users.fetch_sub(users, Ordering::Relaxed);
-        self.planned.notify_waiters();
-    }
-
-    /// Returns once the planner has caught up to within [`Backlog::ROOM`].
-    async fn room(&self) {
-        loop {
-            // Created before the check, so no wake-up in between is missed.
-            let planned = self.planned.notified();
-            if self.users.load(Ordering::Relaxed) <= Self::ROOM {
-                return;
-            }
-            planned.await;
-        }
-    }
-}
-
-fn http_builder(ca_pem: Option<&[u8]>) -> reqwest::Result<reqwest::ClientBuilder> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        // Tokens and API keys must not follow a redirect to another host.
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(pem) = ca_pem {
-        for cert in reqwest::Certificate::from_pem_bundle(pem)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    Ok(builder)
-}
-
 /// The directory source and the gateway client, as the config describes them.
-fn clients(config: &Config) -> Result<(ScimSource, HoopClient), SetupError> {
-    let source_http = http_builder(config.source.ca_pem.as_deref())
-        .and_then(|b| b.timeout(SOURCE_TIMEOUT).build())
-        .map_err(|err| SetupError::Source(crate::error_chain(&err)))?;
-    let tokens = TokenSource::new(&config.source.auth, source_http.clone());
-    let source = ScimSource::new(&config.source, source_http, tokens);
-    let builder = http_builder(config.target.ca_pem.as_deref())
+fn clients(config: &Config) -> Result<(Box<dyn Directory>, HoopClient), SetupError> {
+    let source = source::open(&config.source)?;
+    let builder = crate::http::client_builder(config.target.ca_pem.as_deref())
         .map_err(|err| TargetError::Client(crate::error_chain(&err)))?;
     Ok((source, HoopClient::new(&config.target, builder)?))
 }
@@ -261,11 +203,7 @@ impl Syncer {
         config: &Config,
     ) -> Result<Vec<(&'static str, Result<String, String>)>, SetupError> {
         let (source, client) = clients(config)?;
-        let directory = source
-            .probe()
-            .await
-            .map(|total| format!("token accepted; {total} users at {}", config.source.url))
-            .map_err(|err| err.to_string());
+        let directory = source.probe().await.map_err(|err| err.to_string());
         let gateway = match client.server_info().await {
             crate::target::Answer::Done(info) => Ok(format!(
                 "API key accepted at {} (gateway version {})",
@@ -320,39 +258,24 @@ impl Syncer {
         // they arrive; nothing is done with the plan unless the whole read succeeds.
         let stop = shutdown.child_token();
         let reading = shutdown.child_token();
-        let (users, arriving) = tokio::sync::mpsc::unbounded_channel();
-        let backlog = &Backlog::default();
-        let read = self.source.pull(
-            &reading,
-            // Owns the sender: the planner's loop ends when the read does.
-            move |chunk| {
-                backlog.added(chunk.len());
-                // The planner only goes away after an error that also stopped `reading`.
-                let _ = users.send(chunk);
-            },
-            || async {
-                tokio::select! {
-                    () = backlog.room() => {}
-                    () = reading.cancelled() => {}
-                }
-            },
-        );
-        let planning = self.plan_while_reading(arriving, backlog, &stop, &reading);
-        let (listing, planned) = tokio::join!(read, planning);
-        let (planner, unusable, dropped) = match (listing, planned) {
+        let (delivery, arrivals) = source::delivery::channel(reading.clone());
+        let read = self.source.read(&reading, delivery);
+        let planning = self.plan_while_reading(arrivals, &stop, &reading);
+        let (read, planned) = tokio::join!(read, planning);
+        let (planner, read, dropped) = match (read, planned) {
             (_, Err(err)) => return Err(run.abort(err)),
             (Err(err), _) => return Err(run.abort(err.into())),
-            (Ok(listing), Ok((planner, dropped))) => {
-                run.summary.directory_users = listing.entries;
-                events::directory_read(listing.entries, started.elapsed());
-                (planner, listing.unusable, dropped)
+            (Ok(read), Ok((planner, dropped))) => {
+                run.summary.directory_users = read.entries;
+                events::directory_read(read.entries, started.elapsed());
+                (planner, read, dropped)
             }
         };
         for (group, members) in dropped {
             events::admin_group_dropped(&group, &self.groups.admin_group, members);
         }
         let managed_before = planner.managed();
-        let plan = match planner.finish(unusable) {
+        let plan = match planner.finish(read.unusable, read.scope) {
             Ok(plan) => plan,
             Err(err) => return Err(run.abort(err.into())),
         };
@@ -422,8 +345,7 @@ impl Syncer {
     /// the cache closed for a reload or the next run.
     async fn plan_while_reading(
         &self,
-        mut arriving: tokio::sync::mpsc::UnboundedReceiver<Vec<DirectoryUser>>,
-        backlog: &Backlog,
+        mut arrivals: Arrivals,
         stop: &CancellationToken,
         reading: &CancellationToken,
     ) -> Result<(Planner<'_>, BTreeMap<String, usize>), SyncError> {
@@ -461,14 +383,14 @@ impl Syncer {
             planner.spill_creates_into(opening.path());
         }
         let mut groups = self.groups.mapper();
-        while let Some(mut chunk) = arriving.recv().await {
+        while let Some(mut chunk) = arrivals.next().await {
             let planned = chunk.len();
             groups.apply(&mut chunk);
             planner.add(chunk).map_err(|err| {
                 reading.cancel();
                 SyncError::from(err)
             })?;
-            backlog.planned(planned);
+            arrivals.planned(planned);
         }
         Ok((planner, groups.dropped()))
     }
@@ -805,28 +727,9 @@ fn elapsed_ms(started: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-
-    #[tokio::test]
-    async fn the_read_waits_while_the_planner_is_behind() {
-        let backlog = Backlog::default();
-        backlog.added(Backlog::ROOM);
-        tokio::time::timeout(Duration::from_millis(50), backlog.room())
-            .await
-            .expect("a full allowance still has room");
-        backlog.added(1_000);
-        let mut waiting = std::pin::pin!(backlog.room());
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), waiting.as_mut())
-                .await
-                .is_err(),
-            "over the allowance, the read waits"
-        );
-        backlog.planned(1_000);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("planning wakes the read");
-    }
+    use std::time::Duration;
 
     /// The items a stream of `0..n` has given out so far.
     fn counted(n: usize) -> (Arc<AtomicUsize>, impl Stream<Item = usize>) {

@@ -269,7 +269,10 @@ async fn a_failed_or_truncated_read_deactivates_nobody() {
         world.idp.set_faults(faults);
         // A page size of 2 makes the fault hit mid-read.
         let mut config = world.config();
-        config.source.page_size = std::num::NonZeroU32::new(2).expect("2");
+        let idsync::config::SourceKind::Scim(scim) = &mut config.source.kind else {
+            panic!("a SCIM source")
+        };
+        scim.page_size = std::num::NonZeroU32::new(2).expect("2");
         let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
         let aborted = syncer
             .run_once(&CancellationToken::new())

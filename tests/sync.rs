@@ -487,9 +487,14 @@ async fn an_expired_token_is_refreshed_once() {
 async fn a_wrong_client_secret_is_reported_as_refused() {
     let h = Harness::start(Directory::generate(GenSpec::default())).await;
     let mut config = h.config();
-    if let idsync::config::SourceAuth::Oidc(oidc) = &mut config.source.auth {
-        oidc.client_secret = idsync::config::Secret::new("wrong");
-    }
+    let idsync::config::SourceKind::Scim(idsync::config::ScimConfig {
+        auth: idsync::config::SourceAuth::Oidc(oidc),
+        ..
+    }) = &mut config.source.kind
+    else {
+        panic!("the harness reads SCIM with an OIDC client")
+    };
+    oidc.client_secret = idsync::config::Secret::new("wrong");
     let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
     let aborted = syncer
         .run_once(&CancellationToken::new())

@@ -1,21 +1,63 @@
-//! Directory sources: adapters that read an IdP's directory and hand out normalized
-//! users. They never touch the cache or the gateway.
+//! Directory sources: each reads one kind of identity provider's directory and
+//! hands out normalized users. They never touch the cache or the gateway.
+//!
+//! The seam is [`Directory`]: a source delivers [`DirectoryUser`]s in chunks to a
+//! [`Delivery`] while it reads, and says at the end what its read covered
+//! ([`Scope`]). [`open`] builds the configured source; it is the only place that
+//! names the kinds, so adding one is a folder here and a `kind` in the config.
 
-mod list_response;
-mod roster;
+pub mod delivery;
+pub mod file;
+pub mod membership;
+pub mod normalize;
 pub mod scim;
 
-use crate::auth::AuthError;
-use crate::model::UnusableEntry;
+use std::time::Duration;
 
-/// What a complete read of the directory tells besides its users, which are
-/// handed out while it reads.
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AuthError, TokenSource};
+use crate::config::{SourceConfig, SourceKind};
+use crate::model::{Subject, UnusableEntry};
+
+pub use delivery::{Arrivals, Delivery};
+
+/// A directory idsync can read.
+pub trait Directory: Send + Sync {
+    /// Reads the directory, handing its users to `delivery` as they are read. What
+    /// the run does with them stands only once this returns `Ok`: an error means
+    /// the read cannot be trusted, and nothing may be concluded from it.
+    fn read<'a>(
+        &'a self,
+        shutdown: &'a CancellationToken,
+        delivery: Delivery,
+    ) -> BoxFuture<'a, Result<Read, SourceError>>;
+
+    /// Checks the credentials and the address with one small request
+    /// (`check-config --connect`); says what it found.
+    fn probe(&self) -> BoxFuture<'_, Result<String, SourceError>>;
+}
+
+/// What a read told besides its users, which were delivered while it read.
 #[derive(Debug, Default)]
-pub struct Listing {
+pub struct Read {
     /// Entries the directory listed, usable or not.
     pub entries: usize,
     /// Entries that could not even be keyed; reported and skipped.
     pub unusable: Vec<UnusableEntry>,
+    pub scope: Scope,
+}
+
+/// What a read covered, which decides who may be deactivated for being absent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole directory: a managed user not in it has left.
+    #[default]
+    Complete,
+    /// Only what changed since the last read: users not in it are as they were,
+    /// and only the subjects in `removed` have left.
+    Changes { removed: Vec<Subject> },
 }
 
 /// Why the directory could not be read completely. Every variant aborts the run
@@ -26,7 +68,7 @@ pub enum SourceError {
     /// No token: see [`AuthError`].
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// The directory refused our token (403, or 401 even after a fresh token).
+    /// The directory refused our credentials (403, or 401 even after a fresh token).
     #[error("the directory refused our credentials: GET {url} answered {status}")]
     Refused { url: String, status: u16 },
     /// The directory could not be reached, or kept failing after retries.
@@ -35,7 +77,31 @@ pub enum SourceError {
     /// An answer broke the paging contract or was not SCIM; the read cannot be trusted.
     #[error("the directory's answer cannot be trusted: GET {url}: {reason}")]
     Inconsistent { url: String, reason: String },
+    /// An export file could not be read completely; the run stops before it acts.
+    #[error("cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+    /// The HTTP client could not be built (e.g. from the CA bundle).
+    #[error("cannot set up the directory client: {0}")]
+    Client(String),
     /// A shutdown was requested while reading.
     #[error("stopped by shutdown while reading the directory")]
     Interrupted,
+}
+
+/// Timeout of one directory request; a page of 1,000 users is a few hundred KiB.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory the config describes.
+pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
+    match &config.kind {
+        SourceKind::Scim(scim) => {
+            let http = crate::http::client_builder(scim.ca_pem.as_deref())
+                .and_then(|b| b.timeout(REQUEST_TIMEOUT).build())
+                .map_err(|err| SourceError::Client(crate::error_chain(&err)))?;
+            let tokens = TokenSource::new(&scim.auth, http.clone());
+            let source = scim::ScimSource::new(scim, &config.attributes, http, tokens);
+            Ok(Box::new(source))
+        }
+        SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
+    }
 }

@@ -21,15 +21,21 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::list_response::{ListHeader, ListSplitter, Resources};
-use super::roster::{Roster, RosterError};
-use super::{Listing, SourceError};
+mod list_response;
+mod roster;
+
+use super::normalize::{self, ListedEmail};
+use super::{Delivery, Directory, Read, SourceError};
 use crate::auth::TokenSource;
-use crate::config::{AttributeMap, AttributePath, SourceConfig, SubjectAttribute};
+use crate::config::{AttributeMap, AttributePath, ScimConfig, SubjectAttribute};
 use crate::error_chain;
 use crate::events;
-use crate::model::{DirectoryUser, Email, GroupName, IdDigest, IdKeys, Subject, UnusableEntry};
+use crate::model::{
+    DirectoryUser, Email, EmailError, GroupName, IdDigest, IdKeys, Subject, UnusableEntry,
+};
 use crate::retry::{self, Backoff, Class};
+use list_response::{ListHeader, ListSplitter, Resources};
+use roster::{Roster, RosterError};
 
 const SCIM_JSON: &str = "application/scim+json, application/json";
 
@@ -76,13 +82,43 @@ pub struct ScimSource {
     tokens: Arc<TokenSource>,
 }
 
+impl Directory for ScimSource {
+    fn read<'a>(
+        &'a self,
+        shutdown: &'a CancellationToken,
+        delivery: Delivery,
+    ) -> futures::future::BoxFuture<'a, Result<Read, SourceError>> {
+        Box::pin(async move {
+            let delivery = &delivery;
+            self.pull(
+                shutdown,
+                |users| delivery.deliver(users),
+                || delivery.room(),
+            )
+            .await
+        })
+    }
+
+    fn probe(&self) -> futures::future::BoxFuture<'_, Result<String, SourceError>> {
+        Box::pin(async move {
+            let total = self.count_users().await?;
+            Ok(format!("token accepted; {total} users at {}", self.base))
+        })
+    }
+}
+
 impl ScimSource {
-    pub fn new(config: &SourceConfig, http: reqwest::Client, tokens: TokenSource) -> Self {
+    pub fn new(
+        config: &ScimConfig,
+        attributes: &AttributeMap,
+        http: reqwest::Client,
+        tokens: TokenSource,
+    ) -> Self {
         Self {
             base: config.url.clone(),
             page_size: config.page_size.get(),
             parallel_pages: config.parallel_pages.get(),
-            attributes: config.attributes.clone(),
+            attributes: attributes.clone(),
             subject_attribute: config.subject_attribute,
             http,
             tokens: Arc::new(tokens),
@@ -91,7 +127,7 @@ impl ScimSource {
 
     /// Obtains a token and reads one user: checks the IdP credentials and the
     /// directory's URL. Returns the directory's `totalResults`.
-    pub async fn probe(&self) -> Result<usize, SourceError> {
+    pub async fn count_users(&self) -> Result<usize, SourceError> {
         let mut url = self.page_url("Users", 1);
         url.query_pairs_mut()
             .clear()
@@ -113,7 +149,7 @@ impl ScimSource {
         shutdown: &CancellationToken,
         mut deliver: impl FnMut(Vec<DirectoryUser>),
         room: impl Fn() -> Room,
-    ) -> Result<Listing, SourceError> {
+    ) -> Result<Read, SourceError> {
         let keys = IdKeys::new();
         // The two listings share the download slots. The groups ask first, so they
         // get the slots first; the users fill them whenever a group page waits for
@@ -770,7 +806,7 @@ struct Mapped {
 #[derive(Default)]
 struct Gathering {
     roster: Roster,
-    listing: Listing,
+    listing: Read,
     /// Users read before the group listing was complete, with the memberships
     /// they list themselves (`User.groups`).
     waiting: Vec<(DirectoryUser, Vec<ScimRef>)>,
@@ -1075,7 +1111,12 @@ fn normalize_user(
                 .user_name
                 .as_deref()
                 .map_or_else(|| format!("id {}", user.id), str::to_owned),
-            reason: "has no externalId, which is the configured subject_attribute".into(),
+            reason: match subject_attribute {
+                SubjectAttribute::Id => "has no id".into(),
+                SubjectAttribute::ExternalId => {
+                    "has no externalId, which is the configured subject_attribute".into()
+                }
+            },
         });
     };
     Ok(DirectoryUser {
@@ -1139,57 +1180,29 @@ fn attribute(user: &Value, path: &AttributePath) -> Option<String> {
 
 /// The primary e-mail, else the first `work` one, else the first, else `userName`
 /// when it is an address.
-fn pick_email(user: &ScimUser<'_>) -> Result<Email, String> {
-    let listed =
-        |email: &&ScimEmail<'_>| email.value.as_deref().is_some_and(|v| !v.trim().is_empty());
-    let chosen = user
-        .emails
-        .iter()
-        .filter(listed)
-        .find(|e| e.primary == Some(true))
-        .or_else(|| {
-            user.emails.iter().filter(listed).find(|e| {
-                e.kind
-                    .as_deref()
-                    .is_some_and(|k| k.eq_ignore_ascii_case("work"))
-            })
+fn pick_email(user: &ScimUser<'_>) -> Result<Email, EmailError> {
+    let listed = user.emails.iter().filter_map(|email| {
+        Some(ListedEmail {
+            value: email.value.as_deref()?,
+            primary: email.primary == Some(true),
+            work: email
+                .kind
+                .as_deref()
+                .is_some_and(|kind| kind.eq_ignore_ascii_case("work")),
         })
-        .or_else(|| user.emails.iter().find(listed))
-        .and_then(|e| e.value.as_deref());
-    match chosen {
-        Some(address) => Email::parse(address),
-        None => user
-            .user_name
-            .as_deref()
-            .and_then(|name| Email::parse(name).ok())
-            .ok_or_else(|| match &user.user_name {
-                Some(login) => format!(
-                    "has no e-mail address (no emails, and userName {login:?} is not an address)"
-                ),
-                None => "has no e-mail address (no emails and no userName)".into(),
-            }),
-    }
+    });
+    normalize::choose_email(listed, user.user_name.as_deref())
 }
 
 /// `displayName`, else `name.formatted`, else given and family name.
 fn pick_name(user: &ScimUser<'_>) -> Option<String> {
-    let clean = |s: &Option<Cow<'_, str>>| {
-        s.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
     let name = user.name.as_ref();
-    clean(&user.display_name)
-        .or_else(|| name.and_then(|n| clean(&n.formatted)))
-        .or_else(|| {
-            let name = name?;
-            let parts: Vec<String> = [clean(&name.given_name), clean(&name.family_name)]
-                .into_iter()
-                .flatten()
-                .collect();
-            (!parts.is_empty()).then(|| parts.join(" "))
-        })
+    normalize::choose_name(
+        user.display_name.as_deref(),
+        name.and_then(|n| n.formatted.as_deref()),
+        name.and_then(|n| n.given_name.as_deref()),
+        name.and_then(|n| n.family_name.as_deref()),
+    )
 }
 
 #[cfg(test)]
@@ -1202,7 +1215,9 @@ mod tests {
     }
 
     fn email_of(value: serde_json::Value) -> Result<String, String> {
-        pick_email(&user(&value)).map(|e| e.to_string())
+        pick_email(&user(&value))
+            .map(|e| e.to_string())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -1370,8 +1385,11 @@ mod tests {
         let config = format!("[source]\nkind = \"scim\"\nurl = \"http://{address}/scim/v2\"\nbearer_token = \"t\"\n[target]\nurl = \"https://y.com/api\"\napi_key = \"k\"\n");
         let config = crate::config::Config::parse(&config, "t", &|_| None).expect("config");
         let http = reqwest::Client::new();
-        let tokens = TokenSource::new(&config.source.auth, http.clone());
-        let source = ScimSource::new(&config.source, http, tokens);
+        let crate::config::SourceKind::Scim(scim) = &config.source.kind else {
+            panic!("a SCIM source");
+        };
+        let tokens = TokenSource::new(&scim.auth, http.clone());
+        let source = ScimSource::new(scim, &config.source.attributes, http, tokens);
         let keys = IdKeys::new();
         let (batches, inner) = (Arc::new(Mutex::new(0)), group_decoder(keys.clone()));
         let decode: Decoder<PulledGroup> = Arc::new({

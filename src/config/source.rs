@@ -1,0 +1,420 @@
+//! The `[source]` table: which directory to read, and what that kind needs.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+use super::{
+    ca_bundle, http_url, invalid, optional_secret, positive, ConfigError, Secret,
+    ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    kind: String,
+    url: Option<String>,
+    path: Option<PathBuf>,
+    format: Option<String>,
+    groups_path: Option<PathBuf>,
+    page_size: Option<i64>,
+    subject_attribute: Option<String>,
+    bearer_token: Option<Secret>,
+    bearer_token_file: Option<PathBuf>,
+    oidc: Option<RawOidc>,
+    ca_file: Option<PathBuf>,
+    parallel_pages: Option<i64>,
+    #[serde(default)]
+    attributes: RawAttributes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAttributes {
+    slack_id: Option<String>,
+    picture: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: String,
+    client_id: String,
+    client_secret: Option<Secret>,
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    auth_method: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// Where `slack_id` and `picture` come from, when mapped.
+    pub attributes: AttributeMap,
+}
+
+/// The directory to read, with what only that kind of directory needs.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Scim(ScimConfig),
+    File(FileConfig),
+}
+
+/// `kind = "file"`: an export of users (and optionally of groups) on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    pub users: ExportFile,
+    pub groups: Option<ExportFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportFile {
+    pub path: PathBuf,
+    pub format: FileFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// One JSON object a line.
+    JsonLines,
+    /// RFC 4180, with a header row naming the columns.
+    Csv,
+}
+
+/// `kind = "scim"`: a SCIM 2.0 service provider.
+#[derive(Debug, Clone)]
+pub struct ScimConfig {
+    /// SCIM base URL, e.g. `https://idp.example.com/scim/v2` (no trailing slash).
+    pub url: Url,
+    pub page_size: NonZeroU32,
+    pub subject_attribute: SubjectAttribute,
+    pub auth: SourceAuth,
+    pub ca_pem: Option<Vec<u8>>,
+    /// Pages fetched at once once `totalResults` is known.
+    pub parallel_pages: NonZeroUsize,
+}
+
+/// Directory attributes mapped onto gateway fields idsync does not own by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttributeMap {
+    pub slack_id: Option<AttributePath>,
+    pub picture: Option<AttributePath>,
+}
+
+impl AttributeMap {
+    pub fn is_empty(&self) -> bool {
+        self.slack_id.is_none() && self.picture.is_none()
+    }
+}
+
+/// A SCIM attribute path: `title`, `name.givenName`, `photos` (multi-valued: the
+/// primary or first `value`), or an extension attribute such as
+/// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributePath {
+    /// The extension schema URN holding the attribute, if any.
+    pub schema: Option<String>,
+    /// Attribute names from the top (or from the extension object) down.
+    pub segments: Vec<String>,
+}
+
+impl AttributePath {
+    pub(super) fn parse(key: &'static str, text: &str) -> Result<Self, ConfigError> {
+        let bad = || {
+            invalid(
+                key,
+                format!("must be a SCIM attribute path such as \"title\", \"photos\" or \"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber\"; got {text:?}"),
+            )
+        };
+        let text = text.trim();
+        let (schema, path) = match text.rsplit_once(':') {
+            Some((schema, path)) if schema.to_ascii_lowercase().starts_with("urn:") => {
+                (Some(schema.to_owned()), path)
+            }
+            Some(_) => return Err(bad()),
+            None => (None, text),
+        };
+        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+        let is_name = |s: &String| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
+        };
+        if !segments.iter().all(is_name) {
+            return Err(bad());
+        }
+        Ok(Self { schema, segments })
+    }
+}
+
+/// Which SCIM attribute is the user's immutable key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectAttribute {
+    Id,
+    ExternalId,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceAuth {
+    /// A fixed token issued out of band.
+    Bearer(Secret),
+    /// A token from the IdP's token endpoint (client-credentials grant).
+    Oidc(OidcConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scopes: Vec<String>,
+    pub auth_method: ClientAuthMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+impl RawSource {
+    pub(super) fn validate(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SourceConfig, ConfigError> {
+        let attributes = self.attributes.validate()?;
+        let kind = match self.kind.as_str() {
+            "scim" => SourceKind::Scim(self.scim(env)?),
+            "file" => SourceKind::File(self.file(&attributes)?),
+            other => {
+                return Err(invalid(
+                    "source.kind",
+                    format!("must be \"scim\" or \"file\", such as kind = \"scim\"; got {other:?}"),
+                ))
+            }
+        };
+        Ok(SourceConfig { kind, attributes })
+    }
+
+    /// Keys of one kind given to another are refused, not ignored: the operator
+    /// meant something by them.
+    fn refuse_unused(&self, unused: &[(&'static str, bool)]) -> Result<(), ConfigError> {
+        match unused.iter().find(|(_, given)| *given) {
+            Some((key, _)) => Err(invalid(
+                key,
+                format!("is not used by kind = {:?}; remove it", self.kind),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn file(&self, attributes: &AttributeMap) -> Result<FileConfig, ConfigError> {
+        self.refuse_unused(&[
+            ("source.url", self.url.is_some()),
+            ("source.page_size", self.page_size.is_some()),
+            ("source.subject_attribute", self.subject_attribute.is_some()),
+            ("source.bearer_token", self.bearer_token.is_some()),
+            ("source.bearer_token_file", self.bearer_token_file.is_some()),
+            ("source.oidc", self.oidc.is_some()),
+            ("source.ca_file", self.ca_file.is_some()),
+            ("source.parallel_pages", self.parallel_pages.is_some()),
+        ])?;
+        for (key, path) in [
+            ("source.attributes.slack_id", &attributes.slack_id),
+            ("source.attributes.picture", &attributes.picture),
+        ] {
+            if path
+                .as_ref()
+                .is_some_and(|p| p.schema.is_some() || p.segments.len() != 1)
+            {
+                return Err(invalid(
+                    key,
+                    "must name a column (a JSON key) of the export for kind = \"file\", such as slack_id = \"slack_id\"",
+                ));
+            }
+        }
+        let Some(path) = &self.path else {
+            return Err(invalid(
+                "source.path",
+                "is missing: kind = \"file\" reads the users from a file, such as path = \"/var/lib/idsync/users.jsonl\"",
+            ));
+        };
+        let format = file_format("source.format", self.format.as_deref(), path)?;
+        let groups = match &self.groups_path {
+            Some(path) => Some(ExportFile {
+                format: file_format("source.format", self.format.as_deref(), path)?,
+                path: path.clone(),
+            }),
+            None => None,
+        };
+        Ok(FileConfig {
+            users: ExportFile {
+                path: path.clone(),
+                format,
+            },
+            groups,
+        })
+    }
+
+    fn scim(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ScimConfig, ConfigError> {
+        self.refuse_unused(&[
+            ("source.path", self.path.is_some()),
+            ("source.format", self.format.is_some()),
+            ("source.groups_path", self.groups_path.is_some()),
+        ])?;
+        let example = "https://idp.example.com/scim/v2";
+        let Some(url) = &self.url else {
+            return Err(invalid(
+                "source.url",
+                format!("is missing: kind = \"scim\" reads a SCIM base URL, such as url = \"{example}\""),
+            ));
+        };
+        let url = http_url("source.url", url, example)?;
+        let page_size = positive("source.page_size", self.page_size.unwrap_or(100), "100")?;
+        let subject_attribute = match self.subject_attribute.as_deref().unwrap_or("id") {
+            "id" => SubjectAttribute::Id,
+            "externalId" => SubjectAttribute::ExternalId,
+            other => {
+                return Err(invalid(
+                    "source.subject_attribute",
+                    format!("must be \"id\" or \"externalId\", such as subject_attribute = \"id\"; got {other:?}"),
+                ))
+            }
+        };
+        let auth = scim_auth(
+            self.bearer_token,
+            self.bearer_token_file.as_deref(),
+            self.oidc,
+            env,
+        )?;
+        Ok(ScimConfig {
+            url,
+            page_size,
+            subject_attribute,
+            auth,
+            ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
+            parallel_pages: NonZeroUsize::try_from(positive(
+                "source.parallel_pages",
+                self.parallel_pages.unwrap_or(1),
+                "4",
+            )?)
+            .map_err(|_| invalid("source.parallel_pages", "is too large for this platform"))?,
+        })
+    }
+}
+
+/// A static bearer token or an OIDC client: exactly one.
+fn scim_auth(
+    bearer_token: Option<Secret>,
+    bearer_token_file: Option<&Path>,
+    oidc: Option<RawOidc>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SourceAuth, ConfigError> {
+    let bearer = optional_secret(
+        "source.bearer_token",
+        bearer_token,
+        bearer_token_file,
+        ENV_SOURCE_BEARER_TOKEN,
+        env,
+    )?;
+    match (bearer, oidc) {
+        (Some(_), Some(_)) => Err(invalid(
+            "source.oidc",
+            "cannot be combined with a static bearer token: give either [source.oidc] or bearer_token_file = \"/run/secrets/scim_token\"",
+        )),
+        (None, None) => Err(invalid(
+            "source",
+            "needs credentials: a [source.oidc] table (issuer, client_id, client_secret_file) or bearer_token_file = \"/run/secrets/scim_token\"",
+        )),
+        (Some(token), None) => Ok(SourceAuth::Bearer(token)),
+        (None, Some(oidc)) => Ok(SourceAuth::Oidc(oidc.validate(env)?)),
+    }
+}
+
+/// The format given, else the one the file's extension names.
+fn file_format(
+    key: &'static str,
+    given: Option<&str>,
+    path: &Path,
+) -> Result<FileFormat, ConfigError> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match given.unwrap_or(extension) {
+        "jsonl" | "ndjson" => Ok(FileFormat::JsonLines),
+        "csv" => Ok(FileFormat::Csv),
+        other if given.is_some() => Err(invalid(
+            key,
+            format!("must be \"jsonl\" or \"csv\", such as format = \"jsonl\"; got {other:?}"),
+        )),
+        _ => Err(invalid(
+            key,
+            format!(
+                "is needed: {} does not end in .jsonl, .ndjson or .csv; set format = \"jsonl\" or \"csv\"",
+                path.display()
+            ),
+        )),
+    }
+}
+
+impl RawAttributes {
+    fn validate(&self) -> Result<AttributeMap, ConfigError> {
+        let parse = |key, path: &Option<String>| {
+            path.as_deref()
+                .map(|p| AttributePath::parse(key, p))
+                .transpose()
+        };
+        Ok(AttributeMap {
+            slack_id: parse("source.attributes.slack_id", &self.slack_id)?,
+            picture: parse("source.attributes.picture", &self.picture)?,
+        })
+    }
+}
+
+impl RawOidc {
+    fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<OidcConfig, ConfigError> {
+        let issuer = http_url(
+            "source.oidc.issuer",
+            &self.issuer,
+            "https://idp.example.com",
+        )?;
+        if self.client_id.trim().is_empty() {
+            return Err(invalid(
+                "source.oidc.client_id",
+                "must not be empty, such as client_id = \"idsync\"",
+            ));
+        }
+        let client_secret = optional_secret(
+            "source.oidc.client_secret",
+            self.client_secret,
+            self.client_secret_file.as_deref(),
+            ENV_SOURCE_CLIENT_SECRET,
+            env,
+        )?
+        .ok_or_else(|| {
+            invalid(
+                "source.oidc.client_secret",
+                format!("is missing: set client_secret_file = \"/run/secrets/idp_client_secret\" or the environment variable {ENV_SOURCE_CLIENT_SECRET}"),
+            )
+        })?;
+        let auth_method = match self.auth_method.as_deref().unwrap_or("client_secret_basic") {
+            "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
+            "client_secret_post" => ClientAuthMethod::ClientSecretPost,
+            other => {
+                return Err(invalid(
+                    "source.oidc.auth_method",
+                    format!("must be \"client_secret_basic\" or \"client_secret_post\", such as auth_method = \"client_secret_basic\"; got {other:?}"),
+                ))
+            }
+        };
+        Ok(OidcConfig {
+            // Kept as written: discovery compares it with the provider's `issuer` exactly.
+            issuer: issuer.as_str().trim_end_matches('/').to_owned(),
+            client_id: self.client_id,
+            client_secret,
+            scopes: self.scopes,
+            auth_method,
+        })
+    }
+}

@@ -1,0 +1,171 @@
+//! Who is in which group, for sources that list groups with their members: each
+//! group's members are its direct members and those of the groups nested in it,
+//! at any depth. A cycle of nested groups is an error: the export that holds one
+//! cannot say what either group means.
+//!
+//! (The SCIM source resolves memberships as its pages stream in, by digest, in
+//! `source/scim/roster.rs`; SCIM groups do not nest.)
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::model::{GroupName, Subject};
+
+/// A group as a directory lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    pub name: String,
+    /// Subjects of its direct members.
+    pub members: Vec<Subject>,
+    /// Names of the groups nested in it, whose members are its members too.
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("group {0:?} is listed twice")]
+    Duplicate(String),
+    #[error("group {group:?} nests group {nested:?}, which is not listed")]
+    UnknownNested { group: String, nested: String },
+    #[error("groups nest in a cycle: {}", .0.join(" → "))]
+    Cycle(Vec<String>),
+}
+
+/// Each subject's groups, sorted, with nesting flattened.
+pub fn groups_of_members(
+    groups: Vec<ListedGroup>,
+) -> Result<HashMap<Subject, Vec<GroupName>>, MembershipError> {
+    let mut by_name = BTreeMap::new();
+    for group in groups {
+        if by_name.contains_key(&group.name) {
+            return Err(MembershipError::Duplicate(group.name));
+        }
+        by_name.insert(group.name.clone(), group);
+    }
+    let mut resolved: HashMap<String, BTreeSet<Subject>> = HashMap::new();
+    for name in by_name.keys() {
+        resolve(name, &by_name, &mut resolved, &mut Vec::new())?;
+    }
+    let mut memberships: HashMap<Subject, Vec<GroupName>> = HashMap::new();
+    for (name, members) in resolved {
+        let group = GroupName::new(&name);
+        for member in members {
+            memberships.entry(member).or_default().push(group.clone());
+        }
+    }
+    for groups in memberships.values_mut() {
+        groups.sort();
+    }
+    Ok(memberships)
+}
+
+/// Fills `resolved[name]` with every member of `name`, nested ones included.
+/// `path` holds the groups being resolved above this one, to find cycles.
+fn resolve(
+    name: &str,
+    groups: &BTreeMap<String, ListedGroup>,
+    resolved: &mut HashMap<String, BTreeSet<Subject>>,
+    path: &mut Vec<String>,
+) -> Result<(), MembershipError> {
+    if resolved.contains_key(name) {
+        return Ok(());
+    }
+    if let Some(start) = path.iter().position(|above| above == name) {
+        let mut cycle = path[start..].to_vec();
+        cycle.push(name.to_owned());
+        return Err(MembershipError::Cycle(cycle));
+    }
+    let group = &groups[name];
+    path.push(name.to_owned());
+    let mut members: BTreeSet<Subject> = group.members.iter().cloned().collect();
+    for nested in &group.groups {
+        if !groups.contains_key(nested) {
+            return Err(MembershipError::UnknownNested {
+                group: name.to_owned(),
+                nested: nested.clone(),
+            });
+        }
+        resolve(nested, groups, resolved, path)?;
+        members.extend(resolved[nested].iter().cloned());
+    }
+    path.pop();
+    resolved.insert(name.to_owned(), members);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str, members: &[&str], groups: &[&str]) -> ListedGroup {
+        ListedGroup {
+            name: name.into(),
+            members: members.iter().map(|m| Subject::new(*m)).collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn names(memberships: &HashMap<Subject, Vec<GroupName>>, subject: &str) -> Vec<String> {
+        memberships
+            .get(&Subject::new(subject))
+            .map(|groups| groups.iter().map(|g| g.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn members_of_nested_groups_are_members_of_every_group_above() {
+        let memberships = groups_of_members(vec![
+            group("engineering", &["cto"], &["platform"]),
+            group("platform", &["ann"], &["sre"]),
+            group("sre", &["bob"], &[]),
+            group("sales", &["cid"], &[]),
+        ])
+        .unwrap();
+        assert_eq!(
+            names(&memberships, "bob"),
+            ["engineering", "platform", "sre"]
+        );
+        assert_eq!(names(&memberships, "ann"), ["engineering", "platform"]);
+        assert_eq!(names(&memberships, "cto"), ["engineering"]);
+        assert_eq!(names(&memberships, "cid"), ["sales"]);
+    }
+
+    #[test]
+    fn a_group_reached_twice_counts_once() {
+        let memberships = groups_of_members(vec![
+            group("all", &["ann"], &["a", "b"]),
+            group("a", &["ann"], &["c"]),
+            group("b", &[], &["c"]),
+            group("c", &["ann"], &[]),
+        ])
+        .unwrap();
+        assert_eq!(names(&memberships, "ann"), ["a", "all", "b", "c"]);
+    }
+
+    #[test]
+    fn a_cycle_is_an_error_that_names_it() {
+        let err = groups_of_members(vec![
+            group("a", &[], &["b"]),
+            group("b", &[], &["c"]),
+            group("c", &["ann"], &["a"]),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err,
+            MembershipError::Cycle(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+        );
+        assert_eq!(err.to_string(), "groups nest in a cycle: a → b → c → a");
+        let err = groups_of_members(vec![group("self", &[], &["self"])]).unwrap_err();
+        assert!(matches!(err, MembershipError::Cycle(_)));
+    }
+
+    #[test]
+    fn unknown_nested_groups_and_twice_listed_groups_are_errors() {
+        let err = groups_of_members(vec![group("a", &[], &["ghost"])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "group \"a\" nests group \"ghost\", which is not listed"
+        );
+        let err = groups_of_members(vec![group("a", &[], &[]), group("a", &[], &[])]).unwrap_err();
+        assert_eq!(err, MembershipError::Duplicate("a".into()));
+    }
+}
