@@ -965,6 +965,30 @@ mod tests {
     }
 
     #[test]
+    fn plan_change_set_deactivates_only_the_subjects_it_removes() {
+        let (ann, bob, cy) = (
+            user("s1", "ann@x.com"),
+            user("s2", "bob@x.com"),
+            user("s3", "cy@x.com"),
+        );
+        let cache = managed(&[ann.clone(), bob, cy]);
+        let mut renamed = ann;
+        renamed.name = Some("Ann Lee".into());
+        let rules = lifecycle();
+        let mut planner = Planner::new(cache.clone(), None, &rules);
+        planner.add(vec![renamed]).expect("add");
+        // Bob is absent from the change set: unchanged, not a leaver. Cy is removed,
+        // and so is a subject idsync never managed.
+        let removed = vec![Subject::new("s3"), Subject::new("never-seen")];
+        let plan = planner
+            .finish(Vec::new(), Scope::Changes { removed })
+            .expect("finish");
+        assert_eq!(plan.updates.len(), 1);
+        let leavers: Vec<&str> = plan.deactivations.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(leavers, ["cy@x.com"]);
+    }
+
+    #[test]
     fn plan_inactive_managed_user_is_deactivated_and_still_counted_inactive() {
         let mut ann = user("s1", "ann@x.com");
         let cache = cached(&ann, SubjectState::Existing);
