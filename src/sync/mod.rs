@@ -1,0 +1,445 @@
+//! One run: pull the directory, and plan its users against the cache (and, on a
+//! first run, the gateway's inventory) through the groups policy as they arrive →
+//! apply → record each outcome as it arrives → summary. The only place that writes
+//! to the cache.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+mod outcomes;
+mod tally;
+
+use outcomes::send_ahead;
+use tally::{elapsed_ms, Actions, Run, Sent};
+
+use crate::apply::{Action, Applier, Outcome};
+use crate::cache::{Cache, CacheError, CacheOpening, Records, RunRecord, SubjectRecord};
+use crate::config::{Config, GroupPolicy};
+use crate::events;
+use crate::model::{Counts, Subject};
+use crate::plan::{Plan, Planner, Problem, Rules};
+use crate::source::{self, Arrivals, Directory, SourceError};
+use crate::target::{HoopClient, Target, TargetError};
+
+/// What a run did, for people (text) and machines (`--output json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub duration_ms: u64,
+    pub dry_run: bool,
+    /// Entries in the directory (the sum of the first nine counts).
+    pub directory_users: usize,
+    /// Users that failed in the gateway, with the reason.
+    pub failures: Vec<Report>,
+    /// Users skipped as invalid, with the reason.
+    pub skipped: Vec<Report>,
+    /// Why deactivations were held back, when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deactivation_guard: Option<String>,
+    /// Dry run: every write a real run would make, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<PlannedAction>,
+}
+
+impl Summary {
+    /// Whether the run left work undone that an operator should look at.
+    pub fn has_failures(&self) -> bool {
+        self.counts.has_failures()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Report {
+    pub user: String,
+    pub reason: String,
+}
+
+impl From<Problem> for Report {
+    fn from(problem: Problem) -> Self {
+        Self {
+            user: problem.label,
+            reason: problem.reason,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlannedAction {
+    /// `create`, `adopt`, `update`, `reactivate` or `deactivate`.
+    pub action: &'static str,
+    pub user: String,
+    pub reason: String,
+}
+
+/// Why a run stopped before its end. All map to exit code 3.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The directory could not be read completely; nothing was changed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The gateway refused our API key; the run stopped starting new requests.
+    #[error("the gateway refused our API key: {status} {message}")]
+    TargetRefused { status: u16, message: String },
+    /// The cache cannot be read or written.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A shutdown stopped the run; what was done is recorded.
+    #[error("stopped by shutdown; {interrupted} users were not done, the next run continues")]
+    Interrupted { interrupted: usize },
+}
+
+/// A run that stopped early still reports what it did before stopping.
+#[derive(Debug)]
+pub struct Aborted {
+    pub error: SyncError,
+    pub summary: Summary,
+}
+
+/// Choices made on the command line rather than in the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunMode {
+    /// Read everything, write nothing (neither the gateway nor the cache).
+    pub dry_run: bool,
+    /// Ignore `sync.max_deactivations` for this process.
+    pub allow_mass_deactivation: bool,
+}
+
+/// Everything a run needs, built once per process from the config.
+pub struct Syncer {
+    source: Box<dyn Directory>,
+    applier: Applier,
+    groups: GroupPolicy,
+    rules: Rules,
+    cache: Option<CacheOpening>,
+    dry_run: bool,
+}
+
+/// Why a [`Syncer`] cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// The directory source and the gateway client, as the config describes them.
+fn clients(config: &Config) -> Result<(Box<dyn Directory>, HoopClient), SetupError> {
+    let source = source::open(&config.source)?;
+    let builder = crate::http::client_builder(config.target.ca_pem.as_deref())
+        .map_err(|err| TargetError::Client(crate::error_chain(&err)))?;
+    Ok((source, HoopClient::new(&config.target, builder)?))
+}
+
+impl Syncer {
+    /// Builds the clients and opens the cache. A dry run reads the gateway but writes
+    /// nothing, and a cache that does not exist yet is not created.
+    pub fn new(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
+        let cache = if uses_cache(config, mode) {
+            let cache = Cache::open_for(&config.cache.path, mode.dry_run)?;
+            Some(CacheOpening::open(cache))
+        } else {
+            None
+        };
+        Self::with_cache(config, mode, cache)
+    }
+
+    /// As [`Syncer::new`], for a process that makes one run (`--sync-now`): the
+    /// cache opens while the run starts reading the directory, and a cache that
+    /// cannot be opened aborts the run before it plans anything.
+    pub fn for_one_run(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
+        let cache =
+            uses_cache(config, mode).then(|| CacheOpening::start(&config.cache.path, mode.dry_run));
+        Self::with_cache(config, mode, cache)
+    }
+
+    fn with_cache(
+        config: &Config,
+        mode: RunMode,
+        cache: Option<CacheOpening>,
+    ) -> Result<Self, SetupError> {
+        let (source, client) = clients(config)?;
+        let target = if mode.dry_run {
+            Target::DryRun(client)
+        } else {
+            Target::Hoop(client)
+        };
+        let rules = Rules {
+            update_existing: config.sync.update_existing,
+            deprovision: config.sync.deprovision,
+            max_deactivations: config.sync.max_deactivations,
+            allow_mass_deactivation: mode.allow_mass_deactivation,
+            admin_group: config.groups.admin_group.clone(),
+            allow_admin_group: config.groups.allow_admin_group,
+            owns_slack_id: config.source.attributes.slack_id.is_some(),
+            owns_picture: config.source.attributes.picture.is_some(),
+        };
+        Ok(Self {
+            source,
+            applier: Applier::new(target, &config.target, rules.clone()),
+            groups: config.groups.clone(),
+            rules,
+            cache,
+            dry_run: mode.dry_run,
+        })
+    }
+
+    /// `check-config --connect`: reaches the IdP (token, one directory user) and the
+    /// gateway (`/serverinfo`) with the real credentials, without opening the cache,
+    /// so it works beside a running daemon. One result per part.
+    pub async fn probe(
+        config: &Config,
+    ) -> Result<Vec<(&'static str, Result<String, String>)>, SetupError> {
+        let (source, client) = clients(config)?;
+        let directory = source.probe().await.map_err(|err| err.to_string());
+        let gateway = match client.server_info().await {
+            crate::target::Answer::Done(info) => Ok(format!(
+                "API key accepted at {} (gateway version {})",
+                config.target.url,
+                info.get("version")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unknown")
+            )),
+            crate::target::Answer::Unauthorized { status, message } => Err(format!(
+                "the gateway refused the API key: {status} {message}"
+            )),
+            other => Err(format!("the gateway did not answer as expected: {other:?}")),
+        };
+        Ok(vec![("directory", directory), ("gateway", gateway)])
+    }
+
+    /// One complete run. `shutdown` stops it between requests; what was done is kept.
+    pub async fn run_once(&self, shutdown: &CancellationToken) -> Result<Summary, Aborted> {
+        let span = tracing::info_span!("run", dry_run = self.dry_run);
+        let started_at = chrono::Utc::now();
+        let started = Instant::now();
+        let result = self.run_inner(shutdown, started).instrument(span).await;
+        if !self.dry_run {
+            self.record_run(started_at, &result).await;
+        }
+        match &result {
+            Ok(summary) => {
+                events::run_finished(&summary.counts, summary.duration_ms, summary.dry_run)
+            }
+            Err(Aborted { error, summary }) => {
+                events::run_aborted(error, &summary.counts, summary.duration_ms, summary.dry_run)
+            }
+        }
+        result
+    }
+
+    async fn run_inner(
+        &self,
+        shutdown: &CancellationToken,
+        started: Instant,
+    ) -> Result<Summary, Aborted> {
+        let mut run = Run {
+            summary: Summary {
+                dry_run: self.dry_run,
+                ..Summary::default()
+            },
+            started,
+            adoptions: Vec::new(),
+        };
+        // `stop` ends the sends; the read has a token of its own, which the
+        // planner cancels when it fails.
+        let stop = shutdown.child_token();
+        let (plan, managed_before) = match self.read_and_plan(shutdown, &stop, &mut run).await {
+            Ok(planned) => planned,
+            Err(err) => return Err(run.abort(err)),
+        };
+        let actions = run.take_plan(plan, self.dry_run);
+        if let Err(err) = self.record(&run.adoptions).await {
+            return Err(run.abort(err.into()));
+        }
+        let sent = match self.send_and_record(actions, &stop, &mut run).await {
+            Ok(sent) => sent,
+            Err(err) => return Err(run.abort(err.into())),
+        };
+        run.summary.counts.interrupted = sent.not_done;
+        if !self.dry_run {
+            let c = &run.summary.counts;
+            events::managed_users(
+                (managed_before + c.created + c.existing + c.reactivated)
+                    .saturating_sub(c.deactivated),
+            );
+        }
+        if let Some((status, message)) = sent.refused {
+            return Err(run.abort(SyncError::TargetRefused { status, message }));
+        }
+        if sent.not_done > 0 {
+            return Err(run.abort(SyncError::Interrupted {
+                interrupted: sent.not_done,
+            }));
+        }
+        run.summary.duration_ms = elapsed_ms(started);
+        Ok(run.summary)
+    }
+
+    /// Reads the directory and plans its users as they arrive, while the cache
+    /// loads; nothing is done with the plan unless the whole read succeeds.
+    /// Returns the plan and how many users were managed before the run.
+    async fn read_and_plan(
+        &self,
+        shutdown: &CancellationToken,
+        stop: &CancellationToken,
+        run: &mut Run,
+    ) -> Result<(Plan, usize), SyncError> {
+        let reading = shutdown.child_token();
+        let (delivery, arrivals) = source::delivery::channel(reading.clone());
+        let read = self.source.read(&reading, delivery);
+        let planning = self.plan_while_reading(arrivals, stop, &reading);
+        let (read, planned) = tokio::join!(read, planning);
+        let (planner, dropped) = planned?;
+        let read = read?;
+        run.summary.directory_users = read.entries;
+        events::directory_read(read.entries, run.started.elapsed());
+        for (group, members) in dropped {
+            events::admin_group_dropped(&group, &self.groups.admin_group, members);
+        }
+        let managed_before = planner.managed();
+        let plan = planner.finish(read.unusable, read.scope)?;
+        events::planned(&plan.size());
+        Ok((plan, managed_before))
+    }
+
+    /// Sends the actions through the applier and records each outcome as it
+    /// arrives, in batches, while the next requests go out.
+    async fn send_and_record(
+        &self,
+        actions: Actions<impl Iterator<Item = Action>>,
+        stop: &CancellationToken,
+        run: &mut Run,
+    ) -> Result<Sent, CacheError> {
+        let mut sent = Sent {
+            not_done: actions.directory_actions,
+            refused: None,
+        };
+        let (send, batches) = send_ahead(self.applier.run_all(actions.all, stop));
+        let record = async {
+            // Owned here, so that a failed recording drops it and frees the sends.
+            let mut batches = batches;
+            while let Some(batch) = batches.next().await {
+                let records: Vec<_> = batch
+                    .into_iter()
+                    .filter_map(|(action, outcome)| {
+                        sent.count(&action, &outcome);
+                        run.tally(&action, outcome)
+                    })
+                    .collect();
+                if let Err(err) = self.record(&records).await {
+                    stop.cancel();
+                    return Err(err);
+                }
+            }
+            Ok(())
+        };
+        let ((), recorded) = tokio::join!(send, record);
+        recorded.map(|()| sent)
+    }
+
+    /// Plans the users `pull` hands out, once the cache's records (and, for an empty
+    /// cache, the gateway's inventory) are in; returns the planner and the IdP groups
+    /// dropped for mapping to the admin group, with their members. An error stops
+    /// `reading`. The cache's loader is always waited for, so a failed run leaves
+    /// the cache closed for a reload or the next run.
+    async fn plan_while_reading(
+        &self,
+        mut arrivals: Arrivals,
+        stop: &CancellationToken,
+        reading: &CancellationToken,
+    ) -> Result<(Planner<'_>, BTreeMap<String, usize>), SyncError> {
+        let cached = match &self.cache {
+            Some(opening) => match opening.get().await {
+                Ok(cache) => cache.subjects_in_background(!self.dry_run).await,
+                Err(err) => Err(err),
+            },
+            None => Ok(Records::default()),
+        };
+        let cached = cached.map_err(|err| {
+            reading.cancel();
+            SyncError::from(err)
+        })?;
+        // A first run against a populated gateway adopts its users instead of
+        // meeting a 409 for each.
+        let inventory = if cached.is_empty() {
+            match self.applier.inventory(stop).await {
+                Ok(users) => Some(users.into_iter().map(|u| (u.email.clone(), u)).collect()),
+                Err(Outcome::Unauthorized { status, message }) => {
+                    reading.cancel();
+                    return Err(SyncError::TargetRefused { status, message });
+                }
+                Err(outcome) => {
+                    events::inventory_unavailable(&outcome);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut planner = Planner::new(cached, inventory, &self.rules);
+        // A large plan's creates wait to be sent in the cache's directory.
+        if let Some(opening) = &self.cache {
+            planner.spill_creates_into(opening.path());
+        }
+        let mut groups = self.groups.mapper();
+        while let Some(mut chunk) = arrivals.next().await {
+            let planned = chunk.len();
+            groups.apply(&mut chunk);
+            planner.add(chunk).map_err(|err| {
+                reading.cancel();
+                SyncError::from(err)
+            })?;
+            arrivals.planned(planned);
+        }
+        Ok((planner, groups.dropped()))
+    }
+
+    /// Makes outcomes durable; a dry run records nothing.
+    async fn record(&self, records: &[(Subject, Option<SubjectRecord>)]) -> Result<(), CacheError> {
+        match &self.cache {
+            Some(opening) if !self.dry_run && !records.is_empty() => {
+                opening.get().await?.record(records).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn record_run(
+        &self,
+        started_at: chrono::DateTime<chrono::Utc>,
+        result: &Result<Summary, Aborted>,
+    ) {
+        // Planning waited for the opening, so a cache that is not open failed to.
+        let Some(cache) = self.cache.as_ref().and_then(CacheOpening::if_open) else {
+            return;
+        };
+        let (outcome, summary, error) = match result {
+            Ok(summary) if summary.has_failures() => ("failures", summary, None),
+            Ok(summary) => ("ok", summary, None),
+            Err(aborted) => ("aborted", &aborted.summary, Some(aborted.error.to_string())),
+        };
+        let run = RunRecord {
+            started_at: started_at.to_rfc3339(),
+            finished_at: chrono::Utc::now().to_rfc3339(),
+            outcome: outcome.into(),
+            counts: summary.counts.clone(),
+            error,
+        };
+        if let Err(err) = cache.record_run(&run).await {
+            tracing::error!(error = %err, "Could not record the run in the history.");
+        }
+    }
+}
+
+/// A dry run does not create a cache that does not exist yet.
+fn uses_cache(config: &Config, mode: RunMode) -> bool {
+    !mode.dry_run || config.cache.path.exists()
+}
