@@ -6,6 +6,7 @@
 //! or `kill -9` loses nothing that the gateway already holds. Beside the store, a
 //! file copies every record's summary for the next run to read (`summaries`).
 
+mod cursors;
 mod summaries;
 
 use std::collections::{BTreeMap, HashMap};

@@ -28,11 +28,25 @@ pub trait Directory: Send + Sync {
     /// Reads the directory, handing its users to `delivery` as they are read. What
     /// the run does with them stands only once this returns `Ok`: an error means
     /// the read cannot be trusted, and nothing may be concluded from it.
+    ///
+    /// `cursor` is the position the last successful run's [`Read::cursor`] left,
+    /// for a source that [`reads_changes`](Directory::reads_changes); from it the
+    /// source may read only what changed, as a [`Scope::Changes`].
     fn read<'a>(
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
+        cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Read, SourceError>>;
+
+    /// Whether this source keeps a position between runs, so that the run must
+    /// load it from the cache before reading.
+    fn reads_changes(&self) -> bool {
+        false
+    }
+
+    /// The source's name in the cursor store and in logs: its kind and address.
+    fn name(&self) -> String;
 
     /// Checks the credentials and the address with one small request
     /// (`check-config --connect`); says what it found.
@@ -47,6 +61,9 @@ pub struct Read {
     /// Entries that could not even be keyed; reported and skipped.
     pub unusable: Vec<UnusableEntry>,
     pub scope: Scope,
+    /// Where the next read should start, for a source that reads changes; kept
+    /// only once the run that read it has done everything it planned.
+    pub cursor: Option<String>,
 }
 
 /// What a read covered, which decides who may be deactivated for being absent.

@@ -14,7 +14,7 @@ mod outcomes;
 mod tally;
 
 use outcomes::send_ahead;
-use tally::{elapsed_ms, Actions, Run, Sent};
+use tally::{Actions, Run, Sent};
 
 use crate::apply::{Action, Applier, Outcome};
 use crate::cache::{Cache, CacheError, CacheOpening, Records, RunRecord, SubjectRecord};
@@ -160,6 +160,18 @@ impl Syncer {
         Self::with_cache(config, mode, cache)
     }
 
+    /// As [`Syncer::new`], reading `source` instead of the configured directory:
+    /// for embedding idsync, and for tests of the seam.
+    pub fn with_source(
+        config: &Config,
+        mode: RunMode,
+        source: Box<dyn Directory>,
+    ) -> Result<Self, SetupError> {
+        let mut syncer = Self::new(config, mode)?;
+        syncer.source = source;
+        Ok(syncer)
+    }
+
     fn with_cache(
         config: &Config,
         mode: RunMode,
@@ -251,10 +263,11 @@ impl Syncer {
         // `stop` ends the sends; the read has a token of its own, which the
         // planner cancels when it fails.
         let stop = shutdown.child_token();
-        let (plan, managed_before) = match self.read_and_plan(shutdown, &stop, &mut run).await {
-            Ok(planned) => planned,
-            Err(err) => return Err(run.abort(err)),
-        };
+        let (plan, managed_before, cursor) =
+            match self.read_and_plan(shutdown, &stop, &mut run).await {
+                Ok(planned) => planned,
+                Err(err) => return Err(run.abort(err)),
+            };
         let actions = run.take_plan(plan, self.dry_run);
         if let Err(err) = self.record(&run.adoptions).await {
             return Err(run.abort(err.into()));
@@ -279,22 +292,51 @@ impl Syncer {
                 interrupted: sent.not_done,
             }));
         }
-        run.summary.duration_ms = elapsed_ms(started);
-        Ok(run.summary)
+        if run.summary.has_failures() {
+            // Kept as it was: the changes are read again, and the failed users retried.
+            return Ok(run.finish());
+        }
+        if let Err(err) = self.save_cursor(cursor.as_deref()).await {
+            return Err(run.abort(err.into()));
+        }
+        Ok(run.finish())
+    }
+
+    /// Keeps a change-reading source's next position, once the run did all it planned.
+    async fn save_cursor(&self, cursor: Option<&str>) -> Result<(), CacheError> {
+        match &self.cache {
+            Some(opening) if self.source.reads_changes() && !self.dry_run => {
+                let cache = opening.get().await?;
+                cache.save_cursor(&self.source.name(), cursor).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The position a change-reading source's last successful run left.
+    async fn load_cursor(&self) -> Result<Option<String>, CacheError> {
+        match &self.cache {
+            Some(opening) if self.source.reads_changes() => {
+                opening.get().await?.cursor(&self.source.name())
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Reads the directory and plans its users as they arrive, while the cache
     /// loads; nothing is done with the plan unless the whole read succeeds.
-    /// Returns the plan and how many users were managed before the run.
+    /// Returns the plan, how many users were managed before the run, and where
+    /// a change-reading source's next read starts.
     async fn read_and_plan(
         &self,
         shutdown: &CancellationToken,
         stop: &CancellationToken,
         run: &mut Run,
-    ) -> Result<(Plan, usize), SyncError> {
+    ) -> Result<(Plan, usize, Option<String>), SyncError> {
+        let cursor = self.load_cursor().await?;
         let reading = shutdown.child_token();
         let (delivery, arrivals) = source::delivery::channel(reading.clone());
-        let read = self.source.read(&reading, delivery);
+        let read = self.source.read(&reading, delivery, cursor.as_deref());
         let planning = self.plan_while_reading(arrivals, stop, &reading);
         let (read, planned) = tokio::join!(read, planning);
         let (planner, dropped) = planned?;
@@ -307,7 +349,7 @@ impl Syncer {
         let managed_before = planner.managed();
         let plan = planner.finish(read.unusable, read.scope)?;
         events::planned(&plan.size());
-        Ok((plan, managed_before))
+        Ok((plan, managed_before, read.cursor))
     }
 
     /// Sends the actions through the applier and records each outcome as it

@@ -50,6 +50,11 @@ pub(super) struct Run {
 }
 
 impl Run {
+    pub(super) fn finish(mut self) -> Summary {
+        self.summary.duration_ms = elapsed_ms(self.started);
+        self.summary
+    }
+
     pub(super) fn abort(mut self, error: SyncError) -> Aborted {
         self.summary.duration_ms = elapsed_ms(self.started);
         Aborted {
@@ -288,6 +293,6 @@ impl Run {
     }
 }
 
-pub(super) fn elapsed_ms(started: Instant) -> u64 {
+fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -186,6 +186,7 @@ impl Directory for FileSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
+        _cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             let (chunks, mut arriving) = mpsc::channel(2);
@@ -205,6 +206,10 @@ impl Directory for FileSource {
                 reason: format!("the reading task failed: {err}"),
             })?
         })
+    }
+
+    fn name(&self) -> String {
+        format!("file {}", self.users.path.display())
     }
 
     fn probe(&self) -> BoxFuture<'_, Result<String, SourceError>> {

@@ -29,7 +29,7 @@ fn source(users: ExportFile, groups: Option<ExportFile>) -> FileSource {
 async fn read_all(source: &FileSource) -> (Vec<DirectoryUser>, Result<Read, SourceError>) {
     let (delivery, mut arrivals) = delivery::channel(CancellationToken::new());
     let shutdown = CancellationToken::new();
-    let read = source.read(&shutdown, delivery);
+    let read = source.read(&shutdown, delivery, None);
     let collect = async {
         let mut users = Vec::new();
         while let Some(chunk) = arrivals.next().await {
@@ -181,7 +181,7 @@ async fn users_are_handed_out_in_chunks_as_they_are_read() {
     let source = source(export(dir.path(), "many.jsonl", &text), None);
     let (delivery, mut arrivals) = delivery::channel(CancellationToken::new());
     let shutdown = CancellationToken::new();
-    let read = source.read(&shutdown, delivery);
+    let read = source.read(&shutdown, delivery, None);
     let sizes = async {
         let mut sizes = Vec::new();
         while let Some(chunk) = arrivals.next().await {

@@ -87,6 +87,7 @@ impl Directory for ScimSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
+        _cursor: Option<&'a str>,
     ) -> futures::future::BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             let delivery = &delivery;
@@ -97,6 +98,10 @@ impl Directory for ScimSource {
             )
             .await
         })
+    }
+
+    fn name(&self) -> String {
+        format!("scim {}", self.base)
     }
 
     fn probe(&self) -> futures::future::BoxFuture<'_, Result<String, SourceError>> {
