@@ -290,6 +290,19 @@ mod tests {
         );
     }
 
+    /// Fingerprints are stored in users' caches: a change of these values would make
+    /// every managed user look changed after an upgrade.
+    #[test]
+    fn fingerprints_keep_their_stored_values() {
+        let mut full = user(Some("Zoë Ann"), &["dba", "sre", "équipe/ops"]);
+        full.slack_id = Some("U123".into());
+        full.picture = Some("https://x.com/p.png".into());
+        assert_eq!(full.fingerprint(), Fingerprint(0x8515_c5e7_bfa9_84af));
+        let mut bare = user(None, &[]);
+        bare.email = Err("no e-mail".into());
+        assert_eq!(bare.fingerprint(), Fingerprint(0x994f_7665_3e2a_3951));
+    }
+
     #[test]
     fn digests_depend_on_the_text_and_on_the_read() {
         let keys = IdKeys::new();
