@@ -146,12 +146,11 @@ impl DirectoryUser {
     /// A stable digest of everything idsync sends for this user, so the planner can
     /// tell whether a record the gateway once rejected has changed since.
     pub fn fingerprint(&self) -> Fingerprint {
-        let mut hash = Fingerprint::OFFSET;
+        let mut hasher = fnv::FnvHasher::default();
         let mut feed = |part: &str| {
-            for byte in part.bytes().chain(std::iter::once(0xff)) {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(Fingerprint::PRIME);
-            }
+            hasher.write(part.as_bytes());
+            // Ends each field, so "ab"+"c" and "a"+"bc" differ; never in UTF-8.
+            hasher.write_u8(0xff);
         };
         feed(self.email.as_ref().map(Email::as_str).unwrap_or(""));
         feed(self.name.as_deref().unwrap_or(""));
@@ -160,7 +159,7 @@ impl DirectoryUser {
         for group in &self.groups {
             feed(group.as_str());
         }
-        Fingerprint(hash)
+        Fingerprint(hasher.finish())
     }
 }
 
