@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::zeroize::Zeroize;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
@@ -54,20 +56,32 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// A credential. It never prints: `Debug` and `Display` show `**redacted**`, so a
-/// config or error that is logged cannot leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// config or error that is logged cannot leak it. Its memory is zeroed on drop.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let mut value = value.into();
+        // Copied at its exact size, then the whole original buffer is wiped.
+        let secret = Self(SecretString::from(value.as_str()));
+        value.zeroize();
+        secret
     }
 
     /// The only way to the value; grep for it to audit where secrets go.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,7 +165,7 @@ struct RawCache {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        String::deserialize(deserializer).map(Secret::new)
     }
 }
 
@@ -539,7 +553,7 @@ fn optional_secret(
     env_var: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
-    let from_env = env(env_var).map(Secret);
+    let from_env = env(env_var).map(Secret::new);
     let given = usize::from(inline.is_some())
         + usize::from(file.is_some())
         + usize::from(from_env.is_some());
@@ -560,7 +574,7 @@ fn optional_secret(
                 )
             })?;
             // Secret files usually end with a newline that is not part of the secret.
-            Secret(text.trim_end_matches(['\r', '\n']).to_owned())
+            Secret::new(text.trim_end_matches(['\r', '\n']))
         }
         (None, None, None) => return Ok(None),
     };
@@ -759,6 +773,15 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("hpk_secret") && !shown.contains("scim-token"));
         assert!(shown.contains("**redacted**"));
+    }
+
+    #[test]
+    fn secrets_compare_by_value_and_never_display() {
+        let secret = Secret::new(String::from("hpk_secret"));
+        assert_eq!(secret.expose(), "hpk_secret");
+        assert_eq!(secret.clone(), Secret::new("hpk_secret"));
+        assert_ne!(secret, Secret::new("hpk_other"));
+        assert_eq!(format!("{secret} {secret:?}"), "**redacted** **redacted**");
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //! they may approve; the gateway's admin group grants full control. So the
 //! policy is applied before planning, and a group that would map to the admin
 //! group is dropped unless the operator allowed it explicitly.
+//!
+//! `include`/`exclude` are wildcards ([`wildmatch`]): `*` is any run of characters,
+//! `/` included, and `?` exactly one character (not one byte); every other
+//! character, `[`, `{` and `\` included, stands for itself, case-sensitively.
 
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
+use wildmatch::WildMatch;
 
 use crate::config::GroupPolicy;
 use crate::model::{DirectoryUser, GroupName};
@@ -24,11 +29,13 @@ pub enum Mapping {
 }
 
 impl GroupPolicy {
+    /// Maps one name; [`GroupPolicy::mapper`] compiles the patterns once for many.
     pub fn map(&self, idp_name: &str) -> Mapping {
-        let selected = (self.include.is_empty()
-            || self.include.iter().any(|p| glob_match(p, idp_name)))
-            && !self.exclude.iter().any(|p| glob_match(p, idp_name));
-        if !selected {
+        self.map_selected(&Selection::new(self), idp_name)
+    }
+
+    fn map_selected(&self, selection: &Selection, idp_name: &str) -> Mapping {
+        if !selection.selects(idp_name) {
             return Mapping::NotSelected;
         }
         let renamed = self.rename.get(idp_name).map_or(idp_name, String::as_str);
@@ -43,6 +50,7 @@ impl GroupPolicy {
     pub fn mapper(&self) -> GroupMapper<'_> {
         GroupMapper {
             policy: self,
+            selection: Selection::new(self),
             decided: FxHashMap::default(),
             dropped: BTreeMap::new(),
         }
@@ -53,6 +61,7 @@ impl GroupPolicy {
 /// many users and chunks it appears in.
 pub struct GroupMapper<'p> {
     policy: &'p GroupPolicy,
+    selection: Selection,
     /// Keyed by the shared name's address: every membership of one directory group
     /// holds the same `GroupName`, so this skips hashing the name each time. The
     /// name is kept, so that its address cannot be reused by another name.
@@ -63,14 +72,14 @@ pub struct GroupMapper<'p> {
 impl GroupMapper<'_> {
     /// Rewrites every user's groups to their gateway names.
     pub fn apply(&mut self, users: &mut [DirectoryUser]) {
-        let policy = self.policy;
+        let (policy, selection) = (self.policy, &self.selection);
         // Renames can reorder names and merge two IdP groups into one gateway group.
         let renames = !policy.rename.is_empty();
         for user in users {
             user.groups.retain_mut(|group| {
                 let address = group.address() as usize;
                 let (_, mapping) = self.decided.entry(address).or_insert_with(|| {
-                    let mapping = match policy.map(group.as_str()) {
+                    let mapping = match policy.map_selected(selection, group.as_str()) {
                         // Keep sharing the directory's name when it is unchanged.
                         Mapping::Synced(name) if name == *group => Mapping::Synced(group.clone()),
                         mapping => mapping,
@@ -105,40 +114,49 @@ impl GroupMapper<'_> {
     }
 }
 
-/// Shell-style glob with `*` (any run of characters) and `?` (one character).
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    let (mut p, mut t) = (0, 0);
-    // Where the last `*` was, and the text position it currently swallows up to.
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                backtrack = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == '?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match backtrack {
-                Some((star, swallowed)) => {
-                    p = star + 1;
-                    t = swallowed + 1;
-                    backtrack = Some((star, swallowed + 1));
-                }
-                None => return false,
-            },
+/// A policy's `include` and `exclude` patterns, compiled. Not `globset`: its `?`
+/// matches one byte, its `**/` spans directories and its `[`, `{` are special.
+struct Selection {
+    include: Vec<WildMatch>,
+    exclude: Vec<WildMatch>,
+}
+
+impl Selection {
+    fn new(policy: &GroupPolicy) -> Self {
+        let compile = |patterns: &[String]| patterns.iter().map(|p| WildMatch::new(p)).collect();
+        Self {
+            include: compile(&policy.include),
+            exclude: compile(&policy.exclude),
         }
     }
-    pattern[p..].iter().all(|c| *c == '*')
+
+    /// Included (or no `include` given) and not excluded.
+    fn selects(&self, idp_name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.matches(idp_name)))
+            && !self.exclude.iter().any(|p| p.matches(idp_name))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Email, Subject};
+
+    /// Whether `include = [pattern]` selects `name`, checked against `exclude` too.
+    fn glob_match(pattern: &str, name: &str) -> bool {
+        let include = GroupPolicy {
+            include: vec![pattern.into()],
+            ..GroupPolicy::default()
+        };
+        let exclude = GroupPolicy {
+            exclude: vec![pattern.into()],
+            ..GroupPolicy::default()
+        };
+        let included = include.map(name) != Mapping::NotSelected;
+        let excluded = exclude.map(name) == Mapping::NotSelected;
+        assert_eq!(included, excluded, "{pattern:?} on {name:?}");
+        included
+    }
 
     #[test]
     fn glob_matches_like_a_shell() {
@@ -151,6 +169,48 @@ mod tests {
         assert!(!glob_match("a*b*c", "aXbYbZ"));
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn glob_stars_cross_slashes_and_are_never_recursive() {
+        assert!(glob_match("*", "org/team/sub"));
+        assert!(glob_match("org/*", "org/team/sub"));
+        assert!(glob_match("a?b", "a/b"));
+        // No `**` directory semantics: two stars are one.
+        assert!(glob_match("**", "a/b"));
+        assert!(!glob_match("**/x", "x"));
+        assert!(glob_match("**/x", "a/x"));
+        assert!(!glob_match("a/**/b", "a/b"));
+        assert!(glob_match("a/**/b", "a//b"));
+    }
+
+    #[test]
+    fn glob_question_mark_is_one_character_not_one_byte() {
+        assert!(glob_match("t?am-*", "téam-ops"));
+        assert!(glob_match("?", "é"));
+        assert!(!glob_match("??", "é"));
+        assert!(glob_match("?quipe", "équipe"));
+        assert!(!glob_match("?", ""));
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "a"));
+    }
+
+    #[test]
+    fn glob_brackets_braces_and_backslashes_stand_for_themselves() {
+        assert!(glob_match("[ab]", "[ab]"));
+        assert!(!glob_match("[ab]", "a"));
+        assert!(glob_match("{a,b}-*", "{a,b}-x"));
+        assert!(!glob_match("{a,b}-*", "a-x"));
+        assert!(glob_match("x\\*", "x\\yz"));
+        assert!(!glob_match("x\\*", "x*"));
+        assert!(glob_match("[*", "[!x]"));
+    }
+
+    #[test]
+    fn glob_is_case_sensitive() {
+        assert!(!glob_match("Team-*", "team-sre"));
+        assert!(!glob_match("admins", "Admins"));
+        assert!(glob_match("Team-?RE", "Team-SRE"));
     }
 
     fn policy() -> GroupPolicy {

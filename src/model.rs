@@ -166,12 +166,11 @@ impl DirectoryUser {
     /// A stable digest of everything idsync sends for this user, so the planner can
     /// tell whether a record the gateway once rejected has changed since.
     pub fn fingerprint(&self) -> Fingerprint {
-        let mut hash = Fingerprint::OFFSET;
+        let mut hasher = fnv::FnvHasher::default();
         let mut feed = |part: &str| {
-            for byte in part.bytes().chain(std::iter::once(0xff)) {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(Fingerprint::PRIME);
-            }
+            hasher.write(part.as_bytes());
+            // Ends each field, so "ab"+"c" and "a"+"bc" differ; never in UTF-8.
+            hasher.write_u8(0xff);
         };
         feed(self.email.as_ref().map(Email::as_str).unwrap_or(""));
         feed(self.name.as_deref().unwrap_or(""));
@@ -180,7 +179,7 @@ impl DirectoryUser {
         for group in &self.groups {
             feed(group.as_str());
         }
-        Fingerprint(hash)
+        Fingerprint(hasher.finish())
     }
 }
 
@@ -308,6 +307,19 @@ mod tests {
             user(Some("ab"), &["c"]).fingerprint(),
             user(Some("a"), &["bc"]).fingerprint()
         );
+    }
+
+    /// Fingerprints are stored in users' caches: a change of these values would make
+    /// every managed user look changed after an upgrade.
+    #[test]
+    fn fingerprints_keep_their_stored_values() {
+        let mut full = user(Some("Zoë Ann"), &["dba", "sre", "équipe/ops"]);
+        full.slack_id = Some("U123".into());
+        full.picture = Some("https://x.com/p.png".into());
+        assert_eq!(full.fingerprint(), Fingerprint(0x8515_c5e7_bfa9_84af));
+        let mut bare = user(None, &[]);
+        bare.email = Err(EmailError::Missing { login: None });
+        assert_eq!(bare.fingerprint(), Fingerprint(0x994f_7665_3e2a_3951));
     }
 
     #[test]

@@ -66,8 +66,10 @@ impl Daemon {
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             while let Ok(n) = notify.recv(&mut buffer) {
-                let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
-                received.lock().expect("lock").push(message);
+                // A datagram holds newline-terminated assignments; keep one each.
+                let message = String::from_utf8_lossy(&buffer[..n]);
+                let lines = message.lines().map(str::to_owned);
+                received.lock().expect("lock").extend(lines);
             }
         });
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
