@@ -1092,6 +1092,37 @@ mod tests {
         assert_eq!(summaries_file(&cache), Some(all), "written by the walk");
     }
 
+    #[tokio::test]
+    async fn a_summaries_file_of_the_first_format_is_ignored_and_written_anew() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let created = record("a@x.com", SubjectState::Created);
+        let cache = Cache::open(dir.path()).expect("open");
+        cache.subjects_in_background(true).await.expect("subjects");
+        cache
+            .record(&[(Subject::new("s1"), Some(created.clone()))])
+            .await
+            .expect("record");
+        end_run(&cache).await;
+        let expected = BTreeMap::from([("s1".to_owned(), created.summary())]);
+        assert_eq!(summaries_file(&cache), Some(expected.clone()));
+        // What an older build left: it copies the store as it is, but for a mark.
+        let marked = Summary {
+            fingerprint: Fingerprint(99),
+            ..created.summary()
+        };
+        let version = cache.version().expect("an id");
+        let old = summaries::first_format_file(version, &[("s1", marked)]);
+        std::fs::write(dir.path().join("summaries.bin"), old).expect("write");
+        let records = cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!(
+            records.summary(&Subject::new("s1")),
+            Some(created.summary()),
+            "read from the tree"
+        );
+        drop(records);
+        assert_eq!(summaries_file(&cache), Some(expected), "written anew");
+    }
+
     #[test]
     fn a_first_schema_cache_is_upgraded_unless_by_a_dry_run_and_an_unknown_one_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
