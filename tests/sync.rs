@@ -6,8 +6,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use idsync::cache::CacheError;
 use idsync::config::Config;
-use idsync::sync::{Aborted, RunMode, Summary, SyncError, Syncer};
+use idsync::sync::{Aborted, RunMode, SetupError, Summary, SyncError, Syncer};
 use support::directory::{Directory, GenSpec};
 use support::fake_gateway::{FakeGateway, Faults, GatewayOptions, GatewayUser};
 use support::fake_idp::{FakeIdp, IdpFaults, IdpOptions};
@@ -305,7 +306,8 @@ async fn a_run_killed_part_way_converges_without_duplicates() {
     );
 }
 
-/// sled releases its file lock shortly after the killed task's handle is dropped.
+/// sled releases its file lock shortly after the killed task's handle is dropped:
+/// a cache still locked is tried again, any other failure fails the test at once.
 async fn retry_while_cache_locked(h: &Harness) -> Summary {
     for _ in 0..50 {
         match Syncer::new(&h.config(), RunMode::default()) {
@@ -315,10 +317,21 @@ async fn retry_while_cache_locked(h: &Harness) -> Summary {
                     .await
                     .expect("rerun")
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(SetupError::Cache(CacheError::Locked { .. })) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(err) => panic!("the rerun could not be set up, and not for a lock: {err}"),
         }
     }
     panic!("the cache stayed locked after the killed run");
+}
+
+#[tokio::test]
+#[should_panic(expected = "the rerun could not be set up, and not for a lock")]
+async fn a_rerun_on_a_broken_cache_is_not_retried_as_if_locked() {
+    let h = Harness::start(Directory::generate(GenSpec::default())).await;
+    std::fs::write(h.cache_path(), "not a database").expect("write");
+    retry_while_cache_locked(&h).await;
 }
 
 #[tokio::test]
