@@ -116,6 +116,10 @@ pub enum SyncError {
     /// A shutdown stopped the run; what was done is recorded.
     #[error("stopped by shutdown; {interrupted} users were not done, the next run continues")]
     Interrupted { interrupted: usize },
+    /// The planned creates could not be read back from disk; the creates after
+    /// the failure were not sent.
+    #[error("{0}; the creates after it were not sent, the next run plans them again")]
+    PlannedCreatesLost(String),
 }
 
 /// A run that stopped early still reports what it did before stopping.
@@ -377,6 +381,7 @@ impl Syncer {
             Err(err) => return Err(run.abort(err.into())),
         };
         events::planned(&plan);
+        let creates_read_back = plan.creates.read_back();
         let actions = run.take_plan(plan, self.dry_run);
         if let Err(err) = self.record(&run.adoptions).await {
             return Err(run.abort(err.into()));
@@ -427,6 +432,9 @@ impl Syncer {
             return Err(run.abort(SyncError::TargetRefused { status, message }));
         }
         if directory_actions_left > 0 {
+            if let Some(lost) = creates_read_back.error() {
+                return Err(run.abort(SyncError::PlannedCreatesLost(lost.to_string())));
+            }
             return Err(run.abort(SyncError::Interrupted {
                 interrupted: directory_actions_left,
             }));

@@ -684,6 +684,79 @@ async fn a_large_first_import_waits_on_disk_in_the_cache_directory() {
     );
 }
 
+/// Planned creates that cannot be read back from their file in the cache
+/// directory abort the run with that reason, not as a shutdown; the next run
+/// creates the rest, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_creates_lost_on_disk_abort_the_run_saying_so() {
+    let mut directory = Directory::generate(GenSpec {
+        users: 1500,
+        groups: 4,
+        seed: 47,
+        ..GenSpec::default()
+    });
+    // Pictures of about 2,000 characters: a part of 1 MB holds about 500 creates.
+    for (i, user) in directory.users.iter_mut().enumerate() {
+        let picture = format!("https://avatars.example.com/u/{i}.png?{}", "p".repeat(1950));
+        user["photos"][0]["value"] = serde_json::Value::String(picture);
+    }
+    let expected = directory.expected_created();
+    let mut h = Harness::start(directory).await;
+    h.extra = "[source.attributes]\npicture = \"photos\"\n".into();
+    h.target_overrides = vec![("rate_limit_per_second", 500), ("burst", 10)];
+    let cache = h.cache_path();
+    // The first create has gone out once the first part is read back: the file
+    // then loses the others.
+    let truncating = async {
+        while h.posts() == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        truncate_unnamed_files_in(&cache)
+    };
+    let (run, truncated) = tokio::join!(h.run(), truncating);
+    assert_eq!(truncated, 1, "one spill file");
+    let aborted = run.expect_err("the run must abort");
+    let expected_error = format!(
+        "could not read back the planned creates from {}: ",
+        cache.display()
+    );
+    assert!(
+        matches!(aborted.error, SyncError::PlannedCreatesLost(_))
+            && aborted.error.to_string().starts_with(&expected_error),
+        "{}",
+        aborted.error
+    );
+    let counts = &aborted.summary.counts;
+    assert!(counts.created > 0 && counts.interrupted > 0, "{counts:?}");
+    assert_eq!(counts.created + counts.interrupted, expected.len());
+
+    let summary = h.run().await.expect("the next run");
+    assert_eq!(h.gateway_users(), expected, "each user once");
+    assert_eq!(
+        (summary.counts.created, summary.counts.unchanged),
+        (counts.interrupted, counts.created)
+    );
+}
+
+/// Cuts to nothing every deleted file in `directory` that this process holds
+/// open; returns how many.
+fn truncate_unnamed_files_in(directory: &std::path::Path) -> usize {
+    let descriptors = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+    let mut truncated = 0;
+    for fd in descriptors.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if target.starts_with(&*directory.to_string_lossy()) && target.ends_with(" (deleted)") {
+            let file = std::fs::OpenOptions::new().write(true).open(fd.path());
+            file.and_then(|file| file.set_len(0)).expect("truncate");
+            truncated += 1;
+        }
+    }
+    truncated
+}
+
 /// The largest size seen of a deleted file in `directory` that this process holds
 /// open, polling until `stop`.
 async fn largest_unnamed_file(directory: std::path::PathBuf, stop: CancellationToken) -> u64 {
