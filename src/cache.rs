@@ -143,7 +143,8 @@ struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 32);
 
 impl Records {
-    /// Orders and indexes `entries`, which hold each subject once.
+    /// Orders and indexes `entries`, which hold each subject once. Positions are
+    /// `u32`: 2^32 entries of 32 bytes would take 128 GiB.
     fn indexed(keys: IdKeys, mut entries: Vec<Entry>, full: FullRecords) -> Self {
         entries.sort_unstable_by_key(|entry| entry.digest);
         let bits = entries.len().next_power_of_two().trailing_zeros();
@@ -168,6 +169,8 @@ impl Records {
         }
     }
 
+    /// Indexes only what `indexed` built in memory: `starts` has `2^bits + 1`
+    /// entries, each at most `entries.len()`, and a bucket is below `2^bits`.
     fn position(&self, subject: &Subject) -> Option<usize> {
         let bits = self.starts.len().checked_sub(1)?.trailing_zeros();
         let digest = self.keys.digest(subject.as_str());
