@@ -29,7 +29,8 @@ const GENERATION_KEY: &[u8] = b"generation";
 /// Changes to the records held (about 80 bytes each) to bring the summaries file
 /// up to date at the end of a run; after a run that changes more (a first import)
 /// the next run walks the tree instead (about 4 s of CPU at a million records).
-const MAX_HELD_CHANGES: usize = if cfg!(test) { 3 } else { 10_000 };
+/// Every cache holds this many; tests may give one a smaller number.
+const MAX_HELD_CHANGES: usize = 10_000;
 /// sled's page cache. Records are read once per run, in order, so a small cache
 /// costs little time and keeps memory flat as the directory grows (at 1M records,
 /// 2 MB ran as fast as 8 MB and held 7 MiB less).
@@ -142,7 +143,8 @@ struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 32);
 
 impl Records {
-    /// Orders and indexes `entries`, which hold each subject once.
+    /// Orders and indexes `entries`, which hold each subject once. Positions are
+    /// `u32`: 2^32 entries of 32 bytes would take 128 GiB.
     fn indexed(keys: IdKeys, mut entries: Vec<Entry>, full: FullRecords) -> Self {
         entries.sort_unstable_by_key(|entry| entry.digest);
         let bits = entries.len().next_power_of_two().trailing_zeros();
@@ -167,6 +169,8 @@ impl Records {
         }
     }
 
+    /// Indexes only what `indexed` built in memory: `starts` has `2^bits + 1`
+    /// entries, each at most `entries.len()`, and a bucket is below `2^bits`.
     fn position(&self, subject: &Subject) -> Option<usize> {
         let bits = self.starts.len().checked_sub(1)?.trailing_zeros();
         let digest = self.keys.digest(subject.as_str());
@@ -440,6 +444,8 @@ pub struct Cache {
     /// `None` only for a store a dry run opened before any run gave it one.
     store_id: Option<u64>,
     summaries: Mutex<SummariesState>,
+    /// [`MAX_HELD_CHANGES`], but in tests.
+    max_held_changes: usize,
 }
 
 /// What the summaries file copies, and the changes made since it was written.
@@ -512,9 +518,18 @@ impl Cache {
                 raised: false,
                 changes: Some(BTreeMap::new()),
             }),
+            max_held_changes: MAX_HELD_CHANGES,
             db,
         };
         Ok(cache)
+    }
+
+    /// Holds at most `changes` changes for the summaries file instead of
+    /// [`MAX_HELD_CHANGES`], so that a test can make a run change more.
+    #[cfg(test)]
+    fn holding_at_most(mut self, changes: usize) -> Self {
+        self.max_held_changes = changes;
+        self
     }
 
     /// Every subject idsync has a record of, read on a blocking thread so the run
@@ -606,7 +621,7 @@ impl Cache {
     fn hold_changes(&self, outcomes: &[(Subject, Option<SubjectRecord>)], written: bool) {
         let mut state = self.summaries_state();
         match &mut state.changes {
-            Some(changes) if written && changes.len() + outcomes.len() <= MAX_HELD_CHANGES => {
+            Some(changes) if written && changes.len() + outcomes.len() <= self.max_held_changes => {
                 for (subject, record) in outcomes {
                     changes.insert(subject.clone(), record.as_ref().map(SubjectRecord::summary));
                 }
@@ -1013,7 +1028,7 @@ mod tests {
                 .collect()
         };
 
-        let cache = Cache::open(dir.path()).expect("open");
+        let cache = Cache::open(dir.path()).expect("open").holding_at_most(3);
         cache.subjects_in_background(true).await.expect("subjects");
         assert_eq!(
             summaries_file(&cache),
@@ -1054,7 +1069,7 @@ mod tests {
             .await
             .expect("record");
         drop(cache);
-        let cache = Cache::open(dir.path()).expect("reopen");
+        let cache = Cache::open(dir.path()).expect("reopen").holding_at_most(3);
         assert_eq!(summaries_file(&cache), None);
         let records = cache.subjects_in_background(true).await.expect("subjects");
         assert_eq!(
@@ -1090,6 +1105,70 @@ mod tests {
         cache.subjects_in_background(true).await.expect("subjects");
         let all = summaries(&[2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(summaries_file(&cache), Some(all), "written by the walk");
+    }
+
+    /// The number of changes every cache holds, [`MAX_HELD_CHANGES`], in two
+    /// runs: one that changes that many records, and one that changes one more.
+    #[tokio::test]
+    async fn a_run_changing_as_many_records_as_are_held_updates_the_summaries_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path()).expect("open");
+        assert_eq!(cache.max_held_changes, MAX_HELD_CHANGES);
+        cache.subjects_in_background(true).await.expect("subjects");
+        let changes = |count: usize, fingerprint: u64| -> Vec<_> {
+            let record = SubjectRecord {
+                fingerprint: Fingerprint(fingerprint),
+                ..record("a@x.com", SubjectState::Created)
+            };
+            (0..count)
+                .map(|n| (Subject::new(format!("s{n:05}")), Some(record.clone())))
+                .collect()
+        };
+        let held = changes(MAX_HELD_CHANGES, 1);
+        let (first, rest) = held.split_at(MAX_HELD_CHANGES / 2);
+        cache.record(first).await.expect("record");
+        cache.record(rest).await.expect("record");
+        end_run(&cache).await;
+        let file = summaries_file(&cache).expect("updated from the changes");
+        assert_eq!(file.len(), MAX_HELD_CHANGES);
+
+        cache
+            .record(&changes(MAX_HELD_CHANGES + 1, 2))
+            .await
+            .expect("record");
+        end_run(&cache).await;
+        assert_eq!(summaries_file(&cache), None, "left for the next run");
+    }
+
+    #[tokio::test]
+    async fn a_summaries_file_of_the_first_format_is_ignored_and_written_anew() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let created = record("a@x.com", SubjectState::Created);
+        let cache = Cache::open(dir.path()).expect("open");
+        cache.subjects_in_background(true).await.expect("subjects");
+        cache
+            .record(&[(Subject::new("s1"), Some(created.clone()))])
+            .await
+            .expect("record");
+        end_run(&cache).await;
+        let expected = BTreeMap::from([("s1".to_owned(), created.summary())]);
+        assert_eq!(summaries_file(&cache), Some(expected.clone()));
+        // What an older build left: it copies the store as it is, but for a mark.
+        let marked = Summary {
+            fingerprint: Fingerprint(99),
+            ..created.summary()
+        };
+        let version = cache.version().expect("an id");
+        let old = summaries::first_format_file(version, &[("s1", marked)]);
+        std::fs::write(dir.path().join("summaries.bin"), old).expect("write");
+        let records = cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!(
+            records.summary(&Subject::new("s1")),
+            Some(created.summary()),
+            "read from the tree"
+        );
+        drop(records);
+        assert_eq!(summaries_file(&cache), Some(expected), "written anew");
     }
 
     #[test]

@@ -198,8 +198,6 @@ pub struct UnusableEntry {
 pub struct Fingerprint(pub u64);
 
 impl Fingerprint {
-    pub(crate) const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    pub(crate) const PRIME: u64 = 0x0000_0100_0000_01b3;
     /// Recorded for a user idsync found in the gateway without comparing its data,
     /// so that `update_existing` compares it at the next run.
     pub const UNVERIFIED: Fingerprint = Fingerprint(0);

@@ -6,8 +6,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use idsync::cache::CacheError;
 use idsync::config::Config;
-use idsync::sync::{Aborted, RunMode, Summary, SyncError, Syncer};
+use idsync::sync::{Aborted, RunMode, SetupError, Summary, SyncError, Syncer};
 use support::directory::{Directory, GenSpec};
 use support::fake_gateway::{FakeGateway, Faults, GatewayOptions, GatewayUser};
 use support::fake_idp::{FakeIdp, IdpFaults, IdpOptions};
@@ -305,7 +306,8 @@ async fn a_run_killed_part_way_converges_without_duplicates() {
     );
 }
 
-/// sled releases its file lock shortly after the killed task's handle is dropped.
+/// sled releases its file lock shortly after the killed task's handle is dropped:
+/// a cache still locked is tried again, any other failure fails the test at once.
 async fn retry_while_cache_locked(h: &Harness) -> Summary {
     for _ in 0..50 {
         match Syncer::new(&h.config(), RunMode::default()) {
@@ -315,10 +317,21 @@ async fn retry_while_cache_locked(h: &Harness) -> Summary {
                     .await
                     .expect("rerun")
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(SetupError::Cache(CacheError::Locked { .. })) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(err) => panic!("the rerun could not be set up, and not for a lock: {err}"),
         }
     }
     panic!("the cache stayed locked after the killed run");
+}
+
+#[tokio::test]
+#[should_panic(expected = "the rerun could not be set up, and not for a lock")]
+async fn a_rerun_on_a_broken_cache_is_not_retried_as_if_locked() {
+    let h = Harness::start(Directory::generate(GenSpec::default())).await;
+    std::fs::write(h.cache_path(), "not a database").expect("write");
+    retry_while_cache_locked(&h).await;
 }
 
 #[tokio::test]
@@ -674,6 +687,79 @@ async fn a_large_first_import_waits_on_disk_in_the_cache_directory() {
         Vec::<u64>::new(),
         "closed after the run"
     );
+}
+
+/// Planned creates that cannot be read back from their file in the cache
+/// directory abort the run with that reason, not as a shutdown; the next run
+/// creates the rest, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_creates_lost_on_disk_abort_the_run_saying_so() {
+    let mut directory = Directory::generate(GenSpec {
+        users: 1500,
+        groups: 4,
+        seed: 47,
+        ..GenSpec::default()
+    });
+    // Pictures of about 2,000 characters: a part of 1 MB holds about 500 creates.
+    for (i, user) in directory.users.iter_mut().enumerate() {
+        let picture = format!("https://avatars.example.com/u/{i}.png?{}", "p".repeat(1950));
+        user["photos"][0]["value"] = serde_json::Value::String(picture);
+    }
+    let expected = directory.expected_created();
+    let mut h = Harness::start(directory).await;
+    h.extra = "[source.attributes]\npicture = \"photos\"\n".into();
+    h.target_overrides = vec![("rate_limit_per_second", 500), ("burst", 10)];
+    let cache = h.cache_path();
+    // The first create has gone out once the first part is read back: the file
+    // then loses the others.
+    let truncating = async {
+        while h.posts() == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        truncate_unnamed_files_in(&cache)
+    };
+    let (run, truncated) = tokio::join!(h.run(), truncating);
+    assert_eq!(truncated, 1, "one spill file");
+    let aborted = run.expect_err("the run must abort");
+    let expected_error = format!(
+        "could not read back the planned creates from {}: ",
+        cache.display()
+    );
+    assert!(
+        matches!(aborted.error, SyncError::PlannedCreatesLost(_))
+            && aborted.error.to_string().starts_with(&expected_error),
+        "{}",
+        aborted.error
+    );
+    let counts = &aborted.summary.counts;
+    assert!(counts.created > 0 && counts.interrupted > 0, "{counts:?}");
+    assert_eq!(counts.created + counts.interrupted, expected.len());
+
+    let summary = h.run().await.expect("the next run");
+    assert_eq!(h.gateway_users(), expected, "each user once");
+    assert_eq!(
+        (summary.counts.created, summary.counts.unchanged),
+        (counts.interrupted, counts.created)
+    );
+}
+
+/// Cuts to nothing every deleted file in `directory` that this process holds
+/// open; returns how many.
+fn truncate_unnamed_files_in(directory: &std::path::Path) -> usize {
+    let descriptors = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+    let mut truncated = 0;
+    for fd in descriptors.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if target.starts_with(&*directory.to_string_lossy()) && target.ends_with(" (deleted)") {
+            let file = std::fs::OpenOptions::new().write(true).open(fd.path());
+            file.and_then(|file| file.set_len(0)).expect("truncate");
+            truncated += 1;
+        }
+    }
+    truncated
 }
 
 /// The largest size seen of a deleted file in `directory` that this process holds

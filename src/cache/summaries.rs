@@ -4,24 +4,38 @@
 //!
 //! The file is a copy and never the truth. It names the store it was made from
 //! and the store's generation, which a process raises, durably, before it first
-//! changes a record; a file of another store or generation, or one that fails
-//! its checksum, is ignored (and the tree walked instead).
+//! changes a record; a file of another store, generation or format, or one that
+//! fails its checksum, is ignored (and the tree walked instead, which writes it
+//! anew).
 //!
 //! Layout, little-endian: magic, store id (u64), generation (u64), then one entry
 //! per subject in the tree's key order (subject length u32, subject, state u8,
 //! deactivated u8, fingerprint u64), then `u32::MAX`, the entry count (u64) and
-//! an FNV-1a checksum (u64) of everything before it.
+//! a CRC-32 (u32) of everything before it. A reader checks the CRC over the whole
+//! file before it decodes anything, and trusts no length it reads further than
+//! the file's own size. Files of the first format (`idsyncS1`, the same layout
+//! with an FNV-1a checksum) are ignored like those of another store.
+//!
+//! The codec is written by hand rather than derived: an entry is decoded into a
+//! reused buffer and handed on as `&str`, with no allocation per record, and the
+//! file is read at the start of every run (a million records at the largest).
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::{SubjectState, Summary};
 use crate::model::Fingerprint;
 
 const FILE: &str = "summaries.bin";
-const MAGIC: &[u8; 8] = b"idsyncS1";
+const MAGIC: &[u8; 8] = b"idsyncS2";
 const END: u32 = u32::MAX;
+/// Bytes before the first entry: magic, store id, generation.
+const HEADER: u64 = 8 + 8 + 8;
+/// Bytes after the last entry: `END`, the count, the checksum.
+const TRAILER: u64 = 4 + 8 + 4;
+/// Bytes of an entry besides its subject: length, state, deactivated, fingerprint.
+const ENTRY: u64 = 4 + 1 + 1 + 8;
 
 /// Which store, and which of its states, a file copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,53 +46,106 @@ pub struct Version {
 
 /// Calls `each` with every entry of the file in `dir` if it copies `version`.
 /// Returns whether it did so completely; when it returns `false`, whatever
-/// `each` was given must be thrown away (the checksum is checked at the end).
-pub fn read(dir: &Path, version: Version, mut each: impl FnMut(&str, Summary)) -> bool {
+/// `each` was given must be thrown away. A file that fails its checksum gives
+/// `each` nothing.
+pub fn read(dir: &Path, version: Version, each: impl FnMut(&str, Summary)) -> bool {
     let Ok(file) = File::open(dir.join(FILE)) else {
         return false;
     };
-    let mut input = Checksummed::new(BufReader::with_capacity(1 << 16, file));
-    let mut read_all = || -> io::Result<bool> {
-        let mut magic = [0; 8];
-        input.read_exact(&mut magic)?;
-        let found = Version {
-            store: input.u64()?,
-            generation: input.u64()?,
-        };
-        if magic != *MAGIC || found != version {
+    read_file(&file, version, each).unwrap_or(false)
+}
+
+fn read_file(
+    mut file: &File,
+    version: Version,
+    mut each: impl FnMut(&str, Summary),
+) -> io::Result<bool> {
+    let size = file.metadata()?.len();
+    if size < HEADER + TRAILER || !checksum_holds(file, size)? {
+        return Ok(false);
+    }
+    // The file is never written in place (see `Writer`), so the bytes decoded
+    // below are those whose checksum was just checked.
+    file.seek(SeekFrom::Start(0))?;
+    let mut input = Bounded {
+        inner: BufReader::with_capacity(1 << 16, file),
+        left: size - 4,
+    };
+    let magic: [u8; 8] = input.bytes()?;
+    let found = Version {
+        store: u64::from_le_bytes(input.bytes()?),
+        generation: u64::from_le_bytes(input.bytes()?),
+    };
+    if magic != *MAGIC || found != version {
+        return Ok(false);
+    }
+    let mut subject = Vec::new();
+    let mut count = 0u64;
+    loop {
+        let len = u32::from_le_bytes(input.bytes()?);
+        if len == END {
+            break;
+        }
+        // A damaged or forged length asks for no more than the file holds.
+        if u64::from(len) + (ENTRY - 4) + (TRAILER - 4) > input.left {
             return Ok(false);
         }
-        let mut subject = Vec::new();
-        let mut count = 0u64;
-        loop {
-            let len = input.u32()?;
-            if len == END {
-                break;
-            }
-            subject.resize(len as usize, 0);
-            input.read_exact(&mut subject)?;
-            let (state, deactivated) = (input.u8()?, input.u8()?);
-            let fingerprint = Fingerprint(input.u64()?);
-            let (Ok(subject), Some(state)) = (std::str::from_utf8(&subject), state_of(state))
-            else {
-                return Ok(false);
-            };
-            let summary = Summary {
-                state,
-                fingerprint,
-                deactivated: deactivated != 0,
-            };
-            each(subject, summary);
-            count += 1;
+        subject.resize(len as usize, 0);
+        input.read_exact(&mut subject)?;
+        let [state, deactivated] = input.bytes()?;
+        let fingerprint = Fingerprint(u64::from_le_bytes(input.bytes()?));
+        let (Ok(subject), Some(state)) = (std::str::from_utf8(&subject), state_of(state)) else {
+            return Ok(false);
+        };
+        let summary = Summary {
+            state,
+            fingerprint,
+            deactivated: deactivated != 0,
+        };
+        each(subject, summary);
+        count += 1;
+    }
+    let listed = u64::from_le_bytes(input.bytes()?);
+    Ok(listed == count && input.left == 0)
+}
+
+/// Whether the file's last 4 bytes are the CRC-32 of the `size - 4` before them.
+fn checksum_holds(file: &File, size: u64) -> io::Result<bool> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut input = file.take(size - 4);
+    let mut buffer = vec![0; 1 << 16];
+    let mut read = 0u64;
+    loop {
+        let got = input.read(&mut buffer)?;
+        if got == 0 {
+            break;
         }
-        let listed = input.u64()?;
-        let expected = input.hash;
-        let mut checksum = [0; 8];
-        input.inner.read_exact(&mut checksum)?;
-        let at_end = input.inner.read(&mut [0])? == 0;
-        Ok(listed == count && u64::from_le_bytes(checksum) == expected && at_end)
-    };
-    read_all().unwrap_or(false)
+        hasher.update(&buffer[..got]);
+        read += got as u64;
+    }
+    let mut stored = [0; 4];
+    input.into_inner().read_exact(&mut stored)?;
+    Ok(read == size - 4 && hasher.finalize() == u32::from_le_bytes(stored))
+}
+
+/// A reader of the bytes before the checksum, which knows how many are left.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Bounded<R> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.left = (self.left.checked_sub(buf.len() as u64))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "past the entries' end"))?;
+        self.inner.read_exact(buf)
+    }
+
+    fn bytes<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut bytes = [0; N];
+        self.read_exact(&mut bytes)?;
+        Ok(bytes)
+    }
 }
 
 /// Writes a new file beside the old one and puts it in its place once complete,
@@ -126,9 +193,11 @@ impl Writer {
     pub fn commit(mut self) -> io::Result<()> {
         self.output.write_all(&END.to_le_bytes())?;
         self.output.write_all(&self.count.to_le_bytes())?;
-        let checksum = self.output.hash;
-        let mut file = self.output.inner;
-        file.write_all(&checksum.to_le_bytes())?;
+        let Checksummed {
+            inner: mut file,
+            hasher,
+        } = self.output;
+        file.write_all(&hasher.finalize().to_le_bytes())?;
         let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         std::fs::rename(&self.temporary, &self.path)
@@ -201,58 +270,48 @@ fn state_of(code: u8) -> Option<SubjectState> {
     })
 }
 
-/// A reader or writer that keeps an FNV-1a hash of the bytes through it.
-struct Checksummed<T> {
-    inner: T,
-    hash: u64,
-}
-
-impl<T> Checksummed<T> {
-    fn new(inner: T) -> Self {
-        Self {
-            inner,
-            hash: Fingerprint::OFFSET,
-        }
-    }
-
-    fn add(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.hash = (self.hash ^ u64::from(byte)).wrapping_mul(Fingerprint::PRIME);
-        }
-    }
-}
-
-impl<R: Read> Checksummed<R> {
-    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_exact(buf)?;
-        self.add(buf);
-        Ok(())
-    }
-
-    fn u8(&mut self) -> io::Result<u8> {
-        let mut bytes = [0; 1];
-        self.read_exact(&mut bytes)?;
-        Ok(bytes[0])
-    }
-
-    fn u32(&mut self) -> io::Result<u32> {
-        let mut bytes = [0; 4];
-        self.read_exact(&mut bytes)?;
-        Ok(u32::from_le_bytes(bytes))
-    }
-
-    fn u64(&mut self) -> io::Result<u64> {
-        let mut bytes = [0; 8];
-        self.read_exact(&mut bytes)?;
-        Ok(u64::from_le_bytes(bytes))
-    }
+/// A writer that keeps a CRC-32 of the bytes through it.
+struct Checksummed<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
 }
 
 impl<W: Write> Checksummed<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.add(bytes);
+        self.hasher.update(bytes);
         self.inner.write_all(bytes)
     }
+}
+
+/// A file as the first format had it: `idsyncS1`, an FNV-1a checksum.
+#[cfg(test)]
+pub(super) fn first_format_file(version: Version, entries: &[(&str, Summary)]) -> Vec<u8> {
+    let mut bytes = b"idsyncS1".to_vec();
+    bytes.extend(version.store.to_le_bytes());
+    bytes.extend(version.generation.to_le_bytes());
+    for (subject, summary) in entries {
+        bytes.extend((subject.len() as u32).to_le_bytes());
+        bytes.extend(subject.as_bytes());
+        bytes.extend([state_code(summary.state), u8::from(summary.deactivated)]);
+        bytes.extend(summary.fingerprint.0.to_le_bytes());
+    }
+    bytes.extend(END.to_le_bytes());
+    bytes.extend((entries.len() as u64).to_le_bytes());
+    let checksum = {
+        use std::hash::Hasher;
+        let mut hasher = fnv::FnvHasher::default();
+        hasher.write(&bytes);
+        hasher.finish()
+    };
+    bytes.extend(checksum.to_le_bytes());
+    bytes
 }
 
 #[cfg(test)]
@@ -314,8 +373,16 @@ mod tests {
         assert_eq!(read_all(dir.path(), V2), Some(Vec::new()));
     }
 
+    /// Entries `read` gives for the file in `dir`, whether or not it then
+    /// refuses the file.
+    fn entries_given(dir: &Path, version: Version) -> usize {
+        let mut given = 0;
+        read(dir, version, |_, _| given += 1);
+        given
+    }
+
     #[test]
-    fn a_damaged_file_is_refused() {
+    fn a_damaged_file_is_refused_before_anything_is_decoded() {
         let dir = tempfile::tempdir().expect("tempdir");
         write(
             dir.path(),
@@ -328,19 +395,55 @@ mod tests {
         let path = dir.path().join(FILE);
         let whole = std::fs::read(&path).expect("read");
         let damaged = [
-            // A flipped bit in a fingerprint, the file cut short, a byte too many.
+            // A flipped bit in the last fingerprint, the file cut short, a byte too many.
             {
                 let mut bytes = whole.clone();
-                bytes[8 + 16 + 4 + 1 + 2] ^= 1;
+                bytes[whole.len() - TRAILER as usize - 1] ^= 1;
                 bytes
             },
             whole[..whole.len() - 1].to_vec(),
             [whole.as_slice(), &[0]].concat(),
+            whole[..HEADER as usize].to_vec(),
+            Vec::new(),
         ];
         for bytes in damaged {
-            std::fs::write(&path, bytes).expect("write");
-            assert_eq!(read_all(dir.path(), V1), None);
+            std::fs::write(&path, &bytes).expect("write");
+            assert_eq!(read_all(dir.path(), V1), None, "{} bytes", bytes.len());
+            assert_eq!(entries_given(dir.path(), V1), 0, "{} bytes", bytes.len());
         }
+    }
+
+    /// A file whose first entry claims a subject of 4 GiB: damaged (the checksum
+    /// no longer holds), or forged (it was made to hold).
+    #[test]
+    fn a_length_read_from_a_file_is_bounded_by_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), V1, &[("a", summary(1, SubjectState::Created))]);
+        let path = dir.path().join(FILE);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let at = HEADER as usize;
+        bytes[at..at + 4].copy_from_slice(&(END - 1).to_le_bytes());
+        let body = bytes.len() - 4;
+        let damaged = bytes.clone();
+        let checksum = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&checksum.to_le_bytes());
+        for bytes in [damaged, bytes] {
+            std::fs::write(&path, &bytes).expect("write");
+            largest_allocation::reset();
+            assert_eq!(read_all(dir.path(), V1), None);
+            let largest = largest_allocation::get();
+            assert!(largest <= 1 << 16, "allocated {largest} bytes at once");
+        }
+    }
+
+    #[test]
+    fn a_file_of_the_first_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), V1, &[("a", summary(1, SubjectState::Created))]);
+        let path = dir.path().join(FILE);
+        let first_format = first_format_file(V1, &[("a", summary(1, SubjectState::Created))]);
+        std::fs::write(&path, first_format).expect("write");
+        assert_eq!(read_all(dir.path(), V1), None);
     }
 
     #[test]
@@ -380,5 +483,54 @@ mod tests {
             Some(owned(&expected)),
             "left as it was"
         );
+    }
+
+    /// The largest allocation each thread asked for since it last reset it.
+    mod largest_allocation {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static LARGEST: Cell<usize> = const { Cell::new(0) };
+        }
+
+        struct Tracking;
+
+        #[global_allocator]
+        static TRACKING: Tracking = Tracking;
+
+        fn note(size: usize) {
+            let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+        }
+
+        // SAFETY: every call is passed on to the system allocator as it came.
+        unsafe impl GlobalAlloc for Tracking {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                note(layout.size());
+                unsafe { System.alloc(layout) }
+            }
+
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                note(layout.size());
+                unsafe { System.alloc_zeroed(layout) }
+            }
+
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                note(new_size);
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        pub fn reset() {
+            LARGEST.with(|largest| largest.set(0));
+        }
+
+        pub fn get() -> usize {
+            LARGEST.with(Cell::get)
+        }
     }
 }

@@ -4,11 +4,15 @@
 //! few bytes rather than as a `CreateUser` of separately allocated strings: its
 //! texts back to back with their lengths, its groups as numbers into one table.
 //! Given a directory, the list also moves its full parts out of memory into a
-//! file there, and reads each back when its creates are sent.
+//! file there, and reads each back when its creates are sent, with a CRC-32 of
+//! each part kept in memory to tell that it came back as it went. Creates that
+//! cannot be read back end the list, and the list keeps why (see [`ReadBack`]).
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -34,15 +38,17 @@ pub struct CreateList {
     /// The create being packed.
     scratch: Vec<u8>,
     spill: Spill,
+    read_back: ReadBack,
 }
 
 #[derive(Debug)]
 enum Part {
     Held(Vec<u8>),
-    /// Written to the spill file at `at`.
+    /// Written to the spill file at `at`; `crc` is the CRC-32 of its bytes.
     Spilled {
         at: u64,
         len: usize,
+        crc: u32,
     },
 }
 
@@ -54,11 +60,63 @@ enum Spill {
     #[default]
     Nowhere,
     Into(PathBuf),
-    File {
-        file: File,
-        len: u64,
-        directory: PathBuf,
-    },
+    File(SpillFile),
+}
+
+#[derive(Debug)]
+struct SpillFile {
+    file: File,
+    len: u64,
+    directory: PathBuf,
+    /// Cleared when a write fails (disk full, say): the parts written before are
+    /// still read back from the file, and the next ones stay in memory.
+    writable: bool,
+}
+
+/// Why the creates of a list ended before its last: a part could not be read
+/// back from the spill file, or came back other than it was written.
+#[derive(Debug)]
+pub struct SpillError {
+    /// The spill file's directory; `None` for a part that never left memory.
+    directory: Option<PathBuf>,
+    error: io::Error,
+    /// Creates not unpacked, withdrawn ones included.
+    left: usize,
+}
+
+impl SpillError {
+    /// Creates not unpacked, withdrawn ones included.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+}
+
+impl std::fmt::Display for SpillError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.directory {
+            Some(directory) => write!(
+                f,
+                "could not read back the planned creates from {}: {}",
+                directory.display(),
+                self.error
+            ),
+            None => write!(f, "could not unpack the planned creates: {}", self.error),
+        }
+    }
+}
+
+impl std::error::Error for SpillError {}
+
+/// Where a list, and every iterator over it, keeps the error that ended its
+/// creates early; a clone taken before the list is handed on still sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ReadBack(Arc<OnceLock<SpillError>>);
+
+impl ReadBack {
+    /// Why the creates ended before the last, if they did (the first failure).
+    pub fn error(&self) -> Option<&SpillError> {
+        self.0.get()
+    }
 }
 
 /// Where the next create to unpack starts.
@@ -132,43 +190,47 @@ impl CreateList {
 
     /// Moves the last part, which is full, to the spill file, if there is one.
     fn spill_last_part(&mut self) {
-        let Some(Part::Held(bytes)) = self.parts.last() else {
+        let Some(last) = self.parts.last_mut() else {
+            return;
+        };
+        let Part::Held(bytes) = last else {
             return;
         };
         if let Spill::Into(directory) = &mut self.spill {
             self.spill = match tempfile::tempfile_in(&*directory) {
-                Ok(file) => Spill::File {
+                Ok(file) => Spill::File(SpillFile {
                     file,
                     len: 0,
                     directory: std::mem::take(directory),
-                },
+                    writable: true,
+                }),
                 Err(err) => {
                     events::creates_not_spilled(directory, &err);
                     Spill::Nowhere
                 }
             };
         }
-        let Spill::File {
-            file,
-            len,
-            directory,
-        } = &mut self.spill
-        else {
+        let Spill::File(spill) = &mut self.spill else {
             return;
         };
-        match file.write_all_at(bytes, *len) {
+        if !spill.writable {
+            return;
+        }
+        match spill.file.write_all_at(bytes, spill.len) {
             Ok(()) => {
                 let spilled = Part::Spilled {
-                    at: *len,
+                    at: spill.len,
                     len: bytes.len(),
+                    crc: crc32fast::hash(bytes),
                 };
-                *len += bytes.len() as u64;
-                *self.parts.last_mut().expect("a last part") = spilled;
+                spill.len += bytes.len() as u64;
+                *last = spilled;
             }
             Err(err) => {
-                // Disk full, say: this part and the next stay in memory.
-                events::creates_not_spilled(directory, &err);
-                self.spill = Spill::Nowhere;
+                // Disk full, say: this part and the next stay in memory, and the
+                // file keeps those written before.
+                events::creates_not_spilled(&spill.directory, &err);
+                spill.writable = false;
             }
         }
     }
@@ -180,71 +242,119 @@ impl CreateList {
     }
 
     /// The creates in the order they were pushed, each unpacked when it is taken.
+    /// They end early if a part cannot be read back: see [`CreateList::read_back`].
     pub fn iter(&self) -> impl Iterator<Item = CreateUser> + '_ {
         let mut cursor = Cursor::default();
         (0..self.packed).filter_map(move |position| self.next_from(&mut cursor, position))
     }
 
+    /// Where this list and its iterators keep the error that ended its creates
+    /// early, to be taken before the list is handed on: sending them consumes it.
+    pub fn read_back(&self) -> ReadBack {
+        self.read_back.clone()
+    }
+
+    /// Why this list's creates ended early, if they did.
+    pub fn read_back_error(&self) -> Option<&SpillError> {
+        self.read_back.error()
+    }
+
     /// Unpacks the `position`th create, at `cursor`, and moves `cursor` past it;
-    /// `None` if it was withdrawn, or if its part could not be read back.
+    /// `None` if it was withdrawn, or if it could not be read back or unpacked,
+    /// which ends the creates and is kept in `read_back`.
     fn next_from(&self, cursor: &mut Cursor, position: usize) -> Option<CreateUser> {
         if cursor.failed {
             return None;
         }
-        if cursor.at == self.part_len(cursor.part) {
+        match self.unpack_next(cursor) {
+            Ok(create) => (!self.withdrawn.contains(&position)).then_some(create),
+            Err(error) => {
+                let left = self.packed - position;
+                events::spilled_creates_unreadable(&error, left);
+                let directory = match &self.spill {
+                    Spill::File(spill) => Some(spill.directory.clone()),
+                    Spill::Nowhere | Spill::Into(_) => None,
+                };
+                // A second failure (of another iterator over the list) keeps the first.
+                let _ = self.read_back.0.set(SpillError {
+                    directory,
+                    error,
+                    left,
+                });
+                cursor.failed = true;
+                None
+            }
+        }
+    }
+
+    fn unpack_next(&self, cursor: &mut Cursor) -> io::Result<CreateUser> {
+        if cursor.at == self.part(cursor.part)?.1 {
             *cursor = Cursor {
                 part: cursor.part + 1,
                 ..Cursor::default()
             };
         }
-        let bytes = match &self.parts[cursor.part] {
-            Part::Held(bytes) => bytes,
-            Part::Spilled { at, len } => match &mut cursor.read_back {
+        let bytes = match self.part(cursor.part)? {
+            (Part::Held(bytes), _) => bytes,
+            (&Part::Spilled { at, len, crc }, _) => match &mut cursor.read_back {
                 Some(bytes) => bytes,
-                unread => match self.read_back(*at, *len) {
-                    Ok(bytes) => unread.insert(bytes),
-                    Err(err) => {
-                        events::spilled_creates_unreadable(&err, self.packed - position);
-                        cursor.failed = true;
-                        return None;
-                    }
-                },
+                unread => unread.insert(self.read_part(at, len, crc)?),
             },
         };
-        let create = self.unpack(bytes, &mut cursor.at);
-        (!self.withdrawn.contains(&position)).then_some(create)
+        self.unpack(bytes, &mut cursor.at)
     }
 
-    fn part_len(&self, part: usize) -> usize {
-        match &self.parts[part] {
-            Part::Held(bytes) => bytes.len(),
-            Part::Spilled { len, .. } => *len,
+    /// The `index`th part and its length.
+    fn part(&self, index: usize) -> io::Result<(&Part, usize)> {
+        match self.parts.get(index) {
+            Some(part @ Part::Held(bytes)) => Ok((part, bytes.len())),
+            Some(part @ Part::Spilled { len, .. }) => Ok((part, *len)),
+            None => Err(damaged("the parts end before the creates")),
         }
     }
 
-    fn read_back(&self, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        let Spill::File { file, .. } = &self.spill else {
-            unreachable!("a part is spilled only into a file");
+    /// A spilled part, checked against the CRC-32 it was written with.
+    fn read_part(&self, at: u64, len: usize, crc: u32) -> io::Result<Vec<u8>> {
+        let Spill::File(spill) = &self.spill else {
+            // A part is spilled only into the file, which the list keeps to its end.
+            return Err(io::Error::other("the spill file is gone"));
         };
+        // `len` is the length written, kept in memory: not read from the disk.
         let mut bytes = vec![0; len];
-        file.read_exact_at(&mut bytes, at)?;
+        spill.file.read_exact_at(&mut bytes, at)?;
+        if crc32fast::hash(&bytes) != crc {
+            return Err(damaged("a part came back other than it was written"));
+        }
         Ok(bytes)
     }
 
-    fn unpack(&self, bytes: &[u8], at: &mut usize) -> CreateUser {
-        let subject = Subject::new(read_text(bytes, at));
-        let email = Email::parse(read_text(bytes, at)).expect("packed from a parsed e-mail");
-        let mut optional = || match read_number(bytes, at) {
-            0 => None,
-            _ => Some(read_text(bytes, at).to_owned()),
+    fn unpack(&self, bytes: &[u8], at: &mut usize) -> io::Result<CreateUser> {
+        let mut input = Unpacking { bytes, at };
+        let subject = Subject::new(input.text()?);
+        let email = Email::parse(input.text()?).map_err(|err| damaged(err.to_string()))?;
+        let mut optional = || -> io::Result<Option<String>> {
+            Ok(match input.number()? {
+                0 => None,
+                _ => Some(input.text()?.to_owned()),
+            })
         };
-        let (name, slack_id, picture) = (optional(), optional(), optional());
-        let groups = (0..read_number(bytes, at))
-            .map(|_| self.groups[read_number(bytes, at)].clone())
-            .collect();
-        let fingerprint = bytes[*at..*at + 8].try_into().expect("8 bytes");
-        *at += 8;
-        CreateUser {
+        let (name, slack_id, picture) = (optional()?, optional()?, optional()?);
+        let count = input.number()?;
+        if count > input.left() {
+            return Err(damaged("more groups than bytes"));
+        }
+        let groups = (0..count)
+            .map(|_| {
+                let number = input.number()?;
+                let group = self
+                    .groups
+                    .get(number)
+                    .ok_or_else(|| damaged("no such group"))?;
+                Ok(group.clone())
+            })
+            .collect::<io::Result<_>>()?;
+        let fingerprint = Fingerprint(u64::from_le_bytes(input.array()?));
+        Ok(CreateUser {
             subject,
             profile: Profile {
                 email,
@@ -253,9 +363,16 @@ impl CreateList {
                 slack_id,
                 picture,
             },
-            fingerprint: Fingerprint(u64::from_le_bytes(fingerprint)),
-        }
+            fingerprint,
+        })
     }
+}
+
+fn damaged(what: impl Into<String>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("a planned create does not unpack: {}", what.into()),
+    )
 }
 
 fn put_text(out: &mut Vec<u8>, text: &str) {
@@ -272,24 +389,51 @@ fn put_number(out: &mut Vec<u8>, mut value: usize) {
     out.push(value as u8);
 }
 
-fn read_text<'b>(bytes: &'b [u8], at: &mut usize) -> &'b str {
-    let len = read_number(bytes, at);
-    let text = &bytes[*at..*at + len];
-    *at += len;
-    std::str::from_utf8(text).expect("packed from a str")
+/// Reads a packed create from `bytes` at `at`, moving `at` past what it read.
+struct Unpacking<'b, 'a> {
+    bytes: &'b [u8],
+    at: &'a mut usize,
 }
 
-fn read_number(bytes: &[u8], at: &mut usize) -> usize {
-    let mut value = 0;
-    let mut shift = 0;
-    loop {
-        let byte = bytes[*at];
-        *at += 1;
-        value |= usize::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return value;
+impl<'b> Unpacking<'b, '_> {
+    fn left(&self) -> usize {
+        self.bytes.len().saturating_sub(*self.at)
+    }
+
+    fn take(&mut self, len: usize) -> io::Result<&'b [u8]> {
+        let end = (self.at.checked_add(len)).filter(|&end| end <= self.bytes.len());
+        let taken = end.and_then(|end| self.bytes.get(*self.at..end));
+        let taken = taken.ok_or_else(|| damaged("it ends early"))?;
+        *self.at += len;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
+    }
+
+    fn text(&mut self) -> io::Result<&'b str> {
+        let len = self.number()?;
+        std::str::from_utf8(self.take(len)?).map_err(|_| damaged("a text is not UTF-8"))
+    }
+
+    /// LEB128, as `put_number` wrote it.
+    fn number(&mut self) -> io::Result<usize> {
+        let mut value = 0usize;
+        for shift in (0..usize::BITS).step_by(7) {
+            let [byte] = self.array()?;
+            let bits = usize::from(byte & 0x7f);
+            if (bits << shift) >> shift != bits {
+                break;
+            }
+            value |= bits << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
         }
-        shift += 7;
+        Err(damaged("a number too large"))
     }
 }
 
@@ -323,6 +467,13 @@ pub struct IntoCreates {
     position: usize,
 }
 
+impl IntoCreates {
+    /// Why the creates ended before the last, if they did.
+    pub fn read_back_error(&self) -> Option<&SpillError> {
+        self.list.read_back_error()
+    }
+}
+
 impl Iterator for IntoCreates {
     type Item = CreateUser;
 
@@ -330,11 +481,8 @@ impl Iterator for IntoCreates {
         while self.position < self.list.packed && !self.cursor.failed {
             self.position += 1;
             let create = self.list.next_from(&mut self.cursor, self.position - 1);
-            if let Some(Part::Held(done)) = self
-                .cursor
-                .part
-                .checked_sub(1)
-                .map(|done| &mut self.list.parts[done])
+            if let Some(Part::Held(done)) =
+                (self.cursor.part.checked_sub(1)).and_then(|done| self.list.parts.get_mut(done))
             {
                 // Unpacked to its end: its memory goes back while the run sends.
                 *done = Vec::new();
@@ -436,7 +584,7 @@ mod tests {
         list.withdraw(7);
         // All but the part being filled.
         assert_eq!(spilled(&list), list.parts.len() - 1);
-        let Spill::File { len, .. } = &list.spill else {
+        let Spill::File(SpillFile { len, .. }) = &list.spill else {
             panic!("no spill file: {:?}", list.spill);
         };
         assert!(*len > 2 * PART_BYTES as u64 - 2000, "{len} bytes spilled");
@@ -461,18 +609,135 @@ mod tests {
         assert_eq!(list.into_iter().collect::<Vec<_>>(), creates);
     }
 
+    fn spill_file(list: &CreateList) -> &File {
+        let Spill::File(SpillFile { file, .. }) = &list.spill else {
+            panic!("no spill file: {:?}", list.spill);
+        };
+        file
+    }
+
+    /// Creates `read` unpacked before their end: as many of `creates` as that, in order.
+    fn a_first_part(read: &[CreateUser], creates: &[CreateUser]) {
+        assert!(!read.is_empty() && read.len() < 2000, "{} read", read.len());
+        assert_eq!(read[..], creates[..read.len()]);
+    }
+
     #[test]
-    fn a_spill_file_that_cannot_be_read_back_ends_the_creates() {
+    fn a_spill_file_that_cannot_be_read_back_ends_the_creates_and_keeps_why() {
         let directory = tempfile::tempdir().expect("tempdir");
         let creates = many_creates();
         let list = listed(&creates, Some(directory.path()));
-        let Spill::File { file, .. } = &list.spill else {
-            panic!("no spill file: {:?}", list.spill);
-        };
         // The second part is lost; the first is still there.
-        file.set_len(PART_BYTES as u64).expect("set_len");
-        let read: Vec<_> = list.into_iter().collect();
-        assert!(!read.is_empty() && read.len() < 2000, "{} read", read.len());
-        assert_eq!(read[..], creates[..read.len()]);
+        spill_file(&list)
+            .set_len(PART_BYTES as u64)
+            .expect("set_len");
+
+        assert!(list.read_back_error().is_none());
+        let read: Vec<_> = list.iter().collect();
+        a_first_part(&read, &creates);
+        let error = list.read_back_error().expect("kept by the list");
+        let expected = format!(
+            "could not read back the planned creates from {}: ",
+            directory.path().display()
+        );
+        assert!(error.to_string().starts_with(&expected), "{error}");
+        assert_eq!(error.left(), creates.len() - read.len());
+
+        let read_back = list.read_back();
+        let mut sending = list.into_iter();
+        let sent: Vec<_> = sending.by_ref().collect();
+        assert_eq!(sent, read);
+        assert!(sending.read_back_error().is_some());
+        assert!(
+            read_back.error().is_some(),
+            "seen once the list is handed on"
+        );
+    }
+
+    /// Bytes that came back other than they were written: unpacking them ends
+    /// the creates with an error, never with a panic or a made-up create.
+    #[test]
+    fn damaged_spilled_creates_end_the_creates_with_an_error() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let creates = many_creates();
+        let damages: [fn(&mut Vec<u8>); 4] = [
+            |bytes| bytes.fill(0xff),
+            |bytes| bytes.fill(0),
+            |bytes| bytes[1] = 200,
+            // A flipped bit in a long name: it would unpack, but wrongly.
+            |bytes| bytes[100] ^= 1,
+        ];
+        for damage in damages {
+            let list = listed(&creates, Some(directory.path()));
+            let Part::Spilled { at, len, .. } = list.parts[1] else {
+                panic!("the second part is not spilled");
+            };
+            let mut bytes = vec![0; len];
+            let file = spill_file(&list);
+            file.read_exact_at(&mut bytes, at).expect("read");
+            damage(&mut bytes);
+            file.write_all_at(&bytes, at).expect("write");
+
+            let read_back = list.read_back();
+            let read: Vec<_> = list.into_iter().collect();
+            a_first_part(&read, &creates);
+            let error = read_back.error().expect("kept");
+            assert!(
+                error.to_string().contains("other than it was written"),
+                "{error}"
+            );
+        }
+    }
+
+    /// Unpacking bytes that are not a create, as a damaged part not caught by
+    /// its CRC would give them.
+    #[test]
+    fn bytes_that_are_not_a_create_do_not_unpack() {
+        let list = listed(&many_creates(), None);
+        let mut packed = Vec::new();
+        put_text(&mut packed, "s1");
+        put_text(&mut packed, "s1@example.com");
+        let whole = [packed.as_slice(), &[0, 0, 0, 1, 0], &[7; 8]].concat();
+        let mut at = 0;
+        let create = list.unpack(&whole, &mut at).expect("a create");
+        assert_eq!((create.profile.groups.len(), at), (1, whole.len()));
+        let not_creates = [
+            whole[..whole.len() - 1].to_vec(),
+            [&packed[..], &[0, 0, 0, 1, 99], &[7; 8]].concat(),
+            [&packed[..], &[0, 0, 0, 0xff, 0x7f]].concat(),
+            [&[0x80; 12][..], &whole].concat(),
+            [&[3, b'a', 0xff, b'b'][..], &whole].concat(),
+            [&[1, b's', 0, 0, 0, 0, 0][..], &[7; 8]].concat(),
+        ];
+        for bytes in not_creates {
+            let mut at = 0;
+            assert!(list.unpack(&bytes, &mut at).is_err(), "{bytes:?}");
+        }
+    }
+
+    /// A write to the spill file that fails (disk full, say) after a part went
+    /// there: that part is still read back, the next ones stay in memory.
+    #[test]
+    fn a_failed_spill_write_keeps_the_parts_already_spilled() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let creates = many_creates();
+        let mut list = CreateList::default();
+        list.spill_into(directory.path());
+        for create in &creates {
+            list.push(create.clone());
+            if spilled(&list) == 1 {
+                if let Spill::File(spill) = &mut list.spill {
+                    // The same file, opened again for reading only.
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&spill.file);
+                    spill.file = File::open(format!("/proc/self/fd/{fd}")).expect("reopen");
+                }
+            }
+        }
+        assert_eq!(spilled(&list), 1);
+        assert!(list.parts.len() > 2, "{} parts", list.parts.len());
+        assert!(matches!(&list.spill, Spill::File(spill) if !spill.writable));
+        let read_back = list.read_back();
+        assert_eq!(list.into_iter().collect::<Vec<_>>(), creates);
+        assert!(read_back.error().is_none());
     }
 }

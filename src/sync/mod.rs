@@ -91,6 +91,10 @@ pub enum SyncError {
     /// A shutdown stopped the run; what was done is recorded.
     #[error("stopped by shutdown; {interrupted} users were not done, the next run continues")]
     Interrupted { interrupted: usize },
+    /// The planned creates could not be read back from disk; the creates after
+    /// the failure were not sent.
+    #[error("{0}; the creates after it were not sent, the next run plans them again")]
+    PlannedCreatesLost(String),
 }
 
 /// A run that stopped early still reports what it did before stopping.
@@ -268,6 +272,7 @@ impl Syncer {
                 Ok(planned) => planned,
                 Err(err) => return Err(run.abort(err)),
             };
+        let creates_read_back = plan.creates.read_back();
         let actions = run.take_plan(plan, self.dry_run);
         if let Err(err) = self.record(&run.adoptions).await {
             return Err(run.abort(err.into()));
@@ -286,6 +291,9 @@ impl Syncer {
         }
         if let Some((status, message)) = sent.refused {
             return Err(run.abort(SyncError::TargetRefused { status, message }));
+        }
+        if let Some(lost) = creates_read_back.error() {
+            return Err(run.abort(SyncError::PlannedCreatesLost(lost.to_string())));
         }
         if sent.not_done > 0 {
             return Err(run.abort(SyncError::Interrupted {
