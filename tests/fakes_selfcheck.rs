@@ -1,5 +1,5 @@
 //! Tests of the test fakes themselves: every behaviour idsync's tests rely on is pinned
-//! here, so a fake that drifts from `hoop-api-behaviour.md` fails loudly on its own
+//! here, so a fake that drifts from `docs/gateway-api.md` fails loudly on its own
 //! rather than making an idsync test pass for the wrong reason.
 
 mod support;

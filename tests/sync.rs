@@ -1,5 +1,5 @@
 //! The real sync, in-process, against a fake IdP (OIDC discovery, token, SCIM
-//! paging) and a stateful fake gateway that behaves as hoop-api-behaviour.md says.
+//! paging) and a stateful fake gateway that behaves as docs/gateway-api.md says.
 
 mod support;
 

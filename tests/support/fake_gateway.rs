@@ -1,6 +1,6 @@
 //! A stateful, in-process fake of the hoop gateway's user API.
 //!
-//! It follows `/work/shared/docs/hoop-api-behaviour.md` (read from the gateway's Go
+//! It follows `docs/gateway-api.md` (read from the gateway's Go
 //! handlers) rather than the OpenAPI spec, because idsync's correctness hinges on the
 //! quirks the spec hides: case-sensitive 409s, a create that stores the user and then
 //! answers 500, deletes that match the subject only, and full-replace PUTs.
