@@ -634,7 +634,7 @@ fn problem(user: &DirectoryUser, reason: String) -> Problem {
     }
 }
 
-/// Values the gateway's database would refuse with a 500 (see hoop-api-behaviour.md).
+/// Values the gateway's database would refuse with a 500 (see docs/gateway-api.md).
 fn over_limits(user: &DirectoryUser) -> Option<String> {
     let too_long = |value: &Option<String>, limit: usize| {
         value

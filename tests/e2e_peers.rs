@@ -1,5 +1,5 @@
 //! End-to-end tests of the built `idsync` binary against real, independently written
-//! peers (see `tests/peers/peers.py` and shared/docs/test-peers.md):
+//! peers (see `tests/peers/peers.py` and tests/peers/README.md):
 //! oidc-provider (client credentials through real discovery), scim2-server (the
 //! directory), and the gateway stand-in behind Prism's validating proxy, which refuses
 //! with 422 every request that breaks hoop's published OpenAPI spec.

@@ -1,5 +1,5 @@
 //! Typed client for the hoop gateway's user API (`{target.url}/users`), following
-//! `hoop-api-behaviour.md`: bare lower-cased e-mails, 409 on an existing e-mail,
+//! `docs/gateway-api.md`: bare lower-cased e-mails, 409 on an existing e-mail,
 //! `{"message": ...}` error bodies, no rate limiting of its own.
 
 use std::time::SystemTime;
@@ -81,7 +81,7 @@ impl HoopClient {
         self.send(request, |_| async { Ok(()) }).await
     }
 
-    /// Full replace of the user stored under `key` (see hoop-api-behaviour.md: every
+    /// Full replace of the user stored under `key` (see docs/gateway-api.md: every
     /// omitted field is cleared, so `user` must be complete).
     pub async fn put_user(&self, key: &Email, user: &GatewayUser) -> Answer<()> {
         let request = self.http.put(self.user_url(key)).json(user);
