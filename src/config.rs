@@ -813,6 +813,70 @@ mod tests {
         );
     }
 
+    fn file_source(source_lines: &str) -> String {
+        format!("[source]\nkind = \"file\"\n{source_lines}\n[target]\nurl = \"https://use.hoop.dev/api\"\napi_key = \"k\"\n")
+    }
+
+    #[test]
+    fn a_file_source_takes_its_format_from_the_extension_or_the_key() {
+        let config = parse(&file_source(
+            "path = \"/x/users.ndjson\"\ngroups_path = \"/x/g.csv\"",
+        ))
+        .expect("valid");
+        let SourceKind::File(file) = config.source.kind else {
+            panic!("a file source")
+        };
+        assert_eq!(file.users.format, FileFormat::JsonLines);
+        assert_eq!(file.groups.map(|g| g.format), Some(FileFormat::Csv));
+        let config =
+            parse(&file_source("path = \"/x/export.txt\"\nformat = \"csv\"")).expect("valid");
+        let SourceKind::File(file) = config.source.kind else {
+            panic!("a file source")
+        };
+        assert_eq!(file.users.format, FileFormat::Csv);
+    }
+
+    #[test]
+    fn a_file_source_refuses_missing_unknown_and_foreign_keys() {
+        for (lines, error) in [
+            ("", "source.path is missing"),
+            (
+                "path = \"/x/export.txt\"",
+                "source.format is needed: /x/export.txt does not end",
+            ),
+            (
+                "path = \"/x/u.csv\"\nformat = \"xml\"",
+                "source.format must be \"jsonl\" or \"csv\"",
+            ),
+            (
+                "path = \"/x/u.csv\"\nurl = \"https://idp.example.com\"",
+                "source.url is not used by kind = \"file\"",
+            ),
+            (
+                "path = \"/x/u.csv\"\nbearer_token = \"t\"",
+                "source.bearer_token is not used",
+            ),
+            (
+                "path = \"/x/u.csv\"\n[source.attributes]\nslack_id = \"urn:x:User:slack\"",
+                "source.attributes.slack_id must name a column",
+            ),
+        ] {
+            let err = error_of(&file_source(lines));
+            assert!(err.starts_with(error), "{lines:?}: {err}");
+        }
+        let err =
+            error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"scim\"\npath = \"/x.csv\""));
+        assert!(
+            err.starts_with("source.path is not used by kind = \"scim\""),
+            "{err}"
+        );
+        let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"ldap\""));
+        assert!(
+            err.starts_with("source.kind must be \"scim\" or \"file\""),
+            "{err}"
+        );
+    }
+
     /// Every shipped config parses, its secret files replaced by inline values since
     /// they exist only on a real host.
     #[test]
