@@ -452,10 +452,8 @@ const PART_BYTES: usize = 1024 * 1024;
 /// Decodes a page read whole.
 fn decode_whole<T>(decode: &Decoder<T>, page: &Part) -> Result<Page<T>, String> {
     let (header, resources) = decode(Resources::Page(&page.bytes))?;
-    Ok(Page::new(
-        header.expect("a whole page has a header"),
-        resources,
-    ))
+    let header = header.ok_or("the page has no ListResponse header")?;
+    Ok(Page::new(header, resources))
 }
 
 /// Decodes a page: whole once it is read, unless it outgrows one part; then a
