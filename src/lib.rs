@@ -20,7 +20,10 @@
 //! - [`service`]: `/healthz`, `/readyz`, `/metrics`; [`notify`]: systemd's notify protocol.
 //! - [`events`]: every notable event's log line and metric, in one place.
 //! - [`memory`]: glibc malloc tunings for the page-sized peaks of a read.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::unreachable))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::unreachable)
+)]
 #![deny(clippy::await_holding_lock)]
 
 pub mod apply;

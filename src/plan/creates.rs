@@ -22,12 +22,12 @@ use crate::model::{Email, Fingerprint, GroupName, Subject};
 
 /// Bytes are kept in parts of about this size, so that the list never grows by
 /// copying itself into an allocation twice its size.
-const PART_BYTES: usize = 1 << 20;
+const PACKED_PART_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Default)]
 pub struct CreateList {
     /// Packed creates, whole in each part.
-    parts: Vec<Part>,
+    parts: Vec<PackedPart>,
     /// Creates packed, withdrawn ones included.
     packed: usize,
     /// Positions of withdrawn creates, skipped when unpacking.
@@ -42,7 +42,7 @@ pub struct CreateList {
 }
 
 #[derive(Debug)]
-enum Part {
+enum PackedPart {
     Held(Vec<u8>),
     /// Written to the spill file at `at`; `crc` is the CRC-32 of its bytes.
     Spilled {
@@ -167,14 +167,14 @@ impl CreateList {
         }
         out.extend_from_slice(&fingerprint.0.to_le_bytes());
         match self.parts.last_mut() {
-            Some(Part::Held(part)) if part.capacity() - part.len() >= out.len() => {
+            Some(PackedPart::Held(part)) if part.capacity() - part.len() >= out.len() => {
                 part.extend_from_slice(&out)
             }
             _ => {
                 self.spill_last_part();
-                let mut part = Vec::with_capacity(PART_BYTES.max(out.len()));
+                let mut part = Vec::with_capacity(PACKED_PART_BYTES.max(out.len()));
                 part.extend_from_slice(&out);
-                self.parts.push(Part::Held(part));
+                self.parts.push(PackedPart::Held(part));
             }
         }
         self.scratch = out;
@@ -193,7 +193,7 @@ impl CreateList {
         let Some(last) = self.parts.last_mut() else {
             return;
         };
-        let Part::Held(bytes) = last else {
+        let PackedPart::Held(bytes) = last else {
             return;
         };
         if let Spill::Into(directory) = &mut self.spill {
@@ -218,7 +218,7 @@ impl CreateList {
         }
         match spill.file.write_all_at(bytes, spill.len) {
             Ok(()) => {
-                let spilled = Part::Spilled {
+                let spilled = PackedPart::Spilled {
                     at: spill.len,
                     len: bytes.len(),
                     crc: crc32fast::hash(bytes),
@@ -295,8 +295,8 @@ impl CreateList {
             };
         }
         let bytes = match self.part(cursor.part)? {
-            (Part::Held(bytes), _) => bytes,
-            (&Part::Spilled { at, len, crc }, _) => match &mut cursor.read_back {
+            (PackedPart::Held(bytes), _) => bytes,
+            (&PackedPart::Spilled { at, len, crc }, _) => match &mut cursor.read_back {
                 Some(bytes) => bytes,
                 unread => unread.insert(self.read_part(at, len, crc)?),
             },
@@ -305,10 +305,10 @@ impl CreateList {
     }
 
     /// The `index`th part and its length.
-    fn part(&self, index: usize) -> io::Result<(&Part, usize)> {
+    fn part(&self, index: usize) -> io::Result<(&PackedPart, usize)> {
         match self.parts.get(index) {
-            Some(part @ Part::Held(bytes)) => Ok((part, bytes.len())),
-            Some(part @ Part::Spilled { len, .. }) => Ok((part, *len)),
+            Some(part @ PackedPart::Held(bytes)) => Ok((part, bytes.len())),
+            Some(part @ PackedPart::Spilled { len, .. }) => Ok((part, *len)),
             None => Err(damaged("the parts end before the creates")),
         }
     }
@@ -481,7 +481,7 @@ impl Iterator for IntoCreates {
         while self.position < self.list.packed && !self.cursor.failed {
             self.position += 1;
             let create = self.list.next_from(&mut self.cursor, self.position - 1);
-            if let Some(Part::Held(done)) =
+            if let Some(PackedPart::Held(done)) =
                 (self.cursor.part.checked_sub(1)).and_then(|done| self.list.parts.get_mut(done))
             {
                 // Unpacked to its end: its memory goes back while the run sends.
@@ -556,7 +556,7 @@ mod tests {
     }
 
     fn spilled(list: &CreateList) -> usize {
-        let spilled = |part: &&Part| matches!(part, Part::Spilled { .. });
+        let spilled = |part: &&PackedPart| matches!(part, PackedPart::Spilled { .. });
         list.parts.iter().filter(spilled).count()
     }
 
@@ -568,8 +568,8 @@ mod tests {
         let mut sending = list.into_iter();
         let first_part: Vec<_> = sending.by_ref().take(1500).collect();
         let freed = sending.list.parts.iter().take_while(|part| match part {
-            Part::Held(bytes) => bytes.capacity() == 0,
-            Part::Spilled { .. } => false,
+            PackedPart::Held(bytes) => bytes.capacity() == 0,
+            PackedPart::Spilled { .. } => false,
         });
         assert!(freed.count() > 0, "the parts sent are freed");
         let unpacked: Vec<_> = first_part.into_iter().chain(sending).collect();
@@ -587,7 +587,10 @@ mod tests {
         let Spill::File(SpillFile { len, .. }) = &list.spill else {
             panic!("no spill file: {:?}", list.spill);
         };
-        assert!(*len > 2 * PART_BYTES as u64 - 2000, "{len} bytes spilled");
+        assert!(
+            *len > 2 * PACKED_PART_BYTES as u64 - 2000,
+            "{len} bytes spilled"
+        );
         let mut expected = creates.clone();
         expected.remove(7);
         assert_eq!(list.iter().collect::<Vec<_>>(), expected);
@@ -629,7 +632,7 @@ mod tests {
         let list = listed(&creates, Some(directory.path()));
         // The second part is lost; the first is still there.
         spill_file(&list)
-            .set_len(PART_BYTES as u64)
+            .set_len(PACKED_PART_BYTES as u64)
             .expect("set_len");
 
         assert!(list.read_back_error().is_none());
@@ -669,7 +672,7 @@ mod tests {
         ];
         for damage in damages {
             let list = listed(&creates, Some(directory.path()));
-            let Part::Spilled { at, len, .. } = list.parts[1] else {
+            let PackedPart::Spilled { at, len, .. } = list.parts[1] else {
                 panic!("the second part is not spilled");
             };
             let mut bytes = vec![0; len];

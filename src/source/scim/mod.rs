@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 mod list_response;
-mod roster;
+mod membership_index;
 
 use super::normalize::{self, ListedEmail};
 use super::{Delivery, Directory, Read, SourceError};
@@ -35,7 +35,7 @@ use crate::model::{
 };
 use crate::retry::{self, Backoff, Class};
 use list_response::{ListHeader, ListSplitter, Resources};
-use roster::{Roster, RosterError};
+use membership_index::{MembershipIndex, MembershipIndexError};
 
 const SCIM_JSON: &str = "application/scim+json, application/json";
 
@@ -163,8 +163,8 @@ impl ScimSource {
         // `max_waiting` wait.
         let downloads = Arc::new(Semaphore::new(self.parallel_pages));
         let (groups_complete, groups_completed) = tokio::sync::watch::channel(false);
-        let gathering = Mutex::new(Gathering::default());
-        let gathered = || gathering.lock().unwrap_or_else(PoisonError::into_inner);
+        let assembly = Mutex::new(Assembly::default());
+        let assembled = || assembly.lock().unwrap_or_else(PoisonError::into_inner);
         let decode_groups = group_decoder(keys.clone());
         let groups = async {
             self.for_each_page(
@@ -173,12 +173,12 @@ impl ScimSource {
                 &downloads,
                 decode_groups,
                 |groups, _total| {
-                    let mut gathering = gathered();
+                    let mut assembly = assembled();
                     groups
                         .into_iter()
-                        .try_for_each(|group| gathering.add_group(group))
+                        .try_for_each(|group| assembly.add_group(group))
                 },
-                Pacing {
+                ListingPace {
                     before_next: || std::future::ready(()),
                     max_undecoded_bytes: MAX_UNDECODED_GROUP_BYTES,
                 },
@@ -187,7 +187,7 @@ impl ScimSource {
             // Before the close, whose tables would add to what the decoders
             // freed, and after it, for the member lists it frees.
             crate::memory::return_freed_memory();
-            gathered().close_groups();
+            assembled().close_groups();
             crate::memory::return_freed_memory();
             groups_complete.send_replace(true);
             Ok(())
@@ -198,15 +198,15 @@ impl ScimSource {
             &downloads,
             user_decoder(keys, self.subject_attribute, self.attributes.clone()),
             |users, total| {
-                let ready = gathered().add_users(users, total)?;
+                let ready = assembled().add_users(users, total)?;
                 if !ready.is_empty() {
                     deliver(ready);
                 }
                 Ok(())
             },
-            Pacing {
+            ListingPace {
                 before_next: || {
-                    let too_many_waiting = gathered().too_many_waiting();
+                    let too_many_waiting = assembled().too_many_waiting();
                     let mut completed = groups_completed.clone();
                     let room = room();
                     async move {
@@ -221,14 +221,14 @@ impl ScimSource {
             },
         );
         tokio::try_join!(groups, users)?;
-        let mut gathering = gathering
+        let mut assembly = assembly
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let ready = std::mem::take(&mut gathering.ready);
+        let ready = std::mem::take(&mut assembly.ready);
         if !ready.is_empty() {
             deliver(ready);
         }
-        Ok(gathering.listing)
+        Ok(assembly.listing)
     }
 
     /// Calls `visit` with every page of `/{resource}`'s resources, in order, checking
@@ -251,9 +251,9 @@ impl ScimSource {
         downloads: &Arc<Semaphore>,
         decode: Decoder<T>,
         mut visit: impl FnMut(Vec<T>, usize) -> Result<(), String>,
-        pacing: Pacing<impl Fn() -> Paced>,
+        pacing: ListingPace<impl Fn() -> Paced>,
     ) -> Result<(), SourceError> {
-        let undecoded = Arc::new(Undecoded::new(pacing.max_undecoded_bytes));
+        let undecoded = Arc::new(DecodeBacklog::new(pacing.max_undecoded_bytes));
         let read = |start: usize| {
             let url = self.page_url(resource, start);
             let (downloads, decode) = (downloads.clone(), decode.clone());
@@ -314,7 +314,7 @@ impl ScimSource {
         url: Url,
         downloads: Arc<Semaphore>,
         decode: Decoder<T>,
-        undecoded: Arc<Undecoded>,
+        undecoded: Arc<DecodeBacklog>,
     ) -> (Url, Result<Page<T>, SourceError>) {
         let acquire = || async {
             undecoded.room().await;
@@ -328,7 +328,7 @@ impl ScimSource {
         };
         let part_bytes = match response.content_length() {
             Some(bytes) if bytes as usize <= WHOLE_PAGE_BYTES => bytes as usize,
-            _ => PART_BYTES,
+            _ => BODY_PART_BYTES,
         };
         let mut part = undecoded.part(part_bytes);
         let mut decoder = PageDecoder::new(decode);
@@ -447,10 +447,10 @@ const WHOLE_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A larger page arrives in parts of this size, each split into its resources and
 /// decoded while the next downloads.
-const PART_BYTES: usize = 1024 * 1024;
+const BODY_PART_BYTES: usize = 1024 * 1024;
 
 /// Decodes a page read whole.
-fn decode_whole<T>(decode: &Decoder<T>, page: &Part) -> Result<Page<T>, String> {
+fn decode_whole<T>(decode: &Decoder<T>, page: &BodyPart) -> Result<Page<T>, String> {
     let (header, resources) = decode(Resources::Page(&page.bytes))?;
     let header = header.ok_or("the page has no ListResponse header")?;
     Ok(Page::new(header, resources))
@@ -466,7 +466,7 @@ struct PageDecoder<T> {
 }
 
 struct PartsWorker<T> {
-    parts: std::sync::mpsc::Sender<Part>,
+    parts: std::sync::mpsc::Sender<BodyPart>,
     decoded: tokio::task::JoinHandle<Result<Page<T>, String>>,
 }
 
@@ -480,7 +480,7 @@ impl<T: Send + 'static> PageDecoder<T> {
 
     /// Hands a part of the page to the worker, starting it with the first. False
     /// once the worker has stopped early: it found the page unusable, and says why.
-    fn hand_over(&mut self, part: Part) -> bool {
+    fn hand_over(&mut self, part: BodyPart) -> bool {
         let worker = self.worker.get_or_insert_with(|| {
             let (parts, arriving) = std::sync::mpsc::channel();
             let decode = self.decode.clone();
@@ -491,7 +491,10 @@ impl<T: Send + 'static> PageDecoder<T> {
     }
 
     /// Decodes the rest of the page, `last` being its last part.
-    async fn finish(self, last: Part) -> Result<Result<Page<T>, String>, tokio::task::JoinError> {
+    async fn finish(
+        self,
+        last: BodyPart,
+    ) -> Result<Result<Page<T>, String>, tokio::task::JoinError> {
         let Some(worker) = self.worker else {
             let decode = self.decode;
             return tokio::task::spawn_blocking(move || decode_whole(&decode, &last)).await;
@@ -506,7 +509,7 @@ impl<T: Send + 'static> PageDecoder<T> {
 /// Decodes a page as its parts arrive: each part's complete resources are decoded
 /// before the next part is taken.
 fn decode_parts<T>(
-    arriving: std::sync::mpsc::Receiver<Part>,
+    arriving: std::sync::mpsc::Receiver<BodyPart>,
     decode: &Decoder<T>,
 ) -> Result<Page<T>, String> {
     let mut splitter = ListSplitter::default();
@@ -595,19 +598,19 @@ fn check_page(
 /// request after the first `parallel_pages + 2` pages. A page's download waits,
 /// without its slot, while the listing's chunks downloaded and not yet decoded
 /// hold `max_undecoded_bytes` or more.
-struct Pacing<Wait> {
+struct ListingPace<Wait> {
     before_next: Wait,
     max_undecoded_bytes: usize,
 }
 
 /// The bytes of a listing's chunks downloaded and not yet decoded.
-struct Undecoded {
-    held: Arc<Held>,
+struct DecodeBacklog {
+    held: Arc<PartPool>,
     limit: usize,
 }
 
 /// What the parts of a listing's pages share.
-struct Held {
+struct PartPool {
     bytes: tokio::sync::watch::Sender<usize>,
     /// Buffers of decoded parts, for the next parts: a fresh buffer of a page's
     /// size faults in every memory page it is written to, about 5% of a steady
@@ -618,10 +621,10 @@ struct Held {
 /// Spare buffers kept for a listing's next parts; more are freed.
 const SPARE_PARTS: usize = 2;
 
-impl Undecoded {
+impl DecodeBacklog {
     fn new(limit: usize) -> Self {
         Self {
-            held: Arc::new(Held {
+            held: Arc::new(PartPool {
                 bytes: tokio::sync::watch::Sender::new(0),
                 spare: Mutex::new(Vec::with_capacity(SPARE_PARTS)),
             }),
@@ -642,7 +645,7 @@ impl Undecoded {
 
     /// An empty part of a page's body, for at least `capacity` bytes; its bytes
     /// count as undecoded until it is dropped.
-    fn part(&self, capacity: usize) -> Part {
+    fn part(&self, capacity: usize) -> BodyPart {
         let spare = self.held.spare_buffer();
         let bytes = match spare {
             Some(buffer) if buffer.capacity() >= capacity => buffer,
@@ -650,14 +653,14 @@ impl Undecoded {
             // buffer serve the next ones.
             _ => Vec::with_capacity(capacity + capacity / 16),
         };
-        Part {
+        BodyPart {
             bytes,
             held: self.held.clone(),
         }
     }
 }
 
-impl Held {
+impl PartPool {
     fn spare_buffer(&self) -> Option<Vec<u8>> {
         self.spare
             .lock()
@@ -668,12 +671,12 @@ impl Held {
 
 /// A part of a page's body, the chunks reqwest hands out copied into one buffer,
 /// which the splitter and serde read as one slice.
-struct Part {
+struct BodyPart {
     bytes: Vec<u8>,
-    held: Arc<Held>,
+    held: Arc<PartPool>,
 }
 
-impl Part {
+impl BodyPart {
     /// The part has bytes, and `more` would not fit in its buffer.
     fn is_full_for(&self, more: usize) -> bool {
         !self.bytes.is_empty() && self.bytes.len() + more > self.bytes.capacity()
@@ -685,7 +688,7 @@ impl Part {
     }
 }
 
-impl Drop for Part {
+impl Drop for BodyPart {
     fn drop(&mut self) {
         let decoded = self.bytes.len();
         self.held.bytes.send_modify(|held| *held -= decoded);
@@ -707,7 +710,7 @@ impl Drop for Part {
 type Decoder<T> =
     Arc<dyn Fn(Resources<'_>) -> Result<(Option<ListHeader>, Vec<T>), String> + Send + Sync>;
 
-/// A user as read from a page: normalized, with what the roster needs.
+/// A user as read from a page: normalized, with what the memberships needs.
 struct PulledUser {
     id: IdDigest,
     /// The SCIM id, to name a duplicate.
@@ -788,12 +791,14 @@ fn group_decoder(keys: IdKeys) -> Decoder<PulledGroup> {
     })
 }
 
-/// Names what broke the roster, for the page's error.
-fn roster_error(err: RosterError, id: &str) -> String {
+/// Names what broke the memberships, for the page's error.
+fn membership_error(err: MembershipIndexError, id: &str) -> String {
     match err {
-        RosterError::UserTwice => format!("user id {id:?} appears twice"),
-        RosterError::GroupTwice => format!("group id {id:?} appears twice"),
-        RosterError::TooLarge => "the directory lists more entries than idsync can hold".into(),
+        MembershipIndexError::UserTwice => format!("user id {id:?} appears twice"),
+        MembershipIndexError::GroupTwice => format!("group id {id:?} appears twice"),
+        MembershipIndexError::TooLarge => {
+            "the directory lists more entries than idsync can hold".into()
+        }
     }
 }
 
@@ -807,8 +812,8 @@ struct Mapped {
 /// The directory as its two listings arrive. Users wait for the group listing to
 /// be complete, then leave with their groups.
 #[derive(Default)]
-struct Gathering {
-    roster: Roster,
+struct Assembly {
+    memberships: MembershipIndex,
     listing: Read,
     /// Users read before the group listing was complete, with the memberships
     /// they list themselves (`User.groups`).
@@ -819,7 +824,7 @@ struct Gathering {
     users_total: usize,
 }
 
-impl Gathering {
+impl Assembly {
     /// More users wait for the group listing than may be read ahead of it.
     fn too_many_waiting(&self) -> bool {
         self.waiting.len() > max_waiting(self.users_total)
@@ -833,7 +838,7 @@ impl Gathering {
     ) -> Result<Vec<DirectoryUser>, String> {
         events::users_pulled(page.len());
         if self.listing.entries == 0 {
-            self.roster.expect_users(total);
+            self.memberships.expect_users(total);
             self.users_total = total;
         }
         // Sized once for a full list: grown by doubling, it could take twice that.
@@ -841,13 +846,13 @@ impl Gathering {
         for pulled in page {
             self.listing.entries += 1;
             let groups = self
-                .roster
+                .memberships
                 .add_user(pulled.id, pulled.user.is_ok())
-                .map_err(|err| roster_error(err, &pulled.scim_id))?;
+                .map_err(|err| membership_error(err, &pulled.scim_id))?;
             match (pulled.user, groups) {
                 (Ok(mut user), Some(groups)) => {
                     user.groups = groups;
-                    let user = with_listed_groups(&self.roster, user, pulled.listed_groups);
+                    let user = with_listed_groups(&self.memberships, user, pulled.listed_groups);
                     self.ready.push(user);
                 }
                 (Ok(user), None) => {
@@ -867,22 +872,22 @@ impl Gathering {
             tracing::warn!(group_id = %group.id, "Ignoring a group without displayName.");
             return Ok(());
         };
-        self.roster
+        self.memberships
             .add_group(&group.id, GroupName::new(&name), &group.members)
-            .map_err(|err| roster_error(err, &group.id))
+            .map_err(|err| membership_error(err, &group.id))
     }
 
     /// The group listing is complete: the users read so far get their groups.
     fn close_groups(&mut self) {
-        let so_far = self.roster.close_groups();
-        let roster = &self.roster;
+        let so_far = self.memberships.close_groups();
+        let memberships = &self.memberships;
         // Collected in the waiting list's own buffer: it can hold tens of MB.
         let waited: Vec<DirectoryUser> = std::mem::take(&mut self.waiting)
             .into_iter()
             .zip(so_far)
             .map(|((mut user, listed), groups)| {
                 user.groups = groups;
-                with_listed_groups(roster, user, listed)
+                with_listed_groups(memberships, user, listed)
             })
             .collect();
         if self.ready.is_empty() {
@@ -895,13 +900,13 @@ impl Gathering {
 
 /// Adds the groups a user lists itself, once the group listing is complete.
 fn with_listed_groups(
-    roster: &Roster,
+    memberships: &MembershipIndex,
     mut user: DirectoryUser,
     listed: Vec<ScimRef>,
 ) -> DirectoryUser {
     let before = user.groups.len();
     user.groups.extend(listed.into_iter().filter_map(|group| {
-        roster.listed_group(group.value.as_deref()?, group.display.as_deref())
+        memberships.listed_group(group.value.as_deref()?, group.display.as_deref())
     }));
     if user.groups.len() > before {
         user.groups.sort_unstable();
@@ -1312,7 +1317,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_waits_while_the_parts_before_it_are_still_undecoded() {
-        let undecoded = Arc::new(Undecoded::new(10));
+        let undecoded = Arc::new(DecodeBacklog::new(10));
         undecoded.room().await;
         let mut part = undecoded.part(10);
         part.extend(&[b' '; 10]);
@@ -1332,8 +1337,8 @@ mod tests {
 
     #[test]
     fn decoded_parts_leave_their_buffers_to_the_next_parts() {
-        let undecoded = Undecoded::new(usize::MAX);
-        let parts: Vec<Part> = (0..SPARE_PARTS + 1).map(|_| undecoded.part(1000)).collect();
+        let undecoded = DecodeBacklog::new(usize::MAX);
+        let parts: Vec<BodyPart> = (0..SPARE_PARTS + 1).map(|_| undecoded.part(1000)).collect();
         let buffers: Vec<*const u8> = parts.iter().map(|part| part.bytes.as_ptr()).collect();
         drop(parts);
         let spare = undecoded.held.spare.lock().unwrap().len();
@@ -1367,7 +1372,7 @@ mod tests {
             r#"{{"totalResults":{GROUPS},"Resources":[{}]}}"#,
             groups.join(",")
         );
-        assert!(page.len() > 3 * PART_BYTES, "{} bytes", page.len());
+        assert!(page.len() > 3 * BODY_PART_BYTES, "{} bytes", page.len());
         // Streamed without a Content-Length, as a server that pages from a cursor.
         let page = bytes::Bytes::from(page);
         let app = axum::Router::new().route(
@@ -1407,7 +1412,7 @@ mod tests {
             }
         });
         // Far less than the page: its download has to wait for the decoding.
-        let undecoded = Arc::new(Undecoded::new(256 * 1024));
+        let undecoded = Arc::new(DecodeBacklog::new(256 * 1024));
         let url = source.page_url("Groups", 1);
         let slots = Arc::new(Semaphore::new(1));
         let reading = tokio::spawn(source.read_page(url, slots.clone(), decode, undecoded.clone()));
@@ -1445,7 +1450,7 @@ mod tests {
     /// Decodes `page` both ways idsync reads pages: whole, and split from parts of
     /// 7 bytes.
     fn decode_both_ways<T>(decode: &Decoder<T>, page: &[u8]) -> [Result<Page<T>, String>; 2] {
-        let undecoded = Undecoded::new(usize::MAX);
+        let undecoded = DecodeBacklog::new(usize::MAX);
         let part = |bytes: &[u8]| {
             let mut part = undecoded.part(bytes.len());
             part.extend(bytes);

@@ -11,32 +11,32 @@ use rustc_hash::FxHashMap;
 use crate::model::{GroupName, IdDigest};
 
 /// Users and groups as their listings arrive, in any interleaving. Once the group
-/// listing is complete ([`Roster::close_groups`]), every user's groups are known
+/// listing is complete ([`MembershipIndex::close_groups`]), every user's groups are known
 /// as soon as the user is.
 #[derive(Default)]
-pub struct Roster {
-    /// Every id seen, as a user or as a group member → its slot.
-    slot_of: IdSlots,
-    /// By slot: a user with this id was listed (usable or not).
+pub struct MembershipIndex {
+    /// Every id seen, as a user or as a group member → its number.
+    number_of: IdNumbers,
+    /// By number: a user with this id was listed (usable or not).
     listed_user: Vec<bool>,
-    /// By user position: the user's slot.
-    user_slots: Vec<u32>,
+    /// By user position: the user's number.
+    user_numbers: Vec<u32>,
     /// By group position.
     names: Vec<GroupName>,
-    /// By group position: the members' slots; emptied by `close_groups`.
+    /// By group position: the members' numbers; emptied by `close_groups`.
     members: Vec<Vec<u32>>,
     /// SCIM group id → group position, for the groups users list themselves.
     by_group_id: FxHashMap<String, u32>,
-    closed: Option<Closed>,
+    closed: Option<GroupsByMember>,
 }
 
-/// Every slot's groups, once the group listing is complete.
-struct Closed {
+/// Every number's groups, once the group listing is complete.
+struct GroupsByMember {
     /// Distinct group names in name order; a group's rank is its index here.
-    ranked: Vec<GroupName>,
-    /// `flat[first[s]..first[s + 1]]`: slot s's ranks, sorted and possibly repeated.
-    first: Vec<u32>,
-    flat: Vec<u32>,
+    names_by_rank: Vec<GroupName>,
+    /// `ranks[starts[s]..starts[s + 1]]`: number s's ranks, sorted and possibly repeated.
+    starts: Vec<u32>,
+    ranks: Vec<u32>,
 }
 
 /// Ids numbered from 0 in the order they are first seen. A hash map of digest →
@@ -44,14 +44,14 @@ struct Closed {
 /// this takes 20 to 24: the digests once, by number, and an open-addressing table
 /// of numbers indexed by the digest's top bits.
 #[derive(Default)]
-struct IdSlots {
-    /// By slot: its id.
+struct IdNumbers {
+    /// By number: its id.
     ids: Vec<IdDigest>,
-    /// Slot + 1, or 0 where empty; a power of two long, at most 3/4 full.
+    /// Number + 1, or 0 where empty; a power of two long, at most 3/4 full.
     table: Vec<u32>,
 }
 
-impl IdSlots {
+impl IdNumbers {
     fn len(&self) -> usize {
         self.ids.len()
     }
@@ -61,19 +61,19 @@ impl IdSlots {
         self.fit(self.ids.len() + additional);
     }
 
-    /// `id`'s slot, and whether it was first seen now.
-    fn slot(&mut self, id: IdDigest) -> Result<(u32, bool), RosterError> {
+    /// `id`'s number, and whether it was first seen now.
+    fn number(&mut self, id: IdDigest) -> Result<(u32, bool), MembershipIndexError> {
         self.fit(self.ids.len() + 1);
         let at = self.find(id);
         match self.table[at] {
             0 => {
-                let slot = u32::try_from(self.ids.len())
+                let number = u32::try_from(self.ids.len())
                     .ok()
-                    .filter(|&slot| slot < u32::MAX)
-                    .ok_or(RosterError::TooLarge)?;
+                    .filter(|&number| number < u32::MAX)
+                    .ok_or(MembershipIndexError::TooLarge)?;
                 self.ids.push(id);
-                self.table[at] = slot + 1;
-                Ok((slot, true))
+                self.table[at] = number + 1;
+                Ok((number, true))
             }
             taken => Ok((taken - 1, false)),
         }
@@ -99,36 +99,36 @@ impl IdSlots {
         }
         let size = (ids * 4 / 3 + 1).next_power_of_two().max(16);
         self.table = vec![0; size];
-        for (slot, &id) in self.ids.iter().enumerate() {
+        for (number, &id) in self.ids.iter().enumerate() {
             let at = self.find(id);
-            self.table[at] = slot as u32 + 1;
+            self.table[at] = number as u32 + 1;
         }
     }
 }
 
 /// Why an entry cannot join the roster; the read cannot be trusted.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RosterError {
+pub enum MembershipIndexError {
     UserTwice,
     GroupTwice,
     /// More than about four billion users, groups or ids.
     TooLarge,
 }
 
-impl Roster {
+impl MembershipIndex {
     /// Sizes the id map once the user listing's total is known.
     pub fn expect_users(&mut self, total: usize) {
-        self.slot_of
-            .reserve(total.saturating_sub(self.slot_of.len()));
-        self.user_slots.reserve_exact(total);
+        self.number_of
+            .reserve(total.saturating_sub(self.number_of.len()));
+        self.user_numbers.reserve_exact(total);
     }
 
-    fn slot(&mut self, id: IdDigest) -> Result<u32, RosterError> {
-        let (slot, new) = self.slot_of.slot(id)?;
+    fn number(&mut self, id: IdDigest) -> Result<u32, MembershipIndexError> {
+        let (number, new) = self.number_of.number(id)?;
         if new {
             self.listed_user.push(false);
         }
-        Ok(slot)
+        Ok(number)
     }
 
     /// A listed user, the next in the directory's users; `usable` is false for an
@@ -138,16 +138,16 @@ impl Roster {
         &mut self,
         id: IdDigest,
         usable: bool,
-    ) -> Result<Option<Vec<GroupName>>, RosterError> {
-        let slot = self.slot(id)?;
-        if std::mem::replace(&mut self.listed_user[slot as usize], true) {
-            return Err(RosterError::UserTwice);
+    ) -> Result<Option<Vec<GroupName>>, MembershipIndexError> {
+        let number = self.number(id)?;
+        if std::mem::replace(&mut self.listed_user[number as usize], true) {
+            return Err(MembershipIndexError::UserTwice);
         }
         if !usable {
             return Ok(None);
         }
-        self.user_slots.push(slot);
-        Ok(self.closed.as_ref().map(|closed| closed.groups_of(slot)))
+        self.user_numbers.push(number);
+        Ok(self.closed.as_ref().map(|closed| closed.groups_of(number)))
     }
 
     /// A group with a name; members that are not users of the listing (nested
@@ -157,19 +157,20 @@ impl Roster {
         id: &str,
         name: GroupName,
         members: &[IdDigest],
-    ) -> Result<(), RosterError> {
+    ) -> Result<(), MembershipIndexError> {
         debug_assert!(self.closed.is_none(), "the group listing is complete");
-        let position = u32::try_from(self.names.len()).map_err(|_| RosterError::TooLarge)?;
+        let position =
+            u32::try_from(self.names.len()).map_err(|_| MembershipIndexError::TooLarge)?;
         match self.by_group_id.entry(id.to_owned()) {
-            Entry::Occupied(_) => return Err(RosterError::GroupTwice),
-            Entry::Vacant(slot) => slot.insert(position),
+            Entry::Occupied(_) => return Err(MembershipIndexError::GroupTwice),
+            Entry::Vacant(number) => number.insert(position),
         };
-        let slots = members
+        let numbers = members
             .iter()
-            .map(|&member| self.slot(member))
+            .map(|&member| self.number(member))
             .collect::<Result<_, _>>()?;
         self.names.push(name);
-        self.members.push(slots);
+        self.members.push(numbers);
         Ok(())
     }
 
@@ -182,50 +183,50 @@ impl Roster {
         let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| self.names[a as usize].cmp(&self.names[b as usize]));
         let mut rank = vec![0u32; self.names.len()];
-        let mut ranked: Vec<GroupName> = Vec::new();
+        let mut names_by_rank: Vec<GroupName> = Vec::new();
         for &group in &order {
             let name = &self.names[group as usize];
-            if ranked.last() != Some(name) {
-                ranked.push(name.clone());
+            if names_by_rank.last() != Some(name) {
+                names_by_rank.push(name.clone());
             }
-            rank[group as usize] = ranked.len() as u32 - 1;
+            rank[group as usize] = names_by_rank.len() as u32 - 1;
         }
-        // Counting sort by slot.
+        // Counting sort by number.
         let members = std::mem::take(&mut self.members);
         let memberships = members
             .iter()
             .zip(&rank)
-            .flat_map(|(slots, &rank)| slots.iter().map(move |&slot| (slot, rank)));
-        let slots = self.listed_user.len();
-        let mut first = vec![0u32; slots + 1];
-        for (slot, _) in memberships.clone() {
-            first[slot as usize + 1] += 1;
+            .flat_map(|(numbers, &rank)| numbers.iter().map(move |&number| (number, rank)));
+        let numbers = self.listed_user.len();
+        let mut starts = vec![0u32; numbers + 1];
+        for (number, _) in memberships.clone() {
+            starts[number as usize + 1] += 1;
         }
-        for i in 1..first.len() {
-            first[i] += first[i - 1];
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
         }
-        let mut flat = vec![0u32; first[slots] as usize];
-        // `first[slot]` serves as the slot's cursor, and ends as where the next
-        // slot's ranks start; moved back by one place, it is `first` again. (A
-        // copy of it as the cursors would be 4 bytes a slot more: 4 MB at 1M users.)
-        for (slot, rank) in memberships {
-            flat[first[slot as usize] as usize] = rank;
-            first[slot as usize] += 1;
+        let mut ranks = vec![0u32; starts[numbers] as usize];
+        // `starts[number]` serves as the number's cursor, and ends as where the next
+        // number's ranks start; moved back by one place, it is `starts` again. (A
+        // copy of it as the cursors would be 4 bytes a number more: 4 MB at 1M users.)
+        for (number, rank) in memberships {
+            ranks[starts[number as usize] as usize] = rank;
+            starts[number as usize] += 1;
         }
-        first.rotate_right(1);
-        first[0] = 0;
-        for slot in 0..slots {
-            flat[first[slot] as usize..first[slot + 1] as usize].sort_unstable();
+        starts.rotate_right(1);
+        starts[0] = 0;
+        for number in 0..numbers {
+            ranks[starts[number] as usize..starts[number + 1] as usize].sort_unstable();
         }
-        let closed = Closed {
-            ranked,
-            first,
-            flat,
+        let closed = GroupsByMember {
+            names_by_rank,
+            starts,
+            ranks,
         };
         let so_far = self
-            .user_slots
+            .user_numbers
             .iter()
-            .map(|&slot| closed.groups_of(slot))
+            .map(|&number| closed.groups_of(number))
             .collect();
         self.closed = Some(closed);
         so_far
@@ -241,19 +242,19 @@ impl Roster {
     }
 }
 
-impl Closed {
-    fn groups_of(&self, slot: u32) -> Vec<GroupName> {
-        let slot = slot as usize;
-        // Slots first seen after the group listing closed belong to no group.
-        let Some(&end) = self.first.get(slot + 1) else {
+impl GroupsByMember {
+    fn groups_of(&self, number: u32) -> Vec<GroupName> {
+        let number = number as usize;
+        // Numbers first seen after the group listing closed belong to no group.
+        let Some(&end) = self.starts.get(number + 1) else {
             return Vec::new();
         };
-        let ranks = &self.flat[self.first[slot] as usize..end as usize];
+        let ranks = &self.ranks[self.starts[number] as usize..end as usize];
         let mut groups = Vec::with_capacity(ranks.len());
         let mut previous = None;
         for &rank in ranks {
             if previous != Some(rank) {
-                groups.push(self.ranked[rank as usize].clone());
+                groups.push(self.names_by_rank[rank as usize].clone());
                 previous = Some(rank);
             }
         }
@@ -269,19 +270,19 @@ mod tests {
     #[test]
     fn ids_keep_their_slots_as_the_table_grows() {
         let keys = IdKeys::new();
-        let mut slots = IdSlots::default();
-        slots.reserve(10);
+        let mut numbers = IdNumbers::default();
+        numbers.reserve(10);
         let ids: Vec<IdDigest> = (0..10_000)
             .map(|i| keys.digest(&format!("id{i}")))
             .collect();
         for (i, &id) in ids.iter().enumerate() {
-            assert_eq!(slots.slot(id), Ok((i as u32, true)));
+            assert_eq!(numbers.number(id), Ok((i as u32, true)));
         }
         for (i, &id) in ids.iter().enumerate().rev() {
-            assert_eq!(slots.slot(id), Ok((i as u32, false)));
+            assert_eq!(numbers.number(id), Ok((i as u32, false)));
         }
-        assert_eq!(slots.len(), 10_000);
-        assert!(slots.table.len() * 3 >= slots.len() * 4);
+        assert_eq!(numbers.len(), 10_000);
+        assert!(numbers.table.len() * 3 >= numbers.len() * 4);
     }
 
     fn names(lists: &[Vec<GroupName>]) -> Vec<Vec<String>> {
@@ -295,7 +296,7 @@ mod tests {
     fn groups_are_sorted_by_name_free_of_duplicates_and_known_once_listed() {
         let keys = IdKeys::new();
         let id = |text: &str| keys.digest(text);
-        let mut roster = Roster::default();
+        let mut roster = MembershipIndex::default();
         // Users may arrive before the group listing is complete, and after.
         assert_eq!(roster.add_user(id("u0"), true), Ok(None));
         roster
@@ -311,11 +312,11 @@ mod tests {
             .expect("new group");
         assert_eq!(
             roster.add_group("g1", GroupName::new("x"), &[]),
-            Err(RosterError::GroupTwice)
+            Err(MembershipIndexError::GroupTwice)
         );
         let so_far = roster.close_groups();
         assert_eq!(names(&so_far), [vec!["dba", "sre"]]);
-        let later = |roster: &mut Roster, user: &str| {
+        let later = |roster: &mut MembershipIndex, user: &str| {
             let groups = roster.add_user(id(user), true).expect("new user");
             names(&[groups.expect("the groups are complete")])
         };
@@ -327,7 +328,7 @@ mod tests {
         );
         assert_eq!(
             roster.add_user(id("u1"), false),
-            Err(RosterError::UserTwice)
+            Err(MembershipIndexError::UserTwice)
         );
         // Groups users list themselves: by id, else by display.
         assert_eq!(roster.listed_group("g2", None), Some(GroupName::new("dba")));
