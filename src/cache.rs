@@ -28,12 +28,12 @@ const STORE_ID_KEY: &[u8] = b"store_id";
 const GENERATION_KEY: &[u8] = b"generation";
 /// Changes to the records held (about 80 bytes each) to bring the summaries file
 /// up to date at the end of a run; after a run that changes more (a first import)
-/// the next run walks the tree instead (about 4 s of CPU at a million records).
+/// the next run walks the tree instead.
 /// Every cache holds this many; tests may give one a smaller number.
 const MAX_HELD_CHANGES: usize = 10_000;
 /// sled's page cache. Records are read once per run, in order, so a small cache
-/// costs little time and keeps memory flat as the directory grows (at 1M records,
-/// 2 MB ran as fast as 8 MB and held 7 MiB less).
+/// costs little time and keeps memory flat as the directory grows
+/// (docs/performance.md).
 const CACHE_CAPACITY_BYTES: u64 = 2 * 1024 * 1024;
 /// How long to wait for a lock just released by this process: 10 × 50 ms.
 const LOCK_ATTEMPTS: u32 = 10;
@@ -368,8 +368,8 @@ pub struct RunRecord {
 }
 
 /// The cache, open or opening on a blocking thread. A one-shot run starts reading
-/// the directory while sled recovers the store, which takes tens of milliseconds
-/// at 10,000 users and over a hundred at a million; the daemon opens it before its
+/// the directory while sled recovers the store, which grows with the store; the
+/// daemon opens it before its
 /// first run instead, so that a locked or broken cache stops it at start.
 pub struct CacheOpening {
     path: PathBuf,
@@ -633,8 +633,8 @@ impl Cache {
     /// Brings the summaries file up to date with this run's changes, merged into
     /// the file the run started from. After more changes than are held (a first
     /// import), or without such a file, it is left for the next run, which walks the
-    /// tree: walking it right after a million writes took 400 MiB, most of them
-    /// sled's. A failure only costs the next run that walk.
+    /// tree: walking it right after a first import's writes would hold most of
+    /// sled's memory at once. A failure only costs the next run that walk.
     async fn update_summaries(&self) {
         let (from, changes) = {
             let mut state = self.summaries_state();
@@ -684,8 +684,8 @@ impl Cache {
         // sled works synchronously, and now and then at length (page splits, log
         // segments): on the blocking pool, so the requests the run is sending from
         // this task keep their pace meanwhile. One write at a time, not one
-        // `apply_batch`: no record depends on another, and at the end of a first
-        // import of a million users, sled's memory grew by up to 200 MB in batches.
+        // `apply_batch`: no record depends on another, and batches let sled's memory
+        // grow at the end of a large first import (docs/performance.md).
         self.raise_generation().await?;
         let subjects = self.subjects.clone();
         let written = tokio::task::spawn_blocking(move || {
@@ -785,8 +785,8 @@ fn walk_subjects(
         let (key, value) = item.map_err(|source| store_error(path, source))?;
         // sled 0.34 queues page accesses in 256 shards and evicts from a shard only
         // once 64 accesses are queued there; a scan reads each page once, so it
-        // would keep every page it read, whatever `cache_capacity` says (30 MB at
-        // 100k records). Looking the key up again counts another access to its
+        // would keep every page it read, whatever `cache_capacity` says. Looking the
+        // key up again counts another access to its
         // page and lets the eviction keep up.
         tree.get(&key).map_err(|source| store_error(path, source))?;
         let subject = String::from_utf8_lossy(&key);

@@ -4,8 +4,8 @@
 /// glibc's malloc raises its mmap threshold to the largest block freed (up to 32
 /// MiB), and from then on carves even whole SCIM pages (group pages run to tens of
 /// MB) from the heap, whose memory then stays with the process. A fixed 1 MiB
-/// threshold keeps such blocks in mappings of their own, returned when freed:
-/// about 90 MB less peak RSS at a million users, for no measurable CPU.
+/// threshold keeps such blocks in mappings of their own, returned when freed
+/// (docs/performance.md has the peak RSS it saves).
 ///
 /// Call before any thread starts.
 pub fn keep_large_blocks_out_of_the_heap() {
@@ -18,9 +18,8 @@ pub fn keep_large_blocks_out_of_the_heap() {
 
 /// Returns the heap's free pages to the system. Decoding the group pages frees
 /// tens of MB across the arenas of the threads that decoded them, which glibc
-/// keeps, and the rest of the run allocates elsewhere: returned once the groups
-/// are read, the peak RSS of a steady run fell from 243 to 211 MiB at a million
-/// users and from 68 to 63 MiB at 100,000.
+/// keeps, and the rest of the run allocates elsewhere: so they are returned once
+/// the groups are read (docs/performance.md).
 pub fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it takes the arenas' locks.

@@ -207,8 +207,8 @@ impl Fingerprint {
 /// compared and indexed without a copy of their text. The digest is SipHash-1-3
 /// with a 128-bit output, keyed at random for every run, so no directory content
 /// can be crafted to make two ids collide; by chance they collide with a
-/// probability of about n²/2¹²⁹ (10⁻²⁶ for a million ids). One 128-bit pass costs
-/// half of two 64-bit ones, and a steady run digests every id and membership.
+/// probability of about n²/2¹²⁹. One 128-bit pass, because a steady run digests
+/// every id and membership (docs/performance.md).
 /// Cheap to clone into page decoders.
 #[derive(Debug, Clone)]
 pub struct IdKeys(SipHasher13);

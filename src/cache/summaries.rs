@@ -1,6 +1,6 @@
 //! Every record's [`Summary`] in one file beside the store, so that a run reads
-//! them in one go instead of walking sled's tree: at a million records the walk
-//! takes seconds of CPU, most of a steady run's start.
+//! them in one go instead of walking sled's tree, which costs most of a large
+//! steady run's start (docs/performance.md).
 //!
 //! The file is a copy and never the truth. It names the store it was made from
 //! and the store's generation, which a process raises, durably, before it first
@@ -18,7 +18,7 @@
 //!
 //! The codec is written by hand rather than derived: an entry is decoded into a
 //! reused buffer and handed on as `&str`, with no allocation per record, and the
-//! file is read at the start of every run (a million records at the largest).
+//! file is read at the start of every run (docs/performance.md compares codecs).
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};

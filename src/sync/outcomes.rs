@@ -7,8 +7,8 @@ use futures::{Stream, StreamExt};
 
 /// Outcomes recorded in one write to the cache (one flush).
 const RECORD_BATCH: usize = 1024;
-/// Outcomes sent and not yet recorded. Near the end of a first import of a million
-/// users, sled's writes fall behind the gateway's pace, and an unbounded queue
+/// Outcomes sent and not yet recorded. Near the end of a large first import,
+/// sled's writes fall behind the gateway's pace, and an unbounded queue
 /// would hold every outcome sent meanwhile.
 const MAX_UNRECORDED_OUTCOMES: usize = 4 * RECORD_BATCH;
 

@@ -39,10 +39,9 @@ struct GroupsByMember {
     ranks: Vec<u32>,
 }
 
-/// Ids numbered from 0 in the order they are first seen. A hash map of digest →
-/// number takes 48 bytes per id at a million ids (24-byte buckets, half empty);
-/// this takes 20 to 24: the digests once, by number, and an open-addressing table
-/// of numbers indexed by the digest's top bits.
+/// Ids numbered from 0 in the order they are first seen: the digests once, by
+/// number, and an open-addressing table of numbers indexed by the digest's top
+/// bits, which holds half the bytes of a hash map (docs/performance.md).
 #[derive(Default)]
 struct IdNumbers {
     /// By number: its id.
@@ -207,8 +206,8 @@ impl MembershipIndex {
         }
         let mut ranks = vec![0u32; starts[numbers] as usize];
         // `starts[number]` serves as the number's cursor, and ends as where the next
-        // number's ranks start; moved back by one place, it is `starts` again. (A
-        // copy of it as the cursors would be 4 bytes a number more: 4 MB at 1M users.)
+        // number's ranks start; moved back by one place, it is `starts` again, with
+        // no second table of cursors.
         for (number, rank) in memberships {
             ranks[starts[number as usize] as usize] = rank;
             starts[number as usize] += 1;

@@ -45,8 +45,7 @@ const SCIM_JSON: &str = "application/scim+json, application/json";
 const MAX_WAITING_USERS: usize = 20_000;
 
 /// The group listing's decoding grows with the directory, and so must the users
-/// read meanwhile to keep the download slots busy: at a million users it takes
-/// about 2.8 s, when 20,000 users take 0.5 s to download at 20 ms a page.
+/// read meanwhile to keep the download slots busy (docs/performance.md).
 const WAITING_SHARE: usize = 20;
 
 /// How many users may wait for the group listing in a directory of `total`.
@@ -56,8 +55,7 @@ fn max_waiting(total: usize) -> usize {
 
 /// A group page's download pauses, and gives its slot to the other pages, while
 /// the group listing's bytes downloaded and not yet decoded reach this. A few
-/// department-wide groups can make one page tens of MB (85 MB at a million users),
-/// and decoding is slower than loopback downloading: without a bound, the page
+/// department-wide groups can make one page tens of MB, and decoding is slower than loopback downloading: without a bound, the page
 /// would pile up in memory ahead of its decoding. The user listing keeps the
 /// download slots busy meanwhile.
 const MAX_UNDECODED_GROUP_BYTES: usize = 4 * 1024 * 1024;
@@ -457,9 +455,8 @@ fn decode_whole<T>(decode: &Decoder<T>, page: &BodyPart) -> Result<Page<T>, Stri
 }
 
 /// Decodes a page: whole once it is read, unless it outgrows one part; then a
-/// worker on the blocking pool decodes its parts as they are handed over. (A
-/// worker waiting for the parts of every page, small ones included, measured 1 ms
-/// slower a page.)
+/// worker on the blocking pool decodes its parts as they are handed over (a
+/// worker for every page, small ones included, was slower).
 struct PageDecoder<T> {
     decode: Decoder<T>,
     worker: Option<PartsWorker<T>>,
@@ -613,8 +610,7 @@ struct DecodeBacklog {
 struct PartPool {
     bytes: tokio::sync::watch::Sender<usize>,
     /// Buffers of decoded parts, for the next parts: a fresh buffer of a page's
-    /// size faults in every memory page it is written to, about 5% of a steady
-    /// run's CPU (measured at 100,000 users).
+    /// size faults in every memory page it is written to (docs/performance.md).
     spare: Mutex<Vec<Vec<u8>>>,
 }
 
