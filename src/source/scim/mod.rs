@@ -87,15 +87,7 @@ impl Directory for ScimSource {
         delivery: Delivery,
         _cursor: Option<&'a str>,
     ) -> futures::future::BoxFuture<'a, Result<Read, SourceError>> {
-        Box::pin(async move {
-            let delivery = &delivery;
-            self.pull(
-                shutdown,
-                |users| delivery.deliver(users),
-                || delivery.room(),
-            )
-            .await
-        })
+        Box::pin(async move { self.pull(shutdown, &delivery).await })
     }
 
     fn name(&self) -> String {
@@ -143,90 +135,104 @@ impl ScimSource {
     }
 
     /// Reads the whole directory: the users, and the groups for their memberships.
-    /// Complete users are handed to `deliver` in directory order as they are read,
-    /// a page or so at a time; what the run does with them stands only once this
-    /// returns `Ok`. `room` is awaited before each users page is requested, so the
-    /// receiver can make the read wait for it.
-    pub async fn pull<Room: Future<Output = ()>>(
+    /// Complete users go to `delivery` in directory order as they are read, a page
+    /// or so at a time; what the run does with them stands only once this returns
+    /// `Ok`.
+    ///
+    /// The two listings share the download slots. The groups ask first, so they get
+    /// the slots first; the users fill them whenever a group page waits for its
+    /// decoding. A user read before the groups are complete must be held until they
+    /// are, so the users stop requesting pages while more than `max_waiting` wait.
+    pub async fn pull(
         &self,
         shutdown: &CancellationToken,
-        mut deliver: impl FnMut(Vec<DirectoryUser>),
-        room: impl Fn() -> Room,
+        delivery: &Delivery,
     ) -> Result<Read, SourceError> {
-        let keys = IdKeys::new();
-        // The two listings share the download slots. The groups ask first, so they
-        // get the slots first; the users fill them whenever a group page waits for
-        // its decoding. A user read before the groups are complete must be held
-        // until they are, so the users stop requesting pages while more than
-        // `max_waiting` wait.
-        let downloads = Arc::new(Semaphore::new(self.parallel_pages));
-        let (groups_complete, groups_completed) = tokio::sync::watch::channel(false);
-        let assembly = Mutex::new(Assembly::default());
-        let assembled = || assembly.lock().unwrap_or_else(PoisonError::into_inner);
-        let decode_groups = group_decoder(keys.clone());
-        let groups = async {
-            self.for_each_page(
-                "Groups",
-                shutdown,
-                &downloads,
-                decode_groups,
-                |groups, _total| {
-                    let mut assembly = assembled();
-                    groups
-                        .into_iter()
-                        .try_for_each(|group| assembly.add_group(group))
-                },
-                ListingPace {
-                    before_next: || std::future::ready(()),
-                    max_undecoded_bytes: MAX_UNDECODED_GROUP_BYTES,
-                },
-            )
-            .await?;
-            // Before the close, whose tables would add to what the decoders
-            // freed, and after it, for the member lists it frees.
-            crate::memory::return_freed_memory();
-            assembled().close_groups();
-            crate::memory::return_freed_memory();
-            groups_complete.send_replace(true);
-            Ok(())
+        let listings = Listings {
+            keys: IdKeys::new(),
+            downloads: Arc::new(Semaphore::new(self.parallel_pages)),
+            assembly: Mutex::new(Assembly::default()),
+            groups_complete: tokio::sync::watch::Sender::new(false),
         };
-        let users = self.for_each_page(
-            "Users",
-            shutdown,
-            &downloads,
-            user_decoder(keys, self.subject_attribute, self.attributes.clone()),
-            |users, total| {
-                let ready = assembled().add_users(users, total)?;
-                if !ready.is_empty() {
-                    deliver(ready);
-                }
-                Ok(())
-            },
-            ListingPace {
-                before_next: || {
-                    let too_many_waiting = assembled().too_many_waiting();
-                    let mut completed = groups_completed.clone();
-                    let room = room();
-                    async move {
-                        if too_many_waiting {
-                            // Closed: the group listing failed, and so does the read.
-                            let _ = completed.wait_for(|complete| *complete).await;
-                        }
-                        room.await;
-                    }
-                },
-                max_undecoded_bytes: usize::MAX,
-            },
-        );
-        tokio::try_join!(groups, users)?;
-        let mut assembly = assembly
+        tokio::try_join!(
+            self.pull_groups(shutdown, &listings),
+            self.pull_users(shutdown, &listings, delivery)
+        )?;
+        let mut assembly = listings
+            .assembly
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let ready = std::mem::take(&mut assembly.ready);
-        if !ready.is_empty() {
-            deliver(ready);
-        }
+        delivery.deliver(std::mem::take(&mut assembly.ready));
         Ok(assembly.listing)
+    }
+
+    /// The group listing, into the assembly; then closes it.
+    async fn pull_groups(
+        &self,
+        shutdown: &CancellationToken,
+        listings: &Listings,
+    ) -> Result<(), SourceError> {
+        self.for_each_page(
+            "Groups",
+            shutdown,
+            &listings.downloads,
+            group_decoder(listings.keys.clone()),
+            |groups, _total| {
+                let mut assembly = listings.assembled();
+                groups
+                    .into_iter()
+                    .try_for_each(|group| assembly.add_group(group))
+            },
+            ListingPace {
+                before_next: || std::future::ready(()),
+                max_undecoded_bytes: MAX_UNDECODED_GROUP_BYTES,
+            },
+        )
+        .await?;
+        // Before the close, whose tables would add to what the decoders freed, and
+        // after it, for the member lists it frees.
+        crate::memory::return_freed_memory();
+        listings.assembled().close_groups();
+        crate::memory::return_freed_memory();
+        listings.groups_complete.send_replace(true);
+        Ok(())
+    }
+
+    /// The user listing: each page into the assembly, and the users complete by
+    /// then to `delivery`.
+    async fn pull_users(
+        &self,
+        shutdown: &CancellationToken,
+        listings: &Listings,
+        delivery: &Delivery,
+    ) -> Result<(), SourceError> {
+        let decode = user_decoder(
+            listings.keys.clone(),
+            self.subject_attribute,
+            self.attributes.clone(),
+        );
+        let visit = |users, total| {
+            let ready = listings.assembled().add_users(users, total)?;
+            delivery.deliver(ready);
+            Ok(())
+        };
+        let before_next = || {
+            let too_many_waiting = listings.assembled().too_many_waiting();
+            let mut completed = listings.groups_complete.subscribe();
+            async move {
+                if too_many_waiting {
+                    // Closed: the group listing failed, and so does the read.
+                    let _ = completed.wait_for(|complete| *complete).await;
+                }
+                delivery.room().await;
+            }
+        };
+        let pace = ListingPace {
+            before_next,
+            max_undecoded_bytes: usize::MAX,
+        };
+        self.for_each_page("Users", shutdown, &listings.downloads, decode, visit, pace)
+            .await
     }
 
     /// Calls `visit` with every page of `/{resource}`'s resources, in order, checking
@@ -803,6 +809,22 @@ fn membership_error(err: MembershipIndexError, id: &str) -> String {
 struct Mapped {
     slack_id: Option<String>,
     picture: Option<String>,
+}
+
+/// What the two listings of one read share.
+struct Listings {
+    keys: IdKeys,
+    /// `parallel_pages` permits, one held by each page downloading.
+    downloads: Arc<Semaphore>,
+    assembly: Mutex<Assembly>,
+    /// Set once the group listing is complete and closed.
+    groups_complete: tokio::sync::watch::Sender<bool>,
+}
+
+impl Listings {
+    fn assembled(&self) -> std::sync::MutexGuard<'_, Assembly> {
+        self.assembly.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The directory as its two listings arrive. Users wait for the group listing to
