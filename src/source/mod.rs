@@ -1,6 +1,7 @@
 //! Directory sources: adapters that read an IdP's directory and hand out normalized
 //! users. They never touch the cache or the gateway.
 
+mod http;
 mod list_response;
 mod roster;
 pub mod scim;

@@ -10,17 +10,16 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::http::DirectoryHttp;
 use super::list_response::{ListHeader, ListSplitter, Resources};
 use super::roster::{Roster, RosterError};
 use super::{Listing, SourceError};
@@ -29,7 +28,6 @@ use crate::config::{AttributeMap, AttributePath, SourceConfig, SubjectAttribute}
 use crate::error_chain;
 use crate::events;
 use crate::model::{DirectoryUser, Email, GroupName, IdDigest, IdKeys, Subject, UnusableEntry};
-use crate::retry::{self, Backoff, Class};
 
 const SCIM_JSON: &str = "application/scim+json, application/json";
 
@@ -55,14 +53,6 @@ fn max_waiting(total: usize) -> usize {
 /// would pile up in memory ahead of its decoding. The user listing keeps the
 /// download slots busy meanwhile.
 const MAX_UNDECODED_GROUP_BYTES: usize = 4 * 1024 * 1024;
-
-/// Transient directory failures are retried briefly; a longer outage fails the run,
-/// and the next scheduled run tries again.
-const BACKOFF: Backoff = Backoff {
-    max_attempts: 3,
-    base: Duration::from_millis(500),
-    cap: Duration::from_secs(5),
-};
 
 /// Cheap to clone: the page fetches run as tasks of their own.
 #[derive(Clone)]
@@ -340,63 +330,9 @@ impl ScimSource {
     /// One GET with the directory's retry policy and one token refresh on 401;
     /// returns the successful response with its body unread.
     async fn get_response(&self, url: &Url) -> Result<reqwest::Response, SourceError> {
-        let mut token = self.tokens.bearer().await?;
-        let mut refreshed = false;
-        let mut attempt = 1;
-        loop {
-            let sent = self
-                .http
-                .get(url.clone())
-                .header(ACCEPT, SCIM_JSON)
-                .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
-                .send()
-                .await;
-            let (failure, wait_at_least) = match sent {
-                Err(err) => (error_chain(&err), None),
-                Ok(response) => {
-                    let status = response.status();
-                    match retry::classify(status) {
-                        Class::Success => return Ok(response),
-                        Class::Unauthorized
-                            if status.as_u16() == 401
-                                && !refreshed
-                                && self.tokens.can_refresh() =>
-                        {
-                            tracing::info!("The directory refused the token; getting a fresh one.");
-                            token = self.tokens.refresh(&token).await?;
-                            refreshed = true;
-                            continue;
-                        }
-                        Class::Unauthorized => {
-                            return Err(SourceError::Refused {
-                                url: url.to_string(),
-                                status: status.as_u16(),
-                            })
-                        }
-                        Class::Rejected => {
-                            return Err(SourceError::Unavailable {
-                                url: url.to_string(),
-                                reason: format!("answered {status}"),
-                            })
-                        }
-                        Class::Transient => (
-                            format!("answered {status}"),
-                            retry::retry_after(response.headers(), SystemTime::now()),
-                        ),
-                    }
-                }
-            };
-            if attempt >= BACKOFF.max_attempts {
-                return Err(SourceError::Unavailable {
-                    url: url.to_string(),
-                    reason: format!("{failure} (after {attempt} attempts)"),
-                });
-            }
-            attempt += 1;
-            let wait = BACKOFF.delay(attempt, wait_at_least);
-            tracing::warn!(%url, %failure, wait_ms = wait.as_millis() as u64, "Directory request failed; retrying.");
-            tokio::time::sleep(wait).await;
-        }
+        DirectoryHttp::new(self.http.clone(), self.tokens.clone(), SCIM_JSON)
+            .get(url)
+            .await
     }
 }
 
@@ -1194,6 +1130,8 @@ fn pick_name(user: &ScimUser<'_>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use serde_json::json;
 
