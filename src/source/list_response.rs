@@ -22,19 +22,58 @@ pub struct ListHeader {
 
 impl ListHeader {
     /// Reads the header of a page, ignoring its resources.
-    pub fn read(body: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(body).map_err(not_a_list)
+    pub fn read(body: &[u8]) -> Result<Self, PageError> {
+        serde_json::from_slice(body).map_err(PageError::NotAList)
+    }
+}
+
+/// Why a page cannot be read. Each says what is wrong in its text, and so does
+/// not offer its cause as a `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("the page is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("not a SCIM ListResponse: {0}")]
+    NotAList(serde_json::Error),
+    #[error("the page is not a JSON object")]
+    NotAnObject,
+    #[error("there is more after the ListResponse object")]
+    MoreAfter,
+    #[error("the page ended before its JSON did")]
+    EndedEarly,
+    #[error("Resources[{index}] is not a JSON object")]
+    EntryNotAnObject { index: usize },
+    /// serde's reason, as text: a visitor only knows its error type as generic.
+    #[error("Resources[{index}] is not a SCIM {kind}: {reason}")]
+    NotAResource {
+        index: usize,
+        kind: String,
+        reason: String,
+    },
+    /// A resource that the decoder's `map` refused, and why.
+    #[error("Resources[{index}]: {reason}")]
+    Refused { index: usize, reason: String },
+}
+
+/// For the callers that report a page's errors as text.
+impl From<PageError> for String {
+    fn from(err: PageError) -> Self {
+        err.to_string()
     }
 }
 
 /// Parsing a byte slice, serde_json checks each string for UTF-8 on its own; one
 /// check of the whole text first, and parsing it as text, costs several times less.
-fn utf8(json: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(json).map_err(|err| format!("the page is not UTF-8: {err}"))
+fn utf8(json: &[u8]) -> Result<&str, PageError> {
+    std::str::from_utf8(json).map_err(PageError::NotUtf8)
 }
 
-fn not_a_list(err: serde_json::Error) -> String {
-    format!("not a SCIM ListResponse: {err}")
+fn not_a(index: usize, kind: &str, err: impl std::fmt::Display) -> PageError {
+    PageError::NotAResource {
+        index,
+        kind: kind.to_owned(),
+        reason: err.to_string(),
+    }
 }
 
 /// A page's resources as a decoder gets them: a whole page, or a batch of the
@@ -55,7 +94,7 @@ impl<'a> Resources<'a> {
         kind: &str,
         seed: S,
         mut map: impl FnMut(S::Value) -> Result<T, String>,
-    ) -> Result<(Option<ListHeader>, Vec<T>), String> {
+    ) -> Result<(Option<ListHeader>, Vec<T>), PageError> {
         match self {
             Resources::Page(body) => {
                 let mut refused = None;
@@ -73,7 +112,7 @@ impl<'a> Resources<'a> {
                 match (read, refused) {
                     (_, Some(reason)) => Err(reason),
                     (Ok((header, resources)), None) => Ok((Some(header), resources)),
-                    (Err(err), None) => Err(not_a_list(err)),
+                    (Err(err), None) => Err(PageError::NotAList(err)),
                 }
             }
             Resources::Batch(batch) => {
@@ -84,10 +123,8 @@ impl<'a> Resources<'a> {
                         let resource = seed
                             .deserialize(&mut reader)
                             .and_then(|resource| reader.end().map(|()| resource))
-                            .map_err(|err| {
-                                format!("Resources[{index}] is not a SCIM {kind}: {err}")
-                            })?;
-                        map(resource).map_err(|reason| format!("Resources[{index}]: {reason}"))
+                            .map_err(|err| not_a(index, kind, err))?;
+                        map(resource).map_err(|reason| PageError::Refused { index, reason })
                     })
                     .collect::<Result<_, _>>()?;
                 Ok((None, resources))
@@ -106,7 +143,7 @@ struct PageVisitor<'k, S, F> {
 struct Each<'k, S, F> {
     kind: &'k str,
     map: F,
-    refused: &'k mut Option<String>,
+    refused: &'k mut Option<PageError>,
     seed: S,
 }
 
@@ -192,15 +229,14 @@ impl<'de, S: DeserializeSeed<'de> + Copy, T, F: FnMut(S::Value) -> Result<T, Str
                 Ok(Some(resource)) => resource,
                 Ok(None) => return Ok(resources),
                 Err(err) => {
-                    let kind = self.kind;
-                    *self.refused = Some(format!("Resources[{index}] is not a SCIM {kind}: {err}"));
+                    *self.refused = Some(not_a(index, self.kind, &err));
                     return Err(err);
                 }
             };
             match (self.map)(resource) {
                 Ok(mapped) => resources.push(mapped),
                 Err(reason) => {
-                    *self.refused = Some(format!("Resources[{index}]: {reason}"));
+                    *self.refused = Some(PageError::Refused { index, reason });
                     return Err(A::Error::custom("refused"));
                 }
             }
@@ -290,7 +326,7 @@ impl Default for ListSplitter {
 
 impl ListSplitter {
     /// Frames the next chunk of the body.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), PageError> {
         let mut run_start = 0;
         let mut at = 0;
         while at < chunk.len() {
@@ -322,16 +358,14 @@ impl ListSplitter {
                 continue;
             }
             if self.done {
-                return Err("there is more after the ListResponse object".into());
+                return Err(PageError::MoreAfter);
             }
             if self.depth == 0 && byte != b'{' {
-                return Err("the page is not a JSON object".into());
+                return Err(PageError::NotAnObject);
             }
             if self.in_resources && self.depth == 2 && !matches!(byte, b'{' | b']' | b',') {
-                return Err(format!(
-                    "Resources[{}] is not a JSON object",
-                    self.ready.first_index + self.ready.len()
-                ));
+                let index = self.ready.first_index + self.ready.len();
+                return Err(PageError::EntryNotAnObject { index });
             }
             match byte {
                 b'"' => {
@@ -413,9 +447,9 @@ impl ListSplitter {
 
     /// The body is complete: returns the header's JSON (with an empty
     /// `Resources`) and the last resources.
-    pub fn finish(mut self) -> Result<(Vec<u8>, Batch), String> {
+    pub fn finish(mut self) -> Result<(Vec<u8>, Batch), PageError> {
         if !self.done {
-            return Err("the page ended before its JSON did".into());
+            return Err(PageError::EndedEarly);
         }
         let last = self.take();
         Ok((self.header, last))

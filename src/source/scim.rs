@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::http::DirectoryHttp;
-use super::list_response::{ListHeader, ListSplitter, Resources};
+use super::list_response::{ListHeader, ListSplitter, PageError, Resources};
 use super::roster::{Roster, RosterError};
 use super::{Listing, SourceError};
 use crate::auth::TokenSource;
@@ -450,10 +450,10 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-fn inconsistent(url: &Url, reason: String) -> SourceError {
+fn inconsistent(url: &Url, reason: impl std::fmt::Display) -> SourceError {
     SourceError::Inconsistent {
         url: url.to_string(),
-        reason,
+        reason: reason.to_string(),
     }
 }
 
@@ -602,7 +602,7 @@ impl Drop for Part {
 /// Turns a page's resources, whole or split, into what the listing yields, one
 /// for each, or says why it cannot; with a whole page, also reads its header.
 type Decoder<T> =
-    Arc<dyn Fn(Resources<'_>) -> Result<(Option<ListHeader>, Vec<T>), String> + Send + Sync>;
+    Arc<dyn Fn(Resources<'_>) -> Result<(Option<ListHeader>, Vec<T>), PageError> + Send + Sync>;
 
 /// A user as read from a page: normalized, with what the roster needs.
 struct PulledUser {
