@@ -524,6 +524,79 @@ mod tests {
         }
     }
 
+    /// Splits `body` fed in the chunks that `cuts` (ascending offsets) make.
+    fn split_at(body: &str, cuts: &[usize]) -> Result<(String, Vec<(usize, String)>), String> {
+        let mut splitter = ListSplitter::default();
+        let mut resources = Vec::new();
+        let mut from = 0;
+        for &to in cuts.iter().chain([&body.len()]) {
+            splitter.feed(&body.as_bytes()[from..to])?;
+            from = to;
+            for (index, text) in splitter.take().resources() {
+                resources.push((index, String::from_utf8(text.to_vec()).unwrap()));
+            }
+        }
+        let (header, last) = splitter.finish()?;
+        assert_eq!(last.len(), 0, "every resource was taken");
+        Ok((String::from_utf8(header).unwrap(), resources))
+    }
+
+    /// A page with something for every place of the splitter: blanks around the
+    /// tokens, keys and values with escapes, brackets and the word `Resources` in
+    /// strings, nested header values, entries with nested arrays.
+    const TRICKY: &str = r#"
+        { "we\"ird" : "x\\", "note": "Resources", "meta": {"a": ["]", "}", {"b": "\\"}],
+          "Resources": 1}, "totalResults" : 2, "Resources"  :
+          [ {"id": "a\"]", "members": [[], {"v": "\\\\"}], "n": -1.5e3, "t": true} ,
+            {"id": "b}", "x": null} ] , "itemsPerPage": 2 }
+    "#;
+
+    #[test]
+    fn every_place_of_the_splitter_survives_a_chunk_boundary() {
+        let whole = split_at(TRICKY, &[]).expect("splits");
+        let header: serde_json::Value = serde_json::from_str(&whole.0).expect("header is JSON");
+        assert_eq!(header["Resources"], serde_json::json!([]));
+        assert_eq!(header["meta"]["Resources"], 1);
+        assert_eq!(header["we\"ird"], "x\\");
+        let ids: Vec<serde_json::Value> = whole
+            .1
+            .iter()
+            .map(|(_, text)| serde_json::from_str(text).expect("a resource is JSON"))
+            .collect();
+        assert_eq!(ids[0]["id"], "a\"]");
+        assert_eq!(ids[0]["members"][1]["v"], "\\\\");
+        assert_eq!(ids[1]["id"], "b}");
+        for cut in 0..=TRICKY.len() {
+            assert_eq!(
+                split_at(TRICKY, &[cut]).expect("splits"),
+                whole,
+                "cut at {cut}"
+            );
+        }
+        // The places named: a cut inside an escaped quote, inside `\\`, between
+        // the `Resources` key and its `[`, and between two entries.
+        let after = |text: &str| TRICKY.find(text).expect(text) + text.len();
+        for cuts in [
+            [after(r#""a\"#), after(r#"{"v": "\"#)],
+            [after(r#""we\"#), after(r#""x\"#)],
+            [after(r#""Resources""#), after(r#""Resources"  :"#)],
+            [after(r#""t": true}"#), after(r#""t": true} ,"#)],
+        ] {
+            assert_eq!(split_at(TRICKY, &cuts).expect("splits"), whole, "{cuts:?}");
+        }
+    }
+
+    #[test]
+    fn a_page_that_ends_in_a_string_or_an_escape_ended_early() {
+        for body in [
+            r#"{"Resources": [{"id": "a"#,
+            r#"{"Resources": [{"id": "a\"#,
+        ] {
+            let err = split(body, 3).unwrap_err();
+            assert!(err.contains("ended before"), "{body}: {err}");
+        }
+    }
+
     /// Reads `body` whole, keeping each resource's `id`.
     fn read_whole(body: &str) -> Result<(ListHeader, Vec<String>), String> {
         #[derive(Deserialize)]
@@ -593,6 +666,11 @@ mod tests {
                 r#"{"Resources": [{"id": "a"}, "b"]}"#,
                 "Resources[1] is not a JSON object",
             ),
+            (
+                r#"{"Resources": [{"id": "a"}, 1]}"#,
+                "Resources[1] is not a JSON object",
+            ),
+            (r#"{"Resources": [}"#, "Resources[0] is not a JSON object"),
             (r#"{"Resources": []}}"#, "more after"),
             (r#"{"Resources": []} x"#, "more after"),
             ("", "ended before"),
