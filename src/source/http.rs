@@ -1,4 +1,5 @@
 //! The directory's HTTP: a GET with its bearer token and its retry policy.
+#![cfg_attr(not(test), deny(clippy::expect_used))]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
