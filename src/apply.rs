@@ -2,8 +2,10 @@
 //! permit before every attempt, retries included), at most `max_in_flight` at once,
 //! retried with backoff. Yields each action's outcome as soon as it is known; the
 //! orchestrator records it.
+#![cfg_attr(not(test), deny(clippy::expect_used))]
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use crate::config::TargetConfig;
 use crate::events;
 use crate::model::GatewayUser;
 use crate::plan::{merged, ChangeKind, CreateUser, Rules, UpdateUser};
-use crate::retry::Backoff;
+use crate::retry::{self, Attempt, Backoff, Exhausted};
 use crate::target::{Answer, Target};
 
 /// One thing to do in the gateway.
@@ -52,12 +54,12 @@ pub enum Outcome {
     WouldWrite,
 }
 
-/// How a request ended after retries.
-enum Settled<T> {
-    Answer(Answer<T>),
-    GaveUp { attempts: u32, reason: String },
-    Interrupted,
-}
+/// How a request ended after retries: the gateway's answer, or why there is none.
+type Settled<T> = Result<Answer<T>, Exhausted<Stopped>>;
+
+/// Shutdown came while an attempt waited for its turn.
+#[derive(Debug)]
+struct Stopped;
 
 pub struct Applier {
     target: Target,
@@ -113,7 +115,7 @@ impl Applier {
     /// Every user of the gateway (one request, retried like the others).
     pub async fn inventory(&self, stop: &CancellationToken) -> Result<Vec<GatewayUser>, Outcome> {
         match self.with_retries(stop, || self.target.list_users()).await {
-            (Settled::Answer(Answer::Done(users)), _) => Ok(users),
+            (Ok(Answer::Done(users)), _) => Ok(users),
             (settled, _) => Err(outcome_of(settled)),
         }
     }
@@ -123,11 +125,11 @@ impl Applier {
             .with_retries(stop, || self.target.create_user(&user.profile))
             .await
         {
-            (Settled::Answer(Answer::Done(())), _) => Outcome::Created,
+            (Ok(Answer::Done(())), _) => Outcome::Created,
             // The gateway is not atomic: a 5xx can come after the user row was
             // written, and then our retry meets our own user.
-            (Settled::Answer(Answer::Conflict), true) => Outcome::Created,
-            (Settled::Answer(Answer::Conflict), false) => Outcome::Existing,
+            (Ok(Answer::Conflict), true) => Outcome::Created,
+            (Ok(Answer::Conflict), false) => Outcome::Existing,
             (settled, _) => outcome_of(settled),
         }
     }
@@ -139,7 +141,7 @@ impl Applier {
             .with_retries(stop, || self.target.get_user(&change.key))
             .await
         {
-            (Settled::Answer(Answer::Done(current)), _) => current,
+            (Ok(Answer::Done(current)), _) => current,
             (settled, _) => return outcome_of(settled),
         };
         let status = match change.kind {
@@ -158,7 +160,7 @@ impl Applier {
             .with_retries(stop, || self.target.put_user(&change.key, &wanted))
             .await
         {
-            (Settled::Answer(Answer::Done(())), _) => Outcome::Changed,
+            (Ok(Answer::Done(())), _) => Outcome::Changed,
             (settled, _) => outcome_of(settled),
         }
     }
@@ -175,48 +177,52 @@ impl Applier {
         F: FnMut() -> Fut,
         Fut: Future<Output = Answer<T>>,
     {
-        let mut maybe_applied_before = false;
-        let mut attempt = 1;
-        loop {
-            if !self.await_turn(stop).await {
-                return (Settled::Interrupted, maybe_applied_before);
+        // Attempts run one at a time; atomic only to be shared with their futures.
+        let maybe_applied = AtomicBool::new(false);
+        let attempt = || {
+            // A request sends nothing until it is awaited, after the turn.
+            let request = request();
+            let maybe_applied = &maybe_applied;
+            async move {
+                if !self.await_turn(stop).await {
+                    return Attempt::Fail(Stopped);
+                }
+                self.judge(request.await, stop, maybe_applied)
             }
-            let (reason, retry_after) = match request().await {
-                Answer::Transient {
+        };
+        let settled = retry::with_retries(&self.backoff, stop, attempt, events::retrying).await;
+        (settled, maybe_applied.into_inner())
+    }
+
+    /// What an answer means for the request: retried when transient (and then
+    /// every user waits for its `Retry-After`), settled otherwise.
+    fn judge<T>(
+        &self,
+        answer: Answer<T>,
+        stop: &CancellationToken,
+        maybe_applied: &AtomicBool,
+    ) -> Attempt<Answer<T>, Stopped> {
+        match answer {
+            Answer::Transient {
+                reason,
+                retry_after,
+                maybe_applied: applied,
+            } => {
+                if let Some(wait) = retry_after {
+                    self.pause_all(wait);
+                }
+                maybe_applied.fetch_or(applied, Ordering::Relaxed);
+                Attempt::Retry {
                     reason,
                     retry_after,
-                    maybe_applied,
-                } => {
-                    if let Some(wait) = retry_after {
-                        self.pause_all(wait);
-                    }
-                    maybe_applied_before |= maybe_applied;
-                    if attempt >= self.backoff.max_attempts {
-                        return (
-                            Settled::GaveUp {
-                                attempts: attempt,
-                                reason,
-                            },
-                            maybe_applied_before,
-                        );
-                    }
-                    (reason, retry_after)
                 }
-                unauthorized @ Answer::Unauthorized { .. } => {
-                    // Every further request would be refused the same way.
-                    stop.cancel();
-                    return (Settled::Answer(unauthorized), maybe_applied_before);
-                }
-                answer => return (Settled::Answer(answer), maybe_applied_before),
-            };
-            attempt += 1;
-            let wait = self.backoff.delay(attempt, retry_after);
-            events::retrying(&reason, wait, attempt);
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return (Settled::Interrupted, maybe_applied_before),
-                () = tokio::time::sleep(wait) => {}
             }
+            unauthorized @ Answer::Unauthorized { .. } => {
+                // Every further request would be refused the same way.
+                stop.cancel();
+                Attempt::Done(unauthorized)
+            }
+            answer => Attempt::Done(answer),
         }
     }
 
@@ -252,7 +258,7 @@ impl Applier {
     }
 
     fn pause_all(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let until = Instant::now() + wait.min(retry::MAX_RETRY_AFTER);
         let mut paused_until = self
             .paused_until
             .lock()
@@ -264,9 +270,9 @@ impl Applier {
 /// The outcome of an answer that is not the action's own success.
 fn outcome_of<T>(settled: Settled<T>) -> Outcome {
     match settled {
-        Settled::Interrupted => Outcome::Interrupted,
-        Settled::GaveUp { attempts, reason } => Outcome::GaveUp { attempts, reason },
-        Settled::Answer(answer) => match answer {
+        Err(Exhausted::Interrupted | Exhausted::Failed(Stopped)) => Outcome::Interrupted,
+        Err(Exhausted::GaveUp { attempts, reason }) => Outcome::GaveUp { attempts, reason },
+        Ok(answer) => match answer {
             Answer::Done(_) | Answer::DryRun => Outcome::WouldWrite,
             Answer::NotFound => Outcome::Missing,
             Answer::Conflict => Outcome::Rejected {
@@ -418,6 +424,17 @@ mod tests {
         assert!(
             elapsed >= Duration::from_secs(12),
             "waited only {elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_for_ever_waits_only_the_cap() {
+        let (outcome, attempts, elapsed) =
+            run(vec![transient(Some(u64::MAX), false), Answer::Done(())]).await;
+        assert_eq!((outcome, attempts), (Outcome::Created, 2));
+        assert!(
+            elapsed <= retry::MAX_RETRY_AFTER + Duration::from_secs(1),
+            "waited {elapsed:?}"
         );
     }
 

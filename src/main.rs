@@ -1,5 +1,6 @@
 //! The `idsync` command: parses the command line, wires the library together and
 //! turns outcomes into exit codes (see the README).
+#![cfg_attr(not(test), deny(clippy::expect_used))]
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use idsync::config::Config;
+use idsync::model::Counts;
 use idsync::notify::Notifier;
 use idsync::schedule::{ReloadRequest, Supervision};
 use idsync::service::Health;
@@ -165,72 +167,23 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
     std::process::exit(code.into())
 }
 
+/// The daemon: starts up, runs the schedule until shutdown, and says how it ended.
 async fn daemon(cli: &Cli, config: Config) -> u8 {
     let shutdown = CancellationToken::new();
-    let notifier = Notifier::from_env();
-    let mut health = None;
-    if let Some(listen) = config.service.listen {
-        let metrics = match idsync::service::install_metrics() {
-            Ok(metrics) => metrics,
-            Err(err) => {
-                eprintln!("idsync: cannot set up metrics: {err}");
-                return exit::ABORTED;
-            }
-        };
-        let state = Health::new(&config.service);
-        if let Err(err) =
-            idsync::service::serve(listen, state.clone(), metrics, shutdown.clone()).await
-        {
-            eprintln!("idsync: cannot listen on service.listen = {listen}: {err}");
-            return exit::ABORTED;
-        }
-        // /readyz says 503 from the moment shutdown begins.
-        let (stopping, token) = (state.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            token.cancelled().await;
-            stopping.shutting_down();
-        });
-        health = Some(state);
-    }
-    let reload = ReloadRequest::default();
-    tokio::spawn(on_signals(
-        shutdown.clone(),
-        reload.clone(),
-        cli.shutdown_grace_secs,
-        notifier.clone(),
-    ));
-    let mode = RunMode::default();
-    let syncer = match Syncer::new(&config, mode) {
-        Ok(syncer) => syncer,
-        Err(err) => {
-            eprintln!("idsync: cannot start: {err}");
-            return exit::ABORTED;
-        }
+    let started = match start_daemon(cli, &config, &shutdown).await {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    // Start-up checks passed: valid config, listener bound, cache opened.
-    notifier.ready();
-    if let Some(interval) = notifier.watchdog_interval() {
-        // Its own task, so a long run never starves the watchdog.
-        let notifier = notifier.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            loop {
-                ticks.tick().await;
-                notifier.watchdog();
-            }
-        });
-    }
     tracing::info!(cache = %config.cache.path.display(), "idsync daemon started.");
-    let supervision = Supervision { health, notifier };
     let path = cli.config.clone();
     let load = move || Config::load(&path);
     let result = idsync::schedule::run_daemon(
         config,
-        syncer,
-        mode,
+        started.syncer,
+        started.mode,
         load,
-        reload,
-        &supervision,
+        started.reload,
+        &started.supervision,
         shutdown.clone(),
     )
     .await;
@@ -245,6 +198,87 @@ async fn daemon(cli: &Cli, config: Config) -> u8 {
             exit::ABORTED
         }
     }
+}
+
+/// What the daemon's schedule runs with.
+struct Started {
+    syncer: Syncer,
+    mode: RunMode,
+    reload: ReloadRequest,
+    supervision: Supervision,
+}
+
+/// Binds the service listener, handles signals and opens the cache; once all of
+/// that worked, tells systemd the daemon is ready and keeps its watchdog fed. On
+/// failure, says why on stderr and returns the exit code.
+async fn start_daemon(
+    cli: &Cli,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Started, u8> {
+    let notifier = Notifier::from_env();
+    let health = serve_health(config, shutdown).await?;
+    let reload = ReloadRequest::default();
+    tokio::spawn(on_signals(
+        shutdown.clone(),
+        reload.clone(),
+        cli.shutdown_grace_secs,
+        notifier.clone(),
+    ));
+    let mode = RunMode::default();
+    let syncer = Syncer::new(config, mode).map_err(|err| {
+        eprintln!("idsync: cannot start: {err}");
+        exit::ABORTED
+    })?;
+    // Start-up checks passed: valid config, listener bound, cache opened.
+    notifier.ready();
+    feed_watchdog(&notifier);
+    Ok(Started {
+        syncer,
+        mode,
+        reload,
+        supervision: Supervision { health, notifier },
+    })
+}
+
+/// With `service.listen`: serves `/healthz`, `/readyz` (503 from the moment
+/// shutdown begins) and `/metrics`, and returns the health they report.
+async fn serve_health(config: &Config, shutdown: &CancellationToken) -> Result<Option<Health>, u8> {
+    let Some(listen) = config.service.listen else {
+        return Ok(None);
+    };
+    let metrics = idsync::service::install_metrics().map_err(|err| {
+        eprintln!("idsync: cannot set up metrics: {err}");
+        exit::ABORTED
+    })?;
+    let state = Health::new(&config.service);
+    if let Err(err) = idsync::service::serve(listen, state.clone(), metrics, shutdown.clone()).await
+    {
+        eprintln!("idsync: cannot listen on service.listen = {listen}: {err}");
+        return Err(exit::ABORTED);
+    }
+    let (stopping, token) = (state.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        token.cancelled().await;
+        stopping.shutting_down();
+    });
+    Ok(Some(state))
+}
+
+/// When systemd asks for a watchdog, pets it from a task of its own, so a long
+/// run never starves it.
+fn feed_watchdog(notifier: &Notifier) {
+    let Some(interval) = notifier.watchdog_interval() else {
+        return;
+    };
+    let notifier = notifier.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            notifier.watchdog();
+        }
+    });
 }
 
 /// SIGTERM/SIGINT cancel `shutdown` (and exit anyway after the grace period);
@@ -429,34 +463,10 @@ fn print_summary(summary: &Summary, output: Output, error: Option<&str>) {
 }
 
 fn write_text_summary(out: &mut impl Write, summary: &Summary) -> std::io::Result<()> {
-    let c = &summary.counts;
-    let would = if summary.dry_run { "would be " } else { "" };
-    let mut parts = vec![
-        format!("{would}created {}", c.created),
-        format!("existing {}", c.existing),
-    ];
-    let optional = [
-        ("updated", c.updated),
-        ("reactivated", c.reactivated),
-        ("deactivated", c.deactivated),
-        ("deactivation failed", c.deactivation_failed),
-        ("deactivations held back", c.deactivations_blocked),
-        ("interrupted", c.interrupted),
-    ];
-    parts.push(format!("unchanged {}", c.unchanged));
-    parts.push(format!("skipped invalid {}", c.skipped_invalid));
-    parts.push(format!("skipped inactive {}", c.skipped_inactive));
-    parts.push(format!("failed {}", c.failed));
-    parts.extend(
-        optional
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(label, n)| format!("{label} {n}")),
-    );
     writeln!(
         out,
         "{} — {} directory users in {:.1} s",
-        parts.join(", "),
+        counts_text(&summary.counts, summary.dry_run),
         summary.directory_users,
         summary.duration_ms as f64 / 1000.0,
     )?;
@@ -477,4 +487,61 @@ fn write_text_summary(out: &mut impl Write, summary: &Summary) -> std::io::Resul
         writeln!(out, "  held back: {guard}")?;
     }
     Ok(())
+}
+
+/// The run's counts: the usual ones always, the others only when not zero.
+fn counts_text(c: &Counts, dry_run: bool) -> String {
+    let would = if dry_run { "would be " } else { "" };
+    let mut parts = vec![
+        format!("{would}created {}", c.created),
+        format!("existing {}", c.existing),
+        format!("unchanged {}", c.unchanged),
+        format!("skipped invalid {}", c.skipped_invalid),
+        format!("skipped inactive {}", c.skipped_inactive),
+        format!("failed {}", c.failed),
+    ];
+    let optional = [
+        ("updated", c.updated),
+        ("reactivated", c.reactivated),
+        ("deactivated", c.deactivated),
+        ("deactivation failed", c.deactivation_failed),
+        ("deactivations held back", c.deactivations_blocked),
+        ("interrupted", c.interrupted),
+    ];
+    parts.extend(
+        optional
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(label, n)| format!("{label} {n}")),
+    );
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_summary_shows_rare_counts_only_when_not_zero() {
+        let summary = Summary {
+            counts: idsync::model::Counts {
+                created: 2,
+                existing: 1,
+                failed: 1,
+                deactivated: 3,
+                ..Default::default()
+            },
+            duration_ms: 1500,
+            dry_run: true,
+            directory_users: 7,
+            ..Summary::default()
+        };
+        let mut out = Vec::new();
+        write_text_summary(&mut out, &summary).expect("written to memory");
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            "would be created 2, existing 1, unchanged 0, skipped invalid 0, \
+             skipped inactive 0, failed 1, deactivated 3 — 7 directory users in 1.5 s\n"
+        );
+    }
 }

@@ -1,11 +1,21 @@
 //! Retry policy as data: which answers are worth another attempt, and how long to
-//! wait before it (exponential backoff with full jitter, never before `Retry-After`).
+//! wait before it (exponential backoff with full jitter, never before `Retry-After`);
+//! and [`with_retries`], the one loop that applies it, for the directory and the
+//! gateway alike.
+#![cfg_attr(not(test), deny(clippy::expect_used))]
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
+
+/// The longest `Retry-After` honoured: a peer asking for more gets this. It also
+/// keeps an absurd value (`Retry-After: 18446744073709551615`) from overflowing a
+/// clock or stalling a run for ever.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// What to do with an HTTP status from a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,24 +53,93 @@ pub struct Backoff {
 impl Backoff {
     /// The wait before attempt `next_attempt` (2 for the first retry): uniform in
     /// `[0, min(cap, base * 2^(next_attempt-2))]` ("full jitter", so many clients that
-    /// failed together do not retry together), but at least what `retry_after` demands.
+    /// failed together do not retry together), but at least what `retry_after` demands
+    /// (up to [`MAX_RETRY_AFTER`]).
     pub fn delay(&self, next_attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exponent = next_attempt.saturating_sub(2).min(20);
         let ceiling = self.base.saturating_mul(1 << exponent).min(self.cap);
         let jittered = rand::rng().random_range(Duration::ZERO..=ceiling);
-        jittered.max(retry_after.unwrap_or(Duration::ZERO))
+        jittered.max(retry_after.unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3); `None` when
-/// absent or unreadable.
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), at most
+/// [`MAX_RETRY_AFTER`]; `None` when absent or unreadable.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let date = httpdate::parse_http_date(value).ok()?;
+            date.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// How one attempt of a request ended.
+#[derive(Debug)]
+pub enum Attempt<T, E> {
+    /// An answer to keep, good or bad: the request is settled.
+    Done(T),
+    /// A failure that may heal (a transport error, 408, 429, 5xx): try again after
+    /// the backoff, and not before `retry_after`.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// A failure that no further attempt can mend.
+    Fail(E),
+}
+
+/// Why [`with_retries`] ended without an answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exhausted<E> {
+    /// Every attempt failed for a reason that may heal; `reason` is the last one.
+    GaveUp { attempts: u32, reason: String },
+    /// An attempt failed for good.
+    Failed(E),
+    /// `stop` was cancelled while waiting for the next attempt.
+    Interrupted,
+}
+
+/// Runs `attempt` until it settles, fails for good, or `backoff.max_attempts` have
+/// failed; between attempts waits [`Backoff::delay`] (cut short by `stop`), after
+/// telling `retrying` the failure, the wait and the number of the attempt to come.
+/// An attempt in progress is never cut short: whatever must wait before an attempt
+/// (a rate limiter's permit) is the attempt's own business.
+pub async fn with_retries<T, E, F, Fut>(
+    backoff: &Backoff,
+    stop: &CancellationToken,
+    mut attempt: F,
+    mut retrying: impl FnMut(&str, Duration, u32),
+) -> Result<T, Exhausted<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt<T, E>>,
+{
+    let mut attempts = 1;
+    loop {
+        let (reason, retry_after) = match attempt().await {
+            Attempt::Done(answer) => return Ok(answer),
+            Attempt::Fail(err) => return Err(Exhausted::Failed(err)),
+            Attempt::Retry {
+                reason,
+                retry_after,
+            } => (reason, retry_after),
+        };
+        if attempts >= backoff.max_attempts {
+            return Err(Exhausted::GaveUp { attempts, reason });
+        }
+        attempts += 1;
+        let wait = backoff.delay(attempts, retry_after);
+        retrying(&reason, wait, attempts);
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(Exhausted::Interrupted),
+            () = tokio::time::sleep(wait) => {}
+        }
     }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -133,5 +212,147 @@ mod tests {
         assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(42)));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(MAX_RETRY_AFTER));
+        let next_year = httpdate::fmt_http_date(now + Duration::from_secs(365 * 86_400));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&next_year).expect("header"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(MAX_RETRY_AFTER));
+        let backoff = Backoff {
+            max_attempts: 3,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+        };
+        assert_eq!(backoff.delay(2, Some(Duration::MAX)), MAX_RETRY_AFTER);
+    }
+
+    type Script = Vec<Attempt<&'static str, &'static str>>;
+
+    /// What [`with_retries`] made of a script: its result, the attempts made, the
+    /// attempt numbers announced to `retrying`, and the (paused) time it took.
+    struct Run {
+        result: Result<&'static str, Exhausted<&'static str>>,
+        attempts: usize,
+        announced: Vec<u32>,
+        elapsed: Duration,
+    }
+
+    async fn retried(script: Script, stop: &CancellationToken) -> Run {
+        let backoff = Backoff {
+            max_attempts: 3,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        };
+        let mut script = script.into_iter();
+        let mut attempts = 0;
+        let mut announced = Vec::new();
+        let started = tokio::time::Instant::now();
+        let result = with_retries(
+            &backoff,
+            stop,
+            || {
+                attempts += 1;
+                let next = script.next().expect("the script is long enough");
+                async move { next }
+            },
+            |_, _, attempt| announced.push(attempt),
+        )
+        .await;
+        Run {
+            result,
+            attempts,
+            announced,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    fn again(
+        reason: &'static str,
+        retry_after: Option<Duration>,
+    ) -> Attempt<&'static str, &'static str> {
+        Attempt::Retry {
+            reason: reason.into(),
+            retry_after,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_retries_retries_until_an_attempt_settles() {
+        let script = vec![
+            again("503", None),
+            again("timeout", None),
+            Attempt::Done("ok"),
+        ];
+        let run = retried(script, &CancellationToken::new()).await;
+        assert_eq!(run.result, Ok("ok"));
+        assert_eq!((run.attempts, run.announced), (3, vec![2, 3]));
+        assert!(
+            run.elapsed <= Duration::from_millis(300),
+            "{:?}",
+            run.elapsed
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_retries_gives_up_after_max_attempts_with_the_last_reason() {
+        let script = vec![again("a", None), again("b", None), again("c", None)];
+        let run = retried(script, &CancellationToken::new()).await;
+        let gave_up = Exhausted::GaveUp {
+            attempts: 3,
+            reason: "c".into(),
+        };
+        assert_eq!((run.result, run.attempts), (Err(gave_up), 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_retries_never_retries_a_failure() {
+        let script = vec![Attempt::Fail("refused"), Attempt::Done("ok")];
+        let run = retried(script, &CancellationToken::new()).await;
+        assert_eq!(run.result, Err(Exhausted::Failed("refused")));
+        assert_eq!((run.attempts, run.elapsed), (1, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_retries_honours_retry_after_up_to_its_cap() {
+        let script = vec![
+            again("429", Some(Duration::from_secs(7))),
+            Attempt::Done("ok"),
+        ];
+        let run = retried(script, &CancellationToken::new()).await;
+        assert_eq!(run.result, Ok("ok"));
+        assert!(run.elapsed >= Duration::from_secs(7), "{:?}", run.elapsed);
+        // However it came about, a wait for ever is cut to the cap, without a panic.
+        let script = vec![again("429", Some(Duration::MAX)), Attempt::Done("ok")];
+        let run = retried(script, &CancellationToken::new()).await;
+        assert_eq!(run.result, Ok("ok"));
+        assert_eq!(run.elapsed, MAX_RETRY_AFTER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_retries_stops_waiting_at_shutdown() {
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stopper.cancel();
+        });
+        let script = vec![
+            again("503", Some(Duration::from_secs(60))),
+            Attempt::Done("ok"),
+        ];
+        let run = retried(script, &stop).await;
+        assert_eq!(run.result, Err(Exhausted::Interrupted));
+        assert_eq!((run.attempts, run.elapsed), (1, Duration::from_secs(1)));
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod delivery;
 pub mod file;
+mod http;
 pub mod membership;
 pub mod normalize;
 pub mod scim;

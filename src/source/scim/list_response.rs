@@ -7,6 +7,7 @@
 //! is never held whole. The splitter only frames the JSON (strings, escapes,
 //! nesting); the resources are parsed by serde, which rejects anything malformed
 //! inside them.
+#![cfg_attr(not(test), deny(clippy::expect_used))]
 
 use memchr::memchr2;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -22,19 +23,58 @@ pub struct ListHeader {
 
 impl ListHeader {
     /// Reads the header of a page, ignoring its resources.
-    pub fn read(body: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(body).map_err(not_a_list)
+    pub fn read(body: &[u8]) -> Result<Self, PageError> {
+        serde_json::from_slice(body).map_err(PageError::NotAList)
+    }
+}
+
+/// Why a page cannot be read. Each says what is wrong in its text, and so does
+/// not offer its cause as a `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("the page is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("not a SCIM ListResponse: {0}")]
+    NotAList(serde_json::Error),
+    #[error("the page is not a JSON object")]
+    NotAnObject,
+    #[error("there is more after the ListResponse object")]
+    MoreAfter,
+    #[error("the page ended before its JSON did")]
+    EndedEarly,
+    #[error("Resources[{index}] is not a JSON object")]
+    EntryNotAnObject { index: usize },
+    /// serde's reason, as text: a visitor only knows its error type as generic.
+    #[error("Resources[{index}] is not a SCIM {kind}: {reason}")]
+    NotAResource {
+        index: usize,
+        kind: String,
+        reason: String,
+    },
+    /// A resource that the decoder's `map` refused, and why.
+    #[error("Resources[{index}]: {reason}")]
+    Refused { index: usize, reason: String },
+}
+
+/// For the callers that report a page's errors as text.
+impl From<PageError> for String {
+    fn from(err: PageError) -> Self {
+        err.to_string()
     }
 }
 
 /// Parsing a byte slice, serde_json checks each string for UTF-8 on its own; one
 /// check of the whole text first, and parsing it as text, costs several times less.
-fn utf8(json: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(json).map_err(|err| format!("the page is not UTF-8: {err}"))
+fn utf8(json: &[u8]) -> Result<&str, PageError> {
+    std::str::from_utf8(json).map_err(PageError::NotUtf8)
 }
 
-fn not_a_list(err: serde_json::Error) -> String {
-    format!("not a SCIM ListResponse: {err}")
+fn not_a(index: usize, kind: &str, err: impl std::fmt::Display) -> PageError {
+    PageError::NotAResource {
+        index,
+        kind: kind.to_owned(),
+        reason: err.to_string(),
+    }
 }
 
 /// A page's resources as a decoder gets them: a whole page, or a batch of the
@@ -55,7 +95,7 @@ impl<'a> Resources<'a> {
         kind: &str,
         seed: S,
         mut map: impl FnMut(S::Value) -> Result<T, String>,
-    ) -> Result<(Option<ListHeader>, Vec<T>), String> {
+    ) -> Result<(Option<ListHeader>, Vec<T>), PageError> {
         match self {
             Resources::Page(body) => {
                 let mut refused = None;
@@ -73,7 +113,7 @@ impl<'a> Resources<'a> {
                 match (read, refused) {
                     (_, Some(reason)) => Err(reason),
                     (Ok((header, resources)), None) => Ok((Some(header), resources)),
-                    (Err(err), None) => Err(not_a_list(err)),
+                    (Err(err), None) => Err(PageError::NotAList(err)),
                 }
             }
             Resources::Batch(batch) => {
@@ -84,10 +124,8 @@ impl<'a> Resources<'a> {
                         let resource = seed
                             .deserialize(&mut reader)
                             .and_then(|resource| reader.end().map(|()| resource))
-                            .map_err(|err| {
-                                format!("Resources[{index}] is not a SCIM {kind}: {err}")
-                            })?;
-                        map(resource).map_err(|reason| format!("Resources[{index}]: {reason}"))
+                            .map_err(|err| not_a(index, kind, err))?;
+                        map(resource).map_err(|reason| PageError::Refused { index, reason })
                     })
                     .collect::<Result<_, _>>()?;
                 Ok((None, resources))
@@ -106,7 +144,7 @@ struct PageVisitor<'k, S, F> {
 struct Each<'k, S, F> {
     kind: &'k str,
     map: F,
-    refused: &'k mut Option<String>,
+    refused: &'k mut Option<PageError>,
     seed: S,
 }
 
@@ -192,15 +230,14 @@ impl<'de, S: DeserializeSeed<'de> + Copy, T, F: FnMut(S::Value) -> Result<T, Str
                 Ok(Some(resource)) => resource,
                 Ok(None) => return Ok(resources),
                 Err(err) => {
-                    let kind = self.kind;
-                    *self.refused = Some(format!("Resources[{index}] is not a SCIM {kind}: {err}"));
+                    *self.refused = Some(not_a(index, self.kind, &err));
                     return Err(err);
                 }
             };
             match (self.map)(resource) {
                 Ok(mapped) => resources.push(mapped),
                 Err(reason) => {
-                    *self.refused = Some(format!("Resources[{index}]: {reason}"));
+                    *self.refused = Some(PageError::Refused { index, reason });
                     return Err(A::Error::custom("refused"));
                 }
             }
@@ -233,14 +270,54 @@ impl Batch {
     }
 }
 
-/// What is sent where: the header keeps everything but the `Resources` array's
-/// entries (so it reads `"Resources":[]`), the entries go to the batch, and the
-/// commas and blanks between them nowhere.
+/// Where the splitter is in the page's JSON. It decides where the bytes go: the
+/// header keeps everything but the `Resources` array's entries (so it reads
+/// `"Resources":[]`), the entries go to the batch, and the commas and blanks
+/// between them nowhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sink {
-    Header,
-    Resource,
-    Nowhere,
+enum Place {
+    /// Before the page's object.
+    Start,
+    /// At the top level of the page's object, where a key comes next.
+    Key,
+    /// In a top-level key (a string); its text starts at `header[start]`.
+    KeyName { start: usize },
+    /// At the top level after a key, before or in its value; `resources` when the
+    /// key is `Resources` and its value has not begun.
+    Value { resources: bool },
+    /// `depth` levels into a top-level value that is an object or an array.
+    Nested { depth: usize },
+    /// In the `Resources` array, before or between its entries.
+    Between,
+    /// `depth` levels into an entry of `Resources` (1 in the entry's own object).
+    Entry { depth: usize },
+    /// After the page's object.
+    Done,
+}
+
+/// Whether the next byte is JSON code, or in a string (whose quotes and brackets
+/// are not structure), or escaped in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    Code,
+    String,
+    Escape,
+}
+
+/// Where a run of code inside a value ends.
+enum Stop {
+    /// At the quote that opens a string.
+    Quote(usize),
+    /// At the bracket that closes the value.
+    Closed(usize),
+    /// At the end of the chunk.
+    End,
+}
+
+/// A chunk being framed, and how much of it went to its place's sink.
+struct Chunk<'a> {
+    bytes: &'a [u8],
+    sent: usize,
 }
 
 /// Feed it a body's chunks in order ([`ListSplitter::feed`]), take complete
@@ -251,22 +328,8 @@ pub struct ListSplitter {
     header: Vec<u8>,
     ready: Batch,
     taken: usize,
-    sink: Sink,
-    /// Open objects and arrays, outside strings.
-    depth: usize,
-    in_string: bool,
-    /// The previous byte was a backslash inside a string.
-    escaped: bool,
-    /// At the top level, the next string is a key.
-    expecting_key: bool,
-    /// Where the top-level key being read starts in `header`.
-    key_start: Option<usize>,
-    /// The last top-level key was `Resources`, and its value has not started.
-    resources_next: bool,
-    /// Inside the `Resources` array.
-    in_resources: bool,
-    /// The top-level object has closed.
-    done: bool,
+    place: Place,
+    lex: Lex,
 }
 
 impl Default for ListSplitter {
@@ -275,113 +338,28 @@ impl Default for ListSplitter {
             header: Vec::new(),
             ready: Batch::default(),
             taken: 0,
-            sink: Sink::Nowhere,
-            depth: 0,
-            in_string: false,
-            escaped: false,
-            expecting_key: false,
-            key_start: None,
-            resources_next: false,
-            in_resources: false,
-            done: false,
+            place: Place::Start,
+            lex: Lex::Code,
         }
     }
 }
 
 impl ListSplitter {
     /// Frames the next chunk of the body.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
-        let mut run_start = 0;
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), PageError> {
+        let mut chunk = Chunk { bytes, sent: 0 };
         let mut at = 0;
-        while at < chunk.len() {
-            if self.in_string {
-                if std::mem::take(&mut self.escaped) {
-                    at += 1;
-                    continue;
+        while at < bytes.len() {
+            at = match self.lex {
+                Lex::Code => self.code(&mut chunk, at)?,
+                Lex::String => self.string(&mut chunk, at),
+                Lex::Escape => {
+                    self.lex = Lex::String;
+                    at + 1
                 }
-                // Strings are most of the bytes: jump to the next quote or backslash.
-                let Some(offset) = memchr2(b'"', b'\\', &chunk[at..]) else {
-                    break;
-                };
-                at += offset;
-                if chunk[at] == b'\\' {
-                    self.escaped = true;
-                } else {
-                    self.in_string = false;
-                    if let Some(start) = self.key_start.take() {
-                        self.flush(chunk, &mut run_start, at + 1);
-                        self.resources_next = self.header[start..] == *b"\"Resources\"";
-                    }
-                }
-                at += 1;
-                continue;
-            }
-            let byte = chunk[at];
-            if byte.is_ascii_whitespace() {
-                at += 1;
-                continue;
-            }
-            if self.done {
-                return Err("there is more after the ListResponse object".into());
-            }
-            if self.depth == 0 && byte != b'{' {
-                return Err("the page is not a JSON object".into());
-            }
-            if self.in_resources && self.depth == 2 && !matches!(byte, b'{' | b']' | b',') {
-                return Err(format!(
-                    "Resources[{}] is not a JSON object",
-                    self.ready.first_index + self.ready.len()
-                ));
-            }
-            match byte {
-                b'"' => {
-                    self.in_string = true;
-                    if self.depth == 1 && self.expecting_key {
-                        self.expecting_key = false;
-                        self.flush(chunk, &mut run_start, at);
-                        self.key_start = Some(self.header.len());
-                    }
-                }
-                b'{' | b'[' => {
-                    if self.depth == 0 {
-                        self.switch(Sink::Header, chunk, &mut run_start, at);
-                        self.expecting_key = true;
-                    } else if self.in_resources && self.depth == 2 {
-                        self.switch(Sink::Resource, chunk, &mut run_start, at);
-                    } else if self.depth == 1
-                        && std::mem::take(&mut self.resources_next)
-                        && byte == b'['
-                    {
-                        self.switch(Sink::Nowhere, chunk, &mut run_start, at + 1);
-                        self.in_resources = true;
-                    }
-                    self.depth += 1;
-                }
-                b'}' | b']' => {
-                    // At depth 0 only `{` gets this far.
-                    self.depth -= 1;
-                    if self.in_resources && self.depth == 2 {
-                        self.switch(Sink::Nowhere, chunk, &mut run_start, at + 1);
-                        self.ready.ends.push(self.ready.bytes.len());
-                    } else if self.in_resources && self.depth == 1 {
-                        self.switch(Sink::Header, chunk, &mut run_start, at);
-                        self.in_resources = false;
-                    } else if self.depth == 0 {
-                        self.switch(Sink::Nowhere, chunk, &mut run_start, at + 1);
-                        self.done = true;
-                    }
-                }
-                b',' if self.depth == 1 => {
-                    self.expecting_key = true;
-                    self.resources_next = false;
-                }
-                b':' => {}
-                _ if self.depth == 1 => self.resources_next = false,
-                _ => {}
-            }
-            at += 1;
+            };
         }
-        self.flush(chunk, &mut run_start, chunk.len());
+        self.flush(&mut chunk, bytes.len());
         Ok(())
     }
 
@@ -413,30 +391,166 @@ impl ListSplitter {
 
     /// The body is complete: returns the header's JSON (with an empty
     /// `Resources`) and the last resources.
-    pub fn finish(mut self) -> Result<(Vec<u8>, Batch), String> {
-        if !self.done {
-            return Err("the page ended before its JSON did".into());
+    pub fn finish(mut self) -> Result<(Vec<u8>, Batch), PageError> {
+        if self.place != Place::Done {
+            return Err(PageError::EndedEarly);
         }
         let last = self.take();
         Ok((self.header, last))
     }
 
-    /// Sends `chunk[run_start..to]` to the current sink.
-    fn flush(&mut self, chunk: &[u8], run_start: &mut usize, to: usize) {
-        let run = &chunk[*run_start..to];
-        match self.sink {
-            Sink::Header => self.header.extend_from_slice(run),
-            Sink::Resource => self.ready.bytes.extend_from_slice(run),
-            Sink::Nowhere => {}
+    /// Frames a string from `at` up to its closing quote; returns where to go on.
+    fn string(&mut self, chunk: &mut Chunk, at: usize) -> usize {
+        // Strings are most of the bytes: jump to the next quote or backslash.
+        let Some(offset) = memchr2(b'"', b'\\', &chunk.bytes[at..]) else {
+            return chunk.bytes.len();
+        };
+        let at = at + offset;
+        if chunk.bytes[at] == b'\\' {
+            self.lex = Lex::Escape;
+            return at + 1;
         }
-        *run_start = to;
+        self.lex = Lex::Code;
+        if let Place::KeyName { start } = self.place {
+            self.flush(chunk, at + 1);
+            let resources = self.header[start..] == *b"\"Resources\"";
+            self.place = Place::Value { resources };
+        }
+        at + 1
     }
 
-    /// Sends the bytes before `at` to the current sink, and those from `at` to `sink`.
-    fn switch(&mut self, sink: Sink, chunk: &[u8], run_start: &mut usize, at: usize) {
-        self.flush(chunk, run_start, at);
-        self.sink = sink;
+    /// Frames JSON code from `at`; returns where to go on.
+    fn code(&mut self, chunk: &mut Chunk, at: usize) -> Result<usize, PageError> {
+        let byte = chunk.bytes[at];
+        match self.place {
+            Place::Entry { depth } => return Ok(self.entry(chunk, at, depth)),
+            Place::Nested { depth } => return Ok(self.nested(chunk, at, depth)),
+            _ if byte.is_ascii_whitespace() => {}
+            Place::Start if byte == b'{' => self.enter(Place::Key, chunk, at),
+            Place::Start => return Err(PageError::NotAnObject),
+            // A key's place lasts only as long as its string.
+            Place::Key | Place::KeyName { .. } | Place::Value { .. } => {
+                self.top_level(chunk, at, byte);
+            }
+            Place::Between => self.between(chunk, at, byte)?,
+            Place::Done => return Err(PageError::MoreAfter),
+        }
+        Ok(at + 1)
     }
+
+    /// A byte of code at the top level of the page's object.
+    fn top_level(&mut self, chunk: &mut Chunk, at: usize, byte: u8) {
+        match (byte, self.place) {
+            (b'"', Place::Key) => {
+                self.flush(chunk, at);
+                self.place = Place::KeyName {
+                    start: self.header.len(),
+                };
+                self.lex = Lex::String;
+            }
+            (b'"', _) => {
+                self.place = Place::Value { resources: false };
+                self.lex = Lex::String;
+            }
+            (b'[', Place::Value { resources: true }) => self.enter(Place::Between, chunk, at + 1),
+            (b'{' | b'[', _) => self.place = Place::Nested { depth: 1 },
+            (b'}' | b']', _) => self.enter(Place::Done, chunk, at + 1),
+            (b',', _) => self.place = Place::Key,
+            (b':', _) => {}
+            _ => self.place = Place::Value { resources: false },
+        }
+    }
+
+    /// A byte of code in the `Resources` array outside its entries, which must
+    /// be objects.
+    fn between(&mut self, chunk: &mut Chunk, at: usize, byte: u8) -> Result<(), PageError> {
+        match byte {
+            b'{' => self.enter(Place::Entry { depth: 1 }, chunk, at),
+            b']' => self.enter(Place::Value { resources: false }, chunk, at),
+            b',' => {}
+            _ => {
+                let index = self.ready.first_index + self.ready.len();
+                return Err(PageError::EntryNotAnObject { index });
+            }
+        }
+        Ok(())
+    }
+
+    /// Code in an entry of `Resources`: complete once its object closes.
+    fn entry(&mut self, chunk: &mut Chunk, at: usize, mut depth: usize) -> usize {
+        let stop = scan(chunk.bytes, at, &mut depth);
+        self.place = Place::Entry { depth };
+        match stop {
+            Stop::Quote(quote) => {
+                self.lex = Lex::String;
+                quote + 1
+            }
+            Stop::Closed(end) => {
+                self.enter(Place::Between, chunk, end + 1);
+                self.ready.ends.push(self.ready.bytes.len());
+                end + 1
+            }
+            Stop::End => chunk.bytes.len(),
+        }
+    }
+
+    /// Code in a top-level object or array other than `Resources`.
+    fn nested(&mut self, chunk: &mut Chunk, at: usize, mut depth: usize) -> usize {
+        let stop = scan(chunk.bytes, at, &mut depth);
+        self.place = Place::Nested { depth };
+        match stop {
+            Stop::Quote(quote) => {
+                self.lex = Lex::String;
+                quote + 1
+            }
+            Stop::Closed(end) => {
+                self.place = Place::Value { resources: false };
+                end + 1
+            }
+            Stop::End => chunk.bytes.len(),
+        }
+    }
+
+    /// Sends the bytes before `cut` to the current place's sink, and those from
+    /// `cut` on to `place`'s.
+    fn enter(&mut self, place: Place, chunk: &mut Chunk, cut: usize) {
+        self.flush(chunk, cut);
+        self.place = place;
+    }
+
+    /// Sends the chunk's bytes before `to` that are not sent yet to the current
+    /// place's sink: the header, the batch, or nowhere.
+    fn flush(&mut self, chunk: &mut Chunk, to: usize) {
+        let run = &chunk.bytes[chunk.sent..to];
+        match self.place {
+            Place::Start | Place::Between | Place::Done => {}
+            Place::Entry { .. } => self.ready.bytes.extend_from_slice(run),
+            Place::Key | Place::KeyName { .. } | Place::Value { .. } | Place::Nested { .. } => {
+                self.header.extend_from_slice(run);
+            }
+        }
+        chunk.sent = to;
+    }
+}
+
+/// Scans code `depth` levels into a value from `at`, counting its brackets, up to
+/// a string or the value's end. Only brackets and quotes matter in there: serde
+/// checks the rest when it parses the value.
+fn scan(bytes: &[u8], at: usize, depth: &mut usize) -> Stop {
+    for (i, &byte) in bytes.iter().enumerate().skip(at) {
+        match byte {
+            b'"' => return Stop::Quote(i),
+            b'{' | b'[' => *depth += 1,
+            b'}' | b']' => {
+                *depth -= 1;
+                if *depth == 0 {
+                    return Stop::Closed(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    Stop::End
 }
 
 #[cfg(test)]
@@ -487,6 +601,79 @@ mod tests {
             assert_eq!(header["itemsPerPage"], 3);
             assert_eq!(header["Resources"], serde_json::json!([]));
             assert_eq!(resources, expected_resources, "chunks of {size}");
+        }
+    }
+
+    /// Splits `body` fed in the chunks that `cuts` (ascending offsets) make.
+    fn split_at(body: &str, cuts: &[usize]) -> Result<(String, Vec<(usize, String)>), String> {
+        let mut splitter = ListSplitter::default();
+        let mut resources = Vec::new();
+        let mut from = 0;
+        for &to in cuts.iter().chain([&body.len()]) {
+            splitter.feed(&body.as_bytes()[from..to])?;
+            from = to;
+            for (index, text) in splitter.take().resources() {
+                resources.push((index, String::from_utf8(text.to_vec()).unwrap()));
+            }
+        }
+        let (header, last) = splitter.finish()?;
+        assert_eq!(last.len(), 0, "every resource was taken");
+        Ok((String::from_utf8(header).unwrap(), resources))
+    }
+
+    /// A page with something for every place of the splitter: blanks around the
+    /// tokens, keys and values with escapes, brackets and the word `Resources` in
+    /// strings, nested header values, entries with nested arrays.
+    const TRICKY: &str = r#"
+        { "we\"ird" : "x\\", "note": "Resources", "meta": {"a": ["]", "}", {"b": "\\"}],
+          "Resources": 1}, "totalResults" : 2, "Resources"  :
+          [ {"id": "a\"]", "members": [[], {"v": "\\\\"}], "n": -1.5e3, "t": true} ,
+            {"id": "b}", "x": null} ] , "itemsPerPage": 2 }
+    "#;
+
+    #[test]
+    fn every_place_of_the_splitter_survives_a_chunk_boundary() {
+        let whole = split_at(TRICKY, &[]).expect("splits");
+        let header: serde_json::Value = serde_json::from_str(&whole.0).expect("header is JSON");
+        assert_eq!(header["Resources"], serde_json::json!([]));
+        assert_eq!(header["meta"]["Resources"], 1);
+        assert_eq!(header["we\"ird"], "x\\");
+        let ids: Vec<serde_json::Value> = whole
+            .1
+            .iter()
+            .map(|(_, text)| serde_json::from_str(text).expect("a resource is JSON"))
+            .collect();
+        assert_eq!(ids[0]["id"], "a\"]");
+        assert_eq!(ids[0]["members"][1]["v"], "\\\\");
+        assert_eq!(ids[1]["id"], "b}");
+        for cut in 0..=TRICKY.len() {
+            assert_eq!(
+                split_at(TRICKY, &[cut]).expect("splits"),
+                whole,
+                "cut at {cut}"
+            );
+        }
+        // The places named: a cut inside an escaped quote, inside `\\`, between
+        // the `Resources` key and its `[`, and between two entries.
+        let after = |text: &str| TRICKY.find(text).expect(text) + text.len();
+        for cuts in [
+            [after(r#""a\"#), after(r#"{"v": "\"#)],
+            [after(r#""we\"#), after(r#""x\"#)],
+            [after(r#""Resources""#), after(r#""Resources"  :"#)],
+            [after(r#""t": true}"#), after(r#""t": true} ,"#)],
+        ] {
+            assert_eq!(split_at(TRICKY, &cuts).expect("splits"), whole, "{cuts:?}");
+        }
+    }
+
+    #[test]
+    fn a_page_that_ends_in_a_string_or_an_escape_ended_early() {
+        for body in [
+            r#"{"Resources": [{"id": "a"#,
+            r#"{"Resources": [{"id": "a\"#,
+        ] {
+            let err = split(body, 3).unwrap_err();
+            assert!(err.contains("ended before"), "{body}: {err}");
         }
     }
 
@@ -559,6 +746,11 @@ mod tests {
                 r#"{"Resources": [{"id": "a"}, "b"]}"#,
                 "Resources[1] is not a JSON object",
             ),
+            (
+                r#"{"Resources": [{"id": "a"}, 1]}"#,
+                "Resources[1] is not a JSON object",
+            ),
+            (r#"{"Resources": [}"#, "Resources[0] is not a JSON object"),
             (r#"{"Resources": []}}"#, "more after"),
             (r#"{"Resources": []} x"#, "more after"),
             ("", "ended before"),

@@ -10,11 +10,9 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,6 +22,7 @@ use url::Url;
 mod list_response;
 mod membership_index;
 
+use super::http::DirectoryHttp;
 use super::normalize::{self, ListedEmail};
 use super::{Delivery, Directory, Read, SourceError};
 use crate::auth::TokenSource;
@@ -33,8 +32,7 @@ use crate::events;
 use crate::model::{
     DirectoryUser, Email, EmailError, GroupName, IdDigest, IdKeys, Subject, UnusableEntry,
 };
-use crate::retry::{self, Backoff, Class};
-use list_response::{ListHeader, ListSplitter, Resources};
+use list_response::{ListHeader, ListSplitter, PageError, Resources};
 use membership_index::{MembershipIndex, MembershipIndexError};
 
 const SCIM_JSON: &str = "application/scim+json, application/json";
@@ -60,14 +58,6 @@ fn max_waiting(total: usize) -> usize {
 /// download slots busy meanwhile.
 const MAX_UNDECODED_GROUP_BYTES: usize = 4 * 1024 * 1024;
 
-/// Transient directory failures are retried briefly; a longer outage fails the run,
-/// and the next scheduled run tries again.
-const BACKOFF: Backoff = Backoff {
-    max_attempts: 3,
-    base: Duration::from_millis(500),
-    cap: Duration::from_secs(5),
-};
-
 /// Cheap to clone: the page fetches run as tasks of their own.
 #[derive(Clone)]
 pub struct ScimSource {
@@ -76,8 +66,7 @@ pub struct ScimSource {
     parallel_pages: usize,
     subject_attribute: SubjectAttribute,
     attributes: AttributeMap,
-    http: reqwest::Client,
-    tokens: Arc<TokenSource>,
+    http: DirectoryHttp,
 }
 
 impl Directory for ScimSource {
@@ -115,8 +104,7 @@ impl ScimSource {
             parallel_pages: config.parallel_pages.get(),
             attributes: attributes.clone(),
             subject_attribute: config.subject_attribute,
-            http,
-            tokens: Arc::new(tokens),
+            http: DirectoryHttp::new(http, Arc::new(tokens), SCIM_JSON),
         }
     }
 
@@ -385,63 +373,7 @@ impl ScimSource {
     /// One GET with the directory's retry policy and one token refresh on 401;
     /// returns the successful response with its body unread.
     async fn get_response(&self, url: &Url) -> Result<reqwest::Response, SourceError> {
-        let mut token = self.tokens.bearer().await?;
-        let mut refreshed = false;
-        let mut attempt = 1;
-        loop {
-            let sent = self
-                .http
-                .get(url.clone())
-                .header(ACCEPT, SCIM_JSON)
-                .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
-                .send()
-                .await;
-            let (failure, wait_at_least) = match sent {
-                Err(err) => (error_chain(&err), None),
-                Ok(response) => {
-                    let status = response.status();
-                    match retry::classify(status) {
-                        Class::Success => return Ok(response),
-                        Class::Unauthorized
-                            if status.as_u16() == 401
-                                && !refreshed
-                                && self.tokens.can_refresh() =>
-                        {
-                            tracing::info!("The directory refused the token; getting a fresh one.");
-                            token = self.tokens.refresh(&token).await?;
-                            refreshed = true;
-                            continue;
-                        }
-                        Class::Unauthorized => {
-                            return Err(SourceError::Refused {
-                                url: url.to_string(),
-                                status: status.as_u16(),
-                            })
-                        }
-                        Class::Rejected => {
-                            return Err(SourceError::Unavailable {
-                                url: url.to_string(),
-                                reason: format!("answered {status}"),
-                            })
-                        }
-                        Class::Transient => (
-                            format!("answered {status}"),
-                            retry::retry_after(response.headers(), SystemTime::now()),
-                        ),
-                    }
-                }
-            };
-            if attempt >= BACKOFF.max_attempts {
-                return Err(SourceError::Unavailable {
-                    url: url.to_string(),
-                    reason: format!("{failure} (after {attempt} attempts)"),
-                });
-            }
-            attempt += 1;
-            let wait = BACKOFF.delay(attempt, wait_at_least);
-            tracing::warn!(%url, %failure, wait_ms = wait.as_millis() as u64, "Directory request failed; retrying.");
-            tokio::time::sleep(wait).await;
-        }
+        self.http.get(url).await
     }
 }
 
@@ -559,10 +491,10 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-fn inconsistent(url: &Url, reason: String) -> SourceError {
+fn inconsistent(url: &Url, reason: impl std::fmt::Display) -> SourceError {
     SourceError::Inconsistent {
         url: url.to_string(),
-        reason,
+        reason: reason.to_string(),
     }
 }
 
@@ -710,7 +642,7 @@ impl Drop for BodyPart {
 /// Turns a page's resources, whole or split, into what the listing yields, one
 /// for each, or says why it cannot; with a whole page, also reads its header.
 type Decoder<T> =
-    Arc<dyn Fn(Resources<'_>) -> Result<(Option<ListHeader>, Vec<T>), String> + Send + Sync>;
+    Arc<dyn Fn(Resources<'_>) -> Result<(Option<ListHeader>, Vec<T>), PageError> + Send + Sync>;
 
 /// A user as read from a page: normalized, with what the memberships needs.
 struct PulledUser {
@@ -1233,6 +1165,8 @@ fn pick_name(user: &ScimUser<'_>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use serde_json::json;
 
