@@ -1529,6 +1529,17 @@ mod tests {
             user(&json!({"id": "abc", "userName": "bob"})),
             SubjectAttribute::ExternalId,
         );
-        assert_eq!(missing.unwrap_err().label, "bob");
+        let missing = missing.unwrap_err();
+        assert_eq!(missing.label, "bob");
+        assert!(missing.reason.contains("externalId"), "{}", missing.reason);
+    }
+
+    #[test]
+    fn a_blank_id_is_reported_as_a_missing_id_not_a_missing_external_id() {
+        let blank = normalize_user(
+            user(&json!({"id": " ", "externalId": "emp-7", "userName": "bob"})),
+            SubjectAttribute::Id,
+        );
+        assert_eq!(blank.unwrap_err().reason, "has no id");
     }
 }
