@@ -52,21 +52,6 @@ async fn run_to_completion(config: &Path) -> Value {
     serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("{err}: {stdout}"))
 }
 
-/// E-mail → sorted groups, as the gateway holds them; panics on a duplicate e-mail.
-fn held(gateway: &FakeGateway) -> BTreeMap<String, Vec<String>> {
-    let mut held = BTreeMap::new();
-    for user in gateway.users() {
-        let mut groups = user.groups.clone();
-        groups.sort();
-        let email = user.email.clone();
-        assert!(
-            held.insert(email.clone(), groups).is_none(),
-            "duplicate user {email}"
-        );
-    }
-    held
-}
-
 fn count(summary: &Value, key: &str) -> u64 {
     summary[key]
         .as_u64()
@@ -123,7 +108,11 @@ async fn a_first_import_killed_with_sigkill_converges_on_the_next_run() {
 
     write_config(&config, &idp, &gateway, &cache, 10_000);
     let second = run_to_completion(&config).await;
-    assert_eq!(held(&gateway), expected, "each directory user once");
+    assert_eq!(
+        gateway.groups_by_email(),
+        expected,
+        "each directory user once"
+    );
     assert_eq!(count(&second, "directory_users"), users);
     assert_eq!(
         (count(&second, "failed"), count(&second, "interrupted")),
@@ -148,5 +137,5 @@ async fn a_first_import_killed_with_sigkill_converges_on_the_next_run() {
         "a third run writes nothing: {:?}",
         gateway.requests()
     );
-    assert_eq!(held(&gateway), expected);
+    assert_eq!(gateway.groups_by_email(), expected);
 }

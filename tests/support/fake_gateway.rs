@@ -213,6 +213,21 @@ impl FakeGateway {
         self.shared.lock().users.clone()
     }
 
+    /// E-mail → sorted groups, as the gateway holds them; panics on a duplicate e-mail.
+    pub fn groups_by_email(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut held = std::collections::BTreeMap::new();
+        for user in self.users() {
+            let mut groups = user.groups.clone();
+            groups.sort();
+            let email = user.email.clone();
+            assert!(
+                held.insert(email.clone(), groups).is_none(),
+                "duplicate user {email}"
+            );
+        }
+        held
+    }
+
     /// The user with exactly this e-mail (case-sensitive, like the gateway).
     pub fn user_by_email(&self, email: &str) -> Option<GatewayUser> {
         self.shared

@@ -25,21 +25,28 @@ fn source(users: ExportFile, groups: Option<ExportFile>) -> FileSource {
     }
 }
 
-/// Reads `source` to its end: its users, and what the read says.
-async fn read_all(source: &FileSource) -> (Vec<DirectoryUser>, Result<Read, SourceError>) {
+/// Reads `source` to its end: the chunks of users it delivered, and what the
+/// read says.
+async fn read_chunks(source: &FileSource) -> (Vec<Vec<DirectoryUser>>, Result<Read, SourceError>) {
     let (delivery, mut arrivals) = delivery::channel(CancellationToken::new());
     let shutdown = CancellationToken::new();
     let read = source.read(&shutdown, delivery, None);
     let collect = async {
-        let mut users = Vec::new();
+        let mut chunks = Vec::new();
         while let Some(chunk) = arrivals.next().await {
             arrivals.planned(chunk.len());
-            users.extend(chunk);
+            chunks.push(chunk);
         }
-        users
+        chunks
     };
-    let (read, users) = tokio::join!(read, collect);
-    (users, read)
+    let (read, chunks) = tokio::join!(read, collect);
+    (chunks, read)
+}
+
+/// Reads `source` to its end: its users, and what the read says.
+async fn read_all(source: &FileSource) -> (Vec<DirectoryUser>, Result<Read, SourceError>) {
+    let (chunks, read) = read_chunks(source).await;
+    (chunks.into_iter().flatten().collect(), read)
 }
 
 fn groups_of(user: &DirectoryUser) -> Vec<&str> {
@@ -179,18 +186,8 @@ async fn users_are_handed_out_in_chunks_as_they_are_read() {
         .map(|i| format!("{{\"id\": \"u{i}\", \"email\": \"u{i}@example.com\"}}\n"))
         .collect();
     let source = source(export(dir.path(), "many.jsonl", &text), None);
-    let (delivery, mut arrivals) = delivery::channel(CancellationToken::new());
-    let shutdown = CancellationToken::new();
-    let read = source.read(&shutdown, delivery, None);
-    let sizes = async {
-        let mut sizes = Vec::new();
-        while let Some(chunk) = arrivals.next().await {
-            arrivals.planned(chunk.len());
-            sizes.push(chunk.len());
-        }
-        sizes
-    };
-    let (read, sizes) = tokio::join!(read, sizes);
+    let (chunks, read) = read_chunks(&source).await;
+    let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
     assert_eq!(read.expect("complete").entries, CHUNK * 2 + 1);
     assert_eq!(sizes, [CHUNK, CHUNK, 1]);
 }
