@@ -1,25 +1,26 @@
 //! # idsync
 //!
 //! Keeps the users of a hoop.dev gateway in step with an identity provider's
-//! directory: reads users and groups over SCIM, diffs them against a local cache and
-//! creates the missing users through the gateway's API, paced and retried.
+//! directory: reads its users and groups (SCIM 2.0, or an export file), diffs them
+//! against a local cache and creates, updates and deactivates users through the
+//! gateway's API, paced and retried. `docs/architecture.md` draws the whole.
 //!
 //! # Layout
+//! From the bottom up; a module uses only those above it in this list.
 //! - [`config`]: TOML → checked [`config::Config`]; secrets as [`config::Secret`].
-//! - [`groups`]: the groups policy (include/exclude, rename, prefix, admin guard).
-//! - [`model`]: typed identities ([`model::Subject`], [`model::Email`], [`model::GroupName`]).
-//! - [`auth`]: the directory's bearer token (static, or OIDC client credentials).
-//! - [`source`]: directory adapters ([`source::scim`]) yielding normalized users.
-//! - [`cache`]: sled store of per-subject outcomes and the run history.
-//! - [`plan`]: the pure diff of directory and cache into actions.
-//! - [`target`]: the hoop gateway client, or the dry-run target.
-//! - [`retry`]: which answers are retried, and the backoff between attempts.
-//! - [`apply`]: executes actions through the rate limiter and retry policy.
-//! - [`sync`]: one run, pull → plan → apply → record → summary.
-//! - [`schedule`]: the cron loop of the daemon.
-//! - [`service`]: `/healthz`, `/readyz`, `/metrics`; [`notify`]: systemd's notify protocol.
+//! - [`model`]: typed identities, the gateway's user and profile, run counts.
+//! - [`http`]: the one HTTP client builder; [`retry`]: the retry policy and loop.
+//! - [`memory`]: glibc malloc tunings; [`notify`]: systemd's notify protocol.
 //! - [`events`]: every notable event's log line and metric, in one place.
-//! - [`memory`]: glibc malloc tunings for the page-sized peaks of a read.
+//! - [`groups`]: the groups policy (include/exclude, rename, prefix, admin guard).
+//! - [`cache`]: sled store of per-subject outcomes, run history and source cursors.
+//! - [`service`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`source`]: the [`source::Directory`] seam and one folder per kind of directory.
+//! - [`target`]: the hoop gateway client, or the dry-run target.
+//! - [`plan`]: the diff of directory and cache into actions.
+//! - [`apply`]: executes actions through the rate limiter and retry policy.
+//! - [`sync`]: one run, read → plan → apply → record → summary.
+//! - [`schedule`]: the cron loop of the daemon.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::unreachable)
@@ -27,7 +28,6 @@
 #![deny(clippy::await_holding_lock)]
 
 pub mod apply;
-pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod events;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::SourceError;
-use crate::auth::TokenSource;
+use super::auth::TokenSource;
 use crate::config::Secret;
 use crate::error_chain;
 use crate::retry::{self, Attempt, Backoff, Class, Exhausted};

@@ -6,6 +6,7 @@
 //! ([`Scope`]). [`open`] builds the configured source; it is the only place that
 //! names the kinds, so adding one is a folder here and a `kind` in the config.
 
+pub mod auth;
 pub mod delivery;
 pub mod file;
 mod http;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthError, TokenSource};
+use auth::{AuthError, TokenSource};
 use crate::config::{SourceConfig, SourceKind};
 use crate::model::{Subject, UnusableEntry};
 

@@ -25,7 +25,7 @@ mod membership_index;
 use super::http::DirectoryHttp;
 use super::normalize::{self, ListedEmail};
 use super::{Delivery, Directory, Read, SourceError};
-use crate::auth::TokenSource;
+use super::auth::TokenSource;
 use crate::config::{AttributeMap, AttributePath, ScimConfig, SubjectAttribute};
 use crate::error_chain;
 use crate::events;
