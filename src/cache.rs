@@ -706,7 +706,7 @@ impl Cache {
         Ok(())
     }
 
-    /// Appends a run to the history, keeping the newest [`RUN_HISTORY`].
+    /// Appends a run to the history, keeping the newest `RUN_HISTORY`.
     pub async fn record_run(&self, run: &RunRecord) -> Result<(), CacheError> {
         let key = self
             .runs

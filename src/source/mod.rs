@@ -1,7 +1,7 @@
 //! Directory sources: each reads one kind of identity provider's directory and
 //! hands out normalized users. They never touch the cache or the gateway.
 //!
-//! The seam is [`Directory`]: a source delivers [`DirectoryUser`]s in chunks to a
+//! The seam is [`Directory`]: a source delivers [`DirectoryUser`](crate::model::DirectoryUser)s in chunks to a
 //! [`Delivery`] while it reads, and says at the end what its read covered
 //! ([`Scope`]). [`open`] builds the configured source; it is the only place that
 //! names the kinds, so adding one is a folder here and a `kind` in the config.
