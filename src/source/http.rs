@@ -10,8 +10,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::SourceError;
 use super::auth::TokenSource;
+use super::SourceError;
 use crate::config::Secret;
 use crate::error_chain;
 use crate::retry::{self, Attempt, Backoff, Class, Exhausted};

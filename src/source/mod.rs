@@ -19,9 +19,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use auth::{AuthError, TokenSource};
 use crate::config::{SourceConfig, SourceKind};
 use crate::model::{Subject, UnusableEntry};
+use auth::{AuthError, TokenSource};
 
 pub use delivery::{Arrivals, Delivery};
 
