@@ -1,6 +1,9 @@
 //! The `idsync` command: parses the command line, wires the library together and
 //! turns outcomes into exit codes (see the README).
-#![cfg_attr(not(test), deny(clippy::expect_used))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::unreachable)
+)]
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

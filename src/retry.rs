@@ -2,7 +2,6 @@
 //! wait before it (exponential backoff with full jitter, never before `Retry-After`);
 //! and [`with_retries`], the one loop that applies it, for the directory and the
 //! gateway alike.
-#![cfg_attr(not(test), deny(clippy::expect_used))]
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -7,7 +7,6 @@
 //! is never held whole. The splitter only frames the JSON (strings, escapes,
 //! nesting); the resources are parsed by serde, which rejects anything malformed
 //! inside them.
-#![cfg_attr(not(test), deny(clippy::expect_used))]
 
 use memchr::memchr2;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
