@@ -5,11 +5,11 @@
 //! table test below.
 
 mod creates;
+mod emails;
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 
-use rustc_hash::{FxBuildHasher, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use crate::cache::{CacheError, Records, SubjectRecord, SubjectState, Summary, Taken};
 use crate::config::{DeactivationLimit, Deprovision};
@@ -17,6 +17,7 @@ use crate::model::{
     limits, DirectoryUser, Email, Fingerprint, GatewayUser, Profile, Subject, UnusableEntry,
 };
 use crate::source::Scope;
+use emails::EmailsSeen;
 
 pub use creates::CreateList;
 
@@ -172,15 +173,15 @@ pub struct Planner<'a> {
     rules: &'a Rules,
     plan: Plan,
     /// The e-mail of every active user with a valid one, in directory order.
-    emails: EmailBook,
-    /// Where those users landed in `plan`, by their place in `emails`; the others
-    /// are unchanged.
-    placed: Vec<(u32, Placed)>,
+    emails: EmailsSeen,
+    /// Where those users landed in `plan`, by the position of their e-mail in
+    /// `emails`, in increasing order; the users not listed are unchanged.
+    slots: Vec<(u32, PlanSlot)>,
 }
 
-/// A list of [`Plan`] and a position in it.
+/// One entry of a list of [`Plan`]: the list, and the entry's index in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Placed {
+enum PlanSlot {
     Create(usize),
     Update(usize),
     Adoption(usize),
@@ -201,8 +202,8 @@ impl<'a> Planner<'a> {
             inventory,
             rules,
             plan: Plan::default(),
-            emails: EmailBook::default(),
-            placed: Vec::new(),
+            emails: EmailsSeen::default(),
+            slots: Vec::new(),
         }
     }
 
@@ -301,7 +302,7 @@ impl<'a> Planner<'a> {
             }
             return Ok(());
         }
-        let ordinal = match &user.email {
+        let position = match &user.email {
             Ok(email) => self.emails.add(email),
             Err(reason) => {
                 let reason = reason.clone();
@@ -310,9 +311,9 @@ impl<'a> Planner<'a> {
             }
         };
         let plan = &mut self.plan;
-        let mut place = |placed: Placed| self.placed.push((ordinal, placed));
+        let mut place = |slot: PlanSlot| self.slots.push((position, slot));
         if let Some(reason) = over_limits(&user) {
-            place(Placed::Invalid(plan.invalid.len()));
+            place(PlanSlot::Invalid(plan.invalid.len()));
             plan.invalid.push(problem(&user, reason));
             return Ok(());
         }
@@ -341,7 +342,7 @@ impl<'a> Planner<'a> {
                 let changed = rules.update_existing && summary.fingerprint != fingerprint;
                 if summary.deactivated {
                     let record = self.cached.record(&subject)?;
-                    place(Placed::Update(plan.updates.len()));
+                    place(PlanSlot::Update(plan.updates.len()));
                     plan.updates.push(UpdateUser {
                         subject,
                         key: record.email.clone(),
@@ -360,7 +361,7 @@ impl<'a> Planner<'a> {
                     });
                 } else if changed {
                     let record = self.cached.record(&subject)?;
-                    place(Placed::Update(plan.updates.len()));
+                    place(PlanSlot::Update(plan.updates.len()));
                     plan.updates.push(UpdateUser {
                         subject,
                         key: record.email.clone(),
@@ -379,7 +380,7 @@ impl<'a> Planner<'a> {
             Some(rejected) if rejected.fingerprint == fingerprint => {
                 let rejected = self.cached.record(&subject)?;
                 let detail = rejected.detail.as_deref().unwrap_or("no message");
-                place(Placed::StillRejected(plan.still_rejected.len()));
+                place(PlanSlot::StillRejected(plan.still_rejected.len()));
                 plan.still_rejected.push(Problem {
                     label: email.to_string(),
                     reason: format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
@@ -403,7 +404,7 @@ impl<'a> Planner<'a> {
                     if rules.update_existing
                         && merged(existing, Some(&profile), None, rules) != *existing
                     {
-                        place(Placed::Update(plan.updates.len()));
+                        place(PlanSlot::Update(plan.updates.len()));
                         plan.updates.push(UpdateUser {
                             subject,
                             key: profile.email.clone(),
@@ -418,7 +419,7 @@ impl<'a> Planner<'a> {
                         } else {
                             Fingerprint::UNVERIFIED
                         };
-                        place(Placed::Adoption(plan.adoptions.len()));
+                        place(PlanSlot::Adoption(plan.adoptions.len()));
                         plan.adoptions.push(Adoption {
                             subject,
                             record: SubjectRecord {
@@ -429,12 +430,12 @@ impl<'a> Planner<'a> {
                     }
                 }
                 None => {
-                    let position = plan.creates.push(CreateUser {
+                    let index = plan.creates.push(CreateUser {
                         subject,
                         profile: profile(email),
                         fingerprint,
                     });
-                    place(Placed::Create(position));
+                    place(PlanSlot::Create(index));
                 }
             },
         }
@@ -445,31 +446,36 @@ impl<'a> Planner<'a> {
     /// keys users by e-mail, so whichever came first would silently own both. Such
     /// users are taken back out of the plan and reported, in directory order.
     fn withdraw_shared_emails(&mut self) {
-        let shared = self.emails.shared();
+        let shared = self.emails.shared_addresses();
         if shared.is_empty() {
             return;
         }
         let mut withdrawn = FxHashSet::default();
-        for &ordinal in &shared {
-            match self.placed.binary_search_by_key(&ordinal, |&(o, _)| o) {
+        for &position in &shared {
+            match self.slots.binary_search_by_key(&position, |&(p, _)| p) {
                 Ok(at) => {
-                    withdrawn.insert(self.placed[at].1);
+                    withdrawn.insert(self.slots[at].1);
                 }
+                // Not in a list: counted as unchanged.
                 Err(_) => self.plan.unchanged -= 1,
             }
         }
         let plan = &mut self.plan;
-        for placed in &withdrawn {
-            if let Placed::Create(position) = placed {
-                plan.creates.withdraw(*position);
+        for slot in &withdrawn {
+            if let PlanSlot::Create(index) = slot {
+                plan.creates.withdraw(*index);
             }
         }
-        drop_withdrawn(&mut plan.updates, &withdrawn, Placed::Update);
-        drop_withdrawn(&mut plan.adoptions, &withdrawn, Placed::Adoption);
-        drop_withdrawn(&mut plan.invalid, &withdrawn, Placed::Invalid);
-        drop_withdrawn(&mut plan.still_rejected, &withdrawn, Placed::StillRejected);
-        for ordinal in shared {
-            let email = self.emails.get(ordinal);
+        drop_withdrawn(&mut plan.updates, &withdrawn, PlanSlot::Update);
+        drop_withdrawn(&mut plan.adoptions, &withdrawn, PlanSlot::Adoption);
+        drop_withdrawn(&mut plan.invalid, &withdrawn, PlanSlot::Invalid);
+        drop_withdrawn(
+            &mut plan.still_rejected,
+            &withdrawn,
+            PlanSlot::StillRejected,
+        );
+        for position in shared {
+            let email = self.emails.address(position);
             plan.invalid.push(Problem {
                 label: email.to_owned(),
                 reason: format!("shares the e-mail {email} with another directory user; neither is synced until one changes"),
@@ -478,72 +484,17 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Removes the entries of `list` that `withdrawn` names through `placed`.
+/// Removes the entries of `list` that `withdrawn` names through `slot_of`.
 fn drop_withdrawn<T>(
     list: &mut Vec<T>,
-    withdrawn: &FxHashSet<Placed>,
-    placed: fn(usize) -> Placed,
+    withdrawn: &FxHashSet<PlanSlot>,
+    slot_of: fn(usize) -> PlanSlot,
 ) {
-    let mut position = 0;
+    let mut index = 0;
     list.retain(|_| {
-        position += 1;
-        !withdrawn.contains(&placed(position - 1))
+        index += 1;
+        !withdrawn.contains(&slot_of(index - 1))
     });
-}
-
-/// E-mail addresses back to back, numbered in the order they were added: a
-/// million of them take about as many bytes as their text.
-#[derive(Default)]
-struct EmailBook {
-    text: String,
-    /// Where each address ends in `text`: 4 bytes, not 8, a user.
-    ends: Vec<u32>,
-}
-
-impl EmailBook {
-    fn add(&mut self, email: &Email) -> u32 {
-        self.text.push_str(email.as_str());
-        let end = u32::try_from(self.text.len()).expect("less than 4 GiB of e-mail addresses");
-        self.ends.push(end);
-        (self.ends.len() - 1) as u32
-    }
-
-    fn get(&self, ordinal: u32) -> &str {
-        let ordinal = ordinal as usize;
-        let start = ordinal.checked_sub(1).map_or(0, |before| self.ends[before]);
-        &self.text[start as usize..self.ends[ordinal] as usize]
-    }
-
-    /// The numbers of the addresses added more than once, in order. Found by
-    /// sorting digests of the addresses, which is cheaper than counting them in a
-    /// map of every address. The digests are 32 bits, so that with the ordinal
-    /// each takes 8 bytes: this list is made at the end of the planning, when the
-    /// planner holds the most.
-    fn shared(&self) -> Vec<u32> {
-        let mut digests: Vec<(u32, u32)> = (0..self.ends.len() as u32)
-            .map(|ordinal| (FxBuildHasher.hash_one(self.get(ordinal)) as u32, ordinal))
-            .collect();
-        digests.sort_unstable();
-        let mut shared = Vec::new();
-        // Equal digests are often, not always, equal addresses; compare them.
-        for run in digests
-            .chunk_by(|a, b| a.0 == b.0)
-            .filter(|run| run.len() > 1)
-        {
-            for (i, &(_, ordinal)) in run.iter().enumerate() {
-                let email = self.get(ordinal);
-                if let Some(&(_, twin)) = run[i + 1..]
-                    .iter()
-                    .find(|&&(_, other)| self.get(other) == email)
-                {
-                    shared.extend([ordinal, twin]);
-                }
-            }
-        }
-        shared.sort_unstable();
-        shared.dedup();
-        shared
-    }
 }
 
 /// The records of the subjects a change set removed that idsync keeps active.
