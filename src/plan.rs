@@ -5,6 +5,7 @@
 //! table test below.
 
 mod creates;
+mod decide;
 mod emails;
 
 use std::collections::HashMap;
@@ -14,9 +15,10 @@ use rustc_hash::FxHashSet;
 use crate::cache::{CacheError, Records, SubjectRecord, SubjectState, Summary, Taken};
 use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{
-    limits, DirectoryUser, Email, Fingerprint, GatewayUser, Profile, Subject, UnusableEntry,
+    DirectoryUser, Email, Fingerprint, GatewayUser, Profile, Subject, UnusableEntry,
 };
 use crate::source::Scope;
+use decide::{decide, Cached, Decision, UpdateCause};
 use emails::EmailsSeen;
 
 pub use creates::CreateList;
@@ -160,19 +162,19 @@ impl std::fmt::Display for GuardTripped {
 /// Plans a directory while it is read. Users arrive in chunks, in directory order
 /// ([`Planner::add`]), and only what needs doing is kept: memory holds the work
 /// and the records of users not listed yet, never the whole directory. A user's
-/// record leaves `cached` as the user is planned, so the records left at the end
+/// record leaves `records` as the user is planned, so the records left at the end
 /// are the leavers'.
 pub struct Planner<'a> {
-    cached: Records,
+    records: Records,
     /// Managed, active subjects before the run: the deactivation guard's base.
     managed: usize,
     /// The gateway's users by e-mail, read when the cache is empty (a first run
-    /// against a populated gateway), so existing users are adopted instead of
-    /// meeting a 409 each.
+    /// against a populated gateway), so that they are adopted instead of meeting a
+    /// 409 each.
     inventory: Option<HashMap<String, GatewayUser>>,
     rules: &'a Rules,
     plan: Plan,
-    /// The e-mail of every active user with a valid one, in directory order.
+    /// The e-mail of every active user with a usable one, in directory order.
     emails: EmailsSeen,
     /// Where those users landed in `plan`, by the position of their e-mail in
     /// `emails`, in increasing order; the users not listed are unchanged.
@@ -191,13 +193,13 @@ enum PlanSlot {
 
 impl<'a> Planner<'a> {
     pub fn new(
-        cached: Records,
+        records: Records,
         inventory: Option<HashMap<String, GatewayUser>>,
         rules: &'a Rules,
     ) -> Self {
-        let managed = cached.count(Summary::is_kept_active);
+        let managed = records.count(Summary::is_kept_active);
         Self {
-            cached,
+            records,
             managed,
             inventory,
             rules,
@@ -242,16 +244,15 @@ impl<'a> Planner<'a> {
                 reason: entry.reason,
             }),
         );
-        let rules = self.rules;
-        if rules.deprovision != Deprovision::Deactivate {
+        if self.rules.deprovision != Deprovision::Deactivate {
             plan.deactivations.clear();
             return Ok(plan);
         }
         // Looked for only when they would be deactivated: finding the leavers'
         // subjects reads the cache a second time.
         let leavers = match scope {
-            Scope::Complete => self.cached.remaining(Summary::is_kept_active)?,
-            Scope::Changes { removed } => removed_records(&mut self.cached, removed)?,
+            Scope::Complete => self.records.remaining(Summary::is_kept_active)?,
+            Scope::Changes { removed } => removed_records(&mut self.records, removed)?,
         };
         let mut deactivations = std::mem::take(&mut plan.deactivations);
         deactivations.extend(
@@ -260,186 +261,184 @@ impl<'a> Planner<'a> {
             }),
         );
         deactivations.sort_by(|a, b| a.key.cmp(&b.key));
-        let allowed = rules.max_deactivations.allowed(self.managed);
-        if deactivations.len() > allowed && !rules.allow_mass_deactivation {
-            plan.deactivation_guard = Some(GuardTripped {
-                planned: deactivations.len(),
-                allowed,
-                managed: self.managed,
-                limit: rules.max_deactivations,
-            });
-        } else {
-            plan.deactivations = deactivations;
-        }
+        guard_deactivations(&mut plan, deactivations, self.managed, self.rules);
         Ok(plan)
     }
 
+    /// Decides what to do with one user, then records it.
     fn plan_user(&mut self, user: DirectoryUser) -> Result<(), CacheError> {
-        let rules = self.rules;
-        let summary = match self.cached.take(&user.subject) {
-            Taken::Record(summary) => Some(summary),
-            Taken::Absent => None,
-            // Only possible with `subject_attribute = "externalId"`; SCIM ids are unique.
-            Taken::Before => {
+        let cached = Cached::from(self.records.take(&user.subject));
+        let gateway = match (&self.inventory, &user.email) {
+            (Some(users), Ok(email)) => users.get(email.as_str()),
+            _ => None,
+        };
+        let decision = decide(&user, cached, gateway, self.rules);
+        self.record_decision(user, decision)
+    }
+
+    /// Carries out a decision: counts the user, or puts it in a list of the plan,
+    /// reading its whole cache record when the decision needs it. The e-mail of
+    /// every active user with a usable one is noted, and where in the plan the user
+    /// landed, for [`Planner::withdraw_shared_emails`].
+    fn record_decision(
+        &mut self,
+        user: DirectoryUser,
+        decision: Decision,
+    ) -> Result<(), CacheError> {
+        match decision {
+            Decision::SubjectSeen => {
                 let reason = format!(
                     "another directory user has the same subject {}; only the first is synced",
                     user.subject
                 );
-                self.plan.invalid.push(problem(&user, reason.to_string()));
-                return Ok(());
+                self.report_invalid(&user, reason);
             }
-        };
-        if !user.active {
-            self.plan.skipped_inactive += 1;
-            let deprovisions = rules.deprovision == Deprovision::Deactivate;
-            if deprovisions && summary.is_some_and(|summary| summary.is_kept_active()) {
-                let record = self.cached.record(&user.subject)?;
-                self.plan.deactivations.push(deactivation(
-                    user.subject,
-                    record,
-                    "inactive in the directory",
-                ));
+            Decision::NoEmail(reason) => {
+                self.report_invalid(&user, reason);
             }
-            return Ok(());
-        }
-        let position = match &user.email {
-            Ok(email) => self.emails.add(email),
-            Err(reason) => {
-                let reason = reason.clone();
-                self.plan.invalid.push(problem(&user, reason.to_string()));
-                return Ok(());
+            Decision::SkipInactive => self.plan.skipped_inactive += 1,
+            Decision::DeactivateInactive => self.deactivate_inactive(user)?,
+            Decision::Unchanged => {
+                self.note_email(&user);
+                self.plan.unchanged += 1;
             }
-        };
-        let plan = &mut self.plan;
-        let mut place = |slot: PlanSlot| self.slots.push((position, slot));
-        if let Some(reason) = over_limits(&user) {
-            place(PlanSlot::Invalid(plan.invalid.len()));
-            plan.invalid.push(problem(&user, reason));
-            return Ok(());
-        }
-        let fingerprint = user.fingerprint();
-        let DirectoryUser {
-            subject,
-            email: Ok(email),
-            name,
-            groups,
-            slack_id,
-            picture,
-            ..
-        } = user
-        else {
-            unreachable!("a user without a usable e-mail was reported above");
-        };
-        let profile = |email: Email| Profile {
-            email,
-            name,
-            groups,
-            slack_id,
-            picture,
-        };
-        match summary {
-            Some(summary) if summary.is_managed() => {
-                let changed = rules.update_existing && summary.fingerprint != fingerprint;
-                if summary.deactivated {
-                    let record = self.cached.record(&subject)?;
-                    place(PlanSlot::Update(plan.updates.len()));
-                    plan.updates.push(UpdateUser {
-                        subject,
-                        key: record.email.clone(),
-                        kind: ChangeKind::Reactivate,
-                        profile: rules.update_existing.then(|| profile(email)),
-                        record: SubjectRecord {
-                            fingerprint: if rules.update_existing {
-                                fingerprint
-                            } else {
-                                record.fingerprint
-                            },
-                            deactivated: false,
-                            ..record
-                        },
-                        reason: "active in the directory again".into(),
-                    });
-                } else if changed {
-                    let record = self.cached.record(&subject)?;
-                    place(PlanSlot::Update(plan.updates.len()));
-                    plan.updates.push(UpdateUser {
-                        subject,
-                        key: record.email.clone(),
-                        kind: ChangeKind::Update,
-                        reason: update_reason(&record, &email),
-                        profile: Some(profile(email)),
-                        record: SubjectRecord {
-                            fingerprint,
-                            ..record
-                        },
-                    });
-                } else {
-                    plan.unchanged += 1;
-                }
+            work => {
+                let position = self.note_email(&user);
+                let slot = self.place(user, work)?;
+                self.slots.push((position, slot));
             }
-            Some(rejected) if rejected.fingerprint == fingerprint => {
-                let rejected = self.cached.record(&subject)?;
-                let detail = rejected.detail.as_deref().unwrap_or("no message");
-                place(PlanSlot::StillRejected(plan.still_rejected.len()));
-                plan.still_rejected.push(Problem {
-                    label: email.to_string(),
-                    reason: format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
-                });
-            }
-            _ => match self
-                .inventory
-                .as_ref()
-                .and_then(|users| users.get(email.as_str()))
-            {
-                Some(existing) => {
-                    let record = SubjectRecord {
-                        email: email.clone(),
-                        state: SubjectState::Existing,
-                        fingerprint,
-                        detail: None,
-                        deactivated: false,
-                        updated_at: 0,
-                    };
-                    let profile = profile(email);
-                    if rules.update_existing
-                        && merged(existing, Some(&profile), None, rules) != *existing
-                    {
-                        place(PlanSlot::Update(plan.updates.len()));
-                        plan.updates.push(UpdateUser {
-                            subject,
-                            key: profile.email.clone(),
-                            kind: ChangeKind::Update,
-                            profile: Some(profile),
-                            record,
-                            reason: "already in the gateway with other name, groups or attributes; adopted and updated".into(),
-                        });
-                    } else {
-                        let fingerprint = if rules.update_existing {
-                            fingerprint
-                        } else {
-                            Fingerprint::UNVERIFIED
-                        };
-                        place(PlanSlot::Adoption(plan.adoptions.len()));
-                        plan.adoptions.push(Adoption {
-                            subject,
-                            record: SubjectRecord {
-                                fingerprint,
-                                ..record
-                            },
-                        });
-                    }
-                }
-                None => {
-                    let index = plan.creates.push(CreateUser {
-                        subject,
-                        profile: profile(email),
-                        fingerprint,
-                    });
-                    place(PlanSlot::Create(index));
-                }
-            },
         }
         Ok(())
+    }
+
+    /// Notes the e-mail of an active user; returns its position in `emails`.
+    fn note_email(&mut self, user: &DirectoryUser) -> u32 {
+        let email = user.email.as_ref();
+        self.emails
+            .add(email.expect("only users with a usable e-mail are noted"))
+    }
+
+    /// Puts a user with work to do in the plan; returns where.
+    fn place(&mut self, user: DirectoryUser, work: Decision) -> Result<PlanSlot, CacheError> {
+        Ok(match work {
+            Decision::OverLimits(reason) => self.report_invalid(&user, reason),
+            Decision::StillRejected => self.still_rejected(user)?,
+            Decision::Update { fingerprint, cause } => self.update(user, fingerprint, cause)?,
+            Decision::Reactivate { update } => self.reactivate(user, update)?,
+            Decision::Adopt { fingerprint } => self.adopt(user, fingerprint),
+            Decision::AdoptAndUpdate { fingerprint } => self.adopt_and_update(user, fingerprint),
+            Decision::Create { fingerprint } => self.create(user, fingerprint),
+            Decision::SubjectSeen
+            | Decision::NoEmail(_)
+            | Decision::SkipInactive
+            | Decision::DeactivateInactive
+            | Decision::Unchanged => unreachable!("recorded without a place in the plan"),
+        })
+    }
+
+    fn report_invalid(&mut self, user: &DirectoryUser, reason: String) -> PlanSlot {
+        self.plan.invalid.push(problem(user, reason));
+        PlanSlot::Invalid(self.plan.invalid.len() - 1)
+    }
+
+    /// Counted as inactive, and deactivated.
+    fn deactivate_inactive(&mut self, user: DirectoryUser) -> Result<(), CacheError> {
+        self.plan.skipped_inactive += 1;
+        let record = self.records.record(&user.subject)?;
+        let deactivation = deactivation(user.subject, record, "inactive in the directory");
+        self.plan.deactivations.push(deactivation);
+        Ok(())
+    }
+
+    /// Reported with the gateway's message from the record.
+    fn still_rejected(&mut self, user: DirectoryUser) -> Result<PlanSlot, CacheError> {
+        let record = self.records.record(&user.subject)?;
+        let detail = record.detail.as_deref().unwrap_or("no message");
+        self.plan.still_rejected.push(Problem {
+            label: user.label(),
+            reason: format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
+        });
+        Ok(PlanSlot::StillRejected(self.plan.still_rejected.len() - 1))
+    }
+
+    /// A managed user, updated under the e-mail the gateway holds it by.
+    fn update(
+        &mut self,
+        user: DirectoryUser,
+        fingerprint: Fingerprint,
+        cause: UpdateCause,
+    ) -> Result<PlanSlot, CacheError> {
+        let record = self.records.record(&user.subject)?;
+        let (subject, profile) = into_parts(user);
+        Ok(self.push_update(UpdateUser {
+            subject,
+            key: record.email.clone(),
+            kind: ChangeKind::Update,
+            reason: update_reason(cause, &record, &profile.email),
+            profile: Some(profile),
+            record: SubjectRecord {
+                fingerprint,
+                ..record
+            },
+        }))
+    }
+
+    /// A managed user deactivated before; updated too when `update` is given.
+    fn reactivate(
+        &mut self,
+        user: DirectoryUser,
+        update: Option<Fingerprint>,
+    ) -> Result<PlanSlot, CacheError> {
+        let record = self.records.record(&user.subject)?;
+        let (subject, profile) = into_parts(user);
+        Ok(self.push_update(UpdateUser {
+            subject,
+            key: record.email.clone(),
+            kind: ChangeKind::Reactivate,
+            profile: update.map(|_| profile),
+            record: SubjectRecord {
+                fingerprint: update.unwrap_or(record.fingerprint),
+                deactivated: false,
+                ..record
+            },
+            reason: "active in the directory again".into(),
+        }))
+    }
+
+    fn adopt(&mut self, user: DirectoryUser, fingerprint: Fingerprint) -> PlanSlot {
+        let (subject, profile) = into_parts(user);
+        let record = adopted_record(profile.email, fingerprint);
+        self.plan.adoptions.push(Adoption { subject, record });
+        PlanSlot::Adoption(self.plan.adoptions.len() - 1)
+    }
+
+    fn adopt_and_update(&mut self, user: DirectoryUser, fingerprint: Fingerprint) -> PlanSlot {
+        let (subject, profile) = into_parts(user);
+        self.push_update(UpdateUser {
+            subject,
+            key: profile.email.clone(),
+            kind: ChangeKind::Update,
+            record: adopted_record(profile.email.clone(), fingerprint),
+            profile: Some(profile),
+            reason:
+                "already in the gateway with other name, groups or attributes; adopted and updated"
+                    .into(),
+        })
+    }
+
+    fn create(&mut self, user: DirectoryUser, fingerprint: Fingerprint) -> PlanSlot {
+        let (subject, profile) = into_parts(user);
+        let create = CreateUser {
+            subject,
+            profile,
+            fingerprint,
+        };
+        PlanSlot::Create(self.plan.creates.push(create))
+    }
+
+    fn push_update(&mut self, update: UpdateUser) -> PlanSlot {
+        self.plan.updates.push(update);
+        PlanSlot::Update(self.plan.updates.len() - 1)
     }
 
     /// An e-mail held by two active subjects cannot be given to either: the gateway
@@ -484,6 +483,27 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Keeps the deactivations in the plan, unless more are due than
+/// `max_deactivations` allows of the `managed` users: then none, and says why.
+fn guard_deactivations(
+    plan: &mut Plan,
+    deactivations: Vec<UpdateUser>,
+    managed: usize,
+    rules: &Rules,
+) {
+    let allowed = rules.max_deactivations.allowed(managed);
+    if deactivations.len() > allowed && !rules.allow_mass_deactivation {
+        plan.deactivation_guard = Some(GuardTripped {
+            planned: deactivations.len(),
+            allowed,
+            managed,
+            limit: rules.max_deactivations,
+        });
+    } else {
+        plan.deactivations = deactivations;
+    }
+}
+
 /// Removes the entries of `list` that `withdrawn` names through `slot_of`.
 fn drop_withdrawn<T>(
     list: &mut Vec<T>,
@@ -497,16 +517,50 @@ fn drop_withdrawn<T>(
     });
 }
 
+/// An active user with a usable e-mail, as its subject and the profile to send.
+fn into_parts(user: DirectoryUser) -> (Subject, Profile) {
+    let DirectoryUser {
+        subject,
+        email,
+        name,
+        groups,
+        slack_id,
+        picture,
+        ..
+    } = user;
+    let email = email.expect("only users with a usable e-mail are placed in the plan");
+    let profile = Profile {
+        email,
+        name,
+        groups,
+        slack_id,
+        picture,
+    };
+    (subject, profile)
+}
+
+/// What the cache records of a user idsync adopts (`SubjectState::Existing`).
+fn adopted_record(email: Email, fingerprint: Fingerprint) -> SubjectRecord {
+    SubjectRecord {
+        email,
+        state: SubjectState::Existing,
+        fingerprint,
+        detail: None,
+        deactivated: false,
+        updated_at: 0,
+    }
+}
+
 /// The records of the subjects a change set removed that idsync keeps active.
 fn removed_records(
-    cached: &mut Records,
+    records: &mut Records,
     removed: Vec<Subject>,
 ) -> Result<Vec<(Subject, SubjectRecord)>, CacheError> {
     let mut leavers = Vec::new();
     for subject in removed {
-        if let Taken::Record(summary) = cached.take(&subject) {
+        if let Taken::Record(summary) = records.take(&subject) {
             if summary.is_kept_active() {
-                let record = cached.record(&subject)?;
+                let record = records.record(&subject)?;
                 leavers.push((subject, record));
             }
         }
@@ -528,8 +582,9 @@ fn deactivation(subject: Subject, record: SubjectRecord, reason: &str) -> Update
     }
 }
 
-fn update_reason(record: &SubjectRecord, email: &Email) -> String {
-    if record.fingerprint == Fingerprint::UNVERIFIED {
+/// Why a managed user is updated, in words. `email` is the directory's.
+fn update_reason(cause: UpdateCause, record: &SubjectRecord, email: &Email) -> String {
+    if cause == UpdateCause::AdoptedUnverified {
         "found in the gateway earlier; checked against the directory".into()
     } else if record.email != *email {
         format!(
@@ -583,43 +638,6 @@ fn problem(user: &DirectoryUser, reason: String) -> Problem {
         label: user.label(),
         reason,
     }
-}
-
-/// Values the gateway's database would refuse with a 500 (see hoop-api-behaviour.md).
-fn over_limits(user: &DirectoryUser) -> Option<String> {
-    let too_long = |value: &Option<String>, limit: usize| {
-        value
-            .as_deref()
-            .is_some_and(|v| limits::longer_than(v, limit))
-    };
-    if too_long(&user.name, limits::NAME) {
-        return Some(format!(
-            "name is longer than the gateway's {} characters",
-            limits::NAME
-        ));
-    }
-    if too_long(&user.slack_id, limits::SLACK_ID) {
-        return Some(format!(
-            "slack_id is longer than the gateway's {} characters",
-            limits::SLACK_ID
-        ));
-    }
-    if too_long(&user.picture, limits::PICTURE) {
-        return Some(format!(
-            "picture is longer than the gateway's {} characters",
-            limits::PICTURE
-        ));
-    }
-    user.groups
-        .iter()
-        .find(|group| limits::longer_than(group.as_str(), limits::GROUP_NAME))
-        .map(|group| {
-            format!(
-                "group {:?}… is longer than the gateway's {} characters",
-                group.as_str().chars().take(40).collect::<String>(),
-                limits::GROUP_NAME
-            )
-        })
 }
 
 #[cfg(test)]
