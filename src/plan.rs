@@ -1,8 +1,13 @@
 //! The diff: what the directory says versus what the cache remembers (and, on a
 //! first run, what the gateway already holds), as a list of actions, built while
-//! the directory is read. No clock and no I/O of its own: the few whole records it
-//! needs come through [`Records`], which tests fill in memory, so every rule is a
-//! table test below.
+//! the directory is read. What to do with each user is decided by a pure function
+//! (`decide`, in `plan/decide.rs`) and table-tested there; the [`Planner`] records
+//! each decision in the [`Plan`]. The planner reads no clock and decides without
+//! I/O. It does I/O only through what it is given: the whole cache records it
+//! needs are read through [`Records`] (from the cache's store; from memory in the
+//! tests below), and the list of planned creates may write its full parts to a
+//! file in the directory given to [`Planner::spill_creates_into`], and read them
+//! back when they are sent.
 
 mod creates;
 mod decide;
@@ -56,8 +61,8 @@ pub struct UpdateUser {
     pub reason: String,
 }
 
-/// A user the gateway already holds that matches the directory: recorded as managed,
-/// nothing sent.
+/// A user the gateway already holds that idsync adopts: recorded as managed (in
+/// the cache's words, `SubjectState::Existing`), nothing sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adoption {
     pub subject: Subject,
@@ -779,7 +784,7 @@ mod tests {
     }
 
     #[test]
-    fn plan_created_or_existing_user_is_unchanged() {
+    fn plan_created_or_adopted_user_is_unchanged() {
         let ann = user("s1", "ann@x.com");
         for state in [SubjectState::Created, SubjectState::Existing] {
             let plan = run(
