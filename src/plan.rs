@@ -1,22 +1,30 @@
 //! The diff: what the directory says versus what the cache remembers (and, on a
 //! first run, what the gateway already holds), as a list of actions, built while
-//! the directory is read. No clock and no I/O of its own: the few whole records it
-//! needs come through [`Records`], which tests fill in memory, so every rule is a
-//! table test below.
+//! the directory is read. What to do with each user is decided by a pure function
+//! (`decide`, in `plan/decide.rs`) and table-tested there; the [`Planner`] records
+//! each decision in the [`Plan`]. The planner reads no clock and decides without
+//! I/O. It does I/O only through what it is given: the whole cache records it
+//! needs are read through [`Records`] (from the cache's store; from memory in the
+//! tests below), and the list of planned creates may write its full parts to a
+//! file in the directory given to [`Planner::spill_creates_into`], and read them
+//! back when they are sent.
 
 mod creates;
+mod decide;
+mod emails;
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 
-use rustc_hash::{FxBuildHasher, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use crate::cache::{CacheError, Records, SubjectRecord, SubjectState, Summary, Taken};
 use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{
-    limits, DirectoryUser, Email, Fingerprint, GatewayUser, Profile, Subject, UnusableEntry,
+    DirectoryUser, Email, EmailError, Fingerprint, GatewayUser, Profile, Subject, UnusableEntry,
 };
 use crate::source::Scope;
+use decide::{decide, Cached, Decision, UpdateCause};
+use emails::EmailsSeen;
 
 pub use creates::CreateList;
 
@@ -53,8 +61,8 @@ pub struct UpdateUser {
     pub reason: String,
 }
 
-/// A user the gateway already holds that matches the directory: recorded as managed,
-/// nothing sent.
+/// A user the gateway already holds that idsync adopts: recorded as managed (in
+/// the cache's words, `SubjectState::Existing`), nothing sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adoption {
     pub subject: Subject,
@@ -159,28 +167,28 @@ impl std::fmt::Display for GuardTripped {
 /// Plans a directory while it is read. Users arrive in chunks, in directory order
 /// ([`Planner::add`]), and only what needs doing is kept: memory holds the work
 /// and the records of users not listed yet, never the whole directory. A user's
-/// record leaves `cached` as the user is planned, so the records left at the end
+/// record leaves `records` as the user is planned, so the records left at the end
 /// are the leavers'.
 pub struct Planner<'a> {
-    cached: Records,
+    records: Records,
     /// Managed, active subjects before the run: the deactivation guard's base.
     managed: usize,
     /// The gateway's users by e-mail, read when the cache is empty (a first run
-    /// against a populated gateway), so existing users are adopted instead of
-    /// meeting a 409 each.
+    /// against a populated gateway), so that they are adopted instead of meeting a
+    /// 409 each.
     inventory: Option<HashMap<String, GatewayUser>>,
     rules: &'a Rules,
     plan: Plan,
-    /// The e-mail of every active user with a valid one, in directory order.
-    emails: EmailBook,
-    /// Where those users landed in `plan`, by their place in `emails`; the others
-    /// are unchanged.
-    placed: Vec<(u32, Placed)>,
+    /// The e-mail of every active user with a usable one, in directory order.
+    emails: EmailsSeen,
+    /// Where those users landed in `plan`, by the position of their e-mail in
+    /// `emails`, in increasing order; the users not listed are unchanged.
+    slots: Vec<(u32, PlanSlot)>,
 }
 
-/// A list of [`Plan`] and a position in it.
+/// One entry of a list of [`Plan`]: the list, and the entry's index in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Placed {
+enum PlanSlot {
     Create(usize),
     Update(usize),
     Adoption(usize),
@@ -190,19 +198,19 @@ enum Placed {
 
 impl<'a> Planner<'a> {
     pub fn new(
-        cached: Records,
+        records: Records,
         inventory: Option<HashMap<String, GatewayUser>>,
         rules: &'a Rules,
     ) -> Self {
-        let managed = cached.count(Summary::is_kept_active);
+        let managed = records.count(Summary::is_kept_active);
         Self {
-            cached,
+            records,
             managed,
             inventory,
             rules,
             plan: Plan::default(),
-            emails: EmailBook::default(),
-            placed: Vec::new(),
+            emails: EmailsSeen::default(),
+            slots: Vec::new(),
         }
     }
 
@@ -241,16 +249,15 @@ impl<'a> Planner<'a> {
                 reason: entry.reason,
             }),
         );
-        let rules = self.rules;
-        if rules.deprovision != Deprovision::Deactivate {
+        if self.rules.deprovision != Deprovision::Deactivate {
             plan.deactivations.clear();
             return Ok(plan);
         }
         // Looked for only when they would be deactivated: finding the leavers'
         // subjects reads the cache a second time.
         let leavers = match scope {
-            Scope::Complete => self.cached.remaining(Summary::is_kept_active)?,
-            Scope::Changes { removed } => removed_records(&mut self.cached, removed)?,
+            Scope::Complete => self.records.remaining(Summary::is_kept_active)?,
+            Scope::Changes { removed } => removed_records(&mut self.records, removed)?,
         };
         let mut deactivations = std::mem::take(&mut plan.deactivations);
         deactivations.extend(
@@ -259,217 +266,246 @@ impl<'a> Planner<'a> {
             }),
         );
         deactivations.sort_by(|a, b| a.key.cmp(&b.key));
-        let allowed = rules.max_deactivations.allowed(self.managed);
-        if deactivations.len() > allowed && !rules.allow_mass_deactivation {
-            plan.deactivation_guard = Some(GuardTripped {
-                planned: deactivations.len(),
-                allowed,
-                managed: self.managed,
-                limit: rules.max_deactivations,
-            });
-        } else {
-            plan.deactivations = deactivations;
-        }
+        guard_deactivations(&mut plan, deactivations, self.managed, self.rules);
         Ok(plan)
     }
 
+    /// Decides what to do with one user, then records it.
     fn plan_user(&mut self, user: DirectoryUser) -> Result<(), CacheError> {
-        let rules = self.rules;
-        let summary = match self.cached.take(&user.subject) {
-            Taken::Record(summary) => Some(summary),
-            Taken::Absent => None,
-            // Only possible with `subject_attribute = "externalId"`; SCIM ids are unique.
-            Taken::Before => {
+        let cached = Cached::from(self.records.take(&user.subject));
+        let gateway = match (&self.inventory, &user.email) {
+            (Some(users), Ok(email)) => users.get(email.as_str()),
+            _ => None,
+        };
+        let decision = decide(&user, cached, gateway, self.rules);
+        self.record_decision(user, decision)
+    }
+
+    /// Carries out a decision: counts the user, or puts it in a list of the plan,
+    /// reading its whole cache record when the decision needs it. The e-mail of
+    /// every active user with a usable one is noted, and where in the plan the user
+    /// landed, for [`Planner::withdraw_shared_emails`].
+    fn record_decision(
+        &mut self,
+        user: DirectoryUser,
+        decision: Decision,
+    ) -> Result<(), CacheError> {
+        let placed = |slot: PlanSlot| Ok(Some(slot));
+        match decision {
+            Decision::SubjectSeen => {
                 let reason = format!(
                     "another directory user has the same subject {}; only the first is synced",
                     user.subject
                 );
-                self.plan.invalid.push(problem(&user, reason.to_string()));
+                self.report_invalid(&user, reason);
+                Ok(())
+            }
+            Decision::NoEmail(reason) => {
+                self.report_invalid(&user, reason);
+                Ok(())
+            }
+            Decision::SkipInactive => {
+                self.plan.skipped_inactive += 1;
+                Ok(())
+            }
+            Decision::DeactivateInactive => self.deactivate_inactive(user),
+            Decision::Unchanged => self.with_active(user, |planner, _| {
+                planner.plan.unchanged += 1;
+                Ok(None)
+            }),
+            Decision::OverLimits(reason) => self.with_active(user, |planner, user| {
+                placed(planner.over_limits(&user, reason))
+            }),
+            Decision::StillRejected => {
+                self.with_active(user, |planner, user| placed(planner.still_rejected(user)?))
+            }
+            Decision::Update { fingerprint, cause } => self.with_active(user, |planner, user| {
+                placed(planner.update(user, fingerprint, cause)?)
+            }),
+            Decision::Reactivate { update } => self.with_active(user, |planner, user| {
+                placed(planner.reactivate(user, update)?)
+            }),
+            Decision::Adopt { fingerprint } => self.with_active(user, |planner, user| {
+                placed(planner.adopt(user, fingerprint))
+            }),
+            Decision::AdoptAndUpdate { fingerprint } => self.with_active(user, |planner, user| {
+                placed(planner.adopt_and_update(user, fingerprint))
+            }),
+            Decision::Create { fingerprint } => self.with_active(user, |planner, user| {
+                placed(planner.create(user, fingerprint))
+            }),
+        }
+    }
+
+    /// Notes the e-mail of an active user, lets `place` put it in the plan, and
+    /// remembers where. `decide` gives these decisions only to users with a usable
+    /// e-mail; one without is reported all the same.
+    fn with_active(
+        &mut self,
+        user: DirectoryUser,
+        place: impl FnOnce(&mut Self, ActiveUser) -> Result<Option<PlanSlot>, CacheError>,
+    ) -> Result<(), CacheError> {
+        let user = match ActiveUser::try_from(user) {
+            Ok(user) => user,
+            Err((user, reason)) => {
+                self.report_invalid(&user, reason.to_string());
                 return Ok(());
             }
         };
-        if !user.active {
-            self.plan.skipped_inactive += 1;
-            let deprovisions = rules.deprovision == Deprovision::Deactivate;
-            if deprovisions && summary.is_some_and(|summary| summary.is_kept_active()) {
-                let record = self.cached.record(&user.subject)?;
-                self.plan.deactivations.push(deactivation(
-                    user.subject,
-                    record,
-                    "inactive in the directory",
-                ));
-            }
-            return Ok(());
-        }
-        let ordinal = match &user.email {
-            Ok(email) => self.emails.add(email),
-            Err(reason) => {
-                let reason = reason.clone();
-                self.plan.invalid.push(problem(&user, reason.to_string()));
-                return Ok(());
-            }
-        };
-        let plan = &mut self.plan;
-        let mut place = |placed: Placed| self.placed.push((ordinal, placed));
-        if let Some(reason) = over_limits(&user) {
-            place(Placed::Invalid(plan.invalid.len()));
-            plan.invalid.push(problem(&user, reason));
-            return Ok(());
-        }
-        let fingerprint = user.fingerprint();
-        let DirectoryUser {
-            subject,
-            email: Ok(email),
-            name,
-            groups,
-            slack_id,
-            picture,
-            ..
-        } = user
-        else {
-            unreachable!("a user without a usable e-mail was reported above");
-        };
-        let profile = |email: Email| Profile {
-            email,
-            name,
-            groups,
-            slack_id,
-            picture,
-        };
-        match summary {
-            Some(summary) if summary.is_managed() => {
-                let changed = rules.update_existing && summary.fingerprint != fingerprint;
-                if summary.deactivated {
-                    let record = self.cached.record(&subject)?;
-                    place(Placed::Update(plan.updates.len()));
-                    plan.updates.push(UpdateUser {
-                        subject,
-                        key: record.email.clone(),
-                        kind: ChangeKind::Reactivate,
-                        profile: rules.update_existing.then(|| profile(email)),
-                        record: SubjectRecord {
-                            fingerprint: if rules.update_existing {
-                                fingerprint
-                            } else {
-                                record.fingerprint
-                            },
-                            deactivated: false,
-                            ..record
-                        },
-                        reason: "active in the directory again".into(),
-                    });
-                } else if changed {
-                    let record = self.cached.record(&subject)?;
-                    place(Placed::Update(plan.updates.len()));
-                    plan.updates.push(UpdateUser {
-                        subject,
-                        key: record.email.clone(),
-                        kind: ChangeKind::Update,
-                        reason: update_reason(&record, &email),
-                        profile: Some(profile(email)),
-                        record: SubjectRecord {
-                            fingerprint,
-                            ..record
-                        },
-                    });
-                } else {
-                    plan.unchanged += 1;
-                }
-            }
-            Some(rejected) if rejected.fingerprint == fingerprint => {
-                let rejected = self.cached.record(&subject)?;
-                let detail = rejected.detail.as_deref().unwrap_or("no message");
-                place(Placed::StillRejected(plan.still_rejected.len()));
-                plan.still_rejected.push(Problem {
-                    label: email.to_string(),
-                    reason: format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
-                });
-            }
-            _ => match self
-                .inventory
-                .as_ref()
-                .and_then(|users| users.get(email.as_str()))
-            {
-                Some(existing) => {
-                    let record = SubjectRecord {
-                        email: email.clone(),
-                        state: SubjectState::Existing,
-                        fingerprint,
-                        detail: None,
-                        deactivated: false,
-                        updated_at: 0,
-                    };
-                    let profile = profile(email);
-                    if rules.update_existing
-                        && merged(existing, Some(&profile), None, rules) != *existing
-                    {
-                        place(Placed::Update(plan.updates.len()));
-                        plan.updates.push(UpdateUser {
-                            subject,
-                            key: profile.email.clone(),
-                            kind: ChangeKind::Update,
-                            profile: Some(profile),
-                            record,
-                            reason: "already in the gateway with other name, groups or attributes; adopted and updated".into(),
-                        });
-                    } else {
-                        let fingerprint = if rules.update_existing {
-                            fingerprint
-                        } else {
-                            Fingerprint::UNVERIFIED
-                        };
-                        place(Placed::Adoption(plan.adoptions.len()));
-                        plan.adoptions.push(Adoption {
-                            subject,
-                            record: SubjectRecord {
-                                fingerprint,
-                                ..record
-                            },
-                        });
-                    }
-                }
-                None => {
-                    let position = plan.creates.push(CreateUser {
-                        subject,
-                        profile: profile(email),
-                        fingerprint,
-                    });
-                    place(Placed::Create(position));
-                }
-            },
+        let position = self.emails.add(&user.profile.email);
+        if let Some(slot) = place(self, user)? {
+            self.slots.push((position, slot));
         }
         Ok(())
+    }
+
+    fn over_limits(&mut self, user: &ActiveUser, reason: String) -> PlanSlot {
+        self.plan.invalid.push(Problem {
+            label: user.profile.email.to_string(),
+            reason,
+        });
+        PlanSlot::Invalid(self.plan.invalid.len() - 1)
+    }
+
+    fn report_invalid(&mut self, user: &DirectoryUser, reason: String) -> PlanSlot {
+        self.plan.invalid.push(problem(user, reason));
+        PlanSlot::Invalid(self.plan.invalid.len() - 1)
+    }
+
+    /// Counted as inactive, and deactivated.
+    fn deactivate_inactive(&mut self, user: DirectoryUser) -> Result<(), CacheError> {
+        self.plan.skipped_inactive += 1;
+        let record = self.records.record(&user.subject)?;
+        let deactivation = deactivation(user.subject, record, "inactive in the directory");
+        self.plan.deactivations.push(deactivation);
+        Ok(())
+    }
+
+    /// Reported with the gateway's message from the record.
+    fn still_rejected(&mut self, user: ActiveUser) -> Result<PlanSlot, CacheError> {
+        let record = self.records.record(&user.subject)?;
+        let detail = record.detail.as_deref().unwrap_or("no message");
+        self.plan.still_rejected.push(Problem {
+            label: user.profile.email.to_string(),
+            reason: format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
+        });
+        Ok(PlanSlot::StillRejected(self.plan.still_rejected.len() - 1))
+    }
+
+    /// A managed user, updated under the e-mail the gateway holds it by.
+    fn update(
+        &mut self,
+        user: ActiveUser,
+        fingerprint: Fingerprint,
+        cause: UpdateCause,
+    ) -> Result<PlanSlot, CacheError> {
+        let record = self.records.record(&user.subject)?;
+        let ActiveUser { subject, profile } = user;
+        Ok(self.push_update(UpdateUser {
+            subject,
+            key: record.email.clone(),
+            kind: ChangeKind::Update,
+            reason: update_reason(cause, &record, &profile.email),
+            profile: Some(profile),
+            record: SubjectRecord {
+                fingerprint,
+                ..record
+            },
+        }))
+    }
+
+    /// A managed user deactivated before; updated too when `update` is given.
+    fn reactivate(
+        &mut self,
+        user: ActiveUser,
+        update: Option<Fingerprint>,
+    ) -> Result<PlanSlot, CacheError> {
+        let record = self.records.record(&user.subject)?;
+        let ActiveUser { subject, profile } = user;
+        Ok(self.push_update(UpdateUser {
+            subject,
+            key: record.email.clone(),
+            kind: ChangeKind::Reactivate,
+            profile: update.map(|_| profile),
+            record: SubjectRecord {
+                fingerprint: update.unwrap_or(record.fingerprint),
+                deactivated: false,
+                ..record
+            },
+            reason: "active in the directory again".into(),
+        }))
+    }
+
+    fn adopt(&mut self, user: ActiveUser, fingerprint: Fingerprint) -> PlanSlot {
+        let ActiveUser { subject, profile } = user;
+        let record = adopted_record(profile.email, fingerprint);
+        self.plan.adoptions.push(Adoption { subject, record });
+        PlanSlot::Adoption(self.plan.adoptions.len() - 1)
+    }
+
+    fn adopt_and_update(&mut self, user: ActiveUser, fingerprint: Fingerprint) -> PlanSlot {
+        let ActiveUser { subject, profile } = user;
+        self.push_update(UpdateUser {
+            subject,
+            key: profile.email.clone(),
+            kind: ChangeKind::Update,
+            record: adopted_record(profile.email.clone(), fingerprint),
+            profile: Some(profile),
+            reason:
+                "already in the gateway with other name, groups or attributes; adopted and updated"
+                    .into(),
+        })
+    }
+
+    fn create(&mut self, user: ActiveUser, fingerprint: Fingerprint) -> PlanSlot {
+        let ActiveUser { subject, profile } = user;
+        let create = CreateUser {
+            subject,
+            profile,
+            fingerprint,
+        };
+        PlanSlot::Create(self.plan.creates.push(create))
+    }
+
+    fn push_update(&mut self, update: UpdateUser) -> PlanSlot {
+        self.plan.updates.push(update);
+        PlanSlot::Update(self.plan.updates.len() - 1)
     }
 
     /// An e-mail held by two active subjects cannot be given to either: the gateway
     /// keys users by e-mail, so whichever came first would silently own both. Such
     /// users are taken back out of the plan and reported, in directory order.
     fn withdraw_shared_emails(&mut self) {
-        let shared = self.emails.shared();
+        let shared = self.emails.shared_addresses();
         if shared.is_empty() {
             return;
         }
         let mut withdrawn = FxHashSet::default();
-        for &ordinal in &shared {
-            match self.placed.binary_search_by_key(&ordinal, |&(o, _)| o) {
+        for &position in &shared {
+            match self.slots.binary_search_by_key(&position, |&(p, _)| p) {
                 Ok(at) => {
-                    withdrawn.insert(self.placed[at].1);
+                    withdrawn.insert(self.slots[at].1);
                 }
+                // Not in a list: counted as unchanged.
                 Err(_) => self.plan.unchanged -= 1,
             }
         }
         let plan = &mut self.plan;
-        for placed in &withdrawn {
-            if let Placed::Create(position) = placed {
-                plan.creates.withdraw(*position);
+        for slot in &withdrawn {
+            if let PlanSlot::Create(index) = slot {
+                plan.creates.withdraw(*index);
             }
         }
-        drop_withdrawn(&mut plan.updates, &withdrawn, Placed::Update);
-        drop_withdrawn(&mut plan.adoptions, &withdrawn, Placed::Adoption);
-        drop_withdrawn(&mut plan.invalid, &withdrawn, Placed::Invalid);
-        drop_withdrawn(&mut plan.still_rejected, &withdrawn, Placed::StillRejected);
-        for ordinal in shared {
-            let email = self.emails.get(ordinal);
+        drop_withdrawn(&mut plan.updates, &withdrawn, PlanSlot::Update);
+        drop_withdrawn(&mut plan.adoptions, &withdrawn, PlanSlot::Adoption);
+        drop_withdrawn(&mut plan.invalid, &withdrawn, PlanSlot::Invalid);
+        drop_withdrawn(
+            &mut plan.still_rejected,
+            &withdrawn,
+            PlanSlot::StillRejected,
+        );
+        for position in shared {
+            let email = self.emails.address(position);
             plan.invalid.push(Problem {
                 label: email.to_owned(),
                 reason: format!("shares the e-mail {email} with another directory user; neither is synced until one changes"),
@@ -478,84 +514,109 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Removes the entries of `list` that `withdrawn` names through `placed`.
+/// Keeps the deactivations in the plan, unless more are due than
+/// `max_deactivations` allows of the `managed` users: then none, and says why.
+fn guard_deactivations(
+    plan: &mut Plan,
+    deactivations: Vec<UpdateUser>,
+    managed: usize,
+    rules: &Rules,
+) {
+    let allowed = rules.max_deactivations.allowed(managed);
+    if deactivations.len() > allowed && !rules.allow_mass_deactivation {
+        plan.deactivation_guard = Some(GuardTripped {
+            planned: deactivations.len(),
+            allowed,
+            managed,
+            limit: rules.max_deactivations,
+        });
+    } else {
+        plan.deactivations = deactivations;
+    }
+}
+
+/// Removes the entries of `list` that `withdrawn` names through `slot_of`.
 fn drop_withdrawn<T>(
     list: &mut Vec<T>,
-    withdrawn: &FxHashSet<Placed>,
-    placed: fn(usize) -> Placed,
+    withdrawn: &FxHashSet<PlanSlot>,
+    slot_of: fn(usize) -> PlanSlot,
 ) {
-    let mut position = 0;
+    let mut index = 0;
     list.retain(|_| {
-        position += 1;
-        !withdrawn.contains(&placed(position - 1))
+        index += 1;
+        !withdrawn.contains(&slot_of(index - 1))
     });
 }
 
-/// E-mail addresses back to back, numbered in the order they were added: a
-/// million of them take about as many bytes as their text.
-#[derive(Default)]
-struct EmailBook {
-    text: String,
-    /// Where each address ends in `text`: 4 bytes, not 8, a user.
-    ends: Vec<u32>,
+/// An active user with a usable e-mail, as its subject and the profile to send.
+struct ActiveUser {
+    subject: Subject,
+    profile: Profile,
 }
 
-impl EmailBook {
-    fn add(&mut self, email: &Email) -> u32 {
-        self.text.push_str(email.as_str());
-        let end = u32::try_from(self.text.len()).expect("less than 4 GiB of e-mail addresses");
-        self.ends.push(end);
-        (self.ends.len() - 1) as u32
-    }
+impl TryFrom<DirectoryUser> for ActiveUser {
+    /// The user back, and why its e-mail is unusable.
+    type Error = (DirectoryUser, EmailError);
 
-    fn get(&self, ordinal: u32) -> &str {
-        let ordinal = ordinal as usize;
-        let start = ordinal.checked_sub(1).map_or(0, |before| self.ends[before]);
-        &self.text[start as usize..self.ends[ordinal] as usize]
-    }
-
-    /// The numbers of the addresses added more than once, in order. Found by
-    /// sorting digests of the addresses, which is cheaper than counting them in a
-    /// map of every address. The digests are 32 bits, so that with the ordinal
-    /// each takes 8 bytes: this list is made at the end of the planning, when the
-    /// planner holds the most.
-    fn shared(&self) -> Vec<u32> {
-        let mut digests: Vec<(u32, u32)> = (0..self.ends.len() as u32)
-            .map(|ordinal| (FxBuildHasher.hash_one(self.get(ordinal)) as u32, ordinal))
-            .collect();
-        digests.sort_unstable();
-        let mut shared = Vec::new();
-        // Equal digests are often, not always, equal addresses; compare them.
-        for run in digests
-            .chunk_by(|a, b| a.0 == b.0)
-            .filter(|run| run.len() > 1)
-        {
-            for (i, &(_, ordinal)) in run.iter().enumerate() {
-                let email = self.get(ordinal);
-                if let Some(&(_, twin)) = run[i + 1..]
-                    .iter()
-                    .find(|&&(_, other)| self.get(other) == email)
-                {
-                    shared.extend([ordinal, twin]);
-                }
+    fn try_from(user: DirectoryUser) -> Result<Self, Self::Error> {
+        let DirectoryUser {
+            subject,
+            email,
+            name,
+            groups,
+            slack_id,
+            picture,
+            active,
+        } = user;
+        match email {
+            Ok(email) => Ok(Self {
+                subject,
+                profile: Profile {
+                    email,
+                    name,
+                    groups,
+                    slack_id,
+                    picture,
+                },
+            }),
+            Err(reason) => {
+                let user = DirectoryUser {
+                    subject,
+                    email: Err(reason.clone()),
+                    name,
+                    groups,
+                    slack_id,
+                    picture,
+                    active,
+                };
+                Err((user, reason))
             }
         }
-        shared.sort_unstable();
-        shared.dedup();
-        shared
+    }
+}
+
+/// What the cache records of a user idsync adopts (`SubjectState::Existing`).
+fn adopted_record(email: Email, fingerprint: Fingerprint) -> SubjectRecord {
+    SubjectRecord {
+        email,
+        state: SubjectState::Existing,
+        fingerprint,
+        detail: None,
+        deactivated: false,
+        updated_at: 0,
     }
 }
 
 /// The records of the subjects a change set removed that idsync keeps active.
 fn removed_records(
-    cached: &mut Records,
+    records: &mut Records,
     removed: Vec<Subject>,
 ) -> Result<Vec<(Subject, SubjectRecord)>, CacheError> {
     let mut leavers = Vec::new();
     for subject in removed {
-        if let Taken::Record(summary) = cached.take(&subject) {
+        if let Taken::Record(summary) = records.take(&subject) {
             if summary.is_kept_active() {
-                let record = cached.record(&subject)?;
+                let record = records.record(&subject)?;
                 leavers.push((subject, record));
             }
         }
@@ -577,8 +638,9 @@ fn deactivation(subject: Subject, record: SubjectRecord, reason: &str) -> Update
     }
 }
 
-fn update_reason(record: &SubjectRecord, email: &Email) -> String {
-    if record.fingerprint == Fingerprint::UNVERIFIED {
+/// Why a managed user is updated, in words. `email` is the directory's.
+fn update_reason(cause: UpdateCause, record: &SubjectRecord, email: &Email) -> String {
+    if cause == UpdateCause::AdoptedUnverified {
         "found in the gateway earlier; checked against the directory".into()
     } else if record.email != *email {
         format!(
@@ -632,43 +694,6 @@ fn problem(user: &DirectoryUser, reason: String) -> Problem {
         label: user.label(),
         reason,
     }
-}
-
-/// Values the gateway's database would refuse with a 500 (see docs/gateway-api.md).
-fn over_limits(user: &DirectoryUser) -> Option<String> {
-    let too_long = |value: &Option<String>, limit: usize| {
-        value
-            .as_deref()
-            .is_some_and(|v| limits::longer_than(v, limit))
-    };
-    if too_long(&user.name, limits::NAME) {
-        return Some(format!(
-            "name is longer than the gateway's {} characters",
-            limits::NAME
-        ));
-    }
-    if too_long(&user.slack_id, limits::SLACK_ID) {
-        return Some(format!(
-            "slack_id is longer than the gateway's {} characters",
-            limits::SLACK_ID
-        ));
-    }
-    if too_long(&user.picture, limits::PICTURE) {
-        return Some(format!(
-            "picture is longer than the gateway's {} characters",
-            limits::PICTURE
-        ));
-    }
-    user.groups
-        .iter()
-        .find(|group| limits::longer_than(group.as_str(), limits::GROUP_NAME))
-        .map(|group| {
-            format!(
-                "group {:?}… is longer than the gateway's {} characters",
-                group.as_str().chars().take(40).collect::<String>(),
-                limits::GROUP_NAME
-            )
-        })
 }
 
 #[cfg(test)]
@@ -810,7 +835,7 @@ mod tests {
     }
 
     #[test]
-    fn plan_created_or_existing_user_is_unchanged() {
+    fn plan_created_or_adopted_user_is_unchanged() {
         let ann = user("s1", "ann@x.com");
         for state in [SubjectState::Created, SubjectState::Existing] {
             let plan = run(
