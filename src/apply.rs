@@ -33,8 +33,9 @@ pub enum Outcome {
     /// The gateway created the user (201, or 409 after an attempt that may have
     /// gone through).
     Created,
-    /// The gateway already had this e-mail (409 on a first attempt).
-    Existing,
+    /// The gateway already had this e-mail (409 on a first attempt): idsync adopts
+    /// the user.
+    Adopted,
     /// The user was read and written back with the change.
     Changed,
     /// The user was read and already as wanted; nothing was written.
@@ -128,7 +129,7 @@ impl Applier {
             // The gateway is not atomic: a 5xx can come after the user row was
             // written, and then our retry meets our own user.
             (Ok(Answer::Conflict), true) => Outcome::Created,
-            (Ok(Answer::Conflict), false) => Outcome::Existing,
+            (Ok(Answer::Conflict), false) => Outcome::Adopted,
             (settled, _) => outcome_of(settled),
         }
     }
@@ -374,7 +375,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn conflict_after_a_rate_limit_means_it_existed() {
         let (outcome, _, _) = run(vec![transient(None, false), Answer::Conflict]).await;
-        assert_eq!(outcome, Outcome::Existing);
+        assert_eq!(outcome, Outcome::Adopted);
     }
 
     #[tokio::test(start_paused = true)]

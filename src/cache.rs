@@ -11,7 +11,7 @@ mod records;
 mod summaries;
 
 use records::{Entry, FullRecords};
-pub use records::{Records, Summary, Taken};
+pub use records::{RecordSummary, Records, Taken};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -95,8 +95,8 @@ impl SubjectRecord {
         self.state.is_managed()
     }
 
-    pub fn summary(&self) -> Summary {
-        Summary {
+    pub fn summary(&self) -> RecordSummary {
+        RecordSummary {
             state: self.state,
             fingerprint: self.fingerprint,
             deactivated: self.deactivated,
@@ -109,15 +109,17 @@ impl SubjectRecord {
 pub enum SubjectState {
     /// idsync created the user.
     Created,
-    /// The gateway already had a user with this e-mail.
-    Existing,
+    /// The gateway already had a user with this e-mail, and idsync adopted it
+    /// (stored as `existing`, the name of earlier versions).
+    #[serde(rename = "existing")]
+    Adopted,
     /// The gateway refused this data with a 4xx; not resent until it changes.
     Rejected,
 }
 
 impl SubjectState {
     fn is_managed(self) -> bool {
-        matches!(self, Self::Created | Self::Existing)
+        matches!(self, Self::Created | Self::Adopted)
     }
 }
 
@@ -225,7 +227,7 @@ struct SummariesState {
     raised: bool,
     /// Those changes, by subject (`None`: forgotten); `None` when there were too
     /// many to hold or a write failed, and only the tree knows.
-    changes: Option<BTreeMap<Subject, Option<Summary>>>,
+    changes: Option<BTreeMap<Subject, Option<RecordSummary>>>,
 }
 
 impl Cache {
@@ -542,7 +544,7 @@ fn walk_subjects(
     tree: &sled::Tree,
     path: &Path,
     writer: Option<std::io::Result<summaries::Writer>>,
-    mut each: impl FnMut(&str, Summary),
+    mut each: impl FnMut(&str, RecordSummary),
 ) -> Result<bool, CacheError> {
     let cannot_write = |err: std::io::Error| {
         tracing::warn!(error = %err, "Could not write the records' summaries file.");
@@ -558,7 +560,7 @@ fn walk_subjects(
         tree.get(&key).map_err(|source| store_error(path, source))?;
         let subject = String::from_utf8_lossy(&key);
         // Only the summary's fields are decoded; the others are skipped unread.
-        let summary: Summary = decode_record(path, &subject, &value)?;
+        let summary: RecordSummary = decode_record(path, &subject, &value)?;
         if let Some(file) = &mut writer {
             if let Err(err) = file.push(&subject, summary) {
                 cannot_write(err);
@@ -577,7 +579,7 @@ fn walk_subjects(
     })
 }
 
-/// A subject's stored record, whole or only its [`Summary`].
+/// A subject's stored record, whole or only its [`RecordSummary`].
 fn decode_record<T: serde::de::DeserializeOwned>(
     path: &Path,
     subject: &str,
@@ -683,7 +685,7 @@ mod tests {
             .map(|s| (s.clone(), record("a@x.com", SubjectState::Created)))
             .chain([(
                 subjects[7].clone(),
-                record("b@x.com", SubjectState::Existing),
+                record("b@x.com", SubjectState::Adopted),
             )])
             .collect();
         let (both, _store) = both_ways(given).await;
@@ -691,7 +693,7 @@ mod tests {
             assert_eq!(records.len(), 1_000, "a subject given twice is one record");
             assert_eq!(
                 records.summary(&subjects[7]),
-                Some(record("b@x.com", SubjectState::Existing).summary())
+                Some(record("b@x.com", SubjectState::Adopted).summary())
             );
             assert_eq!(
                 records.record(&subjects[7]).expect("record").email.as_str(),
@@ -704,14 +706,14 @@ mod tests {
                     matches!(records.take(subject), Taken::Record(_)),
                     "{subject}"
                 );
-                assert_eq!(records.take(subject), Taken::Before);
+                assert_eq!(records.take(subject), Taken::AlreadyTaken);
             }
             assert_eq!(records.take(&Subject::new("unknown")), Taken::Absent);
             assert_eq!(records.len(), 500);
             assert!(
                 records.summary(&subjects[0]).is_none() && records.summary(&subjects[1]).is_some()
             );
-            assert_eq!(records.count(|s| s.state == SubjectState::Existing), 1);
+            assert_eq!(records.count(|s| s.state == SubjectState::Adopted), 1);
             let mut left: Vec<String> = records
                 .remaining(|s| s.state == SubjectState::Created)
                 .expect("remaining")
@@ -729,6 +731,14 @@ mod tests {
             assert_eq!(left, expected);
         }
         assert!(Records::default().summary(&subjects[0]).is_none());
+    }
+
+    #[test]
+    fn states_are_stored_under_the_names_earlier_versions_wrote() {
+        let stored = serde_json::to_string(&SubjectState::Adopted).unwrap();
+        assert_eq!(stored, "\"existing\"");
+        let read: SubjectState = serde_json::from_str("\"existing\"").unwrap();
+        assert_eq!(read, SubjectState::Adopted);
     }
 
     #[test]
@@ -763,7 +773,7 @@ mod tests {
     }
 
     /// The summaries as the file has them, if it copies the store as it is.
-    fn summaries_file(cache: &Cache) -> Option<BTreeMap<String, Summary>> {
+    fn summaries_file(cache: &Cache) -> Option<BTreeMap<String, RecordSummary>> {
         let mut found = BTreeMap::new();
         let version = cache.version().expect("a store with an id");
         summaries::read(&cache.path, version, |subject, summary| {
@@ -788,7 +798,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let created = record("a@x.com", SubjectState::Created);
         let subject = |n: usize| Subject::new(format!("s{n}"));
-        let summaries = |subjects: &[usize]| -> BTreeMap<String, Summary> {
+        let summaries = |subjects: &[usize]| -> BTreeMap<String, RecordSummary> {
             subjects
                 .iter()
                 .map(|&n| (subject(n).as_str().to_owned(), created.summary()))
@@ -816,7 +826,7 @@ mod tests {
         // A run reads the file, not the tree, while the file copies the store.
         let version = cache.version().expect("an id");
         let mut doctored = summaries::Writer::create(&cache.path, version).expect("create");
-        let marked = Summary {
+        let marked = RecordSummary {
             fingerprint: Fingerprint(99),
             ..created.summary()
         };
@@ -921,7 +931,7 @@ mod tests {
         let expected = BTreeMap::from([("s1".to_owned(), created.summary())]);
         assert_eq!(summaries_file(&cache), Some(expected.clone()));
         // What an older build left: it copies the store as it is, but for a mark.
-        let marked = Summary {
+        let marked = RecordSummary {
             fingerprint: Fingerprint(99),
             ..created.summary()
         };

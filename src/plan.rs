@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashSet;
 
-use crate::cache::{CacheError, Records, SubjectRecord, SubjectState, Summary, Taken};
+use crate::cache::{CacheError, RecordSummary, Records, SubjectRecord, SubjectState, Taken};
 use crate::config::{DeactivationLimit, Deprovision};
 use crate::model::{
     DirectoryUser, Email, EmailError, Fingerprint, GatewayUser, Profile, Subject, UnusableEntry,
@@ -62,7 +62,7 @@ pub struct UpdateUser {
 }
 
 /// A user the gateway already holds that idsync adopts: recorded as managed (in
-/// the cache's words, `SubjectState::Existing`), nothing sent.
+/// the cache's words, `SubjectState::Adopted`), nothing sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adoption {
     pub subject: Subject,
@@ -202,7 +202,7 @@ impl<'a> Planner<'a> {
         inventory: Option<HashMap<String, GatewayUser>>,
         rules: &'a Rules,
     ) -> Self {
-        let managed = records.count(Summary::is_kept_active);
+        let managed = records.count(RecordSummary::is_kept_active);
         Self {
             records,
             managed,
@@ -256,7 +256,7 @@ impl<'a> Planner<'a> {
         // Looked for only when they would be deactivated: finding the leavers'
         // subjects reads the cache a second time.
         let leavers = match scope {
-            Scope::Complete => self.records.remaining(Summary::is_kept_active)?,
+            Scope::Complete => self.records.remaining(RecordSummary::is_kept_active)?,
             Scope::Changes { removed } => removed_records(&mut self.records, removed)?,
         };
         let mut deactivations = std::mem::take(&mut plan.deactivations);
@@ -595,11 +595,11 @@ impl TryFrom<DirectoryUser> for ActiveUser {
     }
 }
 
-/// What the cache records of a user idsync adopts (`SubjectState::Existing`).
+/// What the cache records of a user idsync adopts (`SubjectState::Adopted`).
 fn adopted_record(email: Email, fingerprint: Fingerprint) -> SubjectRecord {
     SubjectRecord {
         email,
-        state: SubjectState::Existing,
+        state: SubjectState::Adopted,
         fingerprint,
         detail: None,
         deactivated: false,
@@ -837,7 +837,7 @@ mod tests {
     #[test]
     fn plan_created_or_adopted_user_is_unchanged() {
         let ann = user("s1", "ann@x.com");
-        for state in [SubjectState::Created, SubjectState::Existing] {
+        for state in [SubjectState::Created, SubjectState::Adopted] {
             let plan = run(
                 &directory(vec![ann.clone()]),
                 &cached(&ann, state),
@@ -1016,7 +1016,7 @@ mod tests {
     #[test]
     fn plan_inactive_managed_user_is_deactivated_and_still_counted_inactive() {
         let mut ann = user("s1", "ann@x.com");
-        let cache = cached(&ann, SubjectState::Existing);
+        let cache = cached(&ann, SubjectState::Adopted);
         ann.active = false;
         let plan = run(&directory(vec![ann]), &cache, &lifecycle());
         assert_eq!((plan.skipped_inactive, plan.deactivations.len()), (1, 1));
@@ -1123,7 +1123,7 @@ mod tests {
         );
         assert!(plan.creates.is_empty() && plan.updates.is_empty());
         assert_eq!(plan.adoptions.len(), 1);
-        assert_eq!(plan.adoptions[0].record.state, SubjectState::Existing);
+        assert_eq!(plan.adoptions[0].record.state, SubjectState::Adopted);
         assert_eq!(plan.adoptions[0].record.fingerprint, ann.fingerprint());
     }
 

@@ -10,7 +10,7 @@ use super::{decode_record, store_error, CacheError, SubjectRecord, SubjectState}
 use crate::model::{Fingerprint, IdDigest, IdKeys, Subject};
 
 /// Every subject's record, as the planner reads them. Only what decides whether
-/// a user needs work is held: a subject's digest and its [`Summary`], 32 bytes
+/// a user needs work is held: a subject's digest and its [`RecordSummary`], 32 bytes
 /// whatever the record. The rest (the e-mail, the gateway's message) is read from
 /// the store for the few subjects that need work. The entries are one list ordered
 /// by digest, with an index of where each range of digests starts; a lookup reads
@@ -46,14 +46,14 @@ impl Default for FullRecords {
 
 /// What the planner needs of a record to know whether its user needs work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct Summary {
+pub struct RecordSummary {
     pub state: SubjectState,
     pub fingerprint: Fingerprint,
     #[serde(default)]
     pub deactivated: bool,
 }
 
-impl Summary {
+impl RecordSummary {
     /// See [`SubjectRecord::is_managed`].
     pub fn is_managed(&self) -> bool {
         self.state.is_managed()
@@ -69,16 +69,16 @@ impl Summary {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Taken {
     Absent,
-    Record(Summary),
+    Record(RecordSummary),
     /// The record was taken out before.
-    Before,
+    AlreadyTaken,
 }
 
 /// 32 bytes: `None` (taken) fits in a niche of [`SubjectState`].
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub(super) digest: IdDigest,
-    pub(super) summary: Option<Summary>,
+    pub(super) summary: Option<RecordSummary>,
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 32);
@@ -130,12 +130,12 @@ impl Records {
     }
 
     /// A subject's summary, unless it is not recorded or was taken.
-    pub fn summary(&self, subject: &Subject) -> Option<Summary> {
+    pub fn summary(&self, subject: &Subject) -> Option<RecordSummary> {
         self.entries[self.position(subject)?].summary
     }
 
     /// Records not taken that `keep` keeps.
-    pub fn count(&self, keep: impl Fn(&Summary) -> bool) -> usize {
+    pub fn count(&self, keep: impl Fn(&RecordSummary) -> bool) -> usize {
         self.entries
             .iter()
             .filter(|entry| entry.summary.as_ref().is_some_and(&keep))
@@ -153,7 +153,7 @@ impl Records {
                 self.len -= 1;
                 Taken::Record(summary)
             }
-            None => Taken::Before,
+            None => Taken::AlreadyTaken,
         }
     }
 
@@ -178,7 +178,7 @@ impl Records {
     /// there are any.
     pub fn remaining(
         self,
-        keep: impl Fn(&Summary) -> bool,
+        keep: impl Fn(&RecordSummary) -> bool,
     ) -> Result<Vec<(Subject, SubjectRecord)>, CacheError> {
         let wanted = self.count(&keep);
         if wanted == 0 {

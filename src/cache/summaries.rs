@@ -1,4 +1,4 @@
-//! Every record's [`Summary`] in one file beside the store, so that a run reads
+//! Every record's [`RecordSummary`] in one file beside the store, so that a run reads
 //! them in one go instead of walking sled's tree, which costs most of a large
 //! steady run's start (docs/performance.md).
 //!
@@ -24,7 +24,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::{SubjectState, Summary};
+use super::{RecordSummary, SubjectState};
 use crate::model::Fingerprint;
 
 const FILE: &str = "summaries.bin";
@@ -48,7 +48,7 @@ pub struct Version {
 /// Returns whether it did so completely; when it returns `false`, whatever
 /// `each` was given must be thrown away. A file that fails its checksum gives
 /// `each` nothing.
-pub fn read(dir: &Path, version: Version, each: impl FnMut(&str, Summary)) -> bool {
+pub fn read(dir: &Path, version: Version, each: impl FnMut(&str, RecordSummary)) -> bool {
     let Ok(file) = File::open(dir.join(FILE)) else {
         return false;
     };
@@ -58,7 +58,7 @@ pub fn read(dir: &Path, version: Version, each: impl FnMut(&str, Summary)) -> bo
 fn read_file(
     mut file: &File,
     version: Version,
-    mut each: impl FnMut(&str, Summary),
+    mut each: impl FnMut(&str, RecordSummary),
 ) -> io::Result<bool> {
     let size = file.metadata()?.len();
     if size < HEADER + TRAILER || !checksum_holds(file, size)? {
@@ -97,7 +97,7 @@ fn read_file(
         let (Ok(subject), Some(state)) = (std::str::from_utf8(&subject), state_of(state)) else {
             return Ok(false);
         };
-        let summary = Summary {
+        let summary = RecordSummary {
             state,
             fingerprint,
             deactivated: deactivated != 0,
@@ -175,7 +175,7 @@ impl Writer {
     }
 
     /// Entries go in the tree's order of subjects.
-    pub fn push(&mut self, subject: &str, summary: Summary) -> io::Result<()> {
+    pub fn push(&mut self, subject: &str, summary: RecordSummary) -> io::Result<()> {
         let len = u32::try_from(subject.len())
             .ok()
             .filter(|&len| len != END)
@@ -217,12 +217,12 @@ pub fn rewrite<'c>(
     dir: &Path,
     from: Version,
     to: Version,
-    changes: impl IntoIterator<Item = (&'c str, Option<Summary>)>,
+    changes: impl IntoIterator<Item = (&'c str, Option<RecordSummary>)>,
 ) -> io::Result<bool> {
     let mut writer = Writer::create(dir, to)?;
     let mut changes = changes.into_iter().peekable();
     let mut written = Ok(());
-    let mut merge = |subject: &str, summary: Summary| {
+    let mut merge = |subject: &str, summary: RecordSummary| {
         let mut kept = Some(summary);
         while let Some((changed, change)) = changes.next_if(|(changed, _)| *changed <= subject) {
             if changed == subject {
@@ -256,7 +256,7 @@ pub fn rewrite<'c>(
 fn state_code(state: SubjectState) -> u8 {
     match state {
         SubjectState::Created => 0,
-        SubjectState::Existing => 1,
+        SubjectState::Adopted => 1,
         SubjectState::Rejected => 2,
     }
 }
@@ -264,7 +264,7 @@ fn state_code(state: SubjectState) -> u8 {
 fn state_of(code: u8) -> Option<SubjectState> {
     Some(match code {
         0 => SubjectState::Created,
-        1 => SubjectState::Existing,
+        1 => SubjectState::Adopted,
         2 => SubjectState::Rejected,
         _ => return None,
     })
@@ -292,7 +292,7 @@ impl<W: Write> Checksummed<W> {
 
 /// A file as the first format had it: `idsyncS1`, an FNV-1a checksum.
 #[cfg(test)]
-pub(super) fn first_format_file(version: Version, entries: &[(&str, Summary)]) -> Vec<u8> {
+pub(super) fn first_format_file(version: Version, entries: &[(&str, RecordSummary)]) -> Vec<u8> {
     let mut bytes = b"idsyncS1".to_vec();
     bytes.extend(version.store.to_le_bytes());
     bytes.extend(version.generation.to_le_bytes());
@@ -327,15 +327,15 @@ mod tests {
         generation: 2,
     };
 
-    fn summary(fingerprint: u64, state: SubjectState) -> Summary {
-        Summary {
+    fn summary(fingerprint: u64, state: SubjectState) -> RecordSummary {
+        RecordSummary {
             state,
             fingerprint: Fingerprint(fingerprint),
             deactivated: fingerprint % 2 == 0,
         }
     }
 
-    fn write(dir: &Path, version: Version, entries: &[(&str, Summary)]) {
+    fn write(dir: &Path, version: Version, entries: &[(&str, RecordSummary)]) {
         let mut writer = Writer::create(dir, version).expect("create");
         for (subject, summary) in entries {
             writer.push(subject, *summary).expect("push");
@@ -343,7 +343,7 @@ mod tests {
         writer.commit().expect("commit");
     }
 
-    fn read_all(dir: &Path, version: Version) -> Option<Vec<(String, Summary)>> {
+    fn read_all(dir: &Path, version: Version) -> Option<Vec<(String, RecordSummary)>> {
         let mut entries = Vec::new();
         read(dir, version, |subject, summary| {
             entries.push((subject.to_owned(), summary))
@@ -351,7 +351,7 @@ mod tests {
         .then_some(entries)
     }
 
-    fn owned(entries: &[(&str, Summary)]) -> Vec<(String, Summary)> {
+    fn owned(entries: &[(&str, RecordSummary)]) -> Vec<(String, RecordSummary)> {
         entries.iter().map(|(s, v)| (s.to_string(), *v)).collect()
     }
 
@@ -361,7 +361,7 @@ mod tests {
         assert_eq!(read_all(dir.path(), V1), None, "no file yet");
         let entries = [
             ("a", summary(1, SubjectState::Created)),
-            ("b\u{e9}", summary(2, SubjectState::Existing)),
+            ("b\u{e9}", summary(2, SubjectState::Adopted)),
             ("c", summary(3, SubjectState::Rejected)),
         ];
         write(dir.path(), V1, &entries);
@@ -450,7 +450,7 @@ mod tests {
     fn a_rewrite_merges_changes_in_subject_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let created = summary(1, SubjectState::Created);
-        let changed = summary(9, SubjectState::Existing);
+        let changed = summary(9, SubjectState::Adopted);
         write(
             dir.path(),
             V1,

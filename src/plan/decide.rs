@@ -3,7 +3,7 @@
 //! when the cache is empty) and the rules. [`Planner`](super::Planner) records
 //! the decision in the plan.
 
-use crate::cache::{Summary, Taken};
+use crate::cache::{RecordSummary, Taken};
 use crate::config::Deprovision;
 use crate::model::{limits, DirectoryUser, Email, Fingerprint, GatewayUser, Profile};
 
@@ -16,7 +16,7 @@ pub(super) enum Cached {
     Absent,
     /// Recorded: what decides whether the user needs work. The whole record is
     /// read only for the decisions that need it.
-    Recorded(Summary),
+    Recorded(RecordSummary),
     /// Another directory user with this subject came earlier in this run.
     SeenThisRun,
 }
@@ -26,7 +26,7 @@ impl From<Taken> for Cached {
         match taken {
             Taken::Absent => Self::Absent,
             Taken::Record(summary) => Self::Recorded(summary),
-            Taken::Before => Self::SeenThisRun,
+            Taken::AlreadyTaken => Self::SeenThisRun,
         }
     }
 }
@@ -112,7 +112,7 @@ pub(super) fn decide(
     }
 }
 
-fn decide_inactive(summary: Option<Summary>, rules: &Rules) -> Decision {
+fn decide_inactive(summary: Option<RecordSummary>, rules: &Rules) -> Decision {
     let kept_active = summary.is_some_and(|summary| summary.is_kept_active());
     if kept_active && rules.deprovision == Deprovision::Deactivate {
         Decision::DeactivateInactive
@@ -122,7 +122,7 @@ fn decide_inactive(summary: Option<Summary>, rules: &Rules) -> Decision {
 }
 
 /// A user idsync created or adopted, active in the directory.
-fn decide_managed(summary: Summary, fingerprint: Fingerprint, rules: &Rules) -> Decision {
+fn decide_managed(summary: RecordSummary, fingerprint: Fingerprint, rules: &Rules) -> Decision {
     if summary.deactivated {
         let update = rules.update_existing.then_some(fingerprint);
         return Decision::Reactivate { update };
@@ -233,7 +233,7 @@ mod tests {
     }
 
     fn recorded_as(state: SubjectState, fingerprint: Fingerprint, deactivated: bool) -> Cached {
-        Cached::Recorded(Summary {
+        Cached::Recorded(RecordSummary {
             state,
             fingerprint,
             deactivated,
@@ -345,7 +345,7 @@ mod tests {
         let ann = ann();
         let (old, new) = (ann.fingerprint(), renamed(ann.clone()).fingerprint());
         let deactivated = recorded_as(SubjectState::Created, old, true);
-        let unverified = recorded_as(SubjectState::Existing, Fingerprint::UNVERIFIED, false);
+        let unverified = recorded_as(SubjectState::Adopted, Fingerprint::UNVERIFIED, false);
         let created = recorded(&ann, SubjectState::Created);
         check(vec![
             row(
@@ -358,7 +358,7 @@ mod tests {
             row(
                 "adopted and unchanged",
                 ann.clone(),
-                recorded(&ann, SubjectState::Existing),
+                recorded(&ann, SubjectState::Adopted),
                 updating(),
                 Decision::Unchanged,
             ),
@@ -431,7 +431,7 @@ mod tests {
             row(
                 "inactive and adopted, deprovisioning on",
                 gone.clone(),
-                recorded(&ann, SubjectState::Existing),
+                recorded(&ann, SubjectState::Adopted),
                 deprovisioning(),
                 Decision::DeactivateInactive,
             ),
@@ -619,7 +619,7 @@ mod tests {
 
     #[test]
     fn decide_cached_says_what_the_cache_found() {
-        let summary = Summary {
+        let summary = RecordSummary {
             state: SubjectState::Created,
             fingerprint: Fingerprint(7),
             deactivated: false,
@@ -629,6 +629,6 @@ mod tests {
             Cached::from(Taken::Record(summary)),
             Cached::Recorded(summary)
         );
-        assert_eq!(Cached::from(Taken::Before), Cached::SeenThisRun);
+        assert_eq!(Cached::from(Taken::AlreadyTaken), Cached::SeenThisRun);
     }
 }

@@ -172,12 +172,12 @@ impl Run {
                         self.planned("create", email, "new in the directory");
                         None
                     }
-                    Outcome::Existing => {
+                    Outcome::Adopted => {
                         self.summary.counts.existing += 1;
                         events::user_adopted(email);
                         // Its data in the gateway was not compared: `update_existing`
                         // checks it at the next run.
-                        record(SubjectState::Existing, Fingerprint::UNVERIFIED, None)
+                        record(SubjectState::Adopted, Fingerprint::UNVERIFIED, None)
                     }
                     Outcome::Rejected { status, message } => {
                         self.summary.counts.failed += 1;
