@@ -1,7 +1,7 @@
 //! Executes a plan's actions against the target: paced by a `governor` limiter (a
-//! permit before every attempt, retries included), at most `max_in_flight` at once,
-//! retried with backoff. Yields each action's outcome as soon as it is known; the
-//! orchestrator records it.
+//! permit before every attempt, retries included; the dry run's unsent writes take
+//! none), at most `max_in_flight` at once, retried with backoff. Yields each
+//! action's outcome as soon as it is known; the orchestrator records it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,7 +122,7 @@ impl Applier {
 
     async fn create(&self, user: &CreateUser, stop: &CancellationToken) -> Outcome {
         match self
-            .with_retries(stop, || self.target.create_user(&user.profile))
+            .write_with_retries(stop, || self.target.create_user(&user.profile))
             .await
         {
             (Ok(Answer::Done(())), _) => Outcome::Created,
@@ -157,11 +157,30 @@ impl Applier {
             return Outcome::Unchanged;
         }
         match self
-            .with_retries(stop, || self.target.put_user(&change.key, &wanted))
+            .write_with_retries(stop, || self.target.put_user(&change.key, &wanted))
             .await
         {
             (Ok(Answer::Done(())), _) => Outcome::Changed,
             (settled, _) => outcome_of(settled),
+        }
+    }
+
+    /// A write: as [`with_retries`](Self::with_retries) when the target sends it;
+    /// a target that sends no writes (the dry run) answers at once, without taking
+    /// a permit from the rate limiter for a request that is never made.
+    async fn write_with_retries<F, Fut>(
+        &self,
+        stop: &CancellationToken,
+        mut request: F,
+    ) -> (Settled<()>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Answer<()>>,
+    {
+        if self.target.sends_writes() {
+            self.with_retries(stop, request).await
+        } else {
+            (Ok(request().await), false)
         }
     }
 
@@ -462,6 +481,37 @@ mod tests {
         let started = Instant::now();
         assert_eq!(applier.create(&user(), &stop).await, Outcome::Interrupted);
         assert!(started.elapsed() < Duration::from_secs(600));
+    }
+
+    /// The dry run sends no writes, so it does not wait for the write rate limiter:
+    /// 30 would-be creates at 1 request a second (burst 1) once took 29 s.
+    #[tokio::test]
+    async fn a_dry_run_does_not_wait_for_the_rate_limit_on_writes_it_does_not_send() {
+        let mut slow = config();
+        slow.rate_limit_per_second = std::num::NonZeroU32::MIN;
+        slow.burst = std::num::NonZeroU32::MIN;
+        let client =
+            crate::target::HoopClient::new(&slow, reqwest::Client::builder()).expect("client");
+        let applier = Applier::new(Target::DryRun(client), &slow, Rules::default());
+        let stop = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let actions = vec![Action::Create(user()); 30];
+        let done = tokio::time::timeout(
+            Duration::from_secs(5),
+            applier.run_all(actions, &stop).collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the dry run is not paced by the write rate limit");
+        assert_eq!(done.len(), 30);
+        assert!(
+            done.iter().all(|(_, o)| *o == Outcome::WouldWrite),
+            "{done:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

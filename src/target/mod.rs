@@ -56,6 +56,12 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether writes reach the gateway, and so must wait for the rate limiter:
+    /// the dry-run target answers them without sending anything.
+    pub fn sends_writes(&self) -> bool {
+        !matches!(self, Self::DryRun(_))
+    }
+
     pub async fn create_user(&self, profile: &Profile) -> Answer<()> {
         match self {
             Self::Hoop(client) => client.create_user(profile).await,
