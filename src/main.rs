@@ -143,6 +143,7 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
         ReloadRequest::default(),
         cli.shutdown_grace_secs,
         Notifier::from_env(),
+        exit::ABORTED,
     ));
     let progress = tokio::spawn(show_progress(std::io::stderr().is_terminal()));
     let result = syncer.run_once(&shutdown).await;
@@ -227,6 +228,7 @@ async fn start_daemon(
         reload.clone(),
         cli.shutdown_grace_secs,
         notifier.clone(),
+        exit::OK,
     ));
     let mode = RunMode::default();
     let syncer = Syncer::new(config, mode).map_err(|err| {
@@ -284,13 +286,14 @@ fn feed_watchdog(notifier: &Notifier) {
     });
 }
 
-/// SIGTERM/SIGINT cancel `shutdown` (and exit anyway after the grace period);
-/// SIGHUP asks for a config reload before the next run.
+/// SIGTERM/SIGINT cancel `shutdown` (and exit with `code` anyway after the grace
+/// period); SIGHUP asks for a config reload before the next run.
 async fn on_signals(
     shutdown: CancellationToken,
     reload: ReloadRequest,
     grace_secs: u64,
     notifier: Notifier,
+    code: u8,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -324,7 +327,7 @@ async fn on_signals(
         grace_secs,
         "Requests still in flight after the grace period; exiting anyway."
     );
-    std::process::exit(i32::from(exit::OK));
+    std::process::exit(i32::from(code));
 }
 
 /// On a terminal, one line rewritten in place; otherwise a log line every 10 s.

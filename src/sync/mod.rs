@@ -344,7 +344,14 @@ impl Syncer {
         let cursor = self.load_cursor().await?;
         let reading = shutdown.child_token();
         let (delivery, arrivals) = source::delivery::channel(reading.clone());
-        let read = self.source.read(&reading, delivery, cursor.as_deref());
+        // A shutdown ends the read at once, even mid-request or in a retry wait:
+        // dropping the read drops its requests, and its delivery ends the planning.
+        let read = async {
+            tokio::select! {
+                read = self.source.read(&reading, delivery, cursor.as_deref()) => read,
+                () = reading.cancelled() => Err(SourceError::Interrupted),
+            }
+        };
         let planning = self.plan_while_reading(arrivals, stop, &reading);
         let (read, planned) = tokio::join!(read, planning);
         let (planner, dropped) = planned?;

@@ -1,0 +1,106 @@
+//! What the built binary shows an operator (issue 17): a signal during a hanging
+//! directory request, colour on stderr, JSON logs, escaped directory text.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use tempfile::TempDir;
+
+/// A directory whose SCIM listings never answer, beside a gateway with no users.
+/// Returns its address and the number of listing requests it received.
+async fn hanging_directory() -> (String, Arc<AtomicUsize>) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let hang = move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<String>()
+    };
+    let app = axum::Router::new()
+        .route("/scim/Users", get(hang.clone()))
+        .route("/scim/Groups", get(hang))
+        .route("/api/users", get(|| async { "[]" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}"), asked)
+}
+
+/// A config for `base` with its cache in `dir`; `extra` goes at the end.
+fn write_config(dir: &Path, base: &str, extra: &str) -> PathBuf {
+    let path = dir.join("idsync.toml");
+    let text = format!(
+        "[source]\nkind = \"scim\"\nurl = \"{base}/scim\"\nbearer_token = \"t\"\n\
+         [target]\nurl = \"{base}/api\"\napi_key = \"k\"\nmax_attempts = 1\n\
+         [cache]\npath = \"{}\"\n{extra}",
+        dir.join("cache").display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn idsync(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_idsync"));
+    command
+        .arg("--config")
+        .arg(config)
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// Waits for `child` to exit, for at most `limit`; kills it when it does not.
+async fn wait_output(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() && started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    let _ = child.kill();
+    (child.wait_with_output().expect("output"), took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hanging_directory_request_aborts_with_exit_3_and_a_record() {
+    let (base, asked) = hanging_directory().await;
+    let dir = TempDir::new().expect("tempdir");
+    let config = write_config(dir.path(), &base, "");
+    let child = idsync(&config)
+        .arg("--sync-now")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn idsync");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while asked.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: a plain kill(2) of the child this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (output, took) = wait_output(child, Duration::from_secs(5)).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "after {took:?}; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(stdout.contains("directory users"), "summary: {stdout}");
+
+    let status = idsync(&config)
+        .args(["status", "--output", "json"])
+        .output()
+        .expect("status");
+    let runs: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    assert_eq!(runs["runs"][0]["outcome"], "aborted", "{runs}");
+    let error = runs["runs"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("shutdown"), "{runs}");
+}
