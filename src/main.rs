@@ -8,6 +8,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -100,7 +101,7 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("idsync: invalid configuration: {err}");
+            fatal(format_args!("invalid configuration: {err}"));
             return ExitCode::from(exit::BAD_CONFIG);
         }
     };
@@ -110,7 +111,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("idsync: cannot start the async runtime: {err}");
+            fatal(format_args!("cannot start the async runtime: {err}"));
             return ExitCode::from(exit::ABORTED);
         }
     };
@@ -133,7 +134,7 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
     let syncer = match Syncer::for_one_run(&config, mode) {
         Ok(syncer) => syncer,
         Err(err) => {
-            eprintln!("idsync: cannot start: {err}");
+            fatal(format_args!("cannot start: {err}"));
             return exit::ABORTED;
         }
     };
@@ -145,7 +146,9 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
         Notifier::from_env(),
         exit::ABORTED,
     ));
-    let progress = tokio::spawn(show_progress(std::io::stderr().is_terminal()));
+    // The progress line rewrites itself in place: for people, not for JSON logs.
+    let on_terminal = std::io::stderr().is_terminal() && !JSON_LOGS.load(Ordering::Relaxed);
+    let progress = tokio::spawn(show_progress(on_terminal));
     let result = syncer.run_once(&shutdown).await;
     progress.abort();
     let code = match result {
@@ -160,7 +163,7 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
         Err(aborted) => {
             let error = aborted.error.to_string();
             print_summary(&aborted.summary, cli.output, Some(&error));
-            eprintln!("idsync: run aborted: {error}");
+            fatal(format_args!("run aborted: {error}"));
             exit::ABORTED
         }
     };
@@ -198,7 +201,7 @@ async fn daemon(cli: &Cli, config: Config) -> u8 {
             exit::OK
         }
         Err(err) => {
-            eprintln!("idsync: cannot run: {err}");
+            fatal(format_args!("cannot run: {err}"));
             exit::ABORTED
         }
     }
@@ -232,7 +235,7 @@ async fn start_daemon(
     ));
     let mode = RunMode::default();
     let syncer = Syncer::new(config, mode).map_err(|err| {
-        eprintln!("idsync: cannot start: {err}");
+        fatal(format_args!("cannot start: {err}"));
         exit::ABORTED
     })?;
     // Start-up checks passed: valid config, listener bound, cache opened.
@@ -253,13 +256,15 @@ async fn serve_health(config: &Config, shutdown: &CancellationToken) -> Result<O
         return Ok(None);
     };
     let metrics = idsync::service::install_metrics().map_err(|err| {
-        eprintln!("idsync: cannot set up metrics: {err}");
+        fatal(format_args!("cannot set up metrics: {err}"));
         exit::ABORTED
     })?;
     let state = Health::new(&config.service);
     if let Err(err) = idsync::service::serve(listen, state.clone(), metrics, shutdown.clone()).await
     {
-        eprintln!("idsync: cannot listen on service.listen = {listen}: {err}");
+        fatal(format_args!(
+            "cannot listen on service.listen = {listen}: {err}"
+        ));
         return Err(exit::ABORTED);
     }
     let (stopping, token) = (state.clone(), shutdown.clone());
@@ -362,7 +367,7 @@ fn status(cli: &Cli, config: &Config) -> u8 {
     let runs = match idsync::cache::read_status(&config.cache.path) {
         Ok(runs) => runs,
         Err(err) => {
-            eprintln!("idsync: no run recorded yet under cache.path ({err})");
+            fatal(format_args!("no run recorded yet under cache.path ({err})"));
             return exit::ABORTED;
         }
     };
@@ -440,6 +445,9 @@ async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
     }
 }
 
+/// Set once `--log-format json` is known: then every line on stderr is JSON.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -447,8 +455,28 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(colour_logs()).init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, Ordering::Relaxed);
+            builder.json().flatten_event(true).with_ansi(false).init()
+        }
+    }
+}
+
+/// Colour only for a person at a terminal: never into a file, a pipe or the
+/// journal, and not when `NO_COLOR` is set (<https://no-color.org>).
+fn colour_logs() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
+
+/// Why idsync stops, on stderr: a plain `idsync: …` line, or with
+/// `--log-format json` an error log line like every other.
+fn fatal(message: std::fmt::Arguments<'_>) {
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("idsync: {message}");
     }
 }
 

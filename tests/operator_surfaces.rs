@@ -104,3 +104,69 @@ async fn sigterm_during_a_hanging_directory_request_aborts_with_exit_3_and_a_rec
     let error = runs["runs"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("shutdown"), "{runs}");
 }
+
+/// A run that logs warnings and errors and aborts: the export file is missing
+/// and nothing listens where the gateway should be.
+fn failing_run_config(dir: &Path) -> PathBuf {
+    let path = dir.join("idsync.toml");
+    let text = format!(
+        "[source]\nkind = \"file\"\npath = \"{}\"\n\
+         [target]\nurl = \"http://127.0.0.1:9/api\"\napi_key = \"k\"\nmax_attempts = 1\n\
+         [cache]\npath = \"{}\"\n",
+        dir.join("missing.jsonl").display(),
+        dir.join("cache").display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn logs_into_a_pipe_carry_no_colour_codes() {
+    let dir = TempDir::new().expect("tempdir");
+    let config = failing_run_config(dir.path());
+    let output = idsync(&config)
+        .arg("--sync-now")
+        .output()
+        .expect("run idsync");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("Run aborted"), "{stderr}");
+    assert!(
+        !stderr.contains("\x1b["),
+        "colour codes in a pipe: {stderr:?}"
+    );
+}
+
+/// Every line of `stderr` is a JSON object.
+fn assert_json_lines(stderr: &[u8]) {
+    let stderr = String::from_utf8_lossy(stderr);
+    assert!(!stderr.trim().is_empty(), "nothing logged");
+    for line in stderr.lines() {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(
+            parsed.is_ok_and(|v| v.is_object()),
+            "not a JSON line: {line:?}\nall of stderr:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn with_json_logs_a_bad_config_and_a_failed_run_write_only_json_lines() {
+    let dir = TempDir::new().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[target]\nurl = \"use.hoop.dev\"\n").expect("write config");
+    let output = idsync(&bad)
+        .args(["--sync-now", "--log-format", "json"])
+        .output()
+        .expect("run idsync");
+    assert_eq!(output.status.code(), Some(2));
+    assert_json_lines(&output.stderr);
+
+    let config = failing_run_config(dir.path());
+    let output = idsync(&config)
+        .args(["--sync-now", "--log-format", "json"])
+        .output()
+        .expect("run idsync");
+    assert_eq!(output.status.code(), Some(3));
+    assert_json_lines(&output.stderr);
+}
