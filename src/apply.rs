@@ -54,6 +54,30 @@ pub enum Outcome {
     WouldWrite,
 }
 
+/// In words, for the logs and reports.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Created => f.write_str("created"),
+            Self::Adopted => f.write_str("already in the gateway; now managed"),
+            Self::Changed => f.write_str("changed"),
+            Self::Unchanged => f.write_str("already as wanted"),
+            Self::Missing => f.write_str("no such user in the gateway"),
+            Self::Rejected { status, message } => {
+                write!(f, "the gateway refused it: {status} {message}")
+            }
+            Self::GaveUp { attempts, reason } => {
+                write!(f, "gave up after {attempts} attempts: {reason}")
+            }
+            Self::Unauthorized { status, message } => {
+                write!(f, "the gateway refused our API key: {status} {message}")
+            }
+            Self::Interrupted => f.write_str("stopped by shutdown"),
+            Self::WouldWrite => f.write_str("not written (dry run)"),
+        }
+    }
+}
+
 /// How a request ended after retries: the gateway's answer, or why there is none.
 type Settled<T> = Result<Answer<T>, Exhausted<Stopped>>;
 
@@ -512,6 +536,29 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn outcomes_and_answers_read_as_words_not_rust_structures() {
+        let gave_up = Outcome::GaveUp {
+            attempts: 6,
+            reason: "503 Service Unavailable".into(),
+        };
+        assert_eq!(
+            gave_up.to_string(),
+            "gave up after 6 attempts: 503 Service Unavailable"
+        );
+        let answer: Answer<()> = transient(None, false);
+        assert_eq!(
+            answer.to_string(),
+            "503 Service Unavailable: busy (a temporary failure)"
+        );
+        for text in [gave_up.to_string(), answer.to_string()] {
+            assert!(
+                !text.contains('{') && !text.contains("maybe_applied"),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

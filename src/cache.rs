@@ -49,11 +49,14 @@ const STATUS_RUNS: usize = 20;
 const STATUS_FILE: &str = "status.json";
 
 /// The newest runs, newest first, as the last run wrote them; readable while
-/// another process has the cache open.
+/// another process has the cache open. None before the first run.
 pub fn read_status(cache_path: &Path) -> Result<Vec<RunRecord>, String> {
     let path = cache_path.join(STATUS_FILE);
-    let text =
-        std::fs::read(&path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+    };
     serde_json::from_slice(&text).map_err(|err| format!("{} is unreadable: {err}", path.display()))
 }
 

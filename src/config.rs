@@ -405,9 +405,16 @@ impl RawSync {
     fn validate(self) -> Result<SyncConfig, ConfigError> {
         let text = self.schedule.unwrap_or_else(|| "0 */15 * * * *".to_owned());
         let schedule = cron::Schedule::from_str(&text).map_err(|err| {
+            // The cron crate echoes the expression with a caret under it: one line
+            // keeps only what it says after the caret.
+            let err = err.to_string();
+            let lines: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let after_caret = lines.iter().position(|l| l.chars().all(|c| c == '^')).map_or(0, |i| i + 1);
+            let reason = lines.get(after_caret..).unwrap_or_default().join(" ");
+            let reason = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
             invalid(
                 "sync.schedule",
-                format!("must be a cron expression with seconds, such as schedule = \"0 */15 * * * *\"; got {text:?} ({err})"),
+                format!("must be a cron expression with seconds, such as schedule = \"0 */15 * * * *\"; got {text:?}{reason}"),
             )
         })?;
         let deprovision = match self.deprovision.as_deref().unwrap_or("off") {
@@ -698,6 +705,8 @@ mod tests {
             err.starts_with("sync.schedule must be a cron expression"),
             "{err}"
         );
+        assert!(!err.contains('\n'), "one line: {err:?}");
+        assert!(err.ends_with("'every' specified.)"), "{err}");
     }
 
     #[test]

@@ -2,12 +2,41 @@
 //! one place, so logs and `/metrics` always agree. Metric labels are bounded: an
 //! action, an outcome, a status class — never a user.
 
+use std::borrow::Cow;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
 use crate::model::{Counts, Email};
+
+/// `text` from the directory or the gateway (an id, a name, an error message) made
+/// safe to print as text: control characters, and the Unicode ones that reorder or
+/// break lines, are escaped (`\n`, `\u{1b}`), so a value can neither forge a log
+/// line nor drive the terminal. JSON output needs none of this: serde escapes it.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if unsafe_char(c) => {
+                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
+}
 
 /// Counters for the `--sync-now` progress display.
 pub mod progress {
@@ -48,9 +77,9 @@ pub fn admin_group_dropped(idp_group: &str, admin_group: &str, members: usize) {
     );
 }
 
-pub fn inventory_unavailable(outcome: &dyn std::fmt::Debug) {
+pub fn inventory_unavailable(outcome: &dyn std::fmt::Display) {
     tracing::warn!(
-        ?outcome,
+        outcome = %printable(&outcome.to_string()),
         "Could not list the gateway's users; existing users will be found one 409 at a time."
     );
 }
@@ -123,6 +152,11 @@ pub fn user_created(email: &Email) {
 pub fn user_adopted(email: &Email) {
     user_counted("adopt", "done");
     tracing::info!(%email, "User already exists in the gateway; now managed.");
+}
+
+/// A dry run found the user in the gateway: a real run would adopt it.
+pub fn user_would_adopt(email: &Email) {
+    tracing::info!(%email, "User already exists in the gateway; would adopt it (dry run).");
 }
 
 pub fn user_changed(email: &Email, action: &'static str, reason: &str) {
@@ -213,7 +247,7 @@ pub fn run_aborted(
         histogram!("idsync_run_duration_seconds").record(duration_ms as f64 / 1000.0);
     }
     tracing::error!(
-        error = %error,
+        error = %printable(&error.to_string()),
         created = c.created,
         existing = c.existing,
         failed = c.failed,
@@ -221,4 +255,19 @@ pub fn run_aborted(
         duration_ms,
         "Run aborted."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_what_could_forge_a_line_or_drive_the_terminal() {
+        assert_eq!(printable("Eve Adams"), "Eve Adams");
+        assert!(matches!(printable("Zoë"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            printable("Eve\nINFO forged\x1b[2J\r\t\u{202e}x"),
+            "Eve\\nINFO forged\\u{1b}[2J\\r\\t\\u{202e}x"
+        );
+    }
 }

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use idsync::config::Config;
+use idsync::events::printable;
 use idsync::model::Counts;
 use idsync::notify::Notifier;
 use idsync::schedule::{ReloadRequest, Supervision};
@@ -367,7 +368,7 @@ fn status(cli: &Cli, config: &Config) -> u8 {
     let runs = match idsync::cache::read_status(&config.cache.path) {
         Ok(runs) => runs,
         Err(err) => {
-            fatal(format_args!("no run recorded yet under cache.path ({err})"));
+            fatal(format_args!("cannot read the run history: {err}"));
             return exit::ABORTED;
         }
     };
@@ -388,6 +389,10 @@ fn status(cli: &Cli, config: &Config) -> u8 {
             next.to_rfc3339()
         );
     }
+    if runs.is_empty() {
+        println!("no runs yet");
+        return exit::OK;
+    }
     println!(
         "{:<26} {:<9} {:>7} {:>8} {:>7} {:>11} {:>6}  error",
         "started", "outcome", "created", "existing", "updated", "deactivated", "failed"
@@ -396,14 +401,14 @@ fn status(cli: &Cli, config: &Config) -> u8 {
         let c = &run.counts;
         println!(
             "{:<26} {:<9} {:>7} {:>8} {:>7} {:>11} {:>6}  {}",
-            run.started_at.get(..19).unwrap_or(&run.started_at),
-            run.outcome,
+            printable(run.started_at.get(..19).unwrap_or(&run.started_at)),
+            printable(&run.outcome),
             c.created,
             c.existing,
             c.updated,
             c.deactivated,
             c.failed,
-            run.error.as_deref().unwrap_or("")
+            printable(run.error.as_deref().unwrap_or(""))
         );
     }
     exit::OK
@@ -433,8 +438,8 @@ async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
     } else {
         for (part, result) in &checks {
             match result {
-                Ok(detail) => println!("ok      {part}: {detail}"),
-                Err(error) => println!("FAILED  {part}: {error}"),
+                Ok(detail) => println!("ok      {part}: {}", printable(detail)),
+                Err(error) => println!("FAILED  {part}: {}", printable(error)),
             }
         }
     }
@@ -490,13 +495,22 @@ fn print_summary(summary: &Summary, output: Output, error: Option<&str>) {
             }
             writeln!(out, "{value}")
         }
-        Output::Text => write_text_summary(&mut out, summary),
+        Output::Text => write_text_summary(&mut out, summary, error),
     };
     // stdout closed (e.g. piped into `head`): the exit code still tells the outcome.
     let _ = written;
 }
 
-fn write_text_summary(out: &mut impl Write, summary: &Summary) -> std::io::Result<()> {
+/// The summary for people; directory and gateway text is escaped. An aborted
+/// run says so, and why, first.
+fn write_text_summary(
+    out: &mut impl Write,
+    summary: &Summary,
+    error: Option<&str>,
+) -> std::io::Result<()> {
+    if let Some(error) = error {
+        writeln!(out, "ABORTED: {}", printable(error))?;
+    }
     writeln!(
         out,
         "{} — {} directory users in {:.1} s",
@@ -508,17 +522,20 @@ fn write_text_summary(out: &mut impl Write, summary: &Summary) -> std::io::Resul
         writeln!(
             out,
             "  would {:<10} {}: {}",
-            action.action, action.user, action.reason
+            action.action,
+            printable(&action.user),
+            printable(&action.reason)
         )?;
     }
-    for report in &summary.skipped {
-        writeln!(out, "  skipped  {}: {}", report.user, report.reason)?;
-    }
-    for report in &summary.failures {
-        writeln!(out, "  failed   {}: {}", report.user, report.reason)?;
+    let reports = [("skipped", &summary.skipped), ("failed", &summary.failures)];
+    for (what, reports) in reports {
+        for report in reports {
+            let (user, reason) = (printable(&report.user), printable(&report.reason));
+            writeln!(out, "  {what:<8} {user}: {reason}")?;
+        }
     }
     if let Some(guard) = &summary.deactivation_guard {
-        writeln!(out, "  held back: {guard}")?;
+        writeln!(out, "  held back: {}", printable(guard))?;
     }
     Ok(())
 }
@@ -571,11 +588,52 @@ mod tests {
             ..Summary::default()
         };
         let mut out = Vec::new();
-        write_text_summary(&mut out, &summary).expect("written to memory");
+        write_text_summary(&mut out, &summary, None).expect("written to memory");
         assert_eq!(
             String::from_utf8(out).expect("UTF-8"),
             "would be created 2, existing 1, unchanged 0, skipped invalid 0, \
              skipped inactive 0, failed 1, deactivated 3 — 7 directory users in 1.5 s\n"
+        );
+    }
+
+    fn summary_text(summary: &Summary, error: Option<&str>) -> String {
+        let mut out = Vec::new();
+        write_text_summary(&mut out, summary, error).expect("written to memory");
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn an_aborted_run_says_so_and_why_on_its_first_line() {
+        let text = summary_text(
+            &Summary::default(),
+            Some("the directory is unavailable: GET https://idp/Users: answered 503"),
+        );
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            "ABORTED: the directory is unavailable: GET https://idp/Users: answered 503"
+        );
+    }
+
+    #[test]
+    fn directory_text_in_the_summary_is_escaped() {
+        let summary = Summary {
+            skipped: vec![idsync::sync::Report {
+                user: "subject u\n1 (Eve\nINFO forged line\x1b[2J)".into(),
+                reason: "bad\re-mail".into(),
+            }],
+            ..Summary::default()
+        };
+        let text = summary_text(&summary, Some("gateway said \x1b[2Jno"));
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        assert_eq!(text.lines().count(), 3, "{text:?}");
+        assert!(
+            text.contains("subject u\\n1 (Eve\\nINFO forged line\\u{1b}[2J): bad\\re-mail"),
+            "{text:?}"
+        );
+        assert!(
+            text.starts_with("ABORTED: gateway said \\u{1b}[2Jno\n"),
+            "{text:?}"
         );
     }
 }

@@ -155,11 +155,13 @@ pub struct DirectoryUser {
 }
 
 impl DirectoryUser {
-    /// What identifies this user in logs and reports: the e-mail when usable.
+    /// What identifies this user in logs and reports: the e-mail when usable,
+    /// else the subject and, when known, the name.
     pub fn label(&self) -> String {
-        match &self.email {
-            Ok(email) => email.to_string(),
-            Err(_) => format!("subject {}", self.subject),
+        match (&self.email, &self.name) {
+            (Ok(email), _) => email.to_string(),
+            (Err(_), Some(name)) => format!("subject {} ({name})", self.subject),
+            (Err(_), None) => format!("subject {}", self.subject),
         }
     }
 
@@ -246,6 +248,22 @@ impl IdDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_without_a_usable_email_is_labelled_with_its_name_when_known() {
+        let mut user = DirectoryUser {
+            subject: Subject::new("u5"),
+            active: true,
+            email: Email::parse("not-an-email"),
+            name: Some("Eve Adams".into()),
+            groups: Vec::new(),
+            slack_id: None,
+            picture: None,
+        };
+        assert_eq!(user.label(), "subject u5 (Eve Adams)");
+        user.name = None;
+        assert_eq!(user.label(), "subject u5");
+    }
 
     #[test]
     fn email_is_trimmed_and_lower_cased() {

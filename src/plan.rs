@@ -883,7 +883,7 @@ mod tests {
             &rules(),
         );
         assert_eq!(plan.invalid.len(), 1);
-        assert_eq!(plan.invalid[0].label, "subject s1");
+        assert_eq!(plan.invalid[0].label, "subject s1 (User s1)");
         assert!(plan.invalid[0].reason.contains("not a bare e-mail address"));
     }
 

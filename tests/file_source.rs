@@ -117,7 +117,7 @@ async fn an_export_is_synced_and_a_leaver_is_deactivated() {
         (c.created, c.skipped_inactive, c.skipped_invalid),
         (3, 1, 1)
     );
-    assert_eq!(first.skipped[0].user, "subject u5");
+    assert_eq!(first.skipped[0].user, "subject u5 (Eve)");
     assert_eq!(
         world.held(),
         [

@@ -94,6 +94,10 @@ async fn sigterm_during_a_hanging_directory_request_aborts_with_exit_3_and_a_rec
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(stdout.contains("directory users"), "summary: {stdout}");
+    assert!(
+        stdout.starts_with("ABORTED: stopped by shutdown"),
+        "summary: {stdout}"
+    );
 
     let status = idsync(&config)
         .args(["status", "--output", "json"])
@@ -169,4 +173,80 @@ fn with_json_logs_a_bad_config_and_a_failed_run_write_only_json_lines() {
         .expect("run idsync");
     assert_eq!(output.status.code(), Some(3));
     assert_json_lines(&output.stderr);
+}
+
+#[test]
+fn status_before_any_run_says_so_and_exits_0() {
+    let dir = TempDir::new().expect("tempdir");
+    let config = failing_run_config(dir.path());
+    let output = idsync(&config)
+        .args(["status", "--output", "json"])
+        .output()
+        .expect("status");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(value["runs"], serde_json::json!([]), "{value}");
+    let output = idsync(&config).arg("status").output().expect("status");
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("no runs yet"));
+}
+
+/// A gateway that already holds eve@example.com, and an export with Eve and a
+/// user whose e-mail is unusable and whose name carries control characters.
+async fn dry_run_against_a_populated_gateway() -> Output {
+    let app = axum::Router::new().route(
+        "/api/users",
+        get(|| async {
+            r#"[{"id":"eve@example.com","email":"eve@example.com","name":"Eve","groups":null,"status":"active"}]"#
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = TempDir::new().expect("tempdir");
+    let users = dir.path().join("users.jsonl");
+    std::fs::write(
+        &users,
+        "{\"id\": \"u1\", \"email\": \"eve@example.com\", \"name\": \"Eve\"}\n\
+         {\"id\": \"u5\", \"email\": \"nope\", \"name\": \"Mallory\\nERROR forged\\u001b[2J\"}\n",
+    )
+    .expect("write users");
+    let config = dir.path().join("idsync.toml");
+    let text = format!(
+        "[source]\nkind = \"file\"\npath = \"{}\"\n\
+         [target]\nurl = \"http://{address}/api\"\napi_key = \"k\"\n\
+         [cache]\npath = \"{}\"\n",
+        users.display(),
+        dir.path().join("cache").display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let child = idsync(&config)
+        .args(["--sync-now", "--dry-run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn idsync");
+    wait_output(child, Duration::from_secs(20)).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_logs_would_adopt_and_escapes_directory_text() {
+    let output = dry_run_against_a_populated_gateway().await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("would adopt") && stderr.contains("would adopt"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("now managed"), "{stderr}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(!text.contains("\nERROR forged"), "{text:?}");
+    }
+    assert!(
+        stdout.contains("subject u5 (Mallory\\nERROR forged\\u{1b}[2J)"),
+        "{stdout}"
+    );
 }

@@ -226,7 +226,7 @@ impl Syncer {
             crate::target::Answer::Unauthorized { status, message } => Err(format!(
                 "the gateway refused the API key: {status} {message}"
             )),
-            other => Err(format!("the gateway did not answer as expected: {other:?}")),
+            other => Err(format!("the gateway did not answer as expected: {other}")),
         };
         Ok(vec![("directory", directory), ("gateway", gateway)])
     }

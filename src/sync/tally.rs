@@ -92,13 +92,15 @@ impl Run {
         }
         let now = chrono::Utc::now().timestamp();
         for adoption in plan.adoptions {
-            events::user_adopted(&adoption.record.email);
             if dry_run {
+                events::user_would_adopt(&adoption.record.email);
                 self.planned(
                     "adopt",
                     &adoption.record.email,
                     "already in the gateway; would be managed from now on",
                 );
+            } else {
+                events::user_adopted(&adoption.record.email);
             }
             let record = SubjectRecord {
                 updated_at: now,

@@ -46,6 +46,23 @@ pub enum Answer<T> {
     DryRun,
 }
 
+/// In words, for `check-config --connect` and the logs.
+impl<T> std::fmt::Display for Answer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done(_) => f.write_str("done"),
+            Self::Conflict => f.write_str("409: a user with this e-mail exists"),
+            Self::NotFound => f.write_str("404: no such user"),
+            Self::Rejected { status, message } => write!(f, "refused with {status}: {message}"),
+            Self::Unauthorized { status, message } => {
+                write!(f, "our API key was refused: {status} {message}")
+            }
+            Self::Transient { reason, .. } => write!(f, "{reason} (a temporary failure)"),
+            Self::DryRun => f.write_str("not written (dry run)"),
+        }
+    }
+}
+
 pub enum Target {
     Hoop(HoopClient),
     /// Reads through the client, never writes.
