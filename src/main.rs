@@ -56,6 +56,10 @@ struct Cli {
     /// sync.max_deactivations (after checking the directory really lost those users).
     #[arg(long, requires = "sync_now")]
     allow_mass_deactivation: bool,
+    /// With --sync-now: resend the users the gateway rejected before, even if their
+    /// directory data did not change.
+    #[arg(long, requires = "sync_now")]
+    retry_rejected: bool,
     /// After SIGTERM/SIGINT, how long requests in flight may take before idsync exits anyway.
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
@@ -129,6 +133,7 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
     let mode = RunMode {
         dry_run: cli.dry_run,
         allow_mass_deactivation: cli.allow_mass_deactivation,
+        retry_rejected: cli.retry_rejected,
     };
     let syncer = match Syncer::for_one_run(&config, mode) {
         Ok(syncer) => syncer,
