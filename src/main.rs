@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use idsync::config::Config;
@@ -34,7 +34,7 @@ mod exit {
 
 #[derive(Parser, Debug)]
 #[command(
-    version,
+    version = env!("IDSYNC_VERSION"),
     about = "Keeps hoop.dev gateway users in step with an identity provider's directory."
 )]
 struct Cli {
@@ -83,6 +83,13 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Print a shell completion script, e.g. `idsync completions bash > /etc/bash_completion.d/idsync`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `idsync man > /usr/local/share/man/man1/idsync.1`.
+    Man,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,6 +107,20 @@ enum LogFormat {
 fn main() -> ExitCode {
     idsync::memory::keep_large_blocks_out_of_the_heap();
     let cli = Cli::parse();
+    // These need no configuration.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "idsync",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::from(exit::OK);
+        }
+        Some(Command::Man) => return print_man_page(),
+        _ => {}
+    }
     init_logging(cli.log_format);
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -124,9 +145,25 @@ fn main() -> ExitCode {
             Some(Command::CheckConfig { connect }) => check_config(&cli, &config, *connect).await,
             None if cli.sync_now => sync_now(&cli, config).await,
             None => daemon(&cli, config).await,
+            // Handled above, before the configuration is read.
+            Some(Command::Completions { .. } | Command::Man) => exit::OK,
         }
     });
     ExitCode::from(code)
+}
+
+fn print_man_page() -> ExitCode {
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .and_then(|()| std::io::stdout().write_all(&page));
+    match written {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => {
+            eprintln!("idsync: cannot write the manual page: {err}");
+            ExitCode::from(exit::ABORTED)
+        }
+    }
 }
 
 async fn sync_now(cli: &Cli, config: Config) -> u8 {
