@@ -44,6 +44,10 @@ pub enum Outcome {
     Missing,
     /// The gateway refused the request (4xx); resending will not help.
     Rejected { status: u16, message: String },
+    /// idsync did not write: the gateway shows the user in its admin group, which
+    /// the IdP does not own (`groups.allow_admin_group`). Admins made in the
+    /// gateway are never updated or deactivated by idsync.
+    Refused { reason: String },
     /// Transient failures on every attempt; the next run tries again.
     GaveUp { attempts: u32, reason: String },
     /// Our credentials were refused (401/403): the run must stop.
@@ -153,9 +157,38 @@ impl Applier {
             // The gateway is not atomic: a 5xx can come after the user row was
             // written, and then our retry meets our own user.
             (Ok(Answer::Conflict), true) => Outcome::Created,
-            (Ok(Answer::Conflict), false) => Outcome::Adopted,
+            (Ok(Answer::Conflict), false) => self.adopt_unless_admin(user, stop).await,
             (settled, _) => outcome_of(settled),
         }
+    }
+
+    /// The gateway had this e-mail already (409 on a first attempt): adopted,
+    /// unless the gateway shows the user in its admin group. Such a user is
+    /// recorded as rejected, so it is reported and not resent while its directory
+    /// data stays the same. Should the read fail, the user is adopted: every later
+    /// write reads the user first and refuses an admin then (see `change`).
+    async fn adopt_unless_admin(&self, user: &CreateUser, stop: &CancellationToken) -> Outcome {
+        match self
+            .with_retries(stop, || self.target.get_user(&user.profile.email))
+            .await
+        {
+            (Ok(Answer::Done(current)), _) if self.is_gateway_admin(&current) => {
+                Outcome::Rejected {
+                    status: 409,
+                    message: self.admin_reason(),
+                }
+            }
+            _ => Outcome::Adopted,
+        }
+    }
+
+    /// In the admin group, which the IdP does not own.
+    fn is_gateway_admin(&self, user: &GatewayUser) -> bool {
+        !self.rules.allow_admin_group && user.groups.contains(&self.rules.admin_group)
+    }
+
+    fn admin_reason(&self) -> String {
+        crate::plan::gateway_admin_reason(&self.rules.admin_group)
     }
 
     /// Reads the user, merges the change, and writes it back only if it differs:
@@ -168,6 +201,11 @@ impl Applier {
             (Ok(Answer::Done(current)), _) => current,
             (settled, _) => return outcome_of(settled),
         };
+        if self.is_gateway_admin(&current) {
+            return Outcome::Refused {
+                reason: self.admin_reason(),
+            };
+        }
         let status = match change.kind {
             ChangeKind::Update => None,
             ChangeKind::Deactivate => Some("inactive"),
@@ -419,6 +457,69 @@ mod tests {
     async fn conflict_after_a_rate_limit_means_it_existed() {
         let (outcome, _, _) = run(vec![transient(None, false), Answer::Conflict]).await;
         assert_eq!(outcome, Outcome::Adopted);
+    }
+
+    fn gateway_admin() -> GatewayUser {
+        GatewayUser {
+            id: "ann@x.com".into(),
+            email: "ann@x.com".into(),
+            groups: vec!["admin".into(), "sre".into()],
+            status: "active".into(),
+            ..GatewayUser::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_with_an_admin_made_in_the_gateway_is_not_adopted() {
+        let target = Target::scripted_reading(vec![Answer::Conflict], Some(gateway_admin()));
+        let applier = Applier::new(target, &config(), Rules::default());
+        let outcome = applier.create(&user(), &CancellationToken::new()).await;
+        assert!(
+            matches!(&outcome, Outcome::Rejected { status: 409, message } if message.contains("admin group \"admin\"")),
+            "{outcome:?}"
+        );
+        let owning = Rules {
+            allow_admin_group: true,
+            ..Rules::default()
+        };
+        let target = Target::scripted_reading(vec![Answer::Conflict], Some(gateway_admin()));
+        let applier = Applier::new(target, &config(), owning);
+        let outcome = applier.create(&user(), &CancellationToken::new()).await;
+        assert_eq!(outcome, Outcome::Adopted, "the IdP owns the admin group");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admin_made_in_the_gateway_is_never_written() {
+        let user = user();
+        for kind in [
+            ChangeKind::Update,
+            ChangeKind::Deactivate,
+            ChangeKind::Reactivate,
+        ] {
+            let target = Target::scripted_reading(vec![Answer::Done(())], Some(gateway_admin()));
+            let applier = Applier::new(target, &config(), Rules::default());
+            let change = UpdateUser {
+                subject: user.subject.clone(),
+                key: user.profile.email.clone(),
+                kind,
+                profile: Some(user.profile.clone()),
+                record: crate::cache::SubjectRecord {
+                    email: user.profile.email.clone(),
+                    state: crate::cache::SubjectState::Adopted,
+                    fingerprint: Fingerprint(1),
+                    detail: None,
+                    deactivated: false,
+                    updated_at: 0,
+                },
+                reason: "test".into(),
+            };
+            let outcome = applier.change(&change, &CancellationToken::new()).await;
+            assert!(
+                matches!(outcome, Outcome::Refused { .. }),
+                "{kind:?}: {outcome:?}"
+            );
+            assert_eq!(applier.target().attempts(), 0, "{kind:?}: nothing written");
+        }
     }
 
     #[tokio::test(start_paused = true)]

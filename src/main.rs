@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use idsync::config::Config;
@@ -36,7 +36,7 @@ mod exit {
 
 #[derive(Parser, Debug)]
 #[command(
-    version,
+    version = env!("IDSYNC_VERSION"),
     about = "Keeps hoop.dev gateway users in step with an identity provider's directory."
 )]
 struct Cli {
@@ -58,6 +58,10 @@ struct Cli {
     /// sync.max_deactivations (after checking the directory really lost those users).
     #[arg(long, requires = "sync_now")]
     allow_mass_deactivation: bool,
+    /// With --sync-now: resend the users the gateway rejected before, even if their
+    /// directory data did not change.
+    #[arg(long, requires = "sync_now")]
+    retry_rejected: bool,
     /// After SIGTERM/SIGINT, how long requests in flight may take before idsync exits anyway.
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
@@ -81,6 +85,13 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Print a shell completion script, e.g. `idsync completions bash > /etc/bash_completion.d/idsync`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `idsync man > /usr/local/share/man/man1/idsync.1`.
+    Man,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -98,6 +109,20 @@ enum LogFormat {
 fn main() -> ExitCode {
     idsync::memory::keep_large_blocks_out_of_the_heap();
     let cli = Cli::parse();
+    // These need no configuration.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "idsync",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::from(exit::OK);
+        }
+        Some(Command::Man) => return print_man_page(),
+        _ => {}
+    }
     init_logging(cli.log_format);
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -122,15 +147,32 @@ fn main() -> ExitCode {
             Some(Command::CheckConfig { connect }) => check_config(&cli, &config, *connect).await,
             None if cli.sync_now => sync_now(&cli, config).await,
             None => daemon(&cli, config).await,
+            // Handled above, before the configuration is read.
+            Some(Command::Completions { .. } | Command::Man) => exit::OK,
         }
     });
     ExitCode::from(code)
+}
+
+fn print_man_page() -> ExitCode {
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .and_then(|()| std::io::stdout().write_all(&page));
+    match written {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => {
+            eprintln!("idsync: cannot write the manual page: {err}");
+            ExitCode::from(exit::ABORTED)
+        }
+    }
 }
 
 async fn sync_now(cli: &Cli, config: Config) -> u8 {
     let mode = RunMode {
         dry_run: cli.dry_run,
         allow_mass_deactivation: cli.allow_mass_deactivation,
+        retry_rejected: cli.retry_rejected,
     };
     let syncer = match Syncer::for_one_run(&config, mode) {
         Ok(syncer) => syncer,

@@ -77,6 +77,17 @@ pub struct Problem {
     pub reason: String,
 }
 
+/// How idsync words a user it leaves alone because the gateway has it in its
+/// admin group. The gateway's 409 to a create of such a user is recorded as a
+/// rejection whose message holds these words; the planner then reports the user
+/// as skipped, like an admin it finds on a first run, instead of as a failure.
+pub const GATEWAY_ADMIN: &str = "is in the gateway's admin group";
+
+/// Why idsync leaves a user alone: the gateway has it in its admin group.
+pub fn gateway_admin_reason(admin_group: &str) -> String {
+    format!("{GATEWAY_ADMIN} {admin_group:?}; idsync leaves admins made in the gateway alone (groups.allow_admin_group)")
+}
+
 /// What the planner may do beyond creating users.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -88,6 +99,9 @@ pub struct Rules {
     /// The gateway's admin group, kept on users idsync updates unless the IdP owns it.
     pub admin_group: String,
     pub allow_admin_group: bool,
+    /// `--retry-rejected`: users the gateway rejected before are resent this run
+    /// even though their directory data has not changed.
+    pub retry_rejected: bool,
     pub owns_slack_id: bool,
     pub owns_picture: bool,
 }
@@ -101,6 +115,7 @@ impl Default for Rules {
             allow_mass_deactivation: false,
             admin_group: "admin".into(),
             allow_admin_group: false,
+            retry_rejected: false,
             owns_slack_id: false,
             owns_picture: false,
         }
@@ -121,7 +136,8 @@ pub struct Plan {
     pub unchanged: usize,
     /// `active: false` in the directory (deactivated or not).
     pub skipped_inactive: usize,
-    /// Unusable data: no valid e-mail, over a gateway limit, a shared e-mail.
+    /// Unusable data (no valid e-mail, over a gateway limit, a shared e-mail), and
+    /// admins made in the gateway, which idsync leaves alone.
     pub invalid: Vec<Problem>,
     /// The gateway rejected this data before and it has not changed since.
     pub still_rejected: Vec<Problem>,
@@ -314,7 +330,7 @@ impl<'a> Planner<'a> {
                 Ok(None)
             }),
             Decision::OverLimits(reason) => self.with_active(user, |planner, user| {
-                placed(planner.over_limits(&user, reason))
+                placed(planner.report_skipped(&user, reason))
             }),
             Decision::StillRejected => {
                 self.with_active(user, |planner, user| placed(planner.still_rejected(user)?))
@@ -333,6 +349,10 @@ impl<'a> Planner<'a> {
             }),
             Decision::Create { fingerprint } => self.with_active(user, |planner, user| {
                 placed(planner.create(user, fingerprint))
+            }),
+            Decision::GatewayAdmin => self.with_active(user, |planner, user| {
+                let reason = gateway_admin_reason(&planner.rules.admin_group);
+                placed(planner.report_skipped(&user, reason))
             }),
         }
     }
@@ -359,7 +379,7 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    fn over_limits(&mut self, user: &ActiveUser, reason: String) -> PlanSlot {
+    fn report_skipped(&mut self, user: &ActiveUser, reason: String) -> PlanSlot {
         self.plan.invalid.push(Problem {
             label: user.profile.email.to_string(),
             reason,
@@ -381,10 +401,15 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// Reported with the gateway's message from the record.
+    /// Reported with the gateway's message from the record; an admin made in the
+    /// gateway is reported as skipped.
     fn still_rejected(&mut self, user: ActiveUser) -> Result<PlanSlot, CacheError> {
         let record = self.records.record(&user.subject)?;
         let detail = record.detail.as_deref().unwrap_or("no message");
+        if detail.contains(GATEWAY_ADMIN) && !self.rules.allow_admin_group {
+            let reason = gateway_admin_reason(&self.rules.admin_group);
+            return Ok(self.report_skipped(&user, reason));
+        }
         self.plan.still_rejected.push(Problem {
             label: user.profile.email.to_string(),
             reason: format!("the gateway rejected this user before ({detail}); not resent until its directory data changes"),
@@ -865,6 +890,34 @@ mod tests {
     }
 
     #[test]
+    fn plan_rejected_user_is_resent_with_retry_rejected() {
+        let ann = user("s1", "ann@x.com");
+        let retrying = Rules {
+            retry_rejected: true,
+            ..rules()
+        };
+        let plan = run(
+            &directory(vec![ann.clone()]),
+            &cached(&ann, SubjectState::Rejected),
+            &retrying,
+        );
+        assert_eq!(plan.creates.len(), 1);
+        assert!(plan.still_rejected.is_empty());
+    }
+
+    #[test]
+    fn plan_gateway_admin_met_by_a_409_is_reported_as_skipped() {
+        let ann = user("s1", "ann@x.com");
+        let mut record = record_of(&ann, SubjectState::Rejected);
+        record.detail = Some(format!("409: {}", gateway_admin_reason("admin")).into());
+        let cache: Records = [(ann.subject.clone(), record)].into_iter().collect();
+        let plan = run(&directory(vec![ann]), &cache, &rules());
+        assert!(plan.creates.is_empty() && plan.still_rejected.is_empty());
+        assert_eq!(plan.invalid.len(), 1);
+        assert!(plan.invalid[0].reason.contains(GATEWAY_ADMIN));
+    }
+
+    #[test]
     fn plan_rejected_user_is_retried_once_its_data_changed() {
         let ann = user("s1", "ann@x.com");
         let cache = cached(&ann, SubjectState::Rejected);
@@ -1125,6 +1178,29 @@ mod tests {
         assert_eq!(plan.adoptions.len(), 1);
         assert_eq!(plan.adoptions[0].record.state, SubjectState::Adopted);
         assert_eq!(plan.adoptions[0].record.fingerprint, ann.fingerprint());
+    }
+
+    #[test]
+    fn plan_never_adopts_an_admin_made_in_the_gateway() {
+        let ann = user("s1", "ann@x.com");
+        let inventory = HashMap::from([(
+            "ann@x.com".to_owned(),
+            gateway_user("ann@x.com", "Ann", &["admin", "old-team"]),
+        )]);
+        let plan = plan(
+            &directory(vec![ann]),
+            &Records::default(),
+            Some(&inventory),
+            &lifecycle(),
+        );
+        assert!(plan.creates.is_empty() && plan.updates.is_empty() && plan.adoptions.is_empty());
+        assert_eq!(plan.invalid.len(), 1, "reported as skipped");
+        assert_eq!(plan.invalid[0].label, "ann@x.com");
+        assert!(
+            plan.invalid[0].reason.contains("admin group \"admin\""),
+            "{}",
+            plan.invalid[0].reason
+        );
     }
 
     #[test]

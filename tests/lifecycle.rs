@@ -343,7 +343,7 @@ async fn a_populated_gateway_is_adopted_without_duplicates_or_409s() {
     let world = World::start(first_directory(), LIFECYCLE).await;
     let mut seeded = GatewayUser::invited("bob@example.com");
     seeded.name = "Robert".into();
-    seeded.groups = vec!["legacy".into(), "admin".into()];
+    seeded.groups = vec!["legacy".into()];
     seeded.slack_id = "U0BOB".into();
     world.gateway.seed_user(seeded);
     let mut cy = GatewayUser::invited("cy@example.com");
@@ -393,12 +393,123 @@ async fn a_populated_gateway_is_adopted_without_duplicates_or_409s() {
     assert_eq!(world.gateway.users().len(), 4, "no duplicates");
     let bob = world.gateway.user_by_email("bob@example.com").expect("bob");
     assert_eq!(bob.name, "Bob Stone");
-    assert_eq!(
-        bob.groups,
-        ["admin", "sre"],
-        "admin is kept as the gateway has it, not granted or removed"
-    );
+    assert_eq!(bob.groups, ["sre"]);
     assert_eq!(bob.slack_id, "U0BOB", "fields idsync does not own are kept");
+}
+
+/// Requests about one user's e-mail: (method, status).
+fn requests_about(world: &World, email: &str) -> Vec<(String, u16)> {
+    world
+        .gateway
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path.ends_with(email)
+                || r.body
+                    .as_ref()
+                    .is_some_and(|b| b["email"].as_str() == Some(email))
+        })
+        .map(|r| (r.method, r.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_admin_made_in_the_gateway_is_never_adopted_updated_or_deactivated() {
+    let world = World::start(first_directory(), LIFECYCLE).await;
+    let mut admin = GatewayUser::invited("bob@example.com");
+    admin.name = "Robert".into();
+    admin.groups = vec!["admin".into(), "legacy".into()];
+    admin.status = "active".into();
+    world.gateway.seed_user(admin);
+    let bob = world.held()["bob@example.com"].clone();
+    let is_admin_report = |r: &idsync::sync::Report| {
+        r.user == "bob@example.com" && r.reason.contains("admin group \"admin\"")
+    };
+
+    // A first run reads the gateway's users: Bob is reported, not adopted.
+    let first = world.run().await;
+    assert_eq!((first.counts.created, first.counts.existing), (3, 0));
+    assert!(first.skipped.iter().any(is_admin_report), "{first:?}");
+    assert_eq!(world.held()["bob@example.com"], bob);
+
+    // The next run knows nothing of Bob: its create meets a 409, and the user read
+    // then shows the admin group. Recorded as rejected, not adopted.
+    world.gateway.clear_requests();
+    let second = world.run().await;
+    assert_eq!(second.counts.existing, 0, "{second:?}");
+    assert!(second.failures.iter().any(is_admin_report), "{second:?}");
+    assert_eq!(
+        requests_about(&world, "bob@example.com"),
+        [("POST".to_owned(), 409), ("GET".to_owned(), 200)]
+    );
+
+    // From then on he is reported as skipped, with no request about him.
+    world.gateway.clear_requests();
+    let third = world.run().await;
+    assert!(third.skipped.iter().any(is_admin_report), "{third:?}");
+    assert!(third.failures.is_empty(), "{third:?}");
+    assert_eq!(requests_about(&world, "bob@example.com"), []);
+
+    // His entry changes in the directory: like any rejected user he is sent once
+    // more (he may have left the admin group), met as an admin again, not written.
+    let mut renamed = first_directory();
+    renamed.users[1]["displayName"] = "Bobby Stone".into();
+    world.idp.set_directory(renamed);
+    world.gateway.clear_requests();
+    let fourth = world.run().await;
+    assert!(fourth.failures.iter().any(is_admin_report), "{fourth:?}");
+    assert_eq!(
+        requests_about(&world, "bob@example.com"),
+        [("POST".to_owned(), 409), ("GET".to_owned(), 200)]
+    );
+
+    // He leaves the directory: never managed, so never deactivated.
+    let mut without_bob = first_directory();
+    without_bob.users.remove(1);
+    world.idp.set_directory(without_bob);
+    let leaving = world.run().await;
+    assert_eq!(leaving.counts.deactivated, 0, "{leaving:?}");
+    assert_eq!(world.held()["bob@example.com"], bob, "untouched throughout");
+}
+
+#[tokio::test]
+async fn a_managed_user_made_admin_in_the_gateway_is_neither_updated_nor_deactivated() {
+    let world = World::start(first_directory(), LIFECYCLE).await;
+    assert_eq!(world.run().await.counts.created, 4);
+    world.gateway.add_to_group("cy@example.com", "admin");
+    let cy = world.held()["cy@example.com"].clone();
+
+    // Cy changes in the directory: the update reads her, sees admin, and stops.
+    let mut renamed = first_directory();
+    renamed.users[2]["displayName"] = "Cy Young".into();
+    world.idp.set_directory(renamed);
+    let update = world.run().await;
+    assert_eq!(update.counts.updated, 0, "{update:?}");
+    assert!(
+        update
+            .failures
+            .iter()
+            .any(|r| r.user == "cy@example.com" && r.reason.contains("not updated")),
+        "{update:?}"
+    );
+    assert_eq!(world.held()["cy@example.com"], cy);
+
+    // Cy leaves: the deactivation is refused the same way.
+    let mut without_cy = first_directory();
+    without_cy.users.remove(2);
+    world.idp.set_directory(without_cy);
+    world.gateway.clear_requests();
+    let leaving = world.run().await;
+    assert_eq!(
+        (
+            leaving.counts.deactivated,
+            leaving.counts.deactivation_failed
+        ),
+        (0, 1),
+        "{leaving:?}"
+    );
+    assert_eq!(world.gateway.count("PUT", "/api"), 0);
+    assert_eq!(world.held()["cy@example.com"], cy, "still an active admin");
 }
 
 #[tokio::test]

@@ -67,6 +67,10 @@ pub(super) enum Decision {
     Adopt { fingerprint: Fingerprint },
     /// Adopted, and updated because the gateway's user differs (`update_existing`).
     AdoptAndUpdate { fingerprint: Fingerprint },
+    /// The gateway already has a user with this e-mail in its admin group, and
+    /// the IdP does not own that group: reported and left alone, never adopted,
+    /// so idsync can never update or deactivate an admin made in the gateway.
+    GatewayAdmin,
     /// New to idsync and the gateway, or rejected before and changed since.
     Create { fingerprint: Fingerprint },
 }
@@ -106,7 +110,9 @@ pub(super) fn decide(
     let fingerprint = user.fingerprint();
     match (summary, gateway) {
         (Some(summary), _) if summary.is_managed() => decide_managed(summary, fingerprint, rules),
-        (Some(rejected), _) if rejected.fingerprint == fingerprint => Decision::StillRejected,
+        (Some(rejected), _) if rejected.fingerprint == fingerprint && !rules.retry_rejected => {
+            Decision::StillRejected
+        }
         (_, Some(gateway_user)) => decide_adoption(user, email, gateway_user, fingerprint, rules),
         (_, None) => Decision::Create { fingerprint },
     }
@@ -147,6 +153,9 @@ fn decide_adoption(
     fingerprint: Fingerprint,
     rules: &Rules,
 ) -> Decision {
+    if !rules.allow_admin_group && gateway_user.groups.contains(&rules.admin_group) {
+        return Decision::GatewayAdmin;
+    }
     if !rules.update_existing {
         return Decision::Adopt {
             fingerprint: Fingerprint::UNVERIFIED,
@@ -259,6 +268,20 @@ mod tests {
     fn updating() -> Rules {
         Rules {
             update_existing: true,
+            ..Rules::default()
+        }
+    }
+
+    fn owning_admin() -> Rules {
+        Rules {
+            allow_admin_group: true,
+            ..updating()
+        }
+    }
+
+    fn retrying() -> Rules {
+        Rules {
+            retry_rejected: true,
             ..Rules::default()
         }
     }
@@ -473,6 +496,34 @@ mod tests {
                 Decision::StillRejected,
             ),
             row(
+                "rejected and unchanged, with --retry-rejected: resent",
+                ann.clone(),
+                rejected,
+                retrying(),
+                Decision::Create {
+                    fingerprint: ann.fingerprint(),
+                },
+            ),
+            row(
+                "managed and unchanged, with --retry-rejected: still unchanged",
+                ann.clone(),
+                recorded(&ann, SubjectState::Created),
+                retrying(),
+                Decision::Unchanged,
+            ),
+            Row {
+                gateway: Some(in_gateway(&ann)),
+                ..row(
+                    "rejected, unchanged, in the gateway, with --retry-rejected: adopted",
+                    ann.clone(),
+                    rejected,
+                    retrying(),
+                    Decision::Adopt {
+                        fingerprint: Fingerprint::UNVERIFIED,
+                    },
+                )
+            },
+            row(
                 "rejected and changed: created again",
                 renamed(ann.clone()),
                 rejected,
@@ -537,10 +588,31 @@ mod tests {
                 },
             ),
             adopted(
-                "an admin in the gateway is the same: the gateway owns admin",
-                an_admin,
+                "an admin made in the gateway, with updates on: left alone",
+                an_admin.clone(),
                 updating(),
-                Decision::Adopt { fingerprint },
+                Decision::GatewayAdmin,
+            ),
+            adopted(
+                "an admin made in the gateway, with updates off: left alone",
+                an_admin.clone(),
+                off(),
+                Decision::GatewayAdmin,
+            ),
+            adopted(
+                "an admin, when the IdP owns the admin group: adopted, admin follows the IdP",
+                an_admin.clone(),
+                owning_admin(),
+                Decision::AdoptAndUpdate { fingerprint },
+            ),
+            adopted(
+                "an admin under another admin group name: adopted",
+                an_admin,
+                Rules {
+                    admin_group: "root".into(),
+                    ..updating()
+                },
+                Decision::AdoptAndUpdate { fingerprint },
             ),
             Row {
                 gateway: Some(in_gateway(&ann)),

@@ -3,7 +3,7 @@
 //! lower-casing are [`Email::parse`]'s; the gateway's length limits are checked by
 //! the planner, which reports the user.
 
-use crate::model::{Email, EmailError};
+use crate::model::{Email, EmailError, GroupName};
 
 /// One address a directory lists for a user.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +55,19 @@ pub fn choose_name(
         })
 }
 
+/// A group's name, whichever source and field it comes from (a SCIM group's
+/// `displayName`, the `display` of a SCIM user's `groups`, a file's `groups`
+/// column or a groups file's `name`): trimmed, so that `" admin "` is `admin` to
+/// the groups policy and the admin guard alike; `None` when blank.
+pub fn group_name_text(text: &str) -> Option<&str> {
+    clean(Some(text))
+}
+
+/// [`group_name_text`], as a [`GroupName`].
+pub fn group_name(text: &str) -> Option<GroupName> {
+    group_name_text(text).map(GroupName::new)
+}
+
 /// Trimmed, and `None` when nothing is left.
 pub fn clean(text: Option<&str>) -> Option<&str> {
     text.map(str::trim).filter(|t| !t.is_empty())
@@ -63,6 +76,25 @@ pub fn clean(text: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_names_are_trimmed_and_blank_ones_dropped() {
+        for (raw, expected) in [
+            (" admin ", Some("admin")),
+            ("\tadmin\n", Some("admin")),
+            ("\u{a0}sre\u{2003}", Some("sre")),
+            ("data team", Some("data team")),
+            ("   ", None),
+            ("", None),
+        ] {
+            assert_eq!(group_name_text(raw), expected, "{raw:?}");
+            assert_eq!(
+                group_name(raw).map(|g| g.to_string()).as_deref(),
+                expected,
+                "{raw:?}"
+            );
+        }
+    }
 
     fn listed(value: &str, primary: bool, work: bool) -> ListedEmail<'_> {
         ListedEmail {

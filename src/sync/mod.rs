@@ -111,6 +111,8 @@ pub struct RunMode {
     pub dry_run: bool,
     /// Ignore `sync.max_deactivations` for this process.
     pub allow_mass_deactivation: bool,
+    /// Resend users the gateway rejected before, even if their data did not change.
+    pub retry_rejected: bool,
 }
 
 /// Everything a run needs, built once per process from the config.
@@ -194,6 +196,7 @@ impl Syncer {
             allow_mass_deactivation: mode.allow_mass_deactivation,
             admin_group: config.groups.admin_group.clone(),
             allow_admin_group: config.groups.allow_admin_group,
+            retry_rejected: mode.retry_rejected,
             owns_slack_id: config.source.attributes.slack_id.is_some(),
             owns_picture: config.source.attributes.picture.is_some(),
         };

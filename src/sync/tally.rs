@@ -280,6 +280,7 @@ impl Run {
                 format!("the gateway rejected the {verb}: {status} {message}")
             }
             Outcome::Missing => format!("the gateway answered 404 to the {verb}; check target.url"),
+            Outcome::Refused { reason } => format!("not {verb}d: {reason}"),
             Outcome::GaveUp { attempts, reason } => {
                 format!("could not {verb} after {attempts} attempts ({reason}); the next run tries again")
             }

@@ -101,7 +101,7 @@ impl Target {
         match self {
             Self::Hoop(client) | Self::DryRun(client) => client.get_user(key).await,
             #[cfg(test)]
-            Self::Scripted(_) => Answer::NotFound,
+            Self::Scripted(script) => script.user(),
         }
     }
 
@@ -121,13 +121,20 @@ pub mod scripted {
     use std::sync::Mutex;
 
     use super::{Answer, Target};
+    use crate::model::GatewayUser;
 
     pub struct Script {
         answers: Mutex<VecDeque<Answer<()>>>,
         attempts: Mutex<usize>,
+        /// What every read of a user answers: that user, or 404.
+        user: Option<GatewayUser>,
     }
 
     impl Script {
+        pub(super) fn user(&self) -> Answer<GatewayUser> {
+            self.user.clone().map_or(Answer::NotFound, Answer::Done)
+        }
+
         pub(super) fn next(&self) -> Answer<()> {
             *self.attempts.lock().expect("lock") += 1;
             let next = self.answers.lock().expect("lock").pop_front();
@@ -137,9 +144,15 @@ pub mod scripted {
 
     impl Target {
         pub fn scripted(answers: Vec<Answer<()>>) -> Self {
+            Self::scripted_reading(answers, None)
+        }
+
+        /// Scripted writes; every read of a user answers `user` (or 404).
+        pub fn scripted_reading(answers: Vec<Answer<()>>, user: Option<GatewayUser>) -> Self {
             Self::Scripted(Script {
                 answers: Mutex::new(answers.into()),
                 attempts: Mutex::new(0),
+                user,
             })
         }
 

@@ -250,6 +250,15 @@ impl FakeGateway {
         st.users.push(user);
     }
 
+    /// Adds `group` to an existing user, as an admin would in the gateway's UI.
+    pub fn add_to_group(&self, email: &str, group: &str) {
+        let mut st = self.shared.lock();
+        st.groups.insert(group.to_owned());
+        for user in st.users.iter_mut().filter(|u| u.email == email) {
+            user.groups.push(group.to_owned());
+        }
+    }
+
     /// Plays the gateway's side of a user's OIDC login: the IdP's `sub` replaces the
     /// subject, so later DELETEs by e-mail no longer match.
     pub fn simulate_login(&self, email: &str, new_subject: &str) -> LoginOutcome {

@@ -100,7 +100,7 @@ impl FileSource {
         let mut groups: Vec<GroupName> = row
             .list("groups")
             .iter()
-            .map(|g| GroupName::new(g))
+            .filter_map(|g| super::normalize::group_name(g))
             .collect();
         groups.extend(memberships.get(&subject).into_iter().flatten().cloned());
         groups.sort();
@@ -137,13 +137,23 @@ fn read_groups(file: &ExportFile) -> Result<HashMap<Subject, Vec<GroupName>>, So
     let mut rows = Rows::open(file)?;
     let mut groups = Vec::new();
     while let Some(row) = rows.next_row()? {
-        let Some(name) = row.text("name") else {
+        let Some(name) = row
+            .text("name")
+            .as_deref()
+            .and_then(super::normalize::group_name_text)
+            .map(str::to_owned)
+        else {
             return Err(rows.broken("a group has no name".into()));
         };
+        let nested = row.list("groups");
         groups.push(ListedGroup {
             name,
             members: row.list("members").into_iter().map(Subject::new).collect(),
-            groups: row.list("groups"),
+            groups: nested
+                .iter()
+                .filter_map(|g| super::normalize::group_name_text(g))
+                .map(str::to_owned)
+                .collect(),
         });
     }
     membership::groups_of_members(groups).map_err(|err| SourceError::File {

@@ -80,8 +80,7 @@ pub(super) fn group_decoder(keys: IdKeys) -> Decoder<PulledGroup> {
                 name: group
                     .display_name
                     .as_deref()
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
+                    .and_then(crate::source::normalize::group_name_text)
                     .map(str::to_owned),
                 members: group.members,
             })

@@ -236,7 +236,9 @@ impl MembershipIndex {
     pub fn listed_group(&self, group_id: &str, display: Option<&str>) -> Option<GroupName> {
         match self.by_group_id.get(group_id) {
             Some(&position) => Some(self.names[position as usize].clone()),
-            None => display.map(GroupName::new),
+            // A group the listing did not have: its name as the user lists it,
+            // trimmed like every group name.
+            None => display.and_then(crate::source::normalize::group_name),
         }
     }
 }
@@ -336,5 +338,11 @@ mod tests {
             Some(GroupName::new("audit"))
         );
         assert_eq!(roster.listed_group("unknown", None), None);
+        assert_eq!(
+            roster.listed_group("elsewhere", Some(" admin ")),
+            Some(GroupName::new("admin")),
+            "trimmed like every group name"
+        );
+        assert_eq!(roster.listed_group("elsewhere", Some("  ")), None);
     }
 }
