@@ -70,6 +70,7 @@ impl std::fmt::Display for Outcome {
             Self::Rejected { status, message } => {
                 write!(f, "the gateway refused it: {status} {message}")
             }
+            Self::Refused { reason } => write!(f, "not written: {reason}"),
             Self::GaveUp { attempts, reason } => {
                 write!(f, "gave up after {attempts} attempts: {reason}")
             }
