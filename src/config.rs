@@ -294,13 +294,49 @@ pub struct CacheConfig {
     pub path: PathBuf,
 }
 
+/// What commands that touch neither the directory nor the gateway (`status`,
+/// `cache reset`) need: the file checked as usual, but no secret read, so they
+/// work outside the service that holds the credentials.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub schedule: cron::Schedule,
+    pub cache: CacheConfig,
+}
+
+impl LocalConfig {
+    /// Reads the file at `path` for its local keys; no secret is resolved.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read_config(path)?;
+        let raw: RawConfig = toml::from_str(&text)
+            .map_err(|err| syntax_error(&text, &path.display().to_string(), &err))?;
+        Ok(Self {
+            schedule: raw.sync.validate()?.schedule,
+            cache: raw.cache.validate(),
+        })
+    }
+}
+
+impl RawCache {
+    fn validate(self) -> CacheConfig {
+        CacheConfig {
+            path: self
+                .path
+                .unwrap_or_else(|| PathBuf::from("/var/lib/idsync")),
+        }
+    }
+}
+
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 impl Config {
     /// Reads and checks the file at `path`, taking secrets from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_config(path)?;
         Self::parse(&text, &path.display().to_string(), &|name| {
             std::env::var(name).ok()
         })
@@ -339,12 +375,7 @@ impl RawConfig {
             source: self.source.validate(env)?,
             target: self.target.validate(env)?,
             sync: self.sync.validate()?,
-            cache: CacheConfig {
-                path: self
-                    .cache
-                    .path
-                    .unwrap_or_else(|| PathBuf::from("/var/lib/idsync")),
-            },
+            cache: self.cache.validate(),
             groups: self.groups.validate()?,
             service: self.service.validate()?,
         })

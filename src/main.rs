@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use idsync::config::Config;
+use idsync::config::{Config, LocalConfig};
 use idsync::model::Counts;
 use idsync::notify::Notifier;
 use idsync::schedule::{ReloadRequest, Supervision};
@@ -72,13 +72,26 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Show the last runs recorded in the cache and when the next one is due.
+    /// Reads no secret.
     Status,
+    /// Look after the cache (cache.path).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Check the configuration; with --connect also reach the IdP and the gateway.
     CheckConfig {
         /// Get a token, read one directory user and call the gateway with the real credentials.
         #[arg(long)]
         connect: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheAction {
+    /// Move a damaged cache aside (to <cache.path>.damaged-<time>) and create a
+    /// fresh one; the next run adopts the gateway's existing users. Stop idsync first.
+    Reset,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,6 +110,23 @@ fn main() -> ExitCode {
     idsync::memory::keep_large_blocks_out_of_the_heap();
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // Commands that read no secret and reach nothing need only the local keys.
+    let local = match &cli.command {
+        Some(Command::Status) => Some(status as fn(&Cli, &LocalConfig) -> u8),
+        Some(Command::Cache {
+            action: CacheAction::Reset,
+        }) => Some(reset_cache as fn(&Cli, &LocalConfig) -> u8),
+        _ => None,
+    };
+    if let Some(command) = local {
+        return ExitCode::from(match LocalConfig::load(&cli.config) {
+            Ok(config) => command(&cli, &config),
+            Err(err) => {
+                eprintln!("idsync: invalid configuration: {err}");
+                exit::BAD_CONFIG
+            }
+        });
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(err) => {
@@ -116,10 +146,9 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match &cli.command {
-            Some(Command::Status) => status(&cli, &config),
             Some(Command::CheckConfig { connect }) => check_config(&cli, &config, *connect).await,
-            None if cli.sync_now => sync_now(&cli, config).await,
-            None => daemon(&cli, config).await,
+            _ if cli.sync_now => sync_now(&cli, config).await,
+            _ => daemon(&cli, config).await,
         }
     });
     ExitCode::from(code)
@@ -355,7 +384,33 @@ async fn show_progress(terminal: bool) {
     }
 }
 
-fn status(cli: &Cli, config: &Config) -> u8 {
+/// `idsync cache reset`: see [`idsync::cache::reset`].
+fn reset_cache(_cli: &Cli, config: &LocalConfig) -> u8 {
+    let path = &config.cache.path;
+    match idsync::cache::reset(path) {
+        Ok(Some(aside)) => {
+            println!(
+                "moved the cache {} aside to {}; created a fresh one. The next run adopts the gateway's existing users.",
+                path.display(),
+                aside.display()
+            );
+            exit::OK
+        }
+        Ok(None) => {
+            println!(
+                "there was no cache at {}; created a fresh one.",
+                path.display()
+            );
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("idsync: cannot reset the cache: {err}");
+            exit::ABORTED
+        }
+    }
+}
+
+fn status(cli: &Cli, config: &LocalConfig) -> u8 {
     let runs = match idsync::cache::read_status(&config.cache.path) {
         Ok(runs) => runs,
         Err(err) => {
@@ -363,7 +418,7 @@ fn status(cli: &Cli, config: &Config) -> u8 {
             return exit::ABORTED;
         }
     };
-    let next = config.sync.schedule.upcoming(chrono::Utc).next();
+    let next = config.schedule.upcoming(chrono::Utc).next();
     if cli.output == Output::Json {
         let value = serde_json::json!({
             "cache": config.cache.path,
