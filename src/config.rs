@@ -576,7 +576,9 @@ fn positive(key: &'static str, value: i64, example: &str) -> Result<NonZeroU32, 
         })
 }
 
-/// A secret given exactly one way: inline, as `<key>_file`, or from `env_var`.
+/// A secret from `env_var`, else given in the file: inline or as `<key>_file`, not
+/// both. The environment wins over the file, so a hand-run with the variable set
+/// needs no access to the secret files a service uses (e.g. `$CREDENTIALS_DIRECTORY`).
 fn optional_secret(
     key: &'static str,
     inline: Option<Secret>,
@@ -584,20 +586,17 @@ fn optional_secret(
     env_var: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
-    let from_env = env(env_var).map(Secret::new);
-    let given = usize::from(inline.is_some())
-        + usize::from(file.is_some())
-        + usize::from(from_env.is_some());
-    if given > 1 {
+    if inline.is_some() && file.is_some() {
         return Err(invalid(
             key,
-            format!("is given more than one way: use only one of {key}, {key}_file or the environment variable {env_var}, such as {key}_file = \"/run/secrets/...\""),
+            format!("is given more than one way: use only one of {key} or {key}_file (the environment variable {env_var} overrides both), such as {key}_file = \"/run/secrets/...\""),
         ));
     }
+    let from_env = env(env_var).map(Secret::new);
     let secret = match (inline, file, from_env) {
-        (Some(secret), _, _) | (_, _, Some(secret)) => secret,
+        (_, _, Some(secret)) | (Some(secret), _, None) => secret,
         (None, Some(path), None) => {
-            let path = &credentials_path(key, path, env)?;
+            let path = &credentials_path(key, path, env_var, env)?;
             let text = std::fs::read_to_string(path).map_err(|err| {
                 invalid(
                     key,
@@ -620,6 +619,7 @@ fn optional_secret(
 fn credentials_path(
     key: &'static str,
     path: &Path,
+    env_var: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PathBuf, ConfigError> {
     const VAR: &str = "$CREDENTIALS_DIRECTORY/";
@@ -630,7 +630,7 @@ fn credentials_path(
         invalid(
             key,
             format!(
-                "file {} needs $CREDENTIALS_DIRECTORY, which is set only under systemd with LoadCredential=; give an absolute path otherwise",
+                "file {} needs $CREDENTIALS_DIRECTORY, which is set only under systemd with LoadCredential=; outside systemd set the environment variable {env_var} (it overrides {key}_file) or give an absolute path",
                 path.display()
             ),
         )
@@ -753,11 +753,53 @@ mod tests {
             err.starts_with("target.api_key is given more than one way"),
             "{err}"
         );
-        let env = |name: &str| (name == ENV_TARGET_API_KEY).then(|| "from-env".to_owned());
-        let err = Config::parse(MINIMAL, "t", &env)
-            .expect_err("both")
-            .to_string();
         assert!(err.contains(ENV_TARGET_API_KEY), "{err}");
+    }
+
+    /// Before: "is given more than one way" for a `*_file` plus its variable.
+    /// After: the variable wins, and the file is not even read (here it needs a
+    /// `$CREDENTIALS_DIRECTORY` that is not set, as outside systemd).
+    #[test]
+    fn an_environment_secret_overrides_the_file_key_for_every_secret() {
+        let oidc = MINIMAL.replace(
+            "bearer_token = \"scim-token\"",
+            "[source.oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"idsync\"\nclient_secret_file = \"$CREDENTIALS_DIRECTORY/idp\"",
+        );
+        for (text, var) in [
+            (
+                MINIMAL.replace(
+                    "bearer_token = \"scim-token\"",
+                    "bearer_token_file = \"$CREDENTIALS_DIRECTORY/scim\"",
+                ),
+                ENV_SOURCE_BEARER_TOKEN,
+            ),
+            (oidc, ENV_SOURCE_CLIENT_SECRET),
+            (
+                MINIMAL.replace(
+                    "api_key = \"hpk_secret\"",
+                    "api_key_file = \"$CREDENTIALS_DIRECTORY/hoop\"",
+                ),
+                ENV_TARGET_API_KEY,
+            ),
+        ] {
+            let err = error_of(&text);
+            assert!(err.contains(var), "the error names {var}: {err}");
+            let env = |name: &str| (name == var).then(|| "from-env".to_owned());
+            let config = Config::parse(&text, "t", &env)
+                .unwrap_or_else(|err| panic!("{var} should override the file: {err}"));
+            let secret = match (var, &config.source.kind) {
+                (ENV_TARGET_API_KEY, _) => config.target.api_key.clone(),
+                (_, SourceKind::Scim(scim)) => match &scim.auth {
+                    SourceAuth::Bearer(token) => token.clone(),
+                    SourceAuth::Oidc(oidc) => oidc.client_secret.clone(),
+                },
+                _ => panic!("a SCIM source"),
+            };
+            assert_eq!(secret.expose(), "from-env", "{var}");
+        }
+        let env = |name: &str| (name == ENV_TARGET_API_KEY).then(|| "from-env".to_owned());
+        let config = Config::parse(MINIMAL, "t", &env).expect("overrides an inline key too");
+        assert_eq!(config.target.api_key.expose(), "from-env");
     }
 
     #[test]
@@ -766,6 +808,29 @@ mod tests {
         assert!(err.starts_with("target.api_key is missing"), "{err}");
         let err = error_of(&MINIMAL.replace("bearer_token = \"scim-token\"", ""));
         assert!(err.starts_with("source needs credentials"), "{err}");
+    }
+
+    /// Before, the source's "needs credentials" named no variable.
+    #[test]
+    fn a_missing_secret_names_its_environment_variable() {
+        let oidc = "[source.oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"idsync\"\n";
+        for (text, var) in [
+            (
+                MINIMAL.replace("bearer_token = \"scim-token\"", ""),
+                ENV_SOURCE_BEARER_TOKEN,
+            ),
+            (
+                MINIMAL.replace("bearer_token = \"scim-token\"", oidc),
+                ENV_SOURCE_CLIENT_SECRET,
+            ),
+            (
+                MINIMAL.replace("api_key = \"hpk_secret\"", ""),
+                ENV_TARGET_API_KEY,
+            ),
+        ] {
+            let err = error_of(&text);
+            assert!(err.contains(var), "{err}");
+        }
     }
 
     #[test]

@@ -327,7 +327,7 @@ fn scim_auth(
         )),
         (None, None) => Err(invalid(
             "source",
-            "needs credentials: a [source.oidc] table (issuer, client_id, client_secret_file) or bearer_token_file = \"/run/secrets/scim_token\"",
+            format!("needs credentials: a [source.oidc] table (issuer, client_id, client_secret_file), or bearer_token_file = \"/run/secrets/scim_token\" or the environment variable {ENV_SOURCE_BEARER_TOKEN}"),
         )),
         (Some(token), None) => Ok(SourceAuth::Bearer(token)),
         (None, Some(oidc)) => Ok(SourceAuth::Oidc(oidc.validate(env)?)),
