@@ -8,6 +8,7 @@
 
 mod cursors;
 mod damage;
+mod private;
 mod records;
 mod summaries;
 
@@ -249,7 +250,9 @@ impl Cache {
     /// and a new store gets its marker, on disk, as soon as it is created.
     pub fn open_for(path: &Path, dry_run: bool) -> Result<Self, CacheError> {
         let used_before = damage::used_before(path);
+        private::directory(path).map_err(|err| store_error(path, sled::Error::Io(err)))?;
         let db = damage::open_catching_panics(path, || open_store(path))?;
+        private::narrow_store_files(path);
         let store_error = |source| store_error(path, source);
         let meta = db.open_tree("meta").map_err(store_error)?;
         let marked = meta.get(SCHEMA_KEY).map_err(store_error)?.is_some()
@@ -534,7 +537,8 @@ impl Cache {
             .map_err(|err| self.unreadable(format!("cannot encode runs: {err}")))?;
         let path = self.path.join(STATUS_FILE);
         let temporary = path.with_extension("json.tmp");
-        std::fs::write(&temporary, text)
+        private::create_file(&temporary)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &text))
             .and_then(|()| std::fs::rename(&temporary, &path))
             .map_err(|err| self.store_error(sled::Error::Io(err)))
     }
@@ -1105,6 +1109,40 @@ mod tests {
         assert!(name.starts_with("cache.damaged-"), "{name}");
         let cache = Cache::open(&path).expect("a fresh cache");
         assert!(cache.recent_runs(10).expect("runs").is_empty());
+    }
+
+    /// Before: under umask 022 the directory was 0755 and its files 0644.
+    #[tokio::test]
+    async fn the_cache_is_owner_only_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let parent = tempfile::tempdir().expect("tempdir");
+        // umask is process-wide: a parent that lets everyone in stands for a loose one.
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let path = parent.path().join("cache");
+        let cache = Cache::open(&path).expect("open");
+        cache.subjects_in_background(true).await.expect("subjects");
+        end_run(&cache).await;
+        assert_eq!(mode(&path), 0o700, "the directory");
+        for file in [STATUS_FILE, summaries::FILE, "db", "conf"] {
+            assert_eq!(mode(&path.join(file)), 0o600, "{file}");
+        }
+        drop(cache);
+        // An existing directory is narrowed, and files written before are too.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let status = path.join(STATUS_FILE);
+        std::fs::set_permissions(&status, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let cache = Cache::open(&path).expect("reopen");
+        end_run(&cache).await;
+        assert_eq!(mode(&path), 0o700);
+        assert_eq!(mode(&status), 0o600);
     }
 
     #[tokio::test]

@@ -337,9 +337,30 @@ impl Config {
     /// Reads and checks the file at `path`, taking secrets from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read_config(path)?;
-        Self::parse(&text, &path.display().to_string(), &|name| {
+        let config = Self::parse(&text, &path.display().to_string(), &|name| {
             std::env::var(name).ok()
-        })
+        })?;
+        warn_of_readable_secrets(path, &text);
+        Ok(config)
+    }
+
+    /// What is valid but probably wrong; `check-config` shows these.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if !self.target.url.path().ends_with("/api") {
+            found.push(format!(
+                "target.url {} does not end in /api, where the gateway serves its API (such as https://use.hoop.dev/api)",
+                self.target.url
+            ));
+        }
+        if self.target.api_key_header == ApiKeyHeader::Authorization
+            && !self.target.api_key.expose().starts_with("hpk_")
+        {
+            found.push(
+                "target.api_key does not start with hpk_: with api_key_header = \"authorization\" the gateway expects an hpk_ API key (or an admin access token)".to_owned(),
+            );
+        }
+        found
     }
 
     /// Checks `text`; `origin` names the file in errors and `env` looks up variables.
@@ -351,6 +372,55 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(text).map_err(|err| syntax_error(text, origin, &err))?;
         raw.validate(env)
+    }
+}
+
+/// Secrets written in the file itself, by key.
+fn inline_secrets(text: &str) -> Vec<&'static str> {
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let given = |path: &[&str]| {
+        let mut at = Some(&value);
+        for part in &path[..path.len() - 1] {
+            at = at
+                .and_then(|t| t.get(*part))
+                .and_then(toml::Value::as_table);
+        }
+        at.is_some_and(|t| t.contains_key(path[path.len() - 1]))
+    };
+    [
+        ("source.bearer_token", &["source", "bearer_token"][..]),
+        (
+            "source.oidc.client_secret",
+            &["source", "oidc", "client_secret"],
+        ),
+        ("target.api_key", &["target", "api_key"]),
+    ]
+    .into_iter()
+    .filter(|(_, path)| given(path))
+    .map(|(key, _)| key)
+    .collect()
+}
+
+/// Logs a warning for each secret written in a config file that other users of
+/// the machine may read.
+fn warn_of_readable_secrets(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(mode) = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777) else {
+        return;
+    };
+    if mode & 0o004 == 0 {
+        return;
+    }
+    for key in inline_secrets(text) {
+        tracing::warn!(
+            key,
+            file = %path.display(),
+            mode = format!("{mode:04o}"),
+            "{key} is written in {}, which every user of this machine may read (mode {mode:04o}); move it to {key}_file or its environment variable, or chmod o-r the file.",
+            path.display()
+        );
     }
 }
 
@@ -385,6 +455,11 @@ impl RawConfig {
 impl RawTarget {
     fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<TargetConfig, ConfigError> {
         let url = http_url("target.url", &self.url, "https://use.hoop.dev/api")?;
+        let secret = match self.api_key_file {
+            Some(_) => "target.api_key_file",
+            None => "target.api_key",
+        };
+        no_plain_http("target.url", &url, secret, "https://use.hoop.dev/api")?;
         let api_key = optional_secret(
             "target.api_key",
             self.api_key,
@@ -558,6 +633,29 @@ fn http_url(key: &'static str, value: &str, example: &str) -> Result<Url, Config
     let path = url.path().trim_end_matches('/').to_owned();
     url.set_path(&path);
     Ok(url)
+}
+
+/// Refuses a URL that would carry `secret` over plain http to a host that is
+/// not this machine; http to loopback stays allowed (tests, sidecars).
+fn no_plain_http(
+    key: &'static str,
+    url: &Url,
+    secret: &str,
+    example: &str,
+) -> Result<(), ConfigError> {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(invalid(
+            key,
+            format!("would send {secret} over plain http to {}, which is not this machine; use https such as {example} (http is allowed only to loopback)", url.host_str().unwrap_or("")),
+        ));
+    }
+    Ok(())
 }
 
 fn positive(key: &'static str, value: i64, example: &str) -> Result<NonZeroU32, ConfigError> {
@@ -831,6 +929,103 @@ mod tests {
             let err = error_of(&text);
             assert!(err.contains(var), "{err}");
         }
+    }
+
+    /// Before: all three parsed, and the secret went out in clear text.
+    #[test]
+    fn secrets_over_plain_http_to_another_host_are_refused() {
+        let oidc = "[source.oidc]\nissuer = \"http://idp.example.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n";
+        for (text, key, secret) in [
+            (
+                MINIMAL.replace("https://use.hoop.dev/api", "http://use.hoop.dev/api"),
+                "target.url",
+                "target.api_key",
+            ),
+            (
+                MINIMAL.replace(
+                    "https://idp.example.com/scim",
+                    "http://idp.example.com/scim",
+                ),
+                "source.url",
+                "source.bearer_token",
+            ),
+            (
+                MINIMAL.replace("bearer_token = \"scim-token\"", oidc),
+                "source.oidc.issuer",
+                "source.oidc.client_secret",
+            ),
+        ] {
+            let err = error_of(&text);
+            assert!(err.starts_with(key), "{err}");
+            assert!(err.contains(secret) && err.contains("plain http"), "{err}");
+        }
+        for host in ["127.0.0.1:8080", "localhost", "[::1]:9000"] {
+            let text = MINIMAL
+                .replace("https://use.hoop.dev", &format!("http://{host}"))
+                .replace("https://idp.example.com", &format!("http://{host}"));
+            parse(&text).unwrap_or_else(|err| panic!("loopback {host}: {err}"));
+        }
+    }
+
+    #[test]
+    fn source_timeout_secs_defaults_to_60_and_is_checked() {
+        let SourceKind::Scim(scim) = parse(MINIMAL).expect("valid").source.kind else {
+            panic!("a SCIM source")
+        };
+        assert_eq!(scim.timeout, Duration::from_secs(60));
+        let with =
+            |line: &str| MINIMAL.replace("bearer_token =", &format!("{line}\nbearer_token ="));
+        let SourceKind::Scim(scim) = parse(&with("timeout_secs = 5")).expect("valid").source.kind
+        else {
+            panic!("a SCIM source")
+        };
+        assert_eq!(scim.timeout, Duration::from_secs(5));
+        for bad in ["timeout_secs = 0", "timeout_secs = -1"] {
+            let err = error_of(&with(bad));
+            assert!(
+                err.starts_with("source.timeout_secs must be a whole number"),
+                "{err}"
+            );
+        }
+        let err = error_of(&file_source("path = \"/x/u.csv\"\ntimeout_secs = 5"));
+        assert!(err.starts_with("source.timeout_secs is not used"), "{err}");
+    }
+
+    /// Before: no warning for either.
+    #[test]
+    fn check_config_warns_of_a_url_without_api_and_a_key_without_hpk() {
+        assert!(parse(MINIMAL).expect("valid").warnings().is_empty());
+        let text = MINIMAL
+            .replace("https://use.hoop.dev/api", "https://use.hoop.dev")
+            .replace("hpk_secret", "xyz_secret");
+        let warnings = parse(&text).expect("valid").warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("target.url https://use.hoop.dev/ does not end in /api"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("target.api_key does not start with hpk_"),
+            "{warnings:?}"
+        );
+        assert!(!warnings[1].contains("xyz_secret"), "the key never shows");
+        let legacy = text.replace("[target]", "[target]\napi_key_header = \"api-key\"");
+        assert_eq!(parse(&legacy).expect("valid").warnings().len(), 1);
+    }
+
+    #[test]
+    fn inline_secrets_are_found_by_key() {
+        assert_eq!(
+            inline_secrets(MINIMAL),
+            vec!["source.bearer_token", "target.api_key"]
+        );
+        let files = MINIMAL
+            .replace(
+                "bearer_token = \"scim-token\"",
+                "bearer_token_file = \"/x\"",
+            )
+            .replace("api_key = \"hpk_secret\"", "api_key_file = \"/y\"");
+        assert!(inline_secrets(&files).is_empty());
     }
 
     #[test]

@@ -458,6 +458,7 @@ fn status(cli: &Cli, config: &LocalConfig) -> u8 {
 
 async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
     let mut checks = vec![("config", Ok(format!("{} is valid", cli.config.display())))];
+    let warnings = config.warnings();
     if connect {
         match Syncer::probe(config).await {
             Ok(found) => checks.extend(found),
@@ -466,7 +467,7 @@ async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
     }
     let all_ok = checks.iter().all(|(_, result)| result.is_ok());
     if cli.output == Output::Json {
-        let value: serde_json::Map<String, serde_json::Value> = checks
+        let mut value: serde_json::Map<String, serde_json::Value> = checks
             .iter()
             .map(|(part, result)| {
                 let entry = match result {
@@ -476,6 +477,7 @@ async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
                 ((*part).to_owned(), entry)
             })
             .collect();
+        value.insert("warnings".into(), warnings.into());
         println!("{}", serde_json::Value::Object(value));
     } else {
         for (part, result) in &checks {
@@ -483,6 +485,9 @@ async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
                 Ok(detail) => println!("ok      {part}: {detail}"),
                 Err(error) => println!("FAILED  {part}: {error}"),
             }
+        }
+        for warning in &warnings {
+            println!("WARNING {warning}");
         }
     }
     if all_ok {

@@ -104,3 +104,49 @@ async fn status_works_with_the_shipped_systemd_config_outside_systemd() {
     let value: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(value["runs"][0]["outcome"], "ok", "{value}");
 }
+
+/// Before: check-config said only "ok" for both.
+#[test]
+fn an_inline_secret_in_a_world_readable_config_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &dir.path().join("cache"));
+    let mode = |mode| {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    mode(0o644);
+    let check = idsync(&config, &["check-config"]);
+    let stderr = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("target.api_key is written in") && stderr.contains("mode 0644"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hpk_test"), "{stderr}");
+    mode(0o600);
+    let check = idsync(&config, &["check-config"]);
+    assert!(
+        !text(&check.stderr).contains("target.api_key"),
+        "{}",
+        text(&check.stderr)
+    );
+}
+
+#[test]
+fn check_config_shows_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &dir.path().join("cache"));
+    let text_of = std::fs::read_to_string(&config).expect("read");
+    let changed = text_of
+        .replace("127.0.0.1:9/api", "127.0.0.1:9")
+        .replace("hpk_test", "abc");
+    std::fs::write(&config, changed).expect("write");
+    let check = idsync(&config, &["check-config"]);
+    let stdout = text(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("WARNING target.url"), "{stdout}");
+    assert!(
+        stdout.contains("WARNING target.api_key does not start with hpk_"),
+        "{stdout}"
+    );
+}

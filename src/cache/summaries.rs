@@ -178,7 +178,7 @@ impl Writer {
     pub fn create(dir: &Path, version: Version) -> io::Result<Self> {
         let path = dir.join(FILE);
         let temporary = path.with_extension("bin.tmp");
-        let file = File::create(&temporary)?;
+        let file = super::private::create_file(&temporary)?;
         let mut output = Checksummed::new(BufWriter::with_capacity(1 << 16, file));
         output.write_all(MAGIC)?;
         output.write_all(&version.store.to_le_bytes())?;
