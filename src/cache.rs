@@ -7,8 +7,12 @@
 //! file copies every record's summary for the next run to read (`summaries`).
 
 mod cursors;
+mod damage;
+mod private;
 mod records;
 mod summaries;
+
+pub use damage::reset;
 
 use records::{Entry, FullRecords};
 pub use records::{RecordSummary, Records, Taken};
@@ -241,10 +245,34 @@ impl Cache {
 
     /// As [`Cache::open`]; a dry run's open leaves the store as it found it (no
     /// schema upgrade, no id given).
+    ///
+    /// sled recovers a damaged `db` file (cut short, overwritten) to an empty store
+    /// without a word; an empty store would make the run adopt everyone again and
+    /// forget its leavers. So a store without idsync's marker (its schema version
+    /// or id) in a directory that shows it was used before is refused as damaged,
+    /// and a new store gets its marker, on disk, as soon as it is created.
     pub fn open_for(path: &Path, dry_run: bool) -> Result<Self, CacheError> {
-        let db = open_store(path)?;
+        let used_before = damage::used_before(path);
+        private::directory(path).map_err(|err| store_error(path, sled::Error::Io(err)))?;
+        let db = damage::open_catching_panics(path, || open_store(path))?;
+        private::narrow_store_files(path);
         let store_error = |source| store_error(path, source);
         let meta = db.open_tree("meta").map_err(store_error)?;
+        let marked = meta.get(SCHEMA_KEY).map_err(store_error)?.is_some()
+            || meta.get(STORE_ID_KEY).map_err(store_error)?.is_some();
+        if !marked {
+            let subjects = db.open_tree("subjects").map_err(store_error)?;
+            if let Some(evidence) = used_before
+                .or_else(|| (!subjects.is_empty()).then(|| "the store holds records".to_owned()))
+            {
+                let evidence = format!("{evidence}, but the store has no idsync marker");
+                return Err(damage::damaged(path, &evidence));
+            }
+            // A new store: its marker goes to disk before anything else does.
+            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                .map_err(store_error)?;
+            db.flush().map_err(store_error)?;
+        }
         match meta.get(SCHEMA_KEY).map_err(store_error)? {
             Some(found) if found.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
             Some(found) if found.as_ref() != UPGRADABLE_SCHEMA.to_be_bytes() => {
@@ -278,10 +306,13 @@ impl Cache {
             found => found,
         };
         let generation = read_u64(GENERATION_KEY)?.unwrap_or(0);
+        let runs = db.open_tree("runs").map_err(store_error)?;
+        let version = store_id.map(|store| summaries::Version { store, generation });
+        damage::check_not_behind(path, &runs, version)?;
         let cache = Self {
             path: path.to_owned(),
             subjects: db.open_tree("subjects").map_err(store_error)?,
-            runs: db.open_tree("runs").map_err(store_error)?,
+            runs,
             meta,
             store_id,
             summaries: Mutex::new(SummariesState {
@@ -509,7 +540,8 @@ impl Cache {
             .map_err(|err| self.unreadable(format!("cannot encode runs: {err}")))?;
         let path = self.path.join(STATUS_FILE);
         let temporary = path.with_extension("json.tmp");
-        std::fs::write(&temporary, text)
+        private::create_file(&temporary)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &text))
             .and_then(|()| std::fs::rename(&temporary, &path))
             .map_err(|err| self.store_error(sled::Error::Io(err)))
     }
@@ -613,6 +645,9 @@ fn open_store(path: &Path) -> Result<sled::Db, CacheError> {
                 }
                 attempts -= 1;
                 std::thread::sleep(LOCK_RETRY);
+            }
+            Err(err @ sled::Error::Corruption { .. }) => {
+                return Err(damage::damaged(path, &format!("sled reports: {err}")));
             }
             opened => return opened.map_err(|source| store_error(path, source)),
         }
@@ -987,6 +1022,130 @@ mod tests {
                 .contains("is not 2, the one this build knows"),
             "{err}"
         );
+    }
+
+    /// A cache that recorded a user and a run, closed.
+    async fn used_cache() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path()).expect("open");
+        cache.subjects_in_background(true).await.expect("subjects");
+        let created = record("a@x.com", SubjectState::Created);
+        cache
+            .record(&[(Subject::new("s1"), Some(created))])
+            .await
+            .expect("record");
+        end_run(&cache).await;
+        dir
+    }
+
+    /// sled opens a cut-short or overwritten `db` as an empty store; before the
+    /// marker check both opened without an error, with no records.
+    #[tokio::test]
+    async fn a_damaged_db_file_is_refused_with_the_path_and_the_recovery() {
+        for damage in ["truncated", "half", "random bytes"] {
+            let dir = used_cache().await;
+            let db = dir.path().join("db");
+            let size = std::fs::metadata(&db).expect("db").len();
+            match damage {
+                "truncated" => std::fs::write(&db, b"").expect("truncate"),
+                "half" => std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&db)
+                    .and_then(|file| file.set_len(size / 2))
+                    .expect("cut"),
+                _ => {
+                    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+                    let noise: Vec<u8> = (0..size)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x.to_le_bytes()[0]
+                        })
+                        .collect();
+                    std::fs::write(&db, noise).expect("overwrite");
+                }
+            }
+            for dry_run in [false, true, false] {
+                let err = Cache::open_for(dir.path(), dry_run)
+                    .err()
+                    .unwrap_or_else(|| panic!("{damage}: a damaged cache opened"));
+                assert!(matches!(err, CacheError::Unreadable { .. }), "{err}");
+                let text = err.to_string();
+                assert!(
+                    text.contains(&dir.path().display().to_string()),
+                    "{damage}: {text}"
+                );
+                assert!(text.contains("damaged or was reset"), "{damage}: {text}");
+                assert!(text.contains("idsync cache reset"), "{damage}: {text}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_store_is_marked_at_once_and_an_empty_one_still_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Cache::open_for(dir.path(), true).expect("a dry run's new store"));
+        drop(Cache::open(dir.path()).expect("then a real run's"));
+        drop(Cache::open(dir.path()).expect("and again"));
+        let dir = used_cache().await;
+        std::fs::remove_file(dir.path().join(STATUS_FILE)).expect("no status");
+        std::fs::remove_file(dir.path().join(summaries::FILE)).expect("no summaries");
+        drop(Cache::open(dir.path()).expect("a cache with its marker"));
+    }
+
+    #[tokio::test]
+    async fn reset_moves_the_cache_aside_and_creates_a_fresh_one() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let path = parent.path().join("cache");
+        assert_eq!(reset(&path).expect("nothing to move"), None);
+        let cache = Cache::open(&path).expect("open");
+        let err = reset(&path).expect_err("refused while open");
+        assert!(matches!(err, CacheError::Locked { .. }), "{err}");
+        end_run(&cache).await;
+        drop(cache);
+        std::fs::write(path.join("db"), b"").expect("truncate");
+        assert!(Cache::open(&path).is_err());
+        let aside = reset(&path).expect("reset").expect("moved");
+        assert!(aside.join(STATUS_FILE).exists(), "moved as it was");
+        let name = aside.file_name().expect("name").to_string_lossy();
+        assert!(name.starts_with("cache.damaged-"), "{name}");
+        let cache = Cache::open(&path).expect("a fresh cache");
+        assert!(cache.recent_runs(10).expect("runs").is_empty());
+    }
+
+    /// Before: under umask 022 the directory was 0755 and its files 0644.
+    #[tokio::test]
+    async fn the_cache_is_owner_only_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let parent = tempfile::tempdir().expect("tempdir");
+        // umask is process-wide: a parent that lets everyone in stands for a loose one.
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let path = parent.path().join("cache");
+        let cache = Cache::open(&path).expect("open");
+        cache.subjects_in_background(true).await.expect("subjects");
+        end_run(&cache).await;
+        assert_eq!(mode(&path), 0o700, "the directory");
+        for file in [STATUS_FILE, summaries::FILE, "db", "conf"] {
+            assert_eq!(mode(&path.join(file)), 0o600, "{file}");
+        }
+        drop(cache);
+        // An existing directory is narrowed, and files written before are too.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let status = path.join(STATUS_FILE);
+        std::fs::set_permissions(&status, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let cache = Cache::open(&path).expect("reopen");
+        end_run(&cache).await;
+        assert_eq!(mode(&path), 0o700);
+        assert_eq!(mode(&status), 0o600);
     }
 
     #[tokio::test]

@@ -294,16 +294,73 @@ pub struct CacheConfig {
     pub path: PathBuf,
 }
 
+/// What commands that touch neither the directory nor the gateway (`status`,
+/// `cache reset`) need: the file checked as usual, but no secret read, so they
+/// work outside the service that holds the credentials.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub schedule: cron::Schedule,
+    pub cache: CacheConfig,
+}
+
+impl LocalConfig {
+    /// Reads the file at `path` for its local keys; no secret is resolved.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read_config(path)?;
+        let raw: RawConfig = toml::from_str(&text)
+            .map_err(|err| syntax_error(&text, &path.display().to_string(), &err))?;
+        Ok(Self {
+            schedule: raw.sync.validate()?.schedule,
+            cache: raw.cache.validate(),
+        })
+    }
+}
+
+impl RawCache {
+    fn validate(self) -> CacheConfig {
+        CacheConfig {
+            path: self
+                .path
+                .unwrap_or_else(|| PathBuf::from("/var/lib/idsync")),
+        }
+    }
+}
+
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 impl Config {
     /// Reads and checks the file at `path`, taking secrets from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string(), &|name| {
+        let text = read_config(path)?;
+        let config = Self::parse(&text, &path.display().to_string(), &|name| {
             std::env::var(name).ok()
-        })
+        })?;
+        warn_of_readable_secrets(path, &text);
+        Ok(config)
+    }
+
+    /// What is valid but probably wrong; `check-config` shows these.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if !self.target.url.path().ends_with("/api") {
+            found.push(format!(
+                "target.url {} does not end in /api, where the gateway serves its API (such as https://use.hoop.dev/api)",
+                self.target.url
+            ));
+        }
+        if self.target.api_key_header == ApiKeyHeader::Authorization
+            && !self.target.api_key.expose().starts_with("hpk_")
+        {
+            found.push(
+                "target.api_key does not start with hpk_: with api_key_header = \"authorization\" the gateway expects an hpk_ API key (or an admin access token)".to_owned(),
+            );
+        }
+        found
     }
 
     /// Checks `text`; `origin` names the file in errors and `env` looks up variables.
@@ -315,6 +372,55 @@ impl Config {
         let raw: RawConfig =
             toml::from_str(text).map_err(|err| syntax_error(text, origin, &err))?;
         raw.validate(env)
+    }
+}
+
+/// Secrets written in the file itself, by key.
+fn inline_secrets(text: &str) -> Vec<&'static str> {
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let given = |path: &[&str]| {
+        let mut at = Some(&value);
+        for part in &path[..path.len() - 1] {
+            at = at
+                .and_then(|t| t.get(*part))
+                .and_then(toml::Value::as_table);
+        }
+        at.is_some_and(|t| t.contains_key(path[path.len() - 1]))
+    };
+    [
+        ("source.bearer_token", &["source", "bearer_token"][..]),
+        (
+            "source.oidc.client_secret",
+            &["source", "oidc", "client_secret"],
+        ),
+        ("target.api_key", &["target", "api_key"]),
+    ]
+    .into_iter()
+    .filter(|(_, path)| given(path))
+    .map(|(key, _)| key)
+    .collect()
+}
+
+/// Logs a warning for each secret written in a config file that other users of
+/// the machine may read.
+fn warn_of_readable_secrets(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(mode) = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777) else {
+        return;
+    };
+    if mode & 0o004 == 0 {
+        return;
+    }
+    for key in inline_secrets(text) {
+        tracing::warn!(
+            key,
+            file = %path.display(),
+            mode = format!("{mode:04o}"),
+            "{key} is written in {}, which every user of this machine may read (mode {mode:04o}); move it to {key}_file or its environment variable, or chmod o-r the file.",
+            path.display()
+        );
     }
 }
 
@@ -339,12 +445,7 @@ impl RawConfig {
             source: self.source.validate(env)?,
             target: self.target.validate(env)?,
             sync: self.sync.validate()?,
-            cache: CacheConfig {
-                path: self
-                    .cache
-                    .path
-                    .unwrap_or_else(|| PathBuf::from("/var/lib/idsync")),
-            },
+            cache: self.cache.validate(),
             groups: self.groups.validate()?,
             service: self.service.validate()?,
         })
@@ -354,6 +455,11 @@ impl RawConfig {
 impl RawTarget {
     fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<TargetConfig, ConfigError> {
         let url = http_url("target.url", &self.url, "https://use.hoop.dev/api")?;
+        let secret = match self.api_key_file {
+            Some(_) => "target.api_key_file",
+            None => "target.api_key",
+        };
+        no_plain_http("target.url", &url, secret, "https://use.hoop.dev/api")?;
         let api_key = optional_secret(
             "target.api_key",
             self.api_key,
@@ -536,6 +642,29 @@ fn http_url(key: &'static str, value: &str, example: &str) -> Result<Url, Config
     Ok(url)
 }
 
+/// Refuses a URL that would carry `secret` over plain http to a host that is
+/// not this machine; http to loopback stays allowed (tests, sidecars).
+fn no_plain_http(
+    key: &'static str,
+    url: &Url,
+    secret: &str,
+    example: &str,
+) -> Result<(), ConfigError> {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(invalid(
+            key,
+            format!("would send {secret} over plain http to {}, which is not this machine; use https such as {example} (http is allowed only to loopback)", url.host_str().unwrap_or("")),
+        ));
+    }
+    Ok(())
+}
+
 fn positive(key: &'static str, value: i64, example: &str) -> Result<NonZeroU32, ConfigError> {
     u32::try_from(value)
         .ok()
@@ -552,7 +681,9 @@ fn positive(key: &'static str, value: i64, example: &str) -> Result<NonZeroU32, 
         })
 }
 
-/// A secret given exactly one way: inline, as `<key>_file`, or from `env_var`.
+/// A secret from `env_var`, else given in the file: inline or as `<key>_file`, not
+/// both. The environment wins over the file, so a hand-run with the variable set
+/// needs no access to the secret files a service uses (e.g. `$CREDENTIALS_DIRECTORY`).
 fn optional_secret(
     key: &'static str,
     inline: Option<Secret>,
@@ -560,20 +691,17 @@ fn optional_secret(
     env_var: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
-    let from_env = env(env_var).map(Secret::new);
-    let given = usize::from(inline.is_some())
-        + usize::from(file.is_some())
-        + usize::from(from_env.is_some());
-    if given > 1 {
+    if inline.is_some() && file.is_some() {
         return Err(invalid(
             key,
-            format!("is given more than one way: use only one of {key}, {key}_file or the environment variable {env_var}, such as {key}_file = \"/run/secrets/...\""),
+            format!("is given more than one way: use only one of {key} or {key}_file (the environment variable {env_var} overrides both), such as {key}_file = \"/run/secrets/...\""),
         ));
     }
+    let from_env = env(env_var).map(Secret::new);
     let secret = match (inline, file, from_env) {
-        (Some(secret), _, _) | (_, _, Some(secret)) => secret,
+        (_, _, Some(secret)) | (Some(secret), _, None) => secret,
         (None, Some(path), None) => {
-            let path = &credentials_path(key, path, env)?;
+            let path = &credentials_path(key, path, env_var, env)?;
             let text = std::fs::read_to_string(path).map_err(|err| {
                 invalid(
                     key,
@@ -596,6 +724,7 @@ fn optional_secret(
 fn credentials_path(
     key: &'static str,
     path: &Path,
+    env_var: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PathBuf, ConfigError> {
     const VAR: &str = "$CREDENTIALS_DIRECTORY/";
@@ -606,7 +735,7 @@ fn credentials_path(
         invalid(
             key,
             format!(
-                "file {} needs $CREDENTIALS_DIRECTORY, which is set only under systemd with LoadCredential=; give an absolute path otherwise",
+                "file {} needs $CREDENTIALS_DIRECTORY, which is set only under systemd with LoadCredential=; outside systemd set the environment variable {env_var} (it overrides {key}_file) or give an absolute path",
                 path.display()
             ),
         )
@@ -731,11 +860,53 @@ mod tests {
             err.starts_with("target.api_key is given more than one way"),
             "{err}"
         );
-        let env = |name: &str| (name == ENV_TARGET_API_KEY).then(|| "from-env".to_owned());
-        let err = Config::parse(MINIMAL, "t", &env)
-            .expect_err("both")
-            .to_string();
         assert!(err.contains(ENV_TARGET_API_KEY), "{err}");
+    }
+
+    /// Before: "is given more than one way" for a `*_file` plus its variable.
+    /// After: the variable wins, and the file is not even read (here it needs a
+    /// `$CREDENTIALS_DIRECTORY` that is not set, as outside systemd).
+    #[test]
+    fn an_environment_secret_overrides_the_file_key_for_every_secret() {
+        let oidc = MINIMAL.replace(
+            "bearer_token = \"scim-token\"",
+            "[source.oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"idsync\"\nclient_secret_file = \"$CREDENTIALS_DIRECTORY/idp\"",
+        );
+        for (text, var) in [
+            (
+                MINIMAL.replace(
+                    "bearer_token = \"scim-token\"",
+                    "bearer_token_file = \"$CREDENTIALS_DIRECTORY/scim\"",
+                ),
+                ENV_SOURCE_BEARER_TOKEN,
+            ),
+            (oidc, ENV_SOURCE_CLIENT_SECRET),
+            (
+                MINIMAL.replace(
+                    "api_key = \"hpk_secret\"",
+                    "api_key_file = \"$CREDENTIALS_DIRECTORY/hoop\"",
+                ),
+                ENV_TARGET_API_KEY,
+            ),
+        ] {
+            let err = error_of(&text);
+            assert!(err.contains(var), "the error names {var}: {err}");
+            let env = |name: &str| (name == var).then(|| "from-env".to_owned());
+            let config = Config::parse(&text, "t", &env)
+                .unwrap_or_else(|err| panic!("{var} should override the file: {err}"));
+            let secret = match (var, &config.source.kind) {
+                (ENV_TARGET_API_KEY, _) => config.target.api_key.clone(),
+                (_, SourceKind::Scim(scim)) => match &scim.auth {
+                    SourceAuth::Bearer(token) => token.clone(),
+                    SourceAuth::Oidc(oidc) => oidc.client_secret.clone(),
+                },
+                _ => panic!("a SCIM source"),
+            };
+            assert_eq!(secret.expose(), "from-env", "{var}");
+        }
+        let env = |name: &str| (name == ENV_TARGET_API_KEY).then(|| "from-env".to_owned());
+        let config = Config::parse(MINIMAL, "t", &env).expect("overrides an inline key too");
+        assert_eq!(config.target.api_key.expose(), "from-env");
     }
 
     #[test]
@@ -744,6 +915,126 @@ mod tests {
         assert!(err.starts_with("target.api_key is missing"), "{err}");
         let err = error_of(&MINIMAL.replace("bearer_token = \"scim-token\"", ""));
         assert!(err.starts_with("source needs credentials"), "{err}");
+    }
+
+    /// Before, the source's "needs credentials" named no variable.
+    #[test]
+    fn a_missing_secret_names_its_environment_variable() {
+        let oidc = "[source.oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"idsync\"\n";
+        for (text, var) in [
+            (
+                MINIMAL.replace("bearer_token = \"scim-token\"", ""),
+                ENV_SOURCE_BEARER_TOKEN,
+            ),
+            (
+                MINIMAL.replace("bearer_token = \"scim-token\"", oidc),
+                ENV_SOURCE_CLIENT_SECRET,
+            ),
+            (
+                MINIMAL.replace("api_key = \"hpk_secret\"", ""),
+                ENV_TARGET_API_KEY,
+            ),
+        ] {
+            let err = error_of(&text);
+            assert!(err.contains(var), "{err}");
+        }
+    }
+
+    /// Before: all three parsed, and the secret went out in clear text.
+    #[test]
+    fn secrets_over_plain_http_to_another_host_are_refused() {
+        let oidc = "[source.oidc]\nissuer = \"http://idp.example.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n";
+        for (text, key, secret) in [
+            (
+                MINIMAL.replace("https://use.hoop.dev/api", "http://use.hoop.dev/api"),
+                "target.url",
+                "target.api_key",
+            ),
+            (
+                MINIMAL.replace(
+                    "https://idp.example.com/scim",
+                    "http://idp.example.com/scim",
+                ),
+                "source.url",
+                "source.bearer_token",
+            ),
+            (
+                MINIMAL.replace("bearer_token = \"scim-token\"", oidc),
+                "source.oidc.issuer",
+                "source.oidc.client_secret",
+            ),
+        ] {
+            let err = error_of(&text);
+            assert!(err.starts_with(key), "{err}");
+            assert!(err.contains(secret) && err.contains("plain http"), "{err}");
+        }
+        for host in ["127.0.0.1:8080", "localhost", "[::1]:9000"] {
+            let text = MINIMAL
+                .replace("https://use.hoop.dev", &format!("http://{host}"))
+                .replace("https://idp.example.com", &format!("http://{host}"));
+            parse(&text).unwrap_or_else(|err| panic!("loopback {host}: {err}"));
+        }
+    }
+
+    #[test]
+    fn source_timeout_secs_defaults_to_60_and_is_checked() {
+        let SourceKind::Scim(scim) = parse(MINIMAL).expect("valid").source.kind else {
+            panic!("a SCIM source")
+        };
+        assert_eq!(scim.timeout, Duration::from_secs(60));
+        let with =
+            |line: &str| MINIMAL.replace("bearer_token =", &format!("{line}\nbearer_token ="));
+        let SourceKind::Scim(scim) = parse(&with("timeout_secs = 5")).expect("valid").source.kind
+        else {
+            panic!("a SCIM source")
+        };
+        assert_eq!(scim.timeout, Duration::from_secs(5));
+        for bad in ["timeout_secs = 0", "timeout_secs = -1"] {
+            let err = error_of(&with(bad));
+            assert!(
+                err.starts_with("source.timeout_secs must be a whole number"),
+                "{err}"
+            );
+        }
+        let err = error_of(&file_source("path = \"/x/u.csv\"\ntimeout_secs = 5"));
+        assert!(err.starts_with("source.timeout_secs is not used"), "{err}");
+    }
+
+    /// Before: no warning for either.
+    #[test]
+    fn check_config_warns_of_a_url_without_api_and_a_key_without_hpk() {
+        assert!(parse(MINIMAL).expect("valid").warnings().is_empty());
+        let text = MINIMAL
+            .replace("https://use.hoop.dev/api", "https://use.hoop.dev")
+            .replace("hpk_secret", "xyz_secret");
+        let warnings = parse(&text).expect("valid").warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("target.url https://use.hoop.dev/ does not end in /api"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("target.api_key does not start with hpk_"),
+            "{warnings:?}"
+        );
+        assert!(!warnings[1].contains("xyz_secret"), "the key never shows");
+        let legacy = text.replace("[target]", "[target]\napi_key_header = \"api-key\"");
+        assert_eq!(parse(&legacy).expect("valid").warnings().len(), 1);
+    }
+
+    #[test]
+    fn inline_secrets_are_found_by_key() {
+        assert_eq!(
+            inline_secrets(MINIMAL),
+            vec!["source.bearer_token", "target.api_key"]
+        );
+        let files = MINIMAL
+            .replace(
+                "bearer_token = \"scim-token\"",
+                "bearer_token_file = \"/x\"",
+            )
+            .replace("api_key = \"hpk_secret\"", "api_key_file = \"/y\"");
+        assert!(inline_secrets(&files).is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use idsync::config::Config;
+use idsync::config::{Config, LocalConfig};
 use idsync::events::printable;
 use idsync::model::Counts;
 use idsync::notify::Notifier;
@@ -78,7 +78,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Show the last runs recorded in the cache and when the next one is due.
+    /// Reads no secret.
     Status,
+    /// Look after the cache (cache.path).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Check the configuration; with --connect also reach the IdP and the gateway.
     CheckConfig {
         /// Get a token, read one directory user and call the gateway with the real credentials.
@@ -92,6 +98,13 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `idsync man > /usr/local/share/man/man1/idsync.1`.
     Man,
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheAction {
+    /// Move a damaged cache aside (to <cache.path>.damaged-<time>) and create a
+    /// fresh one; the next run adopts the gateway's existing users. Stop idsync first.
+    Reset,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -109,21 +122,13 @@ enum LogFormat {
 fn main() -> ExitCode {
     idsync::memory::keep_large_blocks_out_of_the_heap();
     let cli = Cli::parse();
-    // These need no configuration.
-    match &cli.command {
-        Some(Command::Completions { shell }) => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "idsync",
-                &mut std::io::stdout(),
-            );
-            return ExitCode::from(exit::OK);
-        }
-        Some(Command::Man) => return print_man_page(),
-        _ => {}
+    if let Some(code) = without_configuration(&cli) {
+        return code;
     }
     init_logging(cli.log_format);
+    if let Some(code) = with_local_configuration(&cli) {
+        return code;
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(err) => {
@@ -143,15 +148,55 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match &cli.command {
-            Some(Command::Status) => status(&cli, &config),
             Some(Command::CheckConfig { connect }) => check_config(&cli, &config, *connect).await,
             None if cli.sync_now => sync_now(&cli, config).await,
             None => daemon(&cli, config).await,
-            // Handled above, before the configuration is read.
-            Some(Command::Completions { .. } | Command::Man) => exit::OK,
+            // Handled before the whole configuration is read.
+            Some(
+                Command::Completions { .. }
+                | Command::Man
+                | Command::Status
+                | Command::Cache { .. },
+            ) => exit::OK,
         }
     });
     ExitCode::from(code)
+}
+
+/// The commands that need no configuration and log nothing.
+fn without_configuration(cli: &Cli) -> Option<ExitCode> {
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "idsync",
+                &mut std::io::stdout(),
+            );
+            Some(ExitCode::from(exit::OK))
+        }
+        Some(Command::Man) => Some(print_man_page()),
+        _ => None,
+    }
+}
+
+/// The commands that read no secret and reach nothing: they need only the
+/// local keys (`cache.path`), so they work beside a running daemon.
+fn with_local_configuration(cli: &Cli) -> Option<ExitCode> {
+    let command = match &cli.command {
+        Some(Command::Status) => status as fn(&Cli, &LocalConfig) -> u8,
+        Some(Command::Cache {
+            action: CacheAction::Reset,
+        }) => reset_cache,
+        _ => return None,
+    };
+    Some(ExitCode::from(match LocalConfig::load(&cli.config) {
+        Ok(config) => command(cli, &config),
+        Err(err) => {
+            fatal(format_args!("invalid configuration: {err}"));
+            exit::BAD_CONFIG
+        }
+    }))
 }
 
 fn print_man_page() -> ExitCode {
@@ -406,7 +451,33 @@ async fn show_progress(terminal: bool) {
     }
 }
 
-fn status(cli: &Cli, config: &Config) -> u8 {
+/// `idsync cache reset`: see [`idsync::cache::reset`].
+fn reset_cache(_cli: &Cli, config: &LocalConfig) -> u8 {
+    let path = &config.cache.path;
+    match idsync::cache::reset(path) {
+        Ok(Some(aside)) => {
+            println!(
+                "moved the cache {} aside to {}; created a fresh one. The next run adopts the gateway's existing users.",
+                path.display(),
+                aside.display()
+            );
+            exit::OK
+        }
+        Ok(None) => {
+            println!(
+                "there was no cache at {}; created a fresh one.",
+                path.display()
+            );
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("idsync: cannot reset the cache: {err}");
+            exit::ABORTED
+        }
+    }
+}
+
+fn status(cli: &Cli, config: &LocalConfig) -> u8 {
     let runs = match idsync::cache::read_status(&config.cache.path) {
         Ok(runs) => runs,
         Err(err) => {
@@ -414,7 +485,7 @@ fn status(cli: &Cli, config: &Config) -> u8 {
             return exit::ABORTED;
         }
     };
-    let next = config.sync.schedule.upcoming(chrono::Utc).next();
+    let next = config.schedule.upcoming(chrono::Utc).next();
     if cli.output == Output::Json {
         let value = serde_json::json!({
             "cache": config.cache.path,
@@ -458,6 +529,7 @@ fn status(cli: &Cli, config: &Config) -> u8 {
 
 async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
     let mut checks = vec![("config", Ok(format!("{} is valid", cli.config.display())))];
+    let warnings = config.warnings();
     if connect {
         match Syncer::probe(config).await {
             Ok(found) => checks.extend(found),
@@ -466,7 +538,7 @@ async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
     }
     let all_ok = checks.iter().all(|(_, result)| result.is_ok());
     if cli.output == Output::Json {
-        let value: serde_json::Map<String, serde_json::Value> = checks
+        let mut value: serde_json::Map<String, serde_json::Value> = checks
             .iter()
             .map(|(part, result)| {
                 let entry = match result {
@@ -476,6 +548,7 @@ async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
                 ((*part).to_owned(), entry)
             })
             .collect();
+        value.insert("warnings".into(), warnings.into());
         println!("{}", serde_json::Value::Object(value));
     } else {
         for (part, result) in &checks {
@@ -483,6 +556,9 @@ async fn check_config(cli: &Cli, config: &Config, connect: bool) -> u8 {
                 Ok(detail) => println!("ok      {part}: {}", printable(detail)),
                 Err(error) => println!("FAILED  {part}: {}", printable(error)),
             }
+        }
+        for warning in &warnings {
+            println!("WARNING {warning}");
         }
     }
     if all_ok {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use super::{RecordSummary, SubjectState};
 use crate::model::Fingerprint;
 
-const FILE: &str = "summaries.bin";
+pub(super) const FILE: &str = "summaries.bin";
 const MAGIC: &[u8; 8] = b"idsyncS2";
 const END: u32 = u32::MAX;
 /// Bytes before the first entry: magic, store id, generation.
@@ -53,6 +53,23 @@ pub fn read(dir: &Path, version: Version, each: impl FnMut(&str, RecordSummary))
         return false;
     };
     read_file(&file, version, each).unwrap_or(false)
+}
+
+/// Which store and generation the file in `dir` names, if it is a file of this
+/// format; its entries and checksum are not read.
+pub fn header(dir: &Path) -> Option<Version> {
+    let mut bytes = [0; HEADER as usize];
+    File::open(dir.join(FILE))
+        .ok()?
+        .read_exact(&mut bytes)
+        .ok()?;
+    let (magic, rest) = bytes.split_first_chunk::<8>()?;
+    let (store, generation) = rest.split_first_chunk::<8>()?;
+    let generation = generation.first_chunk::<8>()?;
+    (magic == MAGIC).then(|| Version {
+        store: u64::from_le_bytes(*store),
+        generation: u64::from_le_bytes(*generation),
+    })
 }
 
 fn read_file(
@@ -161,7 +178,7 @@ impl Writer {
     pub fn create(dir: &Path, version: Version) -> io::Result<Self> {
         let path = dir.join(FILE);
         let temporary = path.with_extension("bin.tmp");
-        let file = File::create(&temporary)?;
+        let file = super::private::create_file(&temporary)?;
         let mut output = Checksummed::new(BufWriter::with_capacity(1 << 16, file));
         output.write_all(MAGIC)?;
         output.write_all(&version.store.to_le_bytes())?;

@@ -2,12 +2,13 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
 use super::{
-    ca_bundle, http_url, invalid, optional_secret, positive, ConfigError, Secret,
+    ca_bundle, http_url, invalid, no_plain_http, optional_secret, positive, ConfigError, Secret,
     ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
 
@@ -26,6 +27,7 @@ pub(super) struct RawSource {
     oidc: Option<RawOidc>,
     ca_file: Option<PathBuf>,
     parallel_pages: Option<i64>,
+    timeout_secs: Option<i64>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -95,6 +97,9 @@ pub struct ScimConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// Pages fetched at once once `totalResults` is known.
     pub parallel_pages: NonZeroUsize,
+    /// Timeout of one directory request (`source.timeout_secs`); a page of 1,000
+    /// users is a few hundred KiB.
+    pub timeout: Duration,
 }
 
 /// Directory attributes mapped onto gateway fields idsync does not own by default.
@@ -221,6 +226,7 @@ impl RawSource {
             ("source.oidc", self.oidc.is_some()),
             ("source.ca_file", self.ca_file.is_some()),
             ("source.parallel_pages", self.parallel_pages.is_some()),
+            ("source.timeout_secs", self.timeout_secs.is_some()),
         ])?;
         for (key, path) in [
             ("source.attributes.slack_id", &attributes.slack_id),
@@ -273,6 +279,13 @@ impl RawSource {
             ));
         };
         let url = http_url("source.url", url, example)?;
+        let secret = match (&self.oidc, &self.bearer_token_file) {
+            (Some(_), _) => "the directory's access token",
+            (None, Some(_)) => "source.bearer_token_file",
+            (None, None) => "source.bearer_token",
+        };
+        no_plain_http("source.url", &url, secret, example)?;
+        let timeout_secs = positive("source.timeout_secs", self.timeout_secs.unwrap_or(60), "60")?;
         let page_size = positive("source.page_size", self.page_size.unwrap_or(100), "100")?;
         let subject_attribute = match self.subject_attribute.as_deref().unwrap_or("id") {
             "id" => SubjectAttribute::Id,
@@ -302,6 +315,7 @@ impl RawSource {
                 "4",
             )?)
             .map_err(|_| invalid("source.parallel_pages", "is too large for this platform"))?,
+            timeout: Duration::from_secs(u64::from(timeout_secs.get())),
         })
     }
 }
@@ -327,7 +341,7 @@ fn scim_auth(
         )),
         (None, None) => Err(invalid(
             "source",
-            "needs credentials: a [source.oidc] table (issuer, client_id, client_secret_file) or bearer_token_file = \"/run/secrets/scim_token\"",
+            format!("needs credentials: a [source.oidc] table (issuer, client_id, client_secret_file), or bearer_token_file = \"/run/secrets/scim_token\" or the environment variable {ENV_SOURCE_BEARER_TOKEN}"),
         )),
         (Some(token), None) => Ok(SourceAuth::Bearer(token)),
         (None, Some(oidc)) => Ok(SourceAuth::Oidc(oidc.validate(env)?)),
@@ -377,6 +391,12 @@ impl RawOidc {
         let issuer = http_url(
             "source.oidc.issuer",
             &self.issuer,
+            "https://idp.example.com",
+        )?;
+        no_plain_http(
+            "source.oidc.issuer",
+            &issuer,
+            "source.oidc.client_secret",
             "https://idp.example.com",
         )?;
         if self.client_id.trim().is_empty() {

@@ -14,8 +14,6 @@ pub mod membership;
 pub mod normalize;
 pub mod scim;
 
-use std::time::Duration;
-
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -107,15 +105,12 @@ pub enum SourceError {
     Interrupted,
 }
 
-/// Timeout of one directory request; a page of 1,000 users is a few hundred KiB.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The directory the config describes.
 pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
     match &config.kind {
         SourceKind::Scim(scim) => {
             let http = crate::http::client_builder(scim.ca_pem.as_deref())
-                .and_then(|b| b.timeout(REQUEST_TIMEOUT).build())
+                .and_then(|b| b.timeout(scim.timeout).build())
                 .map_err(|err| SourceError::Client(crate::error_chain(&err)))?;
             let tokens = TokenSource::new(&scim.auth, http.clone());
             let source = scim::ScimSource::new(scim, &config.attributes, http, tokens);
