@@ -2,12 +2,13 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
 
 use super::{
-    ca_bundle, http_url, invalid, optional_secret, positive, ConfigError, Secret,
+    ca_bundle, http_url, invalid, optional_secret, positive, seconds, ConfigError, Secret,
     ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
 
@@ -26,6 +27,7 @@ pub(super) struct RawSource {
     oidc: Option<RawOidc>,
     ca_file: Option<PathBuf>,
     parallel_pages: Option<i64>,
+    max_retry_after_secs: Option<i64>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -95,6 +97,8 @@ pub struct ScimConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// Pages fetched at once once `totalResults` is known.
     pub parallel_pages: NonZeroUsize,
+    /// The longest `Retry-After` honoured; a longer one aborts the read.
+    pub max_retry_after: Duration,
 }
 
 /// Directory attributes mapped onto gateway fields idsync does not own by default.
@@ -221,6 +225,10 @@ impl RawSource {
             ("source.oidc", self.oidc.is_some()),
             ("source.ca_file", self.ca_file.is_some()),
             ("source.parallel_pages", self.parallel_pages.is_some()),
+            (
+                "source.max_retry_after_secs",
+                self.max_retry_after_secs.is_some(),
+            ),
         ])?;
         for (key, path) in [
             ("source.attributes.slack_id", &attributes.slack_id),
@@ -302,6 +310,11 @@ impl RawSource {
                 "4",
             )?)
             .map_err(|_| invalid("source.parallel_pages", "is too large for this platform"))?,
+            max_retry_after: seconds(
+                "source.max_retry_after_secs",
+                self.max_retry_after_secs.unwrap_or(300),
+                "300",
+            )?,
         })
     }
 }

@@ -13,7 +13,7 @@ use crate::config::{ApiKeyHeader, TargetConfig};
 use crate::error_chain;
 use crate::events;
 use crate::model::{Email, GatewayUser, Profile};
-use crate::retry::{self, Class};
+use crate::retry::{self, Class, WaitBound};
 
 /// Longest gateway message kept for a report.
 const MAX_MESSAGE_CHARS: usize = 300;
@@ -22,6 +22,8 @@ pub struct HoopClient {
     http: reqwest::Client,
     /// The API base, e.g. `https://use.hoop.dev/api`.
     base: Url,
+    /// The longest `Retry-After` waited for; a longer one ends the request.
+    max_retry_after: WaitBound,
 }
 
 /// The body of `POST /users` (the spec's `openapi.User`, only the fields idsync owns).
@@ -65,6 +67,10 @@ impl HoopClient {
         Ok(Self {
             http,
             base: config.url.clone(),
+            max_retry_after: WaitBound {
+                max: config.max_retry_after,
+                key: "target.max_retry_after_secs",
+            },
         })
     }
 
@@ -148,7 +154,9 @@ impl HoopClient {
             404 => return Answer::NotFound,
             _ => {}
         }
-        let retry_after = retry::retry_after(response.headers(), SystemTime::now());
+        let now = SystemTime::now();
+        let retry_after =
+            retry::retry_after(response.headers(), now, "the gateway", self.max_retry_after);
         match retry::classify(status) {
             Class::Success => match read(response).await {
                 Ok(value) => Answer::Done(value),
@@ -169,10 +177,15 @@ impl HoopClient {
                         status: status.as_u16(),
                         message,
                     },
-                    _ => Answer::Transient {
-                        reason: format!("{status}: {message}"),
-                        retry_after,
-                        maybe_applied: status.is_server_error(),
+                    _ => match retry_after {
+                        Ok(retry_after) => Answer::Transient {
+                            reason: format!("{status}: {message}"),
+                            retry_after,
+                            maybe_applied: status.is_server_error(),
+                        },
+                        Err(too_long) => Answer::WaitTooLong {
+                            reason: format!("{status}: {message}; {too_long}"),
+                        },
                     },
                 }
             }

@@ -42,6 +42,9 @@ pub enum Answer<T> {
         /// so that a later 409 means our own earlier attempt created the user.
         maybe_applied: bool,
     },
+    /// A transient failure whose `Retry-After` is over `target.max_retry_after_secs`:
+    /// not worth waiting for, so the request ends now; the next run tries again.
+    WaitTooLong { reason: String },
     /// The dry-run target did not write.
     DryRun,
 }

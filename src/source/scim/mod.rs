@@ -110,7 +110,7 @@ impl ScimSource {
             parallel_pages: config.parallel_pages.get(),
             attributes: attributes.clone(),
             subject_attribute: config.subject_attribute,
-            http: DirectoryHttp::new(http, Arc::new(tokens), SCIM_JSON),
+            http: DirectoryHttp::new(http, Arc::new(tokens), SCIM_JSON, config.max_retry_after),
         }
     }
 
