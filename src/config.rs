@@ -734,7 +734,21 @@ mod tests {
         };
         assert_eq!(config.target.max_retry_after, Duration::from_secs(300));
         assert_eq!(scim.max_retry_after, Duration::from_secs(300));
+        assert_eq!(scim.max_directory_users, 5_000_000);
+        assert_eq!(scim.max_page_bytes, 256 << 20);
+        assert_eq!(scim.max_resource_bytes, 64 << 20);
         for (table, line, key) in [
+            (
+                "[source]",
+                "max_directory_users = 0",
+                "source.max_directory_users",
+            ),
+            ("[source]", "max_page_bytes = -1", "source.max_page_bytes"),
+            (
+                "[source]",
+                "max_resource_bytes = 0",
+                "source.max_resource_bytes",
+            ),
             (
                 "[target]",
                 "max_retry_after_secs = 0",
