@@ -48,6 +48,8 @@ pub enum Outcome {
     GaveUp { attempts: u32, reason: String },
     /// Our credentials were refused (401/403): the run must stop.
     Unauthorized { status: u16, message: String },
+    /// The gateway answered a redirect: `target.url` is wrong, and the run must stop.
+    Misdirected { reason: String },
     /// Shutdown came before the action was done; the next run tries again.
     Interrupted,
     /// Dry run: the write was not sent.
@@ -218,10 +220,10 @@ impl Applier {
                 }
             }
             Answer::WaitTooLong { reason } => Attempt::GiveUp { reason },
-            unauthorized @ Answer::Unauthorized { .. } => {
-                // Every further request would be refused the same way.
+            stopping @ (Answer::Unauthorized { .. } | Answer::Misdirected { .. }) => {
+                // Every further request would be refused, or go astray, the same way.
                 stop.cancel();
-                Attempt::Done(unauthorized)
+                Attempt::Done(stopping)
             }
             answer => Attempt::Done(answer),
         }
@@ -285,6 +287,7 @@ fn outcome_of<T>(settled: Settled<T>) -> Outcome {
             },
             Answer::Rejected { status, message } => Outcome::Rejected { status, message },
             Answer::Unauthorized { status, message } => Outcome::Unauthorized { status, message },
+            Answer::Misdirected { reason } => Outcome::Misdirected { reason },
             // `with_retries` never settles on a transient answer.
             Answer::Transient { reason, .. } | Answer::WaitTooLong { reason } => Outcome::GaveUp {
                 attempts: 0,

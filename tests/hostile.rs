@@ -82,3 +82,24 @@ async fn a_retry_after_over_the_bound_fails_the_user_at_once() {
     let summary = h.run().await.expect("run");
     assert_eq!(summary.counts.created, 3, "{summary:?}");
 }
+
+#[tokio::test]
+async fn a_redirect_from_the_gateway_aborts_the_run_and_rejects_nobody() {
+    let h = Harness::start(3).await;
+    h.gateway.set_faults(Faults {
+        redirect_to: Some("https://sso.example.com/login".into()),
+        ..Faults::default()
+    });
+    let aborted = h.run().await.expect_err("the run aborts");
+    let error = aborted.error.to_string();
+    let said = format!(
+        "the gateway answered 302 to POST {}/users (Location: https://sso.example.com/login); check target.url",
+        h.gateway.url()
+    );
+    assert!(error.contains(&said), "{error}");
+    assert_eq!(aborted.summary.counts.failed, 0, "{:?}", aborted.summary);
+    // Nothing was recorded as rejected: without the fault the next run creates them.
+    h.gateway.set_faults(Faults::default());
+    let summary = h.run().await.expect("run");
+    assert_eq!(summary.counts.created, 3, "{summary:?}");
+}

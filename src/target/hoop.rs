@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION};
 use serde::Serialize;
 use url::Url;
 
@@ -135,7 +135,15 @@ impl HoopClient {
         F: FnOnce(reqwest::Response) -> Fut,
         Fut: std::future::Future<Output = reqwest::Result<T>>,
     {
-        let response = match request.send().await {
+        let request = request.build().map(|request| {
+            let asked = (request.method().clone(), request.url().clone());
+            (self.http.execute(request), asked)
+        });
+        let (sent, (method, url)) = match request {
+            Ok((sent, asked)) => (sent.await, asked),
+            Err(err) => (Err(err), (reqwest::Method::GET, self.base.clone())),
+        };
+        let response = match sent {
             Ok(response) => response,
             Err(err) => {
                 events::target_answered(None);
@@ -152,6 +160,20 @@ impl HoopClient {
         match status.as_u16() {
             409 => return Answer::Conflict,
             404 => return Answer::NotFound,
+            _ if status.is_redirection() => {
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .map_or("none".into(), |value| {
+                        String::from_utf8_lossy(value.as_bytes())
+                    });
+                return Answer::Misdirected {
+                    reason: format!(
+                        "the gateway answered {} to {method} {url} (Location: {location}); check target.url",
+                        status.as_u16()
+                    ),
+                };
+            }
             _ => {}
         }
         let now = SystemTime::now();

@@ -45,6 +45,10 @@ pub enum Answer<T> {
     /// A transient failure whose `Retry-After` is over `target.max_retry_after_secs`:
     /// not worth waiting for, so the request ends now; the next run tries again.
     WaitTooLong { reason: String },
+    /// A redirect (3xx): `target.url` points somewhere other than the API (a login
+    /// page, another host); every other request would go astray too. `reason` names
+    /// the request and the `Location`.
+    Misdirected { reason: String },
     /// The dry-run target did not write.
     DryRun,
 }
