@@ -215,12 +215,70 @@ impl HoopClient {
     }
 }
 
-/// The gateway's `{"message": ...}`, else the start of the body.
-async fn message_of(response: reqwest::Response) -> String {
-    let text = response.text().await.unwrap_or_default();
+/// The most of an error body read: the rest is left unread.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The gateway's `{"message": ...}`, else the start of the body; from the first
+/// [`MAX_ERROR_BODY_BYTES`] of it, read in chunks, and then `… (truncated)`.
+async fn message_of(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut truncated = false;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ERROR_BODY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            truncated = true;
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|body| body.get("message")?.as_str().map(str::to_owned))
-        .unwrap_or(text);
-    message.trim().chars().take(MAX_MESSAGE_CHARS).collect()
+        .unwrap_or_else(|| text.into_owned());
+    let message: String = message.trim().chars().take(MAX_MESSAGE_CHARS).collect();
+    if truncated {
+        format!("{message} … (truncated)")
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Email;
+
+    #[tokio::test]
+    async fn a_huge_error_body_is_cut_at_64_kib() {
+        let body = "x".repeat(10 << 20);
+        let app = axum::Router::new().route(
+            "/api/users",
+            axum::routing::post(move || {
+                let body = body.clone();
+                async move { (axum::http::StatusCode::BAD_REQUEST, body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = format!("[source]\nkind = \"scim\"\nurl = \"https://x.com\"\nbearer_token = \"t\"\n[target]\nurl = \"http://{address}/api\"\napi_key = \"k\"\n");
+        let config = crate::config::Config::parse(&config, "t", &|_| None).expect("config");
+        let client = HoopClient::new(&config.target, reqwest::Client::builder()).expect("client");
+        let profile = Profile {
+            email: Email::parse("ann@x.com").expect("email"),
+            name: None,
+            groups: Vec::new(),
+            slack_id: None,
+            picture: None,
+        };
+        let Answer::Rejected { status, message } = client.create_user(&profile).await else {
+            panic!("a rejection");
+        };
+        assert_eq!(status, 400);
+        assert!(message.len() <= 64 * 1024, "{} bytes", message.len());
+        assert!(message.ends_with("(truncated)"), "{message}");
+    }
 }
