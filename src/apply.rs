@@ -52,6 +52,8 @@ pub enum Outcome {
     GaveUp { attempts: u32, reason: String },
     /// Our credentials were refused (401/403): the run must stop.
     Unauthorized { status: u16, message: String },
+    /// The gateway answered a redirect: `target.url` is wrong, and the run must stop.
+    Misdirected { reason: String },
     /// Shutdown came before the action was done; the next run tries again.
     Interrupted,
     /// Dry run: the write was not sent.
@@ -71,6 +73,7 @@ impl std::fmt::Display for Outcome {
                 write!(f, "the gateway refused it: {status} {message}")
             }
             Self::Refused { reason } => write!(f, "not written: {reason}"),
+            Self::Misdirected { reason } => f.write_str(reason),
             Self::GaveUp { attempts, reason } => {
                 write!(f, "gave up after {attempts} attempts: {reason}")
             }
@@ -299,10 +302,11 @@ impl Applier {
                     retry_after,
                 }
             }
-            unauthorized @ Answer::Unauthorized { .. } => {
-                // Every further request would be refused the same way.
+            Answer::WaitTooLong { reason } => Attempt::GiveUp { reason },
+            stopping @ (Answer::Unauthorized { .. } | Answer::Misdirected { .. }) => {
+                // Every further request would be refused, or go astray, the same way.
                 stop.cancel();
-                Attempt::Done(unauthorized)
+                Attempt::Done(stopping)
             }
             answer => Attempt::Done(answer),
         }
@@ -340,7 +344,10 @@ impl Applier {
     }
 
     fn pause_all(&self, wait: Duration) {
-        let until = Instant::now() + wait.min(retry::MAX_RETRY_AFTER);
+        // The client held `wait` to `target.max_retry_after_secs`.
+        let Some(until) = Instant::now().checked_add(wait) else {
+            return;
+        };
         let mut paused_until = self
             .paused_until
             .lock()
@@ -363,8 +370,9 @@ fn outcome_of<T>(settled: Settled<T>) -> Outcome {
             },
             Answer::Rejected { status, message } => Outcome::Rejected { status, message },
             Answer::Unauthorized { status, message } => Outcome::Unauthorized { status, message },
+            Answer::Misdirected { reason } => Outcome::Misdirected { reason },
             // `with_retries` never settles on a transient answer.
-            Answer::Transient { reason, .. } => Outcome::GaveUp {
+            Answer::Transient { reason, .. } | Answer::WaitTooLong { reason } => Outcome::GaveUp {
                 attempts: 0,
                 reason,
             },
@@ -573,13 +581,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_retry_after_for_ever_waits_only_the_cap() {
-        let (outcome, attempts, elapsed) =
-            run(vec![transient(Some(u64::MAX), false), Answer::Done(())]).await;
-        assert_eq!((outcome, attempts), (Outcome::Created, 2));
+    async fn a_wait_too_long_ends_the_request_without_a_retry() {
+        let too_long = Answer::WaitTooLong {
+            reason: "429: busy; the gateway asked to wait Retry-After: 999999999".into(),
+        };
+        let (outcome, attempts, elapsed) = run(vec![too_long, Answer::Done(())]).await;
+        assert_eq!((attempts, elapsed), (1, Duration::ZERO));
         assert!(
-            elapsed <= retry::MAX_RETRY_AFTER + Duration::from_secs(1),
-            "waited {elapsed:?}"
+            matches!(&outcome, Outcome::GaveUp { attempts: 1, reason } if reason.contains("Retry-After: 999999999")),
+            "{outcome:?}"
         );
     }
 

@@ -125,6 +125,7 @@ struct RawTarget {
     max_attempts: Option<i64>,
     timeout_secs: Option<i64>,
     ca_file: Option<PathBuf>,
+    max_retry_after_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +194,8 @@ pub struct TargetConfig {
     pub max_attempts: NonZeroU32,
     pub timeout: Duration,
     pub ca_pem: Option<Vec<u8>>,
+    /// The longest `Retry-After` honoured; a longer one fails the request.
+    pub max_retry_after: Duration,
 }
 
 /// How the gateway API key is sent.
@@ -503,6 +506,11 @@ impl RawTarget {
             max_attempts,
             timeout: Duration::from_secs(u64::from(timeout_secs.get())),
             ca_pem: ca_bundle("target.ca_file", self.ca_file.as_deref())?,
+            max_retry_after: seconds(
+                "target.max_retry_after_secs",
+                self.max_retry_after_secs.unwrap_or(300),
+                "300",
+            )?,
         })
     }
 }
@@ -681,6 +689,11 @@ fn positive(key: &'static str, value: i64, example: &str) -> Result<NonZeroU32, 
         })
 }
 
+/// A positive number of seconds, as [`positive`] checks it.
+fn seconds(key: &'static str, value: i64, example: &str) -> Result<Duration, ConfigError> {
+    positive(key, value, example).map(|secs| Duration::from_secs(u64::from(secs.get())))
+}
+
 /// A secret from `env_var`, else given in the file: inline or as `<key>_file`, not
 /// both. The environment wins over the file, so a hand-run with the variable set
 /// needs no access to the secret files a service uses (e.g. `$CREDENTIALS_DIRECTORY`).
@@ -847,6 +860,49 @@ mod tests {
         ] {
             let err = error_of(&MINIMAL.replace("api_key = ", &format!("{line}\napi_key = ")));
             assert!(err.starts_with(key), "{err}");
+        }
+    }
+
+    /// The bounds on hostile answers: positive, with safe defaults.
+    #[test]
+    fn bounds_are_positive_numbers_with_safe_defaults() {
+        let config = parse(MINIMAL).expect("valid");
+        let SourceKind::Scim(scim) = &config.source.kind else {
+            panic!("a SCIM source")
+        };
+        assert_eq!(config.target.max_retry_after, Duration::from_secs(300));
+        assert_eq!(scim.max_retry_after, Duration::from_secs(300));
+        assert_eq!(scim.max_directory_users, 5_000_000);
+        assert_eq!(scim.max_page_bytes, 256 << 20);
+        assert_eq!(scim.max_resource_bytes, 64 << 20);
+        for (table, line, key) in [
+            (
+                "[source]",
+                "max_directory_users = 0",
+                "source.max_directory_users",
+            ),
+            ("[source]", "max_page_bytes = -1", "source.max_page_bytes"),
+            (
+                "[source]",
+                "max_resource_bytes = 0",
+                "source.max_resource_bytes",
+            ),
+            (
+                "[target]",
+                "max_retry_after_secs = 0",
+                "target.max_retry_after_secs",
+            ),
+            (
+                "[source]",
+                "max_retry_after_secs = -5",
+                "source.max_retry_after_secs",
+            ),
+        ] {
+            let err = error_of(&MINIMAL.replace(table, &format!("{table}\n{line}")));
+            assert!(
+                err.starts_with(&format!("{key} must be a whole number")),
+                "{err}"
+            );
         }
     }
 

@@ -11,10 +11,14 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 
-/// The longest `Retry-After` honoured: a peer asking for more gets this. It also
-/// keeps an absurd value (`Retry-After: 18446744073709551615`) from overflowing a
-/// clock or stalling a run for ever.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+/// The longest `Retry-After` a peer may ask for, and the config key that sets it.
+/// A longer one fails the request at once: honouring it would stall the run (and
+/// an absurd value such as `18446744073709551615` would overflow a clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitBound {
+    pub max: Duration,
+    pub key: &'static str,
+}
 
 /// What to do with an HTTP status from a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,27 +57,46 @@ impl Backoff {
     /// The wait before attempt `next_attempt` (2 for the first retry): uniform in
     /// `[0, min(cap, base * 2^(next_attempt-2))]` ("full jitter", so many clients that
     /// failed together do not retry together), but at least what `retry_after` demands
-    /// (up to [`MAX_RETRY_AFTER`]).
+    /// (which [`retry_after`] has already held to its [`WaitBound`]).
     pub fn delay(&self, next_attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exponent = next_attempt.saturating_sub(2).min(20);
         let ceiling = self.base.saturating_mul(1 << exponent).min(self.cap);
         let jittered = rand::rng().random_range(Duration::ZERO..=ceiling);
-        jittered.max(retry_after.unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
+        jittered.max(retry_after.unwrap_or(Duration::ZERO))
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3), at most
-/// [`MAX_RETRY_AFTER`]; `None` when absent or unreadable.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3); `None` when
+/// absent or unreadable. A wait longer than `bound` is an error that names `peer`,
+/// the header's value and the bound's key, e.g. `the gateway asked to wait
+/// Retry-After: 999999999 (over target.max_retry_after_secs = 300)`.
+pub fn retry_after(
+    headers: &HeaderMap,
+    now: SystemTime,
+    peer: &str,
+    bound: WaitBound,
+) -> Result<Option<Duration>, String> {
+    let Some(value) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let value = value.trim();
     let wait = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => {
-            let date = httpdate::parse_http_date(value).ok()?;
-            date.duration_since(now).unwrap_or(Duration::ZERO)
-        }
+        // More seconds than a u64 holds.
+        Err(_) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => Duration::MAX,
+        Err(_) => match httpdate::parse_http_date(value) {
+            Ok(date) => date.duration_since(now).unwrap_or(Duration::ZERO),
+            Err(_) => return Ok(None),
+        },
     };
-    Some(wait.min(MAX_RETRY_AFTER))
+    if wait > bound.max {
+        return Err(format!(
+            "{peer} asked to wait Retry-After: {value} (over {} = {})",
+            bound.key,
+            bound.max.as_secs()
+        ));
+    }
+    Ok(Some(wait))
 }
 
 /// How one attempt of a request ended.
@@ -87,6 +110,9 @@ pub enum Attempt<T, E> {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// A failure that may heal, but not soon enough to wait for (a `Retry-After`
+    /// over its bound): the request ends now, as if its attempts were spent.
+    GiveUp { reason: String },
     /// A failure that no further attempt can mend.
     Fail(E),
 }
@@ -122,6 +148,7 @@ where
         let (reason, retry_after) = match attempt().await {
             Attempt::Done(answer) => return Ok(answer),
             Attempt::Fail(err) => return Err(Exhausted::Failed(err)),
+            Attempt::GiveUp { reason } => return Err(Exhausted::GaveUp { attempts, reason }),
             Attempt::Retry {
                 reason,
                 retry_after,
@@ -199,41 +226,49 @@ mod tests {
         }
     }
 
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    const BOUND: WaitBound = WaitBound {
+        max: Duration::from_secs(300),
+        key: "target.max_retry_after_secs",
+    };
+
+    fn header(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers, now), None);
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(42));
-        headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).expect("header"));
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(42)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers, now), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).expect("header"));
+        headers
     }
 
     #[test]
-    fn retry_after_is_capped() {
+    fn retry_after_reads_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("18446744073709551615"),
-        );
-        assert_eq!(retry_after(&headers, now), Some(MAX_RETRY_AFTER));
-        let next_year = httpdate::fmt_http_date(now + Duration::from_secs(365 * 86_400));
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_str(&next_year).expect("header"),
-        );
-        assert_eq!(retry_after(&headers, now), Some(MAX_RETRY_AFTER));
-        let backoff = Backoff {
-            max_attempts: 3,
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(50),
-        };
-        assert_eq!(backoff.delay(2, Some(Duration::MAX)), MAX_RETRY_AFTER);
+        let read = |headers: &HeaderMap| retry_after(headers, now, "the gateway", BOUND);
+        assert_eq!(read(&HeaderMap::new()), Ok(None));
+        assert_eq!(read(&header("7")), Ok(Some(Duration::from_secs(7))));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(42));
+        assert_eq!(read(&header(&later)), Ok(Some(Duration::from_secs(42))));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(42));
+        assert_eq!(read(&header(&past)), Ok(Some(Duration::ZERO)));
+        assert_eq!(read(&header("soon")), Ok(None));
+        assert_eq!(read(&header("300")), Ok(Some(Duration::from_secs(300))));
+    }
+
+    #[test]
+    fn a_retry_after_over_the_bound_is_an_error_naming_the_header_and_the_key() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let year_2100 = "Fri, 01 Jan 2100 00:00:00 GMT";
+        for value in [
+            "301",
+            "999999999",
+            "1000000000000",
+            "18446744073709551615",
+            "99999999999999999999999999",
+            year_2100,
+        ] {
+            let read = retry_after(&header(value), now, "the gateway", BOUND);
+            let said = format!(
+                "the gateway asked to wait Retry-After: {value} (over target.max_retry_after_secs = 300)"
+            );
+            assert_eq!(read, Err(said));
+        }
     }
 
     type Script = Vec<Attempt<&'static str, &'static str>>;
@@ -323,7 +358,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn with_retries_honours_retry_after_up_to_its_cap() {
+    async fn with_retries_gives_up_at_once_when_told_to() {
+        let script = vec![
+            again("503", None),
+            Attempt::GiveUp {
+                reason: "too long".into(),
+            },
+            Attempt::Done("ok"),
+        ];
+        let run = retried(script, &CancellationToken::new()).await;
+        let gave_up = Exhausted::GaveUp {
+            attempts: 2,
+            reason: "too long".into(),
+        };
+        assert_eq!((run.result, run.attempts), (Err(gave_up), 2));
+        assert!(
+            run.elapsed <= Duration::from_millis(100),
+            "{:?}",
+            run.elapsed
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_retries_honours_retry_after() {
         let script = vec![
             again("429", Some(Duration::from_secs(7))),
             Attempt::Done("ok"),
@@ -331,11 +388,6 @@ mod tests {
         let run = retried(script, &CancellationToken::new()).await;
         assert_eq!(run.result, Ok("ok"));
         assert!(run.elapsed >= Duration::from_secs(7), "{:?}", run.elapsed);
-        // However it came about, a wait for ever is cut to the cap, without a panic.
-        let script = vec![again("429", Some(Duration::MAX)), Attempt::Done("ok")];
-        let run = retried(script, &CancellationToken::new()).await;
-        assert_eq!(run.result, Ok("ok"));
-        assert_eq!(run.elapsed, MAX_RETRY_AFTER);
     }
 
     #[tokio::test(start_paused = true)]

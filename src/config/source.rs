@@ -8,8 +8,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    ca_bundle, http_url, invalid, no_plain_http, optional_secret, positive, ConfigError, Secret,
-    ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
+    ca_bundle, http_url, invalid, no_plain_http, optional_secret, positive, seconds, ConfigError,
+    Secret, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +28,10 @@ pub(super) struct RawSource {
     ca_file: Option<PathBuf>,
     parallel_pages: Option<i64>,
     timeout_secs: Option<i64>,
+    max_retry_after_secs: Option<i64>,
+    max_directory_users: Option<i64>,
+    max_page_bytes: Option<i64>,
+    max_resource_bytes: Option<i64>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -70,6 +74,8 @@ pub enum SourceKind {
 pub struct FileConfig {
     pub users: ExportFile,
     pub groups: Option<ExportFile>,
+    /// The longest line read; a longer one fails the read.
+    pub max_resource_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +106,15 @@ pub struct ScimConfig {
     /// Timeout of one directory request (`source.timeout_secs`); a page of 1,000
     /// users is a few hundred KiB.
     pub timeout: Duration,
+    /// The longest `Retry-After` honoured; a longer one aborts the read.
+    pub max_retry_after: Duration,
+    /// A listing announcing more (`totalResults`) aborts the read.
+    pub max_directory_users: usize,
+    /// The largest page body read; a larger one aborts the read.
+    pub max_page_bytes: usize,
+    /// The largest resource (a user's or a group's JSON) read; a larger one aborts
+    /// the read.
+    pub max_resource_bytes: usize,
 }
 
 /// Directory attributes mapped onto gateway fields idsync does not own by default.
@@ -227,6 +242,15 @@ impl RawSource {
             ("source.ca_file", self.ca_file.is_some()),
             ("source.parallel_pages", self.parallel_pages.is_some()),
             ("source.timeout_secs", self.timeout_secs.is_some()),
+            (
+                "source.max_retry_after_secs",
+                self.max_retry_after_secs.is_some(),
+            ),
+            (
+                "source.max_directory_users",
+                self.max_directory_users.is_some(),
+            ),
+            ("source.max_page_bytes", self.max_page_bytes.is_some()),
         ])?;
         for (key, path) in [
             ("source.attributes.slack_id", &attributes.slack_id),
@@ -262,7 +286,14 @@ impl RawSource {
                 format,
             },
             groups,
+            max_resource_bytes: self.max_resource_bytes()?,
         })
+    }
+
+    /// `source.max_resource_bytes`, for either kind.
+    fn max_resource_bytes(&self) -> Result<usize, ConfigError> {
+        let bytes = self.max_resource_bytes.unwrap_or(64 * 1024 * 1024);
+        count("source.max_resource_bytes", bytes, "67108864")
     }
 
     fn scim(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ScimConfig, ConfigError> {
@@ -271,6 +302,7 @@ impl RawSource {
             ("source.format", self.format.is_some()),
             ("source.groups_path", self.groups_path.is_some()),
         ])?;
+        let max_resource_bytes = self.max_resource_bytes()?;
         let example = "https://idp.example.com/scim/v2";
         let Some(url) = &self.url else {
             return Err(invalid(
@@ -316,8 +348,30 @@ impl RawSource {
             )?)
             .map_err(|_| invalid("source.parallel_pages", "is too large for this platform"))?,
             timeout: Duration::from_secs(u64::from(timeout_secs.get())),
+            max_retry_after: seconds(
+                "source.max_retry_after_secs",
+                self.max_retry_after_secs.unwrap_or(300),
+                "300",
+            )?,
+            max_directory_users: count(
+                "source.max_directory_users",
+                self.max_directory_users.unwrap_or(5_000_000),
+                "5000000",
+            )?,
+            max_page_bytes: count(
+                "source.max_page_bytes",
+                self.max_page_bytes.unwrap_or(256 * 1024 * 1024),
+                "268435456",
+            )?,
+            max_resource_bytes,
         })
     }
+}
+
+/// A positive number of things (users, bytes), as [`positive`] checks it.
+fn count(key: &'static str, value: i64, example: &str) -> Result<usize, ConfigError> {
+    let value = positive(key, value, example)?;
+    usize::try_from(value.get()).map_err(|_| invalid(key, "is too large for this platform"))
 }
 
 /// A static bearer token or an OIDC client: exactly one.

@@ -13,7 +13,7 @@ use super::auth::TokenSource;
 use super::SourceError;
 use crate::config::Secret;
 use crate::error_chain;
-use crate::retry::{self, Attempt, Backoff, Class, Exhausted};
+use crate::retry::{self, Attempt, Backoff, Class, Exhausted, WaitBound};
 
 /// Transient directory failures are retried briefly; a longer outage fails the run,
 /// and the next scheduled run tries again.
@@ -32,6 +32,8 @@ pub struct DirectoryHttp {
     tokens: Arc<TokenSource>,
     /// The `Accept` header of every request.
     accept: &'static str,
+    /// The longest `Retry-After` waited for; a longer one fails the GET.
+    max_retry_after: WaitBound,
 }
 
 /// The token of one GET's attempts, replaced at most once.
@@ -41,11 +43,20 @@ struct Bearer {
 }
 
 impl DirectoryHttp {
-    pub fn new(client: reqwest::Client, tokens: Arc<TokenSource>, accept: &'static str) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        tokens: Arc<TokenSource>,
+        accept: &'static str,
+        max_retry_after: Duration,
+    ) -> Self {
         Self {
             client,
             tokens,
             accept,
+            max_retry_after: WaitBound {
+                max: max_retry_after,
+                key: "source.max_retry_after_secs",
+            },
         }
     }
 
@@ -87,7 +98,7 @@ impl DirectoryHttp {
             bearer.refreshed = true;
             sent = self.send(url, &bearer.token).await;
         }
-        judge(url, sent)
+        judge(url, sent, self.max_retry_after)
     }
 
     async fn send(&self, url: &Url, token: &Secret) -> reqwest::Result<Response> {
@@ -102,7 +113,11 @@ impl DirectoryHttp {
 
 /// What a GET's result means: a response to read, a failure worth another
 /// attempt, or the end of the read.
-fn judge(url: &Url, sent: reqwest::Result<Response>) -> Attempt<Response, SourceError> {
+fn judge(
+    url: &Url,
+    sent: reqwest::Result<Response>,
+    max_retry_after: WaitBound,
+) -> Attempt<Response, SourceError> {
     let response = match sent {
         Ok(response) => response,
         Err(err) => {
@@ -115,10 +130,18 @@ fn judge(url: &Url, sent: reqwest::Result<Response>) -> Attempt<Response, Source
     let status = response.status();
     match retry::classify(status) {
         Class::Success => Attempt::Done(response),
-        Class::Transient => Attempt::Retry {
-            reason: format!("answered {status}"),
-            retry_after: retry::retry_after(response.headers(), SystemTime::now()),
-        },
+        Class::Transient => {
+            let now = SystemTime::now();
+            match retry::retry_after(response.headers(), now, "the directory", max_retry_after) {
+                Ok(retry_after) => Attempt::Retry {
+                    reason: format!("answered {status}"),
+                    retry_after,
+                },
+                Err(too_long) => Attempt::GiveUp {
+                    reason: format!("answered {status}; {too_long}"),
+                },
+            }
+        }
         Class::Unauthorized => Attempt::Fail(SourceError::Refused {
             url: url.to_string(),
             status: status.as_u16(),
@@ -169,7 +192,12 @@ mod tests {
     fn http() -> DirectoryHttp {
         let client = reqwest::Client::new();
         let tokens = TokenSource::new(&SourceAuth::Bearer(Secret::new("t")), client.clone());
-        DirectoryHttp::new(client, Arc::new(tokens), "application/json")
+        DirectoryHttp::new(
+            client,
+            Arc::new(tokens),
+            "application/json",
+            Duration::from_secs(300),
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -213,15 +241,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_retry_after_for_ever_waits_only_the_cap() {
-        let (url, asked) = directory(vec![(503, Some("18446744073709551615"))]).await;
+    async fn a_retry_after_up_to_the_bound_is_waited_out() {
+        let (url, asked) = directory(vec![(503, Some("300"))]).await;
         let started = Instant::now();
         http().get(&url).await.expect("the second attempt succeeds");
         assert_eq!(asked.load(Ordering::SeqCst), 2);
         let waited = started.elapsed();
+        let bound = Duration::from_secs(300);
         assert!(
-            waited >= retry::MAX_RETRY_AFTER && waited < retry::MAX_RETRY_AFTER + BACKOFF.cap,
+            waited >= bound && waited < bound + BACKOFF.cap,
             "waited {waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_over_the_bound_fails_the_read_at_once() {
+        let year_2100 = "Fri, 01 Jan 2100 00:00:00 GMT";
+        for value in [
+            "999999999",
+            "18446744073709551615",
+            "1000000000000",
+            year_2100,
+        ] {
+            let (url, asked) = directory(vec![(503, Some(value))]).await;
+            let started = Instant::now();
+            let err = http().get(&url).await.expect_err("not waited out");
+            assert_eq!(asked.load(Ordering::SeqCst), 1, "{value}: not retried");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{value}: no wait"
+            );
+            let said = format!(
+                "the directory asked to wait Retry-After: {value} (over source.max_retry_after_secs = 300)"
+            );
+            assert!(err.to_string().contains(&said), "{err}");
+        }
     }
 }

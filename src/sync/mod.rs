@@ -85,6 +85,10 @@ pub enum SyncError {
     /// The gateway refused our API key; the run stopped starting new requests.
     #[error("the gateway refused our API key: {status} {message}")]
     TargetRefused { status: u16, message: String },
+    /// The gateway answered a redirect, so `target.url` is not its API; the run
+    /// stopped starting new requests, and recorded nobody as rejected.
+    #[error("{0}")]
+    TargetMisconfigured(String),
     /// The cache cannot be read or written.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -295,6 +299,9 @@ impl Syncer {
         if let Some((status, message)) = sent.refused {
             return Err(run.abort(SyncError::TargetRefused { status, message }));
         }
+        if let Some(reason) = sent.misdirected {
+            return Err(run.abort(SyncError::TargetMisconfigured(reason)));
+        }
         if let Some(lost) = creates_read_back.error() {
             return Err(run.abort(SyncError::PlannedCreatesLost(lost.to_string())));
         }
@@ -381,6 +388,7 @@ impl Syncer {
         let mut sent = Sent {
             not_done: actions.directory_actions,
             refused: None,
+            misdirected: None,
         };
         let (send, batches) = send_ahead(self.applier.run_all(actions.all, stop));
         let record = async {
@@ -435,6 +443,10 @@ impl Syncer {
                 Err(Outcome::Unauthorized { status, message }) => {
                     reading.cancel();
                     return Err(SyncError::TargetRefused { status, message });
+                }
+                Err(Outcome::Misdirected { reason }) => {
+                    reading.cancel();
+                    return Err(SyncError::TargetMisconfigured(reason));
                 }
                 Err(outcome) => {
                     events::inventory_unavailable(&outcome);

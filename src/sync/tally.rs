@@ -20,17 +20,28 @@ pub(super) struct Sent {
     pub(super) not_done: usize,
     /// The first refusal of our API key.
     pub(super) refused: Option<(u16, String)>,
+    /// The first redirect: why `target.url` looks wrong.
+    pub(super) misdirected: Option<String>,
 }
 
 impl Sent {
     pub(super) fn count(&mut self, action: &Action, outcome: &Outcome) {
         if !is_deactivation(action)
-            && !matches!(outcome, Outcome::Interrupted | Outcome::Unauthorized { .. })
+            && !matches!(
+                outcome,
+                Outcome::Interrupted | Outcome::Unauthorized { .. } | Outcome::Misdirected { .. }
+            )
         {
             self.not_done -= 1;
         }
-        if let Outcome::Unauthorized { status, message } = outcome {
-            self.refused.get_or_insert((*status, message.clone()));
+        match outcome {
+            Outcome::Unauthorized { status, message } => {
+                self.refused.get_or_insert((*status, message.clone()));
+            }
+            Outcome::Misdirected { reason } => {
+                self.misdirected.get_or_insert(reason.clone());
+            }
+            _ => {}
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, LOCATION};
 use serde::Serialize;
 use url::Url;
 
@@ -13,7 +13,7 @@ use crate::config::{ApiKeyHeader, TargetConfig};
 use crate::error_chain;
 use crate::events;
 use crate::model::{Email, GatewayUser, Profile};
-use crate::retry::{self, Class};
+use crate::retry::{self, Class, WaitBound};
 
 /// Longest gateway message kept for a report.
 const MAX_MESSAGE_CHARS: usize = 300;
@@ -22,6 +22,8 @@ pub struct HoopClient {
     http: reqwest::Client,
     /// The API base, e.g. `https://use.hoop.dev/api`.
     base: Url,
+    /// The longest `Retry-After` waited for; a longer one ends the request.
+    max_retry_after: WaitBound,
 }
 
 /// The body of `POST /users` (the spec's `openapi.User`, only the fields idsync owns).
@@ -65,6 +67,10 @@ impl HoopClient {
         Ok(Self {
             http,
             base: config.url.clone(),
+            max_retry_after: WaitBound {
+                max: config.max_retry_after,
+                key: "target.max_retry_after_secs",
+            },
         })
     }
 
@@ -129,7 +135,15 @@ impl HoopClient {
         F: FnOnce(reqwest::Response) -> Fut,
         Fut: std::future::Future<Output = reqwest::Result<T>>,
     {
-        let response = match request.send().await {
+        let request = request.build().map(|request| {
+            let asked = (request.method().clone(), request.url().clone());
+            (self.http.execute(request), asked)
+        });
+        let (sent, (method, url)) = match request {
+            Ok((sent, asked)) => (sent.await, asked),
+            Err(err) => (Err(err), (reqwest::Method::GET, self.base.clone())),
+        };
+        let response = match sent {
             Ok(response) => response,
             Err(err) => {
                 events::target_answered(None);
@@ -146,9 +160,25 @@ impl HoopClient {
         match status.as_u16() {
             409 => return Answer::Conflict,
             404 => return Answer::NotFound,
+            _ if status.is_redirection() => {
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .map_or("none".into(), |value| {
+                        String::from_utf8_lossy(value.as_bytes())
+                    });
+                return Answer::Misdirected {
+                    reason: format!(
+                        "the gateway answered {} to {method} {url} (Location: {location}); check target.url",
+                        status.as_u16()
+                    ),
+                };
+            }
             _ => {}
         }
-        let retry_after = retry::retry_after(response.headers(), SystemTime::now());
+        let now = SystemTime::now();
+        let retry_after =
+            retry::retry_after(response.headers(), now, "the gateway", self.max_retry_after);
         match retry::classify(status) {
             Class::Success => match read(response).await {
                 Ok(value) => Answer::Done(value),
@@ -169,10 +199,15 @@ impl HoopClient {
                         status: status.as_u16(),
                         message,
                     },
-                    _ => Answer::Transient {
-                        reason: format!("{status}: {message}"),
-                        retry_after,
-                        maybe_applied: status.is_server_error(),
+                    _ => match retry_after {
+                        Ok(retry_after) => Answer::Transient {
+                            reason: format!("{status}: {message}"),
+                            retry_after,
+                            maybe_applied: status.is_server_error(),
+                        },
+                        Err(too_long) => Answer::WaitTooLong {
+                            reason: format!("{status}: {message}; {too_long}"),
+                        },
                     },
                 }
             }
@@ -180,12 +215,70 @@ impl HoopClient {
     }
 }
 
-/// The gateway's `{"message": ...}`, else the start of the body.
-async fn message_of(response: reqwest::Response) -> String {
-    let text = response.text().await.unwrap_or_default();
+/// The most of an error body read: the rest is left unread.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The gateway's `{"message": ...}`, else the start of the body; from the first
+/// [`MAX_ERROR_BODY_BYTES`] of it, read in chunks, and then `… (truncated)`.
+async fn message_of(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut truncated = false;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ERROR_BODY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            truncated = true;
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|body| body.get("message")?.as_str().map(str::to_owned))
-        .unwrap_or(text);
-    message.trim().chars().take(MAX_MESSAGE_CHARS).collect()
+        .unwrap_or_else(|| text.into_owned());
+    let message: String = message.trim().chars().take(MAX_MESSAGE_CHARS).collect();
+    if truncated {
+        format!("{message} … (truncated)")
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Email;
+
+    #[tokio::test]
+    async fn a_huge_error_body_is_cut_at_64_kib() {
+        let body = "x".repeat(10 << 20);
+        let app = axum::Router::new().route(
+            "/api/users",
+            axum::routing::post(move || {
+                let body = body.clone();
+                async move { (axum::http::StatusCode::BAD_REQUEST, body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = format!("[source]\nkind = \"scim\"\nurl = \"https://x.com\"\nbearer_token = \"t\"\n[target]\nurl = \"http://{address}/api\"\napi_key = \"k\"\n");
+        let config = crate::config::Config::parse(&config, "t", &|_| None).expect("config");
+        let client = HoopClient::new(&config.target, reqwest::Client::builder()).expect("client");
+        let profile = Profile {
+            email: Email::parse("ann@x.com").expect("email"),
+            name: None,
+            groups: Vec::new(),
+            slack_id: None,
+            picture: None,
+        };
+        let Answer::Rejected { status, message } = client.create_user(&profile).await else {
+            panic!("a rejection");
+        };
+        assert_eq!(status, 400);
+        assert!(message.len() <= 64 * 1024, "{} bytes", message.len());
+        assert!(message.ends_with("(truncated)"), "{message}");
+    }
 }

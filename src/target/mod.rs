@@ -42,6 +42,13 @@ pub enum Answer<T> {
         /// so that a later 409 means our own earlier attempt created the user.
         maybe_applied: bool,
     },
+    /// A transient failure whose `Retry-After` is over `target.max_retry_after_secs`:
+    /// not worth waiting for, so the request ends now; the next run tries again.
+    WaitTooLong { reason: String },
+    /// A redirect (3xx): `target.url` points somewhere other than the API (a login
+    /// page, another host); every other request would go astray too. `reason` names
+    /// the request and the `Location`.
+    Misdirected { reason: String },
     /// The dry-run target did not write.
     DryRun,
 }
@@ -58,6 +65,7 @@ impl<T> std::fmt::Display for Answer<T> {
                 write!(f, "our API key was refused: {status} {message}")
             }
             Self::Transient { reason, .. } => write!(f, "{reason} (a temporary failure)"),
+            Self::WaitTooLong { reason } | Self::Misdirected { reason } => f.write_str(reason),
             Self::DryRun => f.write_str("not written (dry run)"),
         }
     }

@@ -92,6 +92,9 @@ pub struct Faults {
     pub fail_after_create_ratio: f64,
     /// Added before every request, reads included.
     pub latency: Duration,
+    /// Answer every user write `302 Found` with this `Location`, as a login proxy
+    /// in front of a misconfigured URL would.
+    pub redirect_to: Option<String>,
 }
 
 /// A user as the gateway stores it.
@@ -576,6 +579,16 @@ impl GatewayState {
         let roll_fail: f64 = self.rng.random();
         let f = &self.faults;
         let is_create = method == Method::POST;
+        if let Some(location) = &f.redirect_to {
+            let mut resp = StatusCode::FOUND.into_response();
+            if let Ok(location) = HeaderValue::from_str(location) {
+                resp.headers_mut().insert(header::LOCATION, location);
+            }
+            return WritePlan {
+                refuse: Some(resp),
+                ..WritePlan::default()
+            };
+        }
         if let Some((every, len, secs)) = f.burst_429 {
             if every + len > 0 && n % (every + len) >= every {
                 let resp = message(StatusCode::TOO_MANY_REQUESTS, "too many requests");

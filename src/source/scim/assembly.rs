@@ -52,7 +52,11 @@ impl Assembly {
             self.users_total = total;
         }
         // Sized once for a full list: grown by doubling, it could take twice that.
-        let most_waiting = (max_waiting(total) + page.len()).min(total);
+        // Never more than a bounded amount ahead of the users delivered, whatever
+        // `totalResults` announces.
+        let most_waiting = (max_waiting(total) + page.len())
+            .min(total)
+            .min(self.listing.entries + page.len() + RESERVED_AHEAD);
         for pulled in page {
             self.listing.entries += 1;
             let groups = self

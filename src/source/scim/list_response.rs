@@ -50,6 +50,9 @@ pub enum PageError {
         kind: String,
         reason: String,
     },
+    /// A resource larger than the bound: the read would grow without one.
+    #[error("Resources[{index}] is over source.max_resource_bytes = {max}")]
+    TooLarge { index: usize, max: usize },
     /// A resource that the decoder's `map` refused, and why.
     #[error("Resources[{index}]: {reason}")]
     Refused { index: usize, reason: String },
@@ -329,21 +332,33 @@ pub struct ListSplitter {
     taken: usize,
     place: Place,
     lex: Lex,
+    /// The largest resource accepted.
+    max_resource_bytes: usize,
+    /// The page position of a complete resource over the bound.
+    too_large: Option<usize>,
 }
 
 impl Default for ListSplitter {
     fn default() -> Self {
+        Self::with_max_resource_bytes(usize::MAX)
+    }
+}
+
+impl ListSplitter {
+    /// A splitter that refuses a resource larger than `max_resource_bytes`, as
+    /// soon as that many of its bytes have arrived.
+    pub fn with_max_resource_bytes(max_resource_bytes: usize) -> Self {
         Self {
             header: Vec::new(),
             ready: Batch::default(),
             taken: 0,
             place: Place::Start,
             lex: Lex::Code,
+            max_resource_bytes,
+            too_large: None,
         }
     }
-}
 
-impl ListSplitter {
     /// Frames the next chunk of the body.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), PageError> {
         let mut chunk = Chunk { bytes, sent: 0 };
@@ -359,7 +374,21 @@ impl ListSplitter {
             };
         }
         self.flush(&mut chunk, bytes.len());
-        Ok(())
+        // The entry still arriving, after the complete ones.
+        let arriving = self.ready.bytes.len() - self.ready_bytes();
+        let index = self.ready.first_index + self.ready.len();
+        match self.too_large {
+            _ if arriving > self.max_resource_bytes => Err(self.too_large_at(index)),
+            Some(index) => Err(self.too_large_at(index)),
+            None => Ok(()),
+        }
+    }
+
+    fn too_large_at(&self, index: usize) -> PageError {
+        PageError::TooLarge {
+            index,
+            max: self.max_resource_bytes,
+        }
     }
 
     /// Bytes of complete resources not yet taken.
@@ -486,6 +515,11 @@ impl ListSplitter {
             }
             Stop::Closed(end) => {
                 self.enter(Place::Between, chunk, end + 1);
+                let start = self.ready_bytes();
+                if self.ready.bytes.len() - start > self.max_resource_bytes {
+                    let index = self.ready.first_index + self.ready.len();
+                    self.too_large.get_or_insert(index);
+                }
                 self.ready.ends.push(self.ready.bytes.len());
                 end + 1
             }
@@ -600,6 +634,27 @@ mod tests {
             assert_eq!(header["itemsPerPage"], 3);
             assert_eq!(header["Resources"], serde_json::json!([]));
             assert_eq!(resources, expected_resources, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn a_resource_over_the_bound_is_refused_however_it_arrives() {
+        // Resources[0] is 88 bytes: refused at 87, whole or cut in any chunks.
+        for size in [1, 7, 64, PAGE.len()] {
+            let mut splitter = ListSplitter::with_max_resource_bytes(87);
+            let refused = PAGE
+                .as_bytes()
+                .chunks(size)
+                .find_map(|chunk| splitter.feed(chunk).err());
+            assert_eq!(
+                refused.map(|err| err.to_string()),
+                Some("Resources[0] is over source.max_resource_bytes = 87".to_owned()),
+                "chunks of {size}"
+            );
+            let mut splitter = ListSplitter::with_max_resource_bytes(88);
+            for chunk in PAGE.as_bytes().chunks(size) {
+                splitter.feed(chunk).expect("within the bound");
+            }
         }
     }
 

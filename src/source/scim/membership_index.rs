@@ -10,6 +10,9 @@ use rustc_hash::FxHashMap;
 
 use crate::model::{GroupName, IdDigest};
 
+/// The most users room is made for before they arrive.
+pub const RESERVED_AHEAD: usize = 1 << 20;
+
 /// Users and groups as their listings arrive, in any interleaving. Once the group
 /// listing is complete ([`MembershipIndex::close_groups`]), every user's groups are known
 /// as soon as the user is.
@@ -115,8 +118,12 @@ pub enum MembershipIndexError {
 }
 
 impl MembershipIndex {
-    /// Sizes the id map once the user listing's total is known.
+    /// Sizes the id map once the user listing's total is known: for the whole
+    /// listing, or [`RESERVED_AHEAD`] users when it announces more (what a
+    /// directory announces is not what it delivers), beyond which they grow as
+    /// users arrive.
     pub fn expect_users(&mut self, total: usize) {
+        let total = total.min(RESERVED_AHEAD);
         self.number_of
             .reserve(total.saturating_sub(self.number_of.len()));
         self.user_numbers.reserve_exact(total);

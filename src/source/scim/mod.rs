@@ -38,7 +38,7 @@ use crate::model::{
 use assembly::*;
 use decode::*;
 use list_response::{ListHeader, ListSplitter, PageError, Resources};
-use membership_index::{MembershipIndex, MembershipIndexError};
+use membership_index::{MembershipIndex, MembershipIndexError, RESERVED_AHEAD};
 use paging::*;
 
 const SCIM_JSON: &str = "application/scim+json, application/json";
@@ -73,6 +73,11 @@ pub struct ScimSource {
     subject_attribute: SubjectAttribute,
     attributes: AttributeMap,
     http: DirectoryHttp,
+    /// A listing whose `totalResults` is larger is refused.
+    max_directory_users: usize,
+    /// A page whose body is larger is refused, and so is a larger resource.
+    max_page_bytes: usize,
+    max_resource_bytes: usize,
 }
 
 impl Directory for ScimSource {
@@ -110,7 +115,10 @@ impl ScimSource {
             parallel_pages: config.parallel_pages.get(),
             attributes: attributes.clone(),
             subject_attribute: config.subject_attribute,
-            http: DirectoryHttp::new(http, Arc::new(tokens), SCIM_JSON),
+            http: DirectoryHttp::new(http, Arc::new(tokens), SCIM_JSON, config.max_retry_after),
+            max_directory_users: config.max_directory_users,
+            max_page_bytes: config.max_page_bytes,
+            max_resource_bytes: config.max_resource_bytes,
         }
     }
 
@@ -496,7 +504,7 @@ mod tests {
             parts.send(part(chunk)).expect("the receiver is here");
         }
         drop(parts);
-        let split = decode_parts(arriving, decode);
+        let split = decode_parts(arriving, decode, usize::MAX);
         assert!(undecoded.has_room() && *undecoded.held.bytes.borrow() == 0);
         [whole, split]
     }
@@ -623,5 +631,122 @@ mod tests {
             SubjectAttribute::Id,
         );
         assert_eq!(blank.unwrap_err().reason, "has no id");
+    }
+
+    /// Serves `app` on a free port of 127.0.0.1; returns the SCIM source reading it,
+    /// with `settings` added to its `[source]` table.
+    async fn source_serving(app: axum::Router, settings: &str) -> ScimSource {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = format!("[source]\nkind = \"scim\"\nurl = \"http://{address}/scim/v2\"\nbearer_token = \"t\"\n{settings}\n[target]\nurl = \"https://y.com/api\"\napi_key = \"k\"\n");
+        let config = crate::config::Config::parse(&config, "t", &|_| None).expect("config");
+        let crate::config::SourceKind::Scim(scim) = &config.source.kind else {
+            panic!("a SCIM source");
+        };
+        let http = reqwest::Client::new();
+        let tokens = TokenSource::new(&scim.auth, http.clone());
+        ScimSource::new(scim, &config.source.attributes, http, tokens)
+    }
+
+    /// A whole read, its users planned as they arrive; it must end within 30 s.
+    async fn read_all(source: &ScimSource) -> Result<Read, SourceError> {
+        let (delivery, mut arrivals) = crate::source::delivery::channel(CancellationToken::new());
+        tokio::spawn(async move {
+            while let Some(users) = arrivals.next().await {
+                arrivals.planned(users.len());
+            }
+        });
+        let stop = CancellationToken::new();
+        tokio::time::timeout(Duration::from_secs(30), source.pull(&stop, &delivery))
+            .await
+            .expect("the read ends")
+    }
+
+    fn list_response(total: u64, resources: &str) -> String {
+        format!(r#"{{"totalResults":{total},"itemsPerPage":1,"Resources":[{resources}]}}"#)
+    }
+
+    #[tokio::test]
+    async fn a_directory_announcing_a_trillion_users_is_refused_without_reserving_for_them() {
+        let users = list_response(1_000_000_000_000, r#"{"id":"u1","userName":"ann@x.com"}"#);
+        let app = axum::Router::new()
+            .route(
+                "/scim/v2/Users",
+                axum::routing::get(move || std::future::ready(users.clone())),
+            )
+            .route(
+                "/scim/v2/Groups",
+                axum::routing::get(|| std::future::ready(list_response(0, ""))),
+            );
+        let source = source_serving(app, "").await;
+        let err = read_all(&source).await.expect_err("refused");
+        let said = "totalResults = 1000000000000 is over source.max_directory_users = 5000000";
+        assert!(err.to_string().contains(said), "{err}");
+    }
+
+    /// 64 KiB of a member list: `{"value":"member-id-0000000000"},` over and over.
+    static MEMBERS: std::sync::LazyLock<&'static [u8]> = std::sync::LazyLock::new(|| {
+        let members = r#"{"value":"member-id-0000000000"},"#.repeat(2048);
+        Box::leak(members.into_bytes().into_boxed_slice())
+    });
+
+    /// A body that starts with `start`, then repeats `chunk` for ever.
+    fn endless(start: &'static [u8], chunk: &'static [u8]) -> axum::body::Body {
+        use futures::StreamExt;
+        let start = futures::stream::once(std::future::ready(bytes::Bytes::from_static(start)));
+        let chunks = futures::stream::repeat_with(move || bytes::Bytes::from_static(chunk));
+        axum::body::Body::from_stream(start.chain(chunks).map(Ok::<_, std::io::Error>))
+    }
+
+    #[tokio::test]
+    async fn a_page_that_never_ends_is_refused_at_its_bound() {
+        // A header, then padding for ever: no resource, only the page grows.
+        let app = axum::Router::new()
+            .route(
+                "/scim/v2/Groups",
+                axum::routing::get(|| {
+                    let start = br#"{"totalResults":1,"Resources":[], "x":"#;
+                    std::future::ready(endless(start, &[b' '; 65536]))
+                }),
+            )
+            .route(
+                "/scim/v2/Users",
+                axum::routing::get(|| std::future::ready(list_response(0, ""))),
+            );
+        let source = source_serving(app, "max_page_bytes = 8388608").await;
+        let err = read_all(&source).await.expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("over source.max_page_bytes = 8388608"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resource_that_never_ends_is_refused_at_its_bound() {
+        // One group whose member list goes on for ever.
+        let app = axum::Router::new()
+            .route(
+                "/scim/v2/Groups",
+                axum::routing::get(|| {
+                    let start =
+                        br#"{"totalResults":1,"Resources":[{"id":"g","displayName":"g","members":["#;
+                    std::future::ready(endless(start, *MEMBERS))
+                }),
+            )
+            .route(
+                "/scim/v2/Users",
+                axum::routing::get(|| std::future::ready(list_response(0, ""))),
+            );
+        let source = source_serving(app, "max_resource_bytes = 4194304").await;
+        let err = read_all(&source).await.expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("over source.max_resource_bytes = 4194304"),
+            "{err}"
+        );
     }
 }

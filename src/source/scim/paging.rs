@@ -37,6 +37,15 @@ impl ScimSource {
         let (first_url, first) = read(1).await;
         let first = first?;
         let total = first.total_results;
+        if total > self.max_directory_users {
+            return Err(inconsistent(
+                &first_url,
+                format!(
+                    "totalResults = {total} is over source.max_directory_users = {}",
+                    self.max_directory_users
+                ),
+            ));
+        }
         let page_len = first.resources.len();
         // The server decides the page size (`itemsPerPage`); our `count` is a wish.
         let promised = first.items_per_page.unwrap_or(self.page_size as usize);
@@ -100,18 +109,34 @@ impl ScimSource {
             Ok(response) => response,
             Err(err) => return (url, Err(err)),
         };
+        let too_large = |url: &Url| {
+            let max = self.max_page_bytes;
+            inconsistent(
+                url,
+                format!("the page is over source.max_page_bytes = {max}"),
+            )
+        };
         let part_bytes = match response.content_length() {
+            Some(bytes) if bytes > self.max_page_bytes as u64 => {
+                return (url.clone(), Err(too_large(&url)))
+            }
             Some(bytes) if bytes as usize <= WHOLE_PAGE_BYTES => bytes as usize,
             _ => BODY_PART_BYTES,
         };
         let mut part = undecoded.part(part_bytes);
-        let mut decoder = PageDecoder::new(decode);
+        let mut decoder = PageDecoder::new(decode, self.max_resource_bytes);
+        let mut received = 0usize;
         loop {
             let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(err) => return (url.clone(), Err(unavailable(&url, &err))),
             };
+            received = received.saturating_add(chunk.len());
+            if received > self.max_page_bytes {
+                // The decoder stops once its parts stop coming.
+                return (url.clone(), Err(too_large(&url)));
+            }
             if part.is_full_for(chunk.len()) {
                 let full = std::mem::replace(&mut part, undecoded.part(part_bytes));
                 if !decoder.hand_over(full) {
@@ -165,6 +190,8 @@ pub(super) fn decode_whole<T>(decode: &Decoder<T>, page: &BodyPart) -> Result<Pa
 pub(super) struct PageDecoder<T> {
     pub(super) decode: Decoder<T>,
     pub(super) worker: Option<PartsWorker<T>>,
+    /// A resource larger than this makes the page unusable.
+    pub(super) max_resource_bytes: usize,
 }
 
 pub(super) struct PartsWorker<T> {
@@ -173,10 +200,11 @@ pub(super) struct PartsWorker<T> {
 }
 
 impl<T: Send + 'static> PageDecoder<T> {
-    pub(super) fn new(decode: Decoder<T>) -> Self {
+    pub(super) fn new(decode: Decoder<T>, max_resource_bytes: usize) -> Self {
         Self {
             decode,
             worker: None,
+            max_resource_bytes,
         }
     }
 
@@ -186,7 +214,8 @@ impl<T: Send + 'static> PageDecoder<T> {
         let worker = self.worker.get_or_insert_with(|| {
             let (parts, arriving) = std::sync::mpsc::channel();
             let decode = self.decode.clone();
-            let decoded = tokio::task::spawn_blocking(move || decode_parts(arriving, &decode));
+            let max = self.max_resource_bytes;
+            let decoded = tokio::task::spawn_blocking(move || decode_parts(arriving, &decode, max));
             PartsWorker { parts, decoded }
         });
         worker.parts.send(part).is_ok()
@@ -194,9 +223,14 @@ impl<T: Send + 'static> PageDecoder<T> {
 
     /// Decodes the rest of the page, `last` being its last part.
     pub(super) async fn finish(
-        self,
+        mut self,
         last: BodyPart,
     ) -> Result<Result<Page<T>, String>, tokio::task::JoinError> {
+        // A whole page larger than a resource may be is split, which checks each.
+        if self.worker.is_none() && last.bytes.len() > self.max_resource_bytes {
+            self.hand_over(last);
+            return self.finish_worker().await;
+        }
         let Some(worker) = self.worker else {
             let decode = self.decode;
             return tokio::task::spawn_blocking(move || decode_whole(&decode, &last)).await;
@@ -206,6 +240,17 @@ impl<T: Send + 'static> PageDecoder<T> {
         drop(worker.parts);
         worker.decoded.await
     }
+
+    /// The worker's page, once every part is handed over.
+    async fn finish_worker(self) -> Result<Result<Page<T>, String>, tokio::task::JoinError> {
+        match self.worker {
+            Some(worker) => {
+                drop(worker.parts);
+                worker.decoded.await
+            }
+            None => Ok(Err("the page has no parts".into())),
+        }
+    }
 }
 
 /// Decodes a page as its parts arrive: each part's complete resources are decoded
@@ -213,8 +258,9 @@ impl<T: Send + 'static> PageDecoder<T> {
 pub(super) fn decode_parts<T>(
     arriving: std::sync::mpsc::Receiver<BodyPart>,
     decode: &Decoder<T>,
+    max_resource_bytes: usize,
 ) -> Result<Page<T>, String> {
-    let mut splitter = ListSplitter::default();
+    let mut splitter = ListSplitter::with_max_resource_bytes(max_resource_bytes);
     let mut resources = Vec::new();
     for part in arriving {
         splitter.feed(&part.bytes)?;
