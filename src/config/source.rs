@@ -64,6 +64,8 @@ pub struct SourceConfig {
 
 /// The directory to read, with what only that kind of directory needs.
 #[derive(Debug, Clone)]
+// One per process, read once: boxing the larger kind would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
