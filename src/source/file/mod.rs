@@ -4,6 +4,7 @@
 //! `source.groups_path`. A file that cannot be read completely aborts the run:
 //! a cut-off export must never look like a directory people have left.
 
+mod line_bound;
 mod rows;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,8 @@ pub struct FileSource {
     /// The columns mapped to `slack_id` and `picture`, if any.
     slack_id: Option<String>,
     picture: Option<String>,
+    /// `source.max_resource_bytes`: the longest line read.
+    max_line_bytes: usize,
 }
 
 impl FileSource {
@@ -41,6 +44,7 @@ impl FileSource {
             groups: config.groups.clone(),
             slack_id: column(&attributes.slack_id),
             picture: column(&attributes.picture),
+            max_line_bytes: config.max_resource_bytes,
         }
     }
 
@@ -51,10 +55,10 @@ impl FileSource {
         mut send: impl FnMut(Vec<DirectoryUser>) -> bool,
     ) -> Result<Read, SourceError> {
         let memberships = match &self.groups {
-            Some(groups) => read_groups(groups)?,
+            Some(groups) => read_groups(groups, self.max_line_bytes)?,
             None => HashMap::new(),
         };
-        let mut rows = Rows::open(&self.users)?;
+        let mut rows = Rows::open(&self.users, self.max_line_bytes)?;
         let mut read = Read::default();
         let mut seen = HashSet::new();
         let mut chunk = Vec::with_capacity(CHUNK);
@@ -133,8 +137,11 @@ impl FileSource {
 }
 
 /// The groups export, as each member's groups.
-fn read_groups(file: &ExportFile) -> Result<HashMap<Subject, Vec<GroupName>>, SourceError> {
-    let mut rows = Rows::open(file)?;
+fn read_groups(
+    file: &ExportFile,
+    max_line_bytes: usize,
+) -> Result<HashMap<Subject, Vec<GroupName>>, SourceError> {
+    let mut rows = Rows::open(file, max_line_bytes)?;
     let mut groups = Vec::new();
     while let Some(row) = rows.next_row()? {
         let Some(name) = row

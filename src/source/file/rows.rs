@@ -11,7 +11,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::check_complete;
+use super::line_bound::LineBound;
 use crate::config::{ExportFile, FileFormat};
+
+/// An export file, read with a bound on its lines.
+type Bounded = LineBound<File>;
 use crate::source::SourceError;
 
 /// An open export file.
@@ -23,9 +27,9 @@ pub struct Rows {
 }
 
 enum Format {
-    JsonLines(Lines<BufReader<File>>),
+    JsonLines(Lines<BufReader<Bounded>>),
     Csv {
-        records: csv::Reader<File>,
+        records: csv::Reader<Bounded>,
         columns: Arc<HashMap<String, usize>>,
     },
 }
@@ -41,13 +45,16 @@ pub enum Row {
 
 impl Rows {
     /// Opens `file` once it is known to be complete.
-    pub fn open(file: &ExportFile) -> Result<Self, SourceError> {
+    /// Opens `file` once it is known to be complete; a line longer than
+    /// `max_line_bytes` fails the read.
+    pub fn open(file: &ExportFile, max_line_bytes: usize) -> Result<Self, SourceError> {
         check_complete(file)?;
         let broken = |reason: String| SourceError::File {
             path: file.path.display().to_string(),
             reason,
         };
         let opened = File::open(&file.path).map_err(|err| broken(err.to_string()))?;
+        let opened = LineBound::new(opened, max_line_bytes);
         let format = match file.format {
             FileFormat::JsonLines => Format::JsonLines(BufReader::new(opened).lines()),
             FileFormat::Csv => csv_columns(opened).map_err(broken)?,
@@ -98,7 +105,7 @@ impl Rows {
 }
 
 /// The next non-blank line's object, counting lines in `line`.
-fn next_json(lines: &mut Lines<BufReader<File>>, line: &mut u64) -> Result<Option<Row>, String> {
+fn next_json(lines: &mut Lines<BufReader<Bounded>>, line: &mut u64) -> Result<Option<Row>, String> {
     for text in lines {
         *line += 1;
         let text = text.map_err(|err| err.to_string())?;
@@ -115,7 +122,7 @@ fn next_json(lines: &mut Lines<BufReader<File>>, line: &mut u64) -> Result<Optio
 }
 
 /// A CSV reader past its header row, with the columns the header names.
-fn csv_columns(opened: File) -> Result<Format, String> {
+fn csv_columns(opened: Bounded) -> Result<Format, String> {
     let mut records = csv::Reader::from_reader(opened);
     let headers = records
         .headers()

@@ -22,6 +22,7 @@ fn source(users: ExportFile, groups: Option<ExportFile>) -> FileSource {
         groups,
         slack_id: Some("slack".into()),
         picture: None,
+        max_line_bytes: 4096,
     }
 }
 
@@ -138,6 +139,11 @@ async fn an_export_that_cannot_be_read_completely_fails_the_read() {
             "active must be true or false",
         ),
         ("empty.jsonl", "", "the file is empty"),
+        (
+            "long.jsonl",
+            &format!("{{\"id\": \"u1\", \"name\": \"{}\"}}\n", "x".repeat(5000)),
+            "a line is longer than source.max_resource_bytes = 4096",
+        ),
         (
             "short.csv",
             "id,email\nu1,a@x.com\nu2\n",
