@@ -126,6 +126,7 @@ struct RawTarget {
     timeout_secs: Option<i64>,
     ca_file: Option<PathBuf>,
     max_retry_after_secs: Option<i64>,
+    max_error_body_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +197,8 @@ pub struct TargetConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// The longest `Retry-After` honoured; a longer one fails the request.
     pub max_retry_after: Duration,
+    /// The most of an error answer's body read, for its message.
+    pub max_error_body_bytes: usize,
 }
 
 /// How the gateway API key is sent.
@@ -511,6 +514,11 @@ impl RawTarget {
                 self.max_retry_after_secs.unwrap_or(300),
                 "300",
             )?,
+            max_error_body_bytes: count(
+                "target.max_error_body_bytes",
+                self.max_error_body_bytes.unwrap_or(64 * 1024),
+                "65536",
+            )?,
         })
     }
 }
@@ -687,6 +695,12 @@ fn positive(key: &'static str, value: i64, example: &str) -> Result<NonZeroU32, 
                 ),
             )
         })
+}
+
+/// A positive number of things (users, bytes), as [`positive`] checks it.
+fn count(key: &'static str, value: i64, example: &str) -> Result<usize, ConfigError> {
+    let value = positive(key, value, example)?;
+    usize::try_from(value.get()).map_err(|_| invalid(key, "is too large for this platform"))
 }
 
 /// A positive number of seconds, as [`positive`] checks it.

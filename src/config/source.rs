@@ -8,8 +8,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    ca_bundle, http_url, invalid, no_plain_http, optional_secret, positive, seconds, ConfigError,
-    Secret, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
+    ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
+    ConfigError, Secret, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
 
 #[derive(Debug, Deserialize)]
@@ -368,12 +368,6 @@ impl RawSource {
             max_resource_bytes,
         })
     }
-}
-
-/// A positive number of things (users, bytes), as [`positive`] checks it.
-fn count(key: &'static str, value: i64, example: &str) -> Result<usize, ConfigError> {
-    let value = positive(key, value, example)?;
-    usize::try_from(value.get()).map_err(|_| invalid(key, "is too large for this platform"))
 }
 
 /// A static bearer token or an OIDC client: exactly one.

@@ -24,6 +24,8 @@ pub struct HoopClient {
     base: Url,
     /// The longest `Retry-After` waited for; a longer one ends the request.
     max_retry_after: WaitBound,
+    /// `target.max_error_body_bytes`: the most of an error body read.
+    max_error_body_bytes: usize,
 }
 
 /// The body of `POST /users` (the spec's `openapi.User`, only the fields idsync owns).
@@ -71,6 +73,7 @@ impl HoopClient {
                 max: config.max_retry_after,
                 key: "target.max_retry_after_secs",
             },
+            max_error_body_bytes: config.max_error_body_bytes,
         })
     }
 
@@ -189,7 +192,7 @@ impl HoopClient {
                 },
             },
             class => {
-                let message = message_of(response).await;
+                let message = message_of(response, self.max_error_body_bytes).await;
                 match class {
                     Class::Unauthorized => Answer::Unauthorized {
                         status: status.as_u16(),
@@ -215,16 +218,14 @@ impl HoopClient {
     }
 }
 
-/// The most of an error body read: the rest is left unread.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-
 /// The gateway's `{"message": ...}`, else the start of the body; from the first
-/// [`MAX_ERROR_BODY_BYTES`] of it, read in chunks, and then `… (truncated)`.
-async fn message_of(mut response: reqwest::Response) -> String {
+/// `max_bytes` of it, read in chunks (the rest is left unread), and then
+/// `… (truncated)`.
+async fn message_of(mut response: reqwest::Response, max_bytes: usize) -> String {
     let mut body = Vec::new();
     let mut truncated = false;
     while let Ok(Some(chunk)) = response.chunk().await {
-        let room = MAX_ERROR_BODY_BYTES - body.len();
+        let room = max_bytes - body.len();
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if chunk.len() > room {
             truncated = true;
@@ -264,7 +265,7 @@ mod tests {
             .expect("bind");
         let address = listener.local_addr().expect("address");
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let config = format!("[source]\nkind = \"scim\"\nurl = \"https://x.com\"\nbearer_token = \"t\"\n[target]\nurl = \"http://{address}/api\"\napi_key = \"k\"\n");
+        let config = format!("[source]\nkind = \"scim\"\nurl = \"https://x.com\"\nbearer_token = \"t\"\n[target]\nurl = \"http://{address}/api\"\napi_key = \"k\"\nmax_error_body_bytes = 4096\n");
         let config = crate::config::Config::parse(&config, "t", &|_| None).expect("config");
         let client = HoopClient::new(&config.target, reqwest::Client::builder()).expect("client");
         let profile = Profile {
@@ -278,7 +279,7 @@ mod tests {
             panic!("a rejection");
         };
         assert_eq!(status, 400);
-        assert!(message.len() <= 64 * 1024, "{} bytes", message.len());
+        assert!(message.len() <= 4096 + 20, "{} bytes", message.len());
         assert!(message.ends_with("(truncated)"), "{message}");
     }
 }
