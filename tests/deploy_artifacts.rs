@@ -2,10 +2,14 @@
 //! - `systemd/`: `systemd-analyze verify` is clean and `systemd-analyze security`
 //!   rates each service's exposure at or below 2.0; the daemon and the one-shot
 //!   unit share one sandbox; `systemd/idsync.toml` loads with `$CREDENTIALS_DIRECTORY`.
-//! - `deploy/kubernetes/` (sidecar) and `deploy/kubernetes/cronjob/`: rendered by
-//!   `kubectl kustomize`, turned into JSON by `kubectl patch --local` (no cluster
-//!   needed), then security context, probes, volumes, resources and the CronJob's
-//!   policy are checked, and the config maps load with idsync's own config loader.
+//! - `deploy/kubernetes/example/` (a stand-in gateway Deployment with the sidecar
+//!   component `deploy/kubernetes/component/`) and `deploy/kubernetes/cronjob/`:
+//!   rendered by `kubectl kustomize`, turned into JSON by `kubectl patch --local`
+//!   (no cluster needed), then security context, probes, volumes, resources, the
+//!   generated config maps' hash suffixes and the CronJob's policy are checked, and
+//!   the config maps load with idsync's own config loader. The component holds no
+//!   Deployment (only patches), patches only the labelled Deployment, and a config
+//!   change renames the config map the pod mounts.
 //! - `deploy/Dockerfile`: multi-stage, non-root user, `ENTRYPOINT ["idsync"]`.
 //!
 //! Needs `systemd-analyze` (Debian package `systemd`, 252 or newer for `--offline`)
@@ -385,8 +389,13 @@ fn systemd_config_loads_with_credentials_directory() {
 /// The objects `kubectl kustomize DIR` renders, as JSON (through `kubectl patch
 /// --local` with an empty patch, which needs no cluster).
 fn kustomize(dir: &str) -> Vec<Value> {
+    kustomize_at(&repo().join(dir))
+}
+
+/// [`kustomize`] of a folder anywhere (say a temporary overlay).
+fn kustomize_at(dir: &Path) -> Vec<Value> {
     let mut render = Command::new("kubectl");
-    render.arg("kustomize").arg(repo().join(dir));
+    render.arg("kustomize").arg(dir);
     let yaml = run(&mut render, None);
     assert!(yaml.status.success(), "{}", describe(&render, &yaml));
     to_json(&yaml.stdout)
@@ -533,29 +542,121 @@ fn port_number(container: &Value, port: &Value) -> u64 {
     }
 }
 
+/// The label the component's patches select the gateway Deployment by.
+const SIDECAR_LABEL: (&str, &str) = ("idsync/sidecar", "true");
+
+fn objects_of<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn container<'a>(pod_spec: &'a Value, name: &str) -> &'a Value {
+    pod_spec["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {pod_spec:#}"))
+}
+
+/// The name kustomize's configMapGenerator gives `base`: `base-` and a content hash.
+fn assert_hash_suffixed(name: &str, base: &str) {
+    let suffix = name
+        .strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .unwrap_or_else(|| panic!("{name} should be {base}-<hash>"));
+    assert!(
+        suffix.len() >= 5 && suffix.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{name} should end in a content hash"
+    );
+}
+
+/// Copies `deploy/kubernetes/component/` into `dir/component/`, so a test can put
+/// overlays of its own next to it (kustomize refuses absolute component paths).
+fn copy_component(dir: &Path) -> PathBuf {
+    let from = repo().join("deploy/kubernetes/component");
+    let to = dir.join("component");
+    std::fs::create_dir(&to).expect("mkdir component");
+    for entry in std::fs::read_dir(&from).expect("component/") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
+    }
+    to
+}
+
+fn write_overlay(dir: &Path, resources: &str) -> PathBuf {
+    let overlay = dir.join("overlay");
+    std::fs::create_dir(&overlay).expect("mkdir overlay");
+    std::fs::write(overlay.join("resources.yaml"), resources).expect("resources");
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources:\n  - resources.yaml\ncomponents:\n  - ../component\n",
+    )
+    .expect("kustomization");
+    overlay
+}
+
 #[test]
-fn kubernetes_sidecar_is_locked_down_probed_and_wired() {
-    let objects = kustomize("deploy/kubernetes");
+fn kubernetes_example_adds_the_sidecar_to_the_users_gateway() {
+    let objects = kustomize("deploy/kubernetes/example");
     assert!(
         !objects
             .iter()
             .any(|o| o["kind"] == "Secret" || o["kind"] == "CronJob"),
-        "the base holds neither the example Secret nor the CronJob"
+        "neither the example Secret nor the CronJob"
     );
-    let deployment = object(&objects, "Deployment");
+    // One Deployment, the user's: the component adds none of its own.
+    let deployments = objects_of(&objects, "Deployment");
+    assert_eq!(deployments.len(), 1, "only the gateway's Deployment");
+    let deployment = deployments[0];
+    assert_eq!(deployment["metadata"]["name"], "hoopgateway");
+    assert_eq!(
+        deployment["metadata"]["labels"][SIDECAR_LABEL.0],
+        SIDECAR_LABEL.1
+    );
     assert_eq!(deployment["spec"]["replicas"], 1, "one writer of the cache");
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert!(deployment["spec"]["strategy"]["rollingUpdate"].is_null());
     let pod = &deployment["spec"]["template"]["spec"];
     let containers = pod["containers"].as_array().expect("containers");
-    assert!(
-        containers
-            .iter()
-            .any(|c| str_at(c, "/image").starts_with("hoophq/hoop:")),
-        "the gateway container"
+    assert_eq!(containers.len(), 2, "the gateway and idsync");
+    // The gateway's container stays first: the default of kubectl logs and exec.
+    assert_eq!(containers[0]["name"], "hoopgateway");
+    assert!(str_at(&containers[0], "/image").starts_with("hoophq/hoop:"));
+    assert_eq!(
+        port_number(&containers[0], &Value::from("api")),
+        8009,
+        "the API idsync.toml points at"
     );
+    assert_eq!(containers[1]["name"], "idsync");
     let idsync = check_idsync_pod(pod, &objects);
+    assert_eq!(
+        str_at(idsync, "/image"),
+        "registry.example.com/idsync:0.1.0",
+        "set by the component's images:"
+    );
+    let args: Vec<&str> = idsync["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg"))
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "--config",
+            "/etc/idsync/idsync.toml",
+            "--log-format",
+            "json"
+        ]
+    );
 
-    let config = check_config_map(&objects, "deploy/kubernetes/configmap.yaml");
+    // The generated ConfigMap: a hash suffix, and the pod mounts that very name
+    // (check_idsync_pod compared the volume with it), so a config change rolls it.
+    let config_map = object(&objects, "ConfigMap");
+    assert_hash_suffixed(str_at(config_map, "/metadata/name"), "idsync-config");
+
+    let config = check_config_map(&objects, "deploy/kubernetes/component/idsync.toml");
     let listen = config.service.listen.expect("[service] listen");
     assert!(
         listen.ip().is_unspecified(),
@@ -579,6 +680,189 @@ fn kubernetes_sidecar_is_locked_down_probed_and_wired() {
         Some("127.0.0.1"),
         "the gateway in the pod"
     );
+}
+
+/// `(kind, file)` of every top-level `kind:` line of the YAML files in `dir`.
+fn top_level_kinds(dir: &Path) -> Vec<(String, String)> {
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if !name.ends_with(".yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read yaml");
+        for line in text.lines() {
+            if let Some(kind) = line.strip_prefix("kind:") {
+                kinds.push((kind.trim().to_owned(), name.clone()));
+            }
+        }
+    }
+    kinds.sort();
+    kinds
+}
+
+/// The items of the top-level YAML list `key:` in `text` (`- item` or `- path: item`).
+fn list_items(text: &str, key: &str) -> Vec<String> {
+    let header = format!("{key}:");
+    let mut lines = text.lines().skip_while(|line| line.trim_end() != header);
+    assert!(lines.next().is_some(), "no {header} in {text}");
+    lines
+        .take_while(|line| line.is_empty() || line.starts_with(' ') || line.starts_with('#'))
+        .filter_map(|line| line.trim().strip_prefix("- "))
+        .map(|item| item.trim_start_matches("path:").trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn kubernetes_component_holds_no_deployment_only_patches() {
+    let dir = repo().join("deploy/kubernetes/component");
+    let kustomization = read("deploy/kubernetes/component/kustomization.yaml");
+    assert!(kustomization.contains("\napiVersion: kustomize.config.k8s.io/v1alpha1\n"));
+    assert!(kustomization.contains("\nkind: Component\n"));
+    assert_eq!(list_items(&kustomization, "resources"), ["pvc.yaml"]);
+    let patches = list_items(&kustomization, "patches");
+    assert_eq!(patches, ["sidecar-pod.yaml", "sidecar-container.yaml"]);
+    let selector = format!("labelSelector: {}={}", SIDECAR_LABEL.0, SIDECAR_LABEL.1);
+    assert_eq!(
+        kustomization.matches(&selector).count(),
+        patches.len(),
+        "every patch targets the labelled Deployment"
+    );
+    assert!(
+        !kustomization.contains("    name:"),
+        "the patches select by label, not by a fixed name"
+    );
+    // The one Deployment in the folder is the strategic merge patch; the JSON
+    // patch has no kind; nothing else describes a workload.
+    assert_eq!(
+        top_level_kinds(&dir),
+        [
+            ("Component".to_owned(), "kustomization.yaml".to_owned()),
+            ("Deployment".to_owned(), "sidecar-pod.yaml".to_owned()),
+            ("PersistentVolumeClaim".to_owned(), "pvc.yaml".to_owned()),
+        ]
+    );
+}
+
+/// The patches land on the labelled Deployment only, keep what the gateway had,
+/// and turn a rolling update into Recreate (the cache has one writer).
+#[test]
+fn kubernetes_component_patches_only_the_labelled_deployment() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_component(dir.path());
+    let overlay = write_overlay(
+        dir.path(),
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: my-gateway
+  labels: {idsync/sidecar: "true", app.kubernetes.io/name: hoopgateway}
+spec:
+  replicas: 3
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  selector: {matchLabels: {app: my-gateway}}
+  template:
+    metadata: {labels: {app: my-gateway}}
+    spec:
+      securityContext: {runAsNonRoot: true}
+      containers:
+        - {name: gateway, image: "hoophq/hoop:1", volumeMounts: [{name: data, mountPath: /data}]}
+      volumes: [{name: data, emptyDir: {}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: unlabelled
+  labels: {app.kubernetes.io/name: hoopgateway}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: unlabelled}}
+  template:
+    metadata: {labels: {app: unlabelled}}
+    spec:
+      containers: [{name: other, image: "other:1"}]
+"#,
+    );
+    let objects = kustomize_at(&overlay);
+    let deployment = |name: &str| -> &Value {
+        objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"))
+    };
+
+    let gateway = deployment("my-gateway");
+    assert_eq!(gateway["spec"]["replicas"], 1);
+    assert_eq!(
+        gateway["spec"]["strategy"],
+        serde_json::json!({"type": "Recreate"})
+    );
+    let pod = &gateway["spec"]["template"]["spec"];
+    let names: Vec<&str> = pod["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .map(|c| str_at(c, "/name"))
+        .collect();
+    assert_eq!(names, ["gateway", "idsync"]);
+    assert_eq!(container(pod, "gateway")["volumeMounts"][0]["name"], "data");
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"] == "data" && v["emptyDir"].is_object()),
+        "the gateway's own volume is kept"
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "kept");
+    check_idsync_pod(pod, &objects);
+
+    let other = deployment("unlabelled");
+    assert_eq!(other["spec"]["replicas"], 2);
+    let pod = &other["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"].as_array().expect("containers").len(), 1);
+    assert!(pod["volumes"].is_null() && pod["securityContext"].is_null());
+}
+
+/// A changed idsync.toml gives the ConfigMap a new name, which the pod template
+/// follows: that change of the template is what rolls the pod.
+#[test]
+fn kubernetes_config_change_renames_the_config_map_in_the_pod() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let component = copy_component(dir.path());
+    let gateway = read("deploy/kubernetes/example/gateway.yaml");
+    let overlay = write_overlay(dir.path(), &gateway);
+    let mounted = |objects: &[Value]| -> (String, String) {
+        let name = str_at(object(objects, "ConfigMap"), "/metadata/name").to_owned();
+        let pod = &object(objects, "Deployment")["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == "idsync-config")
+            .expect("idsync-config volume");
+        (name, str_at(volume, "/configMap/name").to_owned())
+    };
+    let (before, before_in_pod) = mounted(&kustomize_at(&overlay));
+    assert_eq!(before, before_in_pod);
+    assert_hash_suffixed(&before, "idsync-config");
+
+    let toml = component.join("idsync.toml");
+    let text = std::fs::read_to_string(&toml).expect("read idsync.toml");
+    std::fs::write(
+        &toml,
+        text.replace("run_on_start = true", "run_on_start = false"),
+    )
+    .expect("write idsync.toml");
+    let (after, after_in_pod) = mounted(&kustomize_at(&overlay));
+    assert_eq!(after, after_in_pod);
+    assert_hash_suffixed(&after, "idsync-config");
+    assert_ne!(before, after, "a config change must rename the ConfigMap");
 }
 
 #[test]
@@ -608,11 +892,15 @@ fn kubernetes_cronjob_forbids_overlap_and_runs_sync_now() {
     );
     check_config_map(&objects, "deploy/kubernetes/cronjob/idsync.toml");
 
-    let base = kustomize("deploy/kubernetes");
+    assert_hash_suffixed(
+        str_at(object(&objects, "ConfigMap"), "/metadata/name"),
+        "idsync-config",
+    );
+    let sidecar = kustomize("deploy/kubernetes/example");
     assert_eq!(
         object(&objects, "PersistentVolumeClaim"),
-        object(&base, "PersistentVolumeClaim"),
-        "cronjob/pvc.yaml should stay the same as pvc.yaml"
+        object(&sidecar, "PersistentVolumeClaim"),
+        "cronjob/pvc.yaml should stay the same as component/pvc.yaml"
     );
 }
 
