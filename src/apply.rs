@@ -146,7 +146,12 @@ impl Applier {
 
     /// Every user of the gateway (one request, retried like the others).
     pub async fn inventory(&self, stop: &CancellationToken) -> Result<Vec<GatewayUser>, Outcome> {
-        match self.with_retries(stop, || self.target.list_users()).await {
+        // A shutdown ends the listing at once, even mid-request.
+        let listing = tokio::select! {
+            listing = self.with_retries(stop, || self.target.list_users()) => listing,
+            () = stop.cancelled() => return Err(Outcome::Interrupted),
+        };
+        match listing {
             (Ok(Answer::Done(users)), _) => Ok(users),
             (settled, _) => Err(outcome_of(settled)),
         }

@@ -31,6 +31,34 @@ async fn hanging_directory() -> (String, Arc<AtomicUsize>) {
     (format!("http://{address}"), asked)
 }
 
+/// A directory of one user beside a gateway whose user listing never answers.
+/// Returns its address and the number of listing requests the gateway received.
+async fn hanging_gateway() -> (String, Arc<AtomicUsize>) {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let hang = move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<String>()
+    };
+    let list = |resources: &'static str, total: usize| {
+        format!(
+            r#"{{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":{total},"itemsPerPage":{total},"startIndex":1,"Resources":[{resources}]}}"#
+        )
+    };
+    let users = list(r#"{"id":"u1","userName":"ann@example.com"}"#, 1);
+    let groups = list("", 0);
+    let app = axum::Router::new()
+        .route("/scim/Users", get(move || async move { users }))
+        .route("/scim/Groups", get(move || async move { groups }))
+        .route("/api/users", get(hang));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}"), asked)
+}
+
 /// A config for `base` with its cache in `dir`; `extra` goes at the end.
 fn write_config(dir: &Path, base: &str, extra: &str) -> PathBuf {
     let path = dir.join("idsync.toml");
@@ -68,8 +96,20 @@ async fn wait_output(mut child: Child, limit: Duration) -> (Output, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_hanging_directory_request_aborts_with_exit_3_and_a_record() {
     let (base, asked) = hanging_directory().await;
+    sigterm_mid_request_aborts_with_exit_3_and_a_record(&base, &asked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hanging_gateway_listing_aborts_with_exit_3_and_a_record() {
+    let (base, asked) = hanging_gateway().await;
+    sigterm_mid_request_aborts_with_exit_3_and_a_record(&base, &asked).await;
+}
+
+/// Runs `--sync-now` against `base`, sends SIGTERM once a request hangs there,
+/// and checks the exit code, the summary and the run record.
+async fn sigterm_mid_request_aborts_with_exit_3_and_a_record(base: &str, asked: &AtomicUsize) {
     let dir = TempDir::new().expect("tempdir");
-    let config = write_config(dir.path(), &base, "");
+    let config = write_config(dir.path(), base, "");
     let child = idsync(&config)
         .arg("--sync-now")
         .stdout(Stdio::piped())

@@ -448,6 +448,10 @@ impl Syncer {
                     reading.cancel();
                     return Err(SyncError::TargetMisconfigured(reason));
                 }
+                Err(Outcome::Interrupted) => {
+                    reading.cancel();
+                    return Err(SourceError::Interrupted.into());
+                }
                 Err(outcome) => {
                     events::inventory_unavailable(&outcome);
                     None
