@@ -726,7 +726,8 @@ mod tests {
     use super::*;
     use crate::model::{GroupName, UnusableEntry};
 
-    fn user(subject: &str, email: &str) -> DirectoryUser {
+    /// An active user in two groups, named after its subject.
+    pub(super) fn user(subject: &str, email: &str) -> DirectoryUser {
         DirectoryUser {
             subject: Subject::new(subject),
             active: true,

@@ -208,19 +208,8 @@ fn over_limits(user: &DirectoryUser) -> Option<String> {
 mod tests {
     use super::*;
     use crate::cache::SubjectState;
-    use crate::model::{Email, GroupName, Subject};
-
-    fn user(subject: &str, email: &str) -> DirectoryUser {
-        DirectoryUser {
-            subject: Subject::new(subject),
-            active: true,
-            email: Email::parse(email),
-            name: Some(format!("User {subject}")),
-            groups: vec![GroupName::new("dba"), GroupName::new("sre")],
-            slack_id: None,
-            picture: None,
-        }
-    }
+    use crate::model::GroupName;
+    use crate::plan::tests::user;
 
     fn ann() -> DirectoryUser {
         user("s1", "ann@x.com")
