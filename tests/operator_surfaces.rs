@@ -10,33 +10,21 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use tempfile::TempDir;
 
-/// A directory whose SCIM listings never answer, beside a gateway with no users.
-/// Returns its address and the number of listing requests it received.
-async fn hanging_directory() -> (String, Arc<AtomicUsize>) {
-    let asked = Arc::new(AtomicUsize::new(0));
-    let counter = asked.clone();
-    let hang = move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        std::future::pending::<String>()
-    };
-    let app = axum::Router::new()
-        .route("/scim/Users", get(hang.clone()))
-        .route("/scim/Groups", get(hang))
-        .route("/api/users", get(|| async { "[]" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{address}"), asked)
+/// Which requests never answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hang {
+    /// The directory's SCIM listings; the gateway has no users.
+    Directory,
+    /// The gateway's user listing; the directory lists one user.
+    Gateway,
 }
 
-/// A directory of one user beside a gateway whose user listing never answers.
-/// Returns its address and the number of listing requests the gateway received.
-async fn hanging_gateway() -> (String, Arc<AtomicUsize>) {
+/// A directory and a gateway on one address, where `hang`'s requests never
+/// answer. Returns the address and how many hanging requests arrived.
+async fn hanging_peers(hang: Hang) -> (String, Arc<AtomicUsize>) {
     let asked = Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
-    let hang = move || {
+    let pending = move || {
         counter.fetch_add(1, Ordering::SeqCst);
         std::future::pending::<String>()
     };
@@ -47,10 +35,16 @@ async fn hanging_gateway() -> (String, Arc<AtomicUsize>) {
     };
     let users = list(r#"{"id":"u1","userName":"ann@example.com"}"#, 1);
     let groups = list("", 0);
-    let app = axum::Router::new()
-        .route("/scim/Users", get(move || async move { users }))
-        .route("/scim/Groups", get(move || async move { groups }))
-        .route("/api/users", get(hang));
+    let app = match hang {
+        Hang::Directory => axum::Router::new()
+            .route("/scim/Users", get(pending.clone()))
+            .route("/scim/Groups", get(pending))
+            .route("/api/users", get(|| async { "[]" })),
+        Hang::Gateway => axum::Router::new()
+            .route("/scim/Users", get(move || async move { users }))
+            .route("/scim/Groups", get(move || async move { groups }))
+            .route("/api/users", get(pending)),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -95,13 +89,13 @@ async fn wait_output(mut child: Child, limit: Duration) -> (Output, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_hanging_directory_request_aborts_with_exit_3_and_a_record() {
-    let (base, asked) = hanging_directory().await;
+    let (base, asked) = hanging_peers(Hang::Directory).await;
     sigterm_mid_request_aborts_with_exit_3_and_a_record(&base, &asked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_hanging_gateway_listing_aborts_with_exit_3_and_a_record() {
-    let (base, asked) = hanging_gateway().await;
+    let (base, asked) = hanging_peers(Hang::Gateway).await;
     sigterm_mid_request_aborts_with_exit_3_and_a_record(&base, &asked).await;
 }
 
