@@ -434,6 +434,16 @@ fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no string at {pointer} in {value:#}"))
 }
 
+/// A container's `args`, as text.
+fn args_of(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg"))
+        .collect()
+}
+
 /// Checks the idsync container of `pod_spec` and its volumes against the objects
 /// rendered with it; returns the container.
 fn check_idsync_pod<'a>(pod_spec: &'a Value, objects: &[Value]) -> &'a Value {
@@ -635,12 +645,7 @@ fn kubernetes_example_adds_the_sidecar_to_the_users_gateway() {
         "registry.example.com/idsync:0.1.0",
         "set by the component's images:"
     );
-    let args: Vec<&str> = idsync["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string arg"))
-        .collect();
+    let args = args_of(idsync);
     assert_eq!(
         args,
         [
@@ -879,12 +884,7 @@ fn kubernetes_cronjob_forbids_overlap_and_runs_sync_now() {
     let pod = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
     let idsync = check_idsync_pod(pod, &objects);
-    let args: Vec<&str> = idsync["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string arg"))
-        .collect();
+    let args = args_of(idsync);
     assert!(args.contains(&"--sync-now"), "{args:?}");
     assert!(
         args.windows(2).any(|w| w == ["--log-format", "json"]),

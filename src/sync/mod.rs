@@ -140,34 +140,18 @@ pub enum SetupError {
     Source(#[from] SourceError),
 }
 
-/// The directory source and the gateway client, as the config describes them.
-fn clients(config: &Config) -> Result<(Box<dyn Directory>, HoopClient), SetupError> {
-    let source = source::open(&config.source)?;
+/// The gateway client, as the config describes it.
+fn gateway_client(config: &Config) -> Result<HoopClient, SetupError> {
     let builder = crate::http::client_builder(config.target.ca_pem.as_deref())
         .map_err(|err| TargetError::Client(crate::error_chain(&err)))?;
-    Ok((source, HoopClient::new(&config.target, builder)?))
+    Ok(HoopClient::new(&config.target, builder)?)
 }
 
 impl Syncer {
     /// Builds the clients and opens the cache. A dry run reads the gateway but writes
     /// nothing, and a cache that does not exist yet is not created.
     pub fn new(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
-        let cache = if uses_cache(config, mode) {
-            let cache = Cache::open_for(&config.cache.path, mode.dry_run)?;
-            Some(CacheOpening::open(cache))
-        } else {
-            None
-        };
-        Self::with_cache(config, mode, cache)
-    }
-
-    /// As [`Syncer::new`], for a process that makes one run (`--sync-now`): the
-    /// cache opens while the run starts reading the directory, and a cache that
-    /// cannot be opened aborts the run before it plans anything.
-    pub fn for_one_run(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
-        let cache =
-            uses_cache(config, mode).then(|| CacheOpening::start(&config.cache.path, mode.dry_run));
-        Self::with_cache(config, mode, cache)
+        Self::with_source(config, mode, source::open(&config.source)?)
     }
 
     /// As [`Syncer::new`], reading `source` instead of the configured directory:
@@ -177,17 +161,31 @@ impl Syncer {
         mode: RunMode,
         source: Box<dyn Directory>,
     ) -> Result<Self, SetupError> {
-        let mut syncer = Self::new(config, mode)?;
-        syncer.source = source;
-        Ok(syncer)
+        let cache = if uses_cache(config, mode) {
+            let cache = Cache::open_for(&config.cache.path, mode.dry_run)?;
+            Some(CacheOpening::open(cache))
+        } else {
+            None
+        };
+        Self::with_cache(config, mode, cache, source)
+    }
+
+    /// As [`Syncer::new`], for a process that makes one run (`--sync-now`): the
+    /// cache opens while the run starts reading the directory, and a cache that
+    /// cannot be opened aborts the run before it plans anything.
+    pub fn for_one_run(config: &Config, mode: RunMode) -> Result<Self, SetupError> {
+        let cache =
+            uses_cache(config, mode).then(|| CacheOpening::start(&config.cache.path, mode.dry_run));
+        Self::with_cache(config, mode, cache, source::open(&config.source)?)
     }
 
     fn with_cache(
         config: &Config,
         mode: RunMode,
         cache: Option<CacheOpening>,
+        source: Box<dyn Directory>,
     ) -> Result<Self, SetupError> {
-        let (source, client) = clients(config)?;
+        let client = gateway_client(config)?;
         let target = if mode.dry_run {
             Target::DryRun(client)
         } else {
@@ -220,7 +218,7 @@ impl Syncer {
     pub async fn probe(
         config: &Config,
     ) -> Result<Vec<(&'static str, Result<String, String>)>, SetupError> {
-        let (source, client) = clients(config)?;
+        let (source, client) = (source::open(&config.source)?, gateway_client(config)?);
         let directory = source.probe().await.map_err(|err| err.to_string());
         let gateway = match client.server_info().await {
             crate::target::Answer::Done(info) => Ok(format!(
