@@ -12,6 +12,41 @@ use super::{
     ConfigError, Secret, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
 
+/// The `[source]` keys each kind reads; any other key given is refused.
+const SCIM_KEYS: &[&str] = &[
+    "source.url",
+    "source.page_size",
+    "source.subject_attribute",
+    "source.bearer_token",
+    "source.bearer_token_file",
+    "source.oidc",
+    "source.ca_file",
+    "source.parallel_pages",
+    "source.timeout_secs",
+    "source.max_retry_after_secs",
+    "source.max_directory_users",
+    "source.max_page_bytes",
+    "source.max_resource_bytes",
+];
+const FILE_KEYS: &[&str] = &[
+    "source.path",
+    "source.format",
+    "source.groups_path",
+    "source.max_resource_bytes",
+];
+
+/// The keys `kind` reads, or why there is no such kind.
+fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
+    match kind {
+        "scim" => Ok(SCIM_KEYS),
+        "file" => Ok(FILE_KEYS),
+        other => Err(invalid(
+            "source.kind",
+            format!("must be \"scim\" or \"file\", such as kind = \"scim\"; got {other:?}"),
+        )),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
@@ -32,6 +67,7 @@ pub(super) struct RawSource {
     max_directory_users: Option<i64>,
     max_page_bytes: Option<i64>,
     max_resource_bytes: Option<i64>,
+    incremental: Option<bool>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -60,6 +96,18 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Where `slack_id` and `picture` come from, when mapped.
     pub attributes: AttributeMap,
+    /// Whether a source that can read only what changed does so between full reads.
+    pub incremental: Incremental,
+}
+
+/// `source.incremental`, with `sync.full_read_every_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incremental {
+    /// Every read is a full read.
+    Off,
+    /// Changes only, with a full read at least this often (and whenever the
+    /// directory refuses the position it is given).
+    On { full_read_every: Duration },
 }
 
 /// The directory to read, with what only that kind of directory needs.
@@ -205,37 +253,33 @@ pub enum ClientAuthMethod {
 impl RawSource {
     pub(super) fn validate(
         self,
+        full_read_every: Duration,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<SourceConfig, ConfigError> {
         let attributes = self.attributes.validate()?;
-        let kind = match self.kind.as_str() {
-            "scim" => SourceKind::Scim(self.scim(env)?),
-            "file" => SourceKind::File(self.file(&attributes)?),
-            other => {
-                return Err(invalid(
-                    "source.kind",
-                    format!("must be \"scim\" or \"file\", such as kind = \"scim\"; got {other:?}"),
-                ))
-            }
+        self.refuse_unused(keys_of(&self.kind)?)?;
+        let incremental = match self.incremental {
+            Some(true) => Incremental::On { full_read_every },
+            Some(false) | None => Incremental::Off,
         };
-        Ok(SourceConfig { kind, attributes })
+        let kind = match self.kind.as_str() {
+            "file" => SourceKind::File(self.file(&attributes)?),
+            _ => SourceKind::Scim(self.scim(env)?),
+        };
+        Ok(SourceConfig {
+            kind,
+            attributes,
+            incremental,
+        })
     }
 
-    /// Keys of one kind given to another are refused, not ignored: the operator
-    /// meant something by them.
-    fn refuse_unused(&self, unused: &[(&'static str, bool)]) -> Result<(), ConfigError> {
-        match unused.iter().find(|(_, given)| *given) {
-            Some((key, _)) => Err(invalid(
-                key,
-                format!("is not used by kind = {:?}; remove it", self.kind),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    fn file(&self, attributes: &AttributeMap) -> Result<FileConfig, ConfigError> {
-        self.refuse_unused(&[
+    /// The optional keys given, by their full names.
+    fn given(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
             ("source.url", self.url.is_some()),
+            ("source.path", self.path.is_some()),
+            ("source.format", self.format.is_some()),
+            ("source.groups_path", self.groups_path.is_some()),
             ("source.page_size", self.page_size.is_some()),
             ("source.subject_attribute", self.subject_attribute.is_some()),
             ("source.bearer_token", self.bearer_token.is_some()),
@@ -253,7 +297,29 @@ impl RawSource {
                 self.max_directory_users.is_some(),
             ),
             ("source.max_page_bytes", self.max_page_bytes.is_some()),
-        ])?;
+            (
+                "source.max_resource_bytes",
+                self.max_resource_bytes.is_some(),
+            ),
+            ("source.incremental", self.incremental.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, given)| given.then_some(key))
+    }
+
+    /// Keys of one kind given to another are refused, not ignored: the operator
+    /// meant something by them.
+    fn refuse_unused(&self, uses: &[&str]) -> Result<(), ConfigError> {
+        match self.given().find(|key| !uses.contains(key)) {
+            Some(key) => Err(invalid(
+                key,
+                format!("is not used by kind = {:?}; remove it", self.kind),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn file(&self, attributes: &AttributeMap) -> Result<FileConfig, ConfigError> {
         for (key, path) in [
             ("source.attributes.slack_id", &attributes.slack_id),
             ("source.attributes.picture", &attributes.picture),
@@ -299,11 +365,6 @@ impl RawSource {
     }
 
     fn scim(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ScimConfig, ConfigError> {
-        self.refuse_unused(&[
-            ("source.path", self.path.is_some()),
-            ("source.format", self.format.is_some()),
-            ("source.groups_path", self.groups_path.is_some()),
-        ])?;
         let max_resource_bytes = self.max_resource_bytes()?;
         let example = "https://idp.example.com/scim/v2";
         let Some(url) = &self.url else {

@@ -7,6 +7,7 @@
 //! names the kinds, so adding one is a folder here and a `kind` in the config.
 
 pub mod auth;
+pub mod cursor;
 pub mod delivery;
 pub mod file;
 mod http;
