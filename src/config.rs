@@ -17,8 +17,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+mod ldap;
 mod source;
 
+pub use ldap::{LdapBind, LdapConfig, LdapPreset, MemberAttribute, ENV_SOURCE_BIND_PASSWORD};
 use source::RawSource;
 pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
@@ -405,6 +407,10 @@ fn inline_secrets(text: &str) -> Vec<&'static str> {
             &["source", "oidc", "client_secret"],
         ),
         ("target.api_key", &["target", "api_key"]),
+        (
+            "source.ldap.bind_password",
+            &["source", "ldap", "bind_password"],
+        ),
     ]
     .into_iter()
     .filter(|(_, path)| given(path))

@@ -40,9 +40,12 @@ fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
         "scim" => Ok(SCIM_KEYS),
         "file" => Ok(FILE_KEYS),
+        "ldap" => Ok(super::ldap::LDAP_KEYS),
         other => Err(invalid(
             "source.kind",
-            format!("must be \"scim\" or \"file\", such as kind = \"scim\"; got {other:?}"),
+            format!(
+                "must be \"scim\", \"file\" or \"ldap\", such as kind = \"scim\"; got {other:?}"
+            ),
         )),
     }
 }
@@ -68,6 +71,8 @@ pub(super) struct RawSource {
     max_page_bytes: Option<i64>,
     max_resource_bytes: Option<i64>,
     incremental: Option<bool>,
+    /// `[source.ldap]`, for `kind = "ldap"`.
+    ldap: Option<super::ldap::RawLdap>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -117,6 +122,7 @@ pub enum Incremental {
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
+    Ldap(super::ldap::LdapConfig),
 }
 
 /// `kind = "file"`: an export of users (and optionally of groups) on disk.
@@ -264,6 +270,7 @@ impl RawSource {
         };
         let kind = match self.kind.as_str() {
             "file" => SourceKind::File(self.file(&attributes)?),
+            "ldap" => SourceKind::Ldap(self.ldap(env)?),
             _ => SourceKind::Scim(self.scim(env)?),
         };
         Ok(SourceConfig {
@@ -302,6 +309,7 @@ impl RawSource {
                 self.max_resource_bytes.is_some(),
             ),
             ("source.incremental", self.incremental.is_some()),
+            ("source.ldap", self.ldap.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, given)| given.then_some(key))
@@ -362,6 +370,21 @@ impl RawSource {
     fn max_resource_bytes(&self) -> Result<usize, ConfigError> {
         let bytes = self.max_resource_bytes.unwrap_or(64 * 1024 * 1024);
         count("source.max_resource_bytes", bytes, "67108864")
+    }
+
+    fn ldap(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<super::ldap::LdapConfig, ConfigError> {
+        let common = super::ldap::LdapCommon {
+            url: self.url.as_deref(),
+            page_size: self.page_size,
+            subject_attribute: self.subject_attribute.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            timeout_secs: self.timeout_secs,
+            incremental: self.incremental == Some(true),
+        };
+        self.ldap.unwrap_or_default().validate(&common, env)
     }
 
     fn scim(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ScimConfig, ConfigError> {

@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod delivery;
 pub mod file;
 mod http;
+pub mod ldap;
 pub mod membership;
 pub mod normalize;
 pub mod scim;
@@ -101,6 +102,10 @@ pub enum SourceError {
     /// The HTTP client could not be built (e.g. from the CA bundle).
     #[error("cannot set up the directory client: {0}")]
     Client(String),
+    /// An LDAP directory refused the bind, could not be reached, or could not be
+    /// read completely (a size or time limit, a broken connection, a broken answer).
+    #[error("the LDAP directory {url}: {reason}")]
+    Ldap { url: String, reason: String },
     /// A shutdown was requested while reading.
     #[error("stopped by shutdown while reading the directory")]
     Interrupted,
@@ -118,5 +123,10 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             Ok(Box::new(source))
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
+        SourceKind::Ldap(ldap) => Ok(Box::new(ldap::LdapSource::new(
+            ldap,
+            &config.attributes,
+            config.incremental,
+        )?)),
     }
 }

@@ -1,0 +1,192 @@
+//! `kind = "ldap"`: an LDAP directory (OpenLDAP, FreeIPA, Active Directory).
+//!
+//! A full read lists the groups, then the inactive users' subjects, then the users
+//! a page at a time (RFC 2696), handing each page to the planner. With
+//! `source.incremental`, users are read by RFC 4533 content synchronisation
+//! (refreshOnly) instead, and the next read asks only for what changed since the
+//! cookie the last one ended with; see [`changes`].
+
+mod changes;
+mod connection;
+mod content_sync;
+mod entry;
+mod full;
+mod groups;
+mod refresh;
+mod users;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::cursor::{self, NextRead};
+use super::{Delivery, Directory, Read, SourceError};
+use crate::config::{AttributeMap, Incremental, LdapConfig};
+use connection::Connection;
+use users::UserReader;
+
+pub struct LdapSource {
+    config: LdapConfig,
+    users: UserReader,
+    tls: Arc<rustls::ClientConfig>,
+    incremental: Incremental,
+    said: Said,
+}
+
+/// Fallbacks logged once per process, not at every run.
+#[derive(Default)]
+struct Said {
+    no_content_sync: AtomicBool,
+    size_limited: AtomicBool,
+    member_of_differs: AtomicBool,
+}
+
+impl Said {
+    /// True the first time only.
+    fn first(flag: &AtomicBool) -> bool {
+        !flag.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl LdapSource {
+    pub fn new(
+        config: &LdapConfig,
+        attributes: &AttributeMap,
+        incremental: Incremental,
+    ) -> Result<Self, SourceError> {
+        Ok(Self {
+            users: UserReader::new(config, attributes),
+            tls: connection::tls_config(config.ca_pem.as_deref())?,
+            config: config.clone(),
+            incremental,
+            said: Said::default(),
+        })
+    }
+
+    async fn read_directory(
+        &self,
+        shutdown: &CancellationToken,
+        delivery: &Delivery,
+        cursor: Option<&str>,
+    ) -> Result<Read, SourceError> {
+        let mut connection = Connection::open(&self.config, &self.tls).await?;
+        let read = match self.incremental {
+            Incremental::Off => {
+                self.full_read(&mut connection, shutdown, delivery, false)
+                    .await
+            }
+            Incremental::On { full_read_every } => {
+                match cursor::next_read(cursor, full_read_every, SystemTime::now()) {
+                    NextRead::Changes(position) => {
+                        self.read_changes(&mut connection, shutdown, delivery, position)
+                            .await
+                    }
+                    NextRead::Full(reason) => {
+                        tracing::info!(source = %self.name(), "reading the whole directory: {reason}");
+                        self.full_read(&mut connection, shutdown, delivery, true)
+                            .await
+                    }
+                }
+            }
+        };
+        connection.close().await;
+        read
+    }
+
+    /// Binds, and reads one entry of each base.
+    async fn check(&self) -> Result<String, SourceError> {
+        let mut connection = Connection::open(&self.config, &self.tls).await?;
+        let config = &self.config;
+        let bound = match &config.bind {
+            Some(bind) => format!("bound as {}", bind.dn),
+            None => "bound anonymously".to_owned(),
+        };
+        let mut found = vec![bound];
+        for (base, filter) in [
+            (&config.user_base, &config.user_filter),
+            (&config.group_base, &config.group_filter),
+        ] {
+            let entries = connection.probe(base, filter).await?;
+            found.push(format!(
+                "{base}: {}",
+                if entries > 0 {
+                    "readable"
+                } else {
+                    "no matching entry"
+                }
+            ));
+        }
+        if self.incremental != Incremental::Off {
+            let sync = connection
+                .supports_control(content_sync::SYNC_REQUEST_OID)
+                .await?;
+            found.push(format!(
+                "content synchronisation (RFC 4533) {}",
+                if sync {
+                    "offered"
+                } else {
+                    "not offered: every read will be a full read"
+                }
+            ));
+        }
+        connection.close().await;
+        Ok(found.join("; "))
+    }
+}
+
+impl Directory for LdapSource {
+    fn read<'a>(
+        &'a self,
+        shutdown: &'a CancellationToken,
+        delivery: Delivery,
+        cursor: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Read, SourceError>> {
+        Box::pin(async move { self.read_directory(shutdown, &delivery, cursor).await })
+    }
+
+    fn reads_changes(&self) -> bool {
+        self.incremental != Incremental::Off
+    }
+
+    fn name(&self) -> String {
+        format!("ldap {}", self.config.url.as_str().trim_end_matches('/'))
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<String, SourceError>> {
+        Box::pin(self.check())
+    }
+}
+
+/// The token kept between incremental reads: the group hierarchy's digest and
+/// the server's cookie (hex: a cookie is bytes).
+fn token(hierarchy: &str, cookie: &[u8]) -> String {
+    let hex: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
+    format!("ldap1.{hierarchy}.{hex}")
+}
+
+fn parse_token(token: &str) -> Option<(&str, Vec<u8>)> {
+    let mut parts = token.strip_prefix("ldap1.")?.splitn(2, '.');
+    let (hierarchy, hex) = (parts.next()?, parts.next()?);
+    let cookie = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some((hierarchy, cookie))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_keeps_the_digest_and_the_cookie() {
+        let cookie = b"rid=000,csn=20261205054546.134084Z#000000#000#000000";
+        let text = token("00ab", cookie);
+        assert_eq!(parse_token(&text), Some(("00ab", cookie.to_vec())));
+        assert_eq!(parse_token("ldap1.00ab.0g"), None);
+        assert_eq!(parse_token("https://x"), None);
+    }
+}
