@@ -24,6 +24,7 @@ pub mod code {
     pub const REFERRAL: u32 = 10;
     pub const ADMIN_LIMIT: u32 = 11;
     pub const UNAVAILABLE_CRITICAL_EXTENSION: u32 = 12;
+    pub const NO_SUCH_OBJECT: u32 = 32;
     /// RFC 4533 e-syncRefreshRequired: the cookie is refused, read everything.
     pub const SYNC_REFRESH_REQUIRED: u32 = 4096;
 }

@@ -177,7 +177,7 @@ fn info_fields(id: u64, fields: Vec<StructureTag>) -> Option<Info> {
 
 fn parse(value: &[u8]) -> Option<StructureTag> {
     match parse_tag(value) {
-        Ok((rest, tag)) if rest.is_empty() => Some(tag),
+        Ok((&[], tag)) => Some(tag),
         _ => None,
     }
 }

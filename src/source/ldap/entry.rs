@@ -71,6 +71,24 @@ impl Entry {
         self.texts(name).next()
     }
 
+    /// An entry with these text attributes.
+    #[cfg(test)]
+    pub fn for_tests(dn: &str, attributes: &[(&str, &[&str])]) -> Self {
+        let attributes = attributes
+            .iter()
+            .map(|(name, values)| {
+                (
+                    (*name).to_owned(),
+                    values.iter().map(|v| v.as_bytes().to_vec()).collect(),
+                )
+            })
+            .collect();
+        Self {
+            dn: dn.to_owned(),
+            attributes,
+        }
+    }
+
     /// An attribute sent in ranges (Active Directory's answer for more values than
     /// it sends at once, e.g. `member;range=0-1499`), if any.
     pub fn ranged_attribute(&self) -> Option<&str> {

@@ -1,15 +1,17 @@
 //! The full read: groups, inactive users, then every user. With incremental
-//! reads on, the users come from a content-synchronisation refresh without a
-//! cookie, whose final cookie starts the next incremental read.
+//! reads on, the groups and the users come from content-synchronisation
+//! refreshes without a cookie, whose final cookies (and the group listing) start
+//! the next incremental read.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{code, failure, result_text, Connection, Item};
 use super::entry::Entry;
-use super::groups::{GroupListing, Hierarchy, Memberships};
+use super::groups::{GroupListing, Memberships};
 use super::refresh::{Refresh, RefreshEnd};
 use super::{LdapSource, Said};
 use crate::model::{DirectoryUser, Subject};
@@ -62,13 +64,6 @@ impl<'a> Output<'a> {
     }
 }
 
-/// What the groups say, for a full read.
-struct Groups {
-    memberships: Memberships,
-    /// The nesting by the groups' `memberOf`, when the member values agree with it.
-    hierarchy: Option<Hierarchy>,
-}
-
 impl LdapSource {
     pub(super) async fn full_read(
         &self,
@@ -78,80 +73,67 @@ impl LdapSource {
         incremental: bool,
     ) -> Result<Read, SourceError> {
         let started = SystemTime::now();
-        let groups = self.read_groups(connection, incremental).await?;
+        let by_refresh = incremental && !self.said.size_limited.load(Ordering::Relaxed);
+        let (listing, groups_cookie) = self.read_groups(connection, shutdown, by_refresh).await?;
+        let url = connection.url().to_owned();
+        let memberships = listing
+            .memberships()
+            .map_err(|reason| failure(&url, reason))?;
         let inactive = self.inactive_subjects(connection, None).await?;
         let mut output = Output::new(delivery);
-        let mut hierarchy = groups.hierarchy.as_ref();
-        let mut cookie = None;
-        if incremental
-            && !self
-                .said
-                .size_limited
-                .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            cookie = self
-                .refresh_all(
-                    connection,
-                    shutdown,
-                    &groups,
-                    &inactive,
-                    &mut output,
-                    &mut hierarchy,
-                )
+        let mut users_cookie = None;
+        if groups_cookie.is_some() {
+            users_cookie = self
+                .refresh_users(connection, shutdown, &memberships, &inactive, &mut output)
                 .await?;
         }
-        if cookie.is_none() {
-            self.paged_users(
-                connection,
-                shutdown,
-                &groups.memberships,
-                &inactive,
-                &mut output,
-            )
-            .await?;
+        if users_cookie.is_none() {
+            self.paged_users(connection, shutdown, &memberships, &inactive, &mut output)
+                .await?;
         }
         output.flush();
         let mut read = output.read;
         read.scope = Scope::Complete;
-        read.cursor = match (hierarchy, cookie) {
-            (Some(hierarchy), Some(cookie)) => {
-                let token = super::token(&hierarchy.digest(), &cookie);
-                Some(Position::after_full_read(token, started).encode())
-            }
-            _ => None,
-        };
+        if let (Some(users), Some(groups)) = (users_cookie, groups_cookie) {
+            let state = super::State::new(&users, &groups, listing);
+            read.cursor = Some(Position::after_full_read(state.encode(), started).encode());
+        }
         Ok(read)
     }
 
     /// Every user by a refresh without a cookie; the cookie it ends with, or
     /// `None` when the server cannot do it (then the caller reads by pages).
-    /// Clears `hierarchy` when a user's `memberOf` disagrees with the groups.
-    async fn refresh_all<'h>(
+    async fn refresh_users(
         &self,
         connection: &mut Connection,
         shutdown: &CancellationToken,
-        groups: &Groups,
+        memberships: &Memberships,
         inactive: &HashSet<Subject>,
         output: &mut Output<'_>,
-        hierarchy: &mut Option<&'h Hierarchy>,
     ) -> Result<Option<Vec<u8>>, SourceError> {
         output.delivered = Some(HashSet::new());
-        let attributes = self.users.attributes(true);
-        let mut refresh = Refresh::start(connection, &self.config, &attributes, None).await?;
+        let config = &self.config;
+        let attributes = self.users.attributes();
+        let users = (config.user_base.as_str(), config.user_filter.as_str());
+        let mut refresh = Refresh::start(connection, users, &attributes, None).await?;
         while let Some(entry) = refresh.next_changed(shutdown).await? {
-            if let Some(user) =
-                self.full_user(&entry, &groups.memberships, inactive, &mut output.read)
-            {
-                if hierarchy.is_some_and(|h| h.names_of(entry.texts("memberOf")) != user.groups) {
-                    self.member_of_differs(&entry);
-                    *hierarchy = None;
-                }
+            if let Some(user) = self.full_user(&entry, memberships, inactive, &mut output.read) {
                 output.push(user);
             }
             output.pace().await;
         }
-        match refresh.finish().await? {
-            RefreshEnd::Done { cookie, .. } => Ok(Some(cookie)),
+        let end = refresh.finish().await?;
+        let cookie = self.cookie_or_fallback(end);
+        if cookie.is_none() {
+            output.read = Read::default();
+        }
+        Ok(cookie)
+    }
+
+    /// The cookie a refresh ended with, or `None` (said once) when it fell back.
+    pub(super) fn cookie_or_fallback(&self, end: RefreshEnd) -> Option<Vec<u8>> {
+        match end {
+            RefreshEnd::Done { cookie, .. } => Some(cookie),
             RefreshEnd::Fallback(reason) => {
                 let flag = if reason.is_limit() {
                     &self.said.size_limited
@@ -161,19 +143,8 @@ impl LdapSource {
                 if Said::first(flag) {
                     tracing::warn!(source = %self.name(), "reading by pages instead of content synchronisation: {reason}");
                 }
-                output.read = Read::default();
-                Ok(None)
+                None
             }
-        }
-    }
-
-    fn member_of_differs(&self, entry: &Entry) {
-        if Said::first(&self.said.member_of_differs) {
-            tracing::warn!(
-                source = %self.name(),
-                user = %entry.dn,
-                "the user's memberOf does not match the groups' member values (is the memberof overlay on?): every read will be a full read"
-            );
         }
     }
 
@@ -186,7 +157,7 @@ impl LdapSource {
         output: &mut Output<'_>,
     ) -> Result<(), SourceError> {
         let config = &self.config;
-        let attributes = self.users.attributes(false);
+        let attributes = self.users.attributes();
         let page = Some(config.page_size.get());
         let url = connection.url().to_owned();
         let mut search = connection
@@ -238,31 +209,36 @@ impl LdapSource {
         Some(self.users.user(entry, subject, groups, inactive))
     }
 
-    /// The group listing with its members (and `memberOf`, to check it).
+    /// The group listing, by a refresh (with the cookie it ends with) or by pages.
     async fn read_groups(
         &self,
         connection: &mut Connection,
-        incremental: bool,
-    ) -> Result<Groups, SourceError> {
+        shutdown: &CancellationToken,
+        by_refresh: bool,
+    ) -> Result<(GroupListing, Option<Vec<u8>>), SourceError> {
         let config = &self.config;
-        let mut attributes = vec![
-            config.group_name_attribute.as_str(),
-            config.member_attribute.name(),
-        ];
-        if incremental {
-            attributes.push("memberOf");
-        }
+        let attributes = self.group_attributes();
+        let groups = (config.group_base.as_str(), config.group_filter.as_str());
         let url = connection.url().to_owned();
         let mut listing = GroupListing::default();
+        if by_refresh {
+            let mut refresh = Refresh::start(connection, groups, &attributes, None).await?;
+            for entry in refresh.all_changed(shutdown).await? {
+                let added = listing.add(
+                    &entry,
+                    &config.group_name_attribute,
+                    &config.member_attribute,
+                );
+                added.map_err(|reason| failure(&url, reason))?;
+            }
+            if let Some(cookie) = self.cookie_or_fallback(refresh.finish().await?) {
+                return Ok((listing, Some(cookie)));
+            }
+            listing = GroupListing::default();
+        }
         let page = Some(config.page_size.get());
         let mut search = connection
-            .search(
-                &config.group_base,
-                &config.group_filter,
-                &attributes,
-                page,
-                Vec::new(),
-            )
+            .search(groups.0, groups.1, &attributes, page, Vec::new())
             .await?;
         while let Some(item) = search.next().await? {
             if let Some(entry) = self.entry_of(item) {
@@ -274,22 +250,18 @@ impl LdapSource {
                 added.map_err(|reason| failure(&url, reason))?;
             }
         }
-        self.check_done(&url, &config.group_base, &search.finish().await)?;
+        self.check_done(&url, groups.0, &search.finish().await)?;
         tracing::debug!(source = %self.name(), groups = listing.len(), "groups read");
-        let hierarchy = incremental.then(|| listing.hierarchies()).and_then(|(by_members, by_member_of)| {
-            let agree = by_members.same_as(&by_member_of);
-            if !agree && Said::first(&self.said.member_of_differs) {
-                tracing::warn!(source = %self.name(), "the groups' memberOf does not match their member values (is the memberof overlay on?): every read will be a full read");
-            }
-            agree.then_some(by_member_of)
-        });
-        let memberships = listing
-            .memberships()
-            .map_err(|reason| failure(&url, reason))?;
-        Ok(Groups {
-            memberships,
-            hierarchy,
-        })
+        Ok((listing, None))
+    }
+
+    pub(super) fn group_attributes(&self) -> Vec<&str> {
+        let config = &self.config;
+        vec![
+            config.group_name_attribute.as_str(),
+            config.member_attribute.name(),
+            "entryUUID",
+        ]
     }
 
     /// Subjects of the users matching `inactive_filter`, of those in `only` if given.

@@ -1,12 +1,17 @@
-//! Groups and who is in them. A full read takes memberships from the groups'
-//! member values (DNs, or logins for `memberUid`), nested groups flattened by
-//! [`membership`](crate::source::membership). An incremental read cannot re-read
-//! every group's members, so it takes a changed user's groups from its `memberOf`
-//! (kept by the server) and the groups' own `memberOf` nesting, the
-//! [`Hierarchy`]; the full read checks that both ways agree.
+//! Groups and who is in them, from the groups' member values (DNs, or logins for
+//! `memberUid`), nested groups flattened by
+//! [`membership`](crate::source::membership).
+//!
+//! An incremental read learns which groups changed, each with its whole member
+//! list, but not who left it; so the listing is kept between reads (in the
+//! cursor), and a changed group's old and new members are compared. The
+//! `memberOf` the server keeps on users cannot replace this: OpenLDAP's memberof
+//! overlay does not mark the user entry changed (its entryCSN stays), so content
+//! synchronisation never reports it.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::Hasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
 
 use super::entry::{dn_key, member_dn, Entry};
 use crate::config::MemberAttribute;
@@ -14,31 +19,36 @@ use crate::model::{GroupName, Subject};
 use crate::source::membership::{self, ListedGroup};
 use crate::source::normalize;
 
-/// The groups as listed, before nesting is resolved.
-#[derive(Default)]
-pub struct GroupListing {
-    /// By DN key: the group's name (if it has one) and its member values.
-    groups: HashMap<String, ListedEntry>,
-}
-
-struct ListedEntry {
-    name: Option<GroupName>,
-    /// DN keys, or logins for `memberUid`.
-    members: Vec<String>,
-    /// DN keys of the groups its `memberOf` names.
-    member_of: Vec<String>,
-}
-
 /// How a user is named in member values: its DN key, or its login.
 pub type MemberKey = Subject;
 
 /// Each member key's groups, nesting flattened, sorted.
 pub type Memberships = HashMap<MemberKey, Vec<GroupName>>;
 
-/// Group DN key → its name and the DN keys of the groups it is directly in.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Hierarchy {
-    groups: HashMap<String, (Option<GroupName>, Vec<String>)>,
+/// The groups as listed, by DN key.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupListing {
+    groups: BTreeMap<String, ListedEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ListedEntry {
+    /// The entryUUID, by which the server reports the group deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uuid: Option<String>,
+    name: Option<String>,
+    /// DN keys (users and nested groups), or logins for `memberUid`; sorted.
+    members: Vec<String>,
+}
+
+/// What changed groups do to the listing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GroupChange {
+    /// Only these members' groups changed.
+    Members(HashSet<MemberKey>),
+    /// A group was renamed or nested differently, or a nested group came or
+    /// went: users' groups changed beyond the changed groups' members.
+    Nesting,
 }
 
 impl GroupListing {
@@ -54,18 +64,7 @@ impl GroupListing {
                 entry.dn
             ));
         }
-        let name = entry.text(name_attribute).and_then(normalize::group_name);
-        let values = entry.texts(members.name());
-        let members = match members {
-            MemberAttribute::Dn(_) => values.map(|v| dn_key(member_dn(v))).collect(),
-            MemberAttribute::Uid => values.map(|v| v.trim().to_owned()).collect(),
-        };
-        let member_of = entry.texts("memberOf").map(dn_key).collect();
-        let listed = ListedEntry {
-            name,
-            members,
-            member_of,
-        };
+        let listed = listed_entry(entry, name_attribute, members);
         if self.groups.insert(dn_key(&entry.dn), listed).is_some() {
             return Err(format!("group {} is listed twice", entry.dn));
         }
@@ -76,45 +75,14 @@ impl GroupListing {
         self.groups.len()
     }
 
-    /// The nesting as the member values tell it, and as the groups' `memberOf` does.
-    pub fn hierarchies(&self) -> (Hierarchy, Hierarchy) {
-        let mut by_members = Hierarchy::default();
-        let mut by_member_of = Hierarchy::default();
+    /// Each member's groups by name. Groups in a cycle are an error.
+    pub fn memberships(&self) -> Result<Memberships, String> {
+        let mut listed = Vec::with_capacity(self.groups.len());
         for (dn, group) in &self.groups {
-            by_members
-                .groups
-                .insert(dn.clone(), (group.name.clone(), Vec::new()));
-            let parents = group
-                .member_of
-                .iter()
-                .filter(|p| self.groups.contains_key(*p))
-                .cloned();
-            by_member_of
-                .groups
-                .insert(dn.clone(), (group.name.clone(), parents.collect()));
-        }
-        for (dn, group) in &self.groups {
-            for member in group
+            let (nested, members): (Vec<&String>, Vec<&String>) = group
                 .members
                 .iter()
-                .filter(|m| self.groups.contains_key(*m))
-            {
-                if let Some((_, parents)) = by_members.groups.get_mut(member) {
-                    parents.push(dn.clone());
-                }
-            }
-        }
-        (by_members, by_member_of)
-    }
-
-    /// Each member's groups by name. Groups in a cycle are an error.
-    pub fn memberships(self) -> Result<Memberships, String> {
-        let mut names: HashMap<String, Option<GroupName>> = HashMap::new();
-        let mut listed = Vec::with_capacity(self.groups.len());
-        let groups: HashSet<&String> = self.groups.keys().collect();
-        for (dn, group) in &self.groups {
-            let (nested, members): (Vec<&String>, Vec<&String>) =
-                group.members.iter().partition(|m| groups.contains(m));
+                .partition(|m| self.groups.contains_key(*m));
             listed.push(ListedGroup {
                 name: dn.clone(),
                 members: members
@@ -123,15 +91,18 @@ impl GroupListing {
                     .collect(),
                 groups: nested.into_iter().cloned().collect(),
             });
-            names.insert(dn.clone(), group.name.clone());
         }
-        drop(groups);
         let by_dn = membership::groups_of_members(listed).map_err(|err| err.to_string())?;
+        let names: HashMap<&str, GroupName> = self
+            .groups
+            .iter()
+            .filter_map(|(dn, g)| Some((dn.as_str(), GroupName::new(g.name.as_deref()?))))
+            .collect();
         let mut named = HashMap::with_capacity(by_dn.len());
         for (member, dns) in by_dn {
             let mut groups: Vec<GroupName> = dns
                 .iter()
-                .filter_map(|dn| names.get(dn.as_str()).cloned().flatten())
+                .filter_map(|dn| names.get(dn.as_str()).cloned())
                 .collect();
             groups.sort();
             groups.dedup();
@@ -139,72 +110,84 @@ impl GroupListing {
         }
         Ok(named)
     }
-}
 
-impl Hierarchy {
-    /// The group listing of an incremental read: names and `memberOf` only.
-    pub fn from_entries(entries: &[Entry], name_attribute: &str) -> Self {
-        let known: HashSet<String> = entries.iter().map(|e| dn_key(&e.dn)).collect();
-        let groups = entries
-            .iter()
-            .map(|entry| {
-                let name = entry.text(name_attribute).and_then(normalize::group_name);
-                let parents = entry
-                    .texts("memberOf")
-                    .map(dn_key)
-                    .filter(|p| known.contains(p));
-                (dn_key(&entry.dn), (name, parents.collect()))
-            })
-            .collect();
-        Self { groups }
-    }
-
-    /// The names of the groups `direct` (DN keys, e.g. a user's `memberOf`) and
-    /// of every group they are nested in, sorted.
-    pub fn names_of<'a>(&self, direct: impl Iterator<Item = &'a str>) -> Vec<GroupName> {
-        let mut seen = HashSet::new();
-        let mut pending: Vec<String> = direct.map(dn_key).collect();
-        let mut names = Vec::new();
-        while let Some(dn) = pending.pop() {
-            let Some((name, parents)) = self.groups.get(&dn) else {
-                continue;
-            };
-            if !seen.insert(dn) {
-                continue;
-            }
-            names.extend(name.clone());
-            pending.extend(parents.iter().cloned());
-        }
-        names.sort();
-        names.dedup();
-        names
-    }
-
-    /// A digest of every group's name and parents: when it differs from the last
-    /// read's, users' groups may have changed without their entries changing.
-    pub fn digest(&self) -> String {
-        let mut lines: Vec<String> = self
+    /// Applies the groups a refresh reported changed (whole) and deleted (by
+    /// entryUUID); says whose groups that changed.
+    pub fn apply(
+        &mut self,
+        changed: &[Entry],
+        deleted: &[Subject],
+        name_attribute: &str,
+        members: &MemberAttribute,
+    ) -> GroupChange {
+        let mut affected = HashSet::new();
+        let mut nesting = false;
+        let by_uuid: HashMap<String, String> = self
             .groups
             .iter()
-            .map(|(dn, (name, parents))| {
-                let mut parents = parents.clone();
-                parents.sort();
-                let name = name.as_ref().map_or("", GroupName::as_str);
-                format!("{dn}\u{0}{name}\u{0}{}", parents.join("\u{0}"))
-            })
+            .filter_map(|(dn, g)| Some((g.uuid.clone()?, dn.clone())))
             .collect();
-        lines.sort();
-        let mut hasher = fnv::FnvHasher::default();
-        for line in &lines {
-            hasher.write(line.as_bytes());
-            hasher.write_u8(0xff);
+        for uuid in deleted {
+            if let Some(old) = by_uuid
+                .get(uuid.as_str())
+                .and_then(|dn| self.groups.remove(dn))
+            {
+                affected.extend(old.members.into_iter().map(Subject::new));
+            }
         }
-        format!("{:016x}{:08x}", hasher.finish(), lines.len())
+        let new: Vec<(String, ListedEntry)> = changed
+            .iter()
+            .map(|e| (dn_key(&e.dn), listed_entry(e, name_attribute, members)))
+            .collect();
+        for (dn, group) in new {
+            let old = match &group.uuid {
+                Some(uuid) => by_uuid.get(uuid).cloned(),
+                None => Some(dn.clone()),
+            };
+            let old = old.and_then(|old_dn| self.groups.remove(&old_dn).map(|g| (old_dn, g)));
+            let before = match old {
+                Some((old_dn, old)) => {
+                    nesting |= old_dn != dn || old.name != group.name;
+                    old.members
+                }
+                None => Vec::new(),
+            };
+            let before: HashSet<&String> = before.iter().collect();
+            let after: HashSet<&String> = group.members.iter().collect();
+            affected.extend(
+                before
+                    .symmetric_difference(&after)
+                    .map(|m| Subject::new(m.as_str())),
+            );
+            self.groups.insert(dn, group);
+        }
+        // A group among the members that came or went is nesting that changed.
+        if nesting
+            || affected
+                .iter()
+                .any(|m| self.groups.contains_key(m.as_str()))
+        {
+            return GroupChange::Nesting;
+        }
+        GroupChange::Members(affected)
     }
+}
 
-    /// Whether both hierarchies nest the same groups the same way.
-    pub fn same_as(&self, other: &Self) -> bool {
-        self.digest() == other.digest()
+fn listed_entry(entry: &Entry, name_attribute: &str, members: &MemberAttribute) -> ListedEntry {
+    let values = entry.texts(members.name());
+    let mut keys: Vec<String> = match members {
+        MemberAttribute::Dn(_) => values.map(|v| dn_key(member_dn(v))).collect(),
+        MemberAttribute::Uid => values.map(|v| v.trim().to_owned()).collect(),
+    };
+    keys.sort();
+    keys.dedup();
+    ListedEntry {
+        uuid: entry.text("entryUUID").map(str::to_owned),
+        name: entry
+            .text(name_attribute)
+            .and_then(normalize::group_name_text)
+            .map(str::to_owned),
+        members: keys,
     }
 }
 
@@ -212,15 +195,17 @@ impl Hierarchy {
 mod tests {
     use super::*;
 
-    fn listing(groups: &[(&str, &str, &[&str], &[&str])]) -> GroupListing {
+    fn listing(groups: &[(&str, &str, &[&str])]) -> GroupListing {
         let mut listing = GroupListing::default();
-        for (dn, name, members, member_of) in groups {
+        for (dn, name, members) in groups {
+            let mut members: Vec<String> = members.iter().map(|m| dn_key(m)).collect();
+            members.sort();
             listing.groups.insert(
                 dn_key(dn),
                 ListedEntry {
-                    name: normalize::group_name(name),
-                    members: members.iter().map(|m| dn_key(m)).collect(),
-                    member_of: member_of.iter().map(|m| dn_key(m)).collect(),
+                    uuid: Some(format!("uuid-{name}")),
+                    name: Some((*name).to_owned()),
+                    members,
                 },
             );
         }
@@ -232,54 +217,88 @@ mod tests {
     }
 
     #[test]
-    fn member_values_and_member_of_give_the_same_groups() {
+    fn nested_groups_are_flattened_and_same_named_groups_count_once() {
         let listing = listing(&[
             (
                 "cn=eng,ou=g",
                 "engineering",
                 &["cn=SRE,ou=g", "uid=cto,ou=p"],
-                &[],
             ),
-            ("cn=sre,ou=g", "sre", &["uid=ann,ou=p"], &["cn=eng,ou=g"]),
-            (
-                "cn=ops,ou=g",
-                "sre",
-                &["uid=ann,ou=p"],
-                &["cn=outside,ou=x"],
-            ),
+            ("cn=sre,ou=g", "sre", &["uid=ann,ou=p"]),
+            ("cn=ops,ou=g", "sre", &["uid=ann,ou=p"]),
         ]);
-        let (by_members, by_member_of) = listing.hierarchies();
-        assert!(by_members.same_as(&by_member_of));
-        let ann_by_member_of =
-            by_member_of.names_of(["cn=sre,ou=g", "cn=ops,ou=g", "cn=outside,ou=x"].into_iter());
         let memberships = listing.memberships().expect("no cycle");
-        let ann = &memberships[&Subject::new("uid=ann,ou=p")];
         assert_eq!(
-            names(ann),
-            ["engineering", "sre"],
-            "two groups named sre count once"
+            names(&memberships[&Subject::new("uid=ann,ou=p")]),
+            ["engineering", "sre"]
         );
-        assert_eq!(names(&ann_by_member_of), names(ann));
         assert_eq!(
             names(&memberships[&Subject::new("uid=cto,ou=p")]),
             ["engineering"]
         );
+        let cycle = self::listing(&[("cn=a", "a", &["cn=b"]), ("cn=b", "b", &["cn=a"])]);
+        assert!(cycle.memberships().unwrap_err().contains("cycle"));
+    }
+
+    fn entry(dn: &str, name: &str, members: &[&str]) -> Entry {
+        Entry::for_tests(
+            dn,
+            &[
+                ("cn", &[name]),
+                ("entryUUID", &[&format!("uuid-{name}")]),
+                ("member", members),
+            ],
+        )
     }
 
     #[test]
-    fn a_rename_or_a_move_changes_the_digest_and_a_cycle_is_an_error() {
-        let before = listing(&[("cn=a", "a", &["cn=b"], &[]), ("cn=b", "b", &[], &[])])
-            .hierarchies()
-            .0;
-        let renamed = listing(&[("cn=a", "a2", &["cn=b"], &[]), ("cn=b", "b", &[], &[])])
-            .hierarchies()
-            .0;
-        let moved = listing(&[("cn=a", "a", &[], &[]), ("cn=b", "b", &[], &[])])
-            .hierarchies()
-            .0;
-        assert_ne!(before.digest(), renamed.digest());
-        assert_ne!(before.digest(), moved.digest());
-        let cycle = listing(&[("cn=a", "a", &["cn=b"], &[]), ("cn=b", "b", &["cn=a"], &[])]);
-        assert!(cycle.memberships().unwrap_err().contains("cycle"));
+    fn a_changed_group_affects_its_joiners_and_leavers_and_a_rename_the_nesting() {
+        let member = MemberAttribute::Dn("member".into());
+        let mut groups = listing(&[
+            ("cn=sre,ou=g", "sre", &["uid=ann,ou=p", "uid=bob,ou=p"]),
+            ("cn=db,ou=g", "db", &["uid=cy,ou=p"]),
+        ]);
+        let change = groups.apply(
+            &[entry(
+                "cn=sre,ou=g",
+                "sre",
+                &["uid=bob,ou=p", "uid=dee,ou=p"],
+            )],
+            &[],
+            "cn",
+            &member,
+        );
+        let expected: HashSet<Subject> = ["uid=ann,ou=p", "uid=dee,ou=p"]
+            .into_iter()
+            .map(Subject::new)
+            .collect();
+        assert_eq!(change, GroupChange::Members(expected));
+        assert_eq!(
+            groups
+                .memberships()
+                .expect("ok")
+                .get(&Subject::new("uid=ann,ou=p")),
+            None
+        );
+
+        let deleted = groups.apply(&[], &[Subject::new("uuid-db")], "cn", &member);
+        assert_eq!(
+            deleted,
+            GroupChange::Members([Subject::new("uid=cy,ou=p")].into_iter().collect())
+        );
+        let renamed = groups.apply(
+            &[entry("cn=sre,ou=g", "site-reliability", &["uid=bob,ou=p"])],
+            &[],
+            "cn",
+            &member,
+        );
+        assert_eq!(renamed, GroupChange::Nesting);
+        let nested = groups.apply(
+            &[entry("cn=all,ou=g", "all", &["cn=sre,ou=g"])],
+            &[],
+            "cn",
+            &member,
+        );
+        assert_eq!(nested, GroupChange::Nesting);
     }
 }

@@ -3,8 +3,8 @@
 //! A full read lists the groups, then the inactive users' subjects, then the users
 //! a page at a time (RFC 2696), handing each page to the planner. With
 //! `source.incremental`, users are read by RFC 4533 content synchronisation
-//! (refreshOnly) instead, and the next read asks only for what changed since the
-//! cookie the last one ended with; see [`changes`].
+//! (refreshOnly) instead, users and groups alike, and the next read asks only for
+//! what changed since the cookies the last one ended with; see [`changes`].
 
 mod changes;
 mod connection;
@@ -20,12 +20,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{self, NextRead};
 use super::{Delivery, Directory, Read, SourceError};
 use crate::config::{AttributeMap, Incremental, LdapConfig};
 use connection::Connection;
+use groups::GroupListing;
 use users::UserReader;
 
 pub struct LdapSource {
@@ -41,7 +43,6 @@ pub struct LdapSource {
 struct Said {
     no_content_sync: AtomicBool,
     size_limited: AtomicBool,
-    member_of_differs: AtomicBool,
 }
 
 impl Said {
@@ -160,21 +161,45 @@ impl Directory for LdapSource {
     }
 }
 
-/// The token kept between incremental reads: the group hierarchy's digest and
-/// the server's cookie (hex: a cookie is bytes).
-fn token(hierarchy: &str, cookie: &[u8]) -> String {
-    let hex: String = cookie.iter().map(|b| format!("{b:02x}")).collect();
-    format!("ldap1.{hierarchy}.{hex}")
+/// What an incremental read continues from, kept in the cursor: the server's
+/// cookies for the users and the groups (hex: a cookie is bytes), and the group
+/// listing, to tell who left a group that changed.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    users: String,
+    groups: String,
+    listing: GroupListing,
 }
 
-fn parse_token(token: &str) -> Option<(&str, Vec<u8>)> {
-    let mut parts = token.strip_prefix("ldap1.")?.splitn(2, '.');
-    let (hierarchy, hex) = (parts.next()?, parts.next()?);
-    let cookie = (0..hex.len())
+impl State {
+    fn new(users: &[u8], groups: &[u8], listing: GroupListing) -> Self {
+        Self {
+            users: hex(users),
+            groups: hex(groups),
+            listing,
+        }
+    }
+
+    fn encode(&self) -> String {
+        // Strings and maps of strings always serialize.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let state: Self = serde_json::from_str(text).ok()?;
+        (unhex(&state.users).is_some() && unhex(&state.groups).is_some()).then_some(state)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
         .step_by(2)
-        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    Some((hierarchy, cookie))
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -182,11 +207,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_token_keeps_the_digest_and_the_cookie() {
+    fn the_state_keeps_both_cookies_and_the_listing() {
         let cookie = b"rid=000,csn=20261205054546.134084Z#000000#000#000000";
-        let text = token("00ab", cookie);
-        assert_eq!(parse_token(&text), Some(("00ab", cookie.to_vec())));
-        assert_eq!(parse_token("ldap1.00ab.0g"), None);
-        assert_eq!(parse_token("https://x"), None);
+        let state = State::new(cookie, b"g", GroupListing::default());
+        let decoded = State::decode(&state.encode()).expect("decodes");
+        assert_eq!(unhex(&decoded.users).as_deref(), Some(&cookie[..]));
+        assert_eq!(decoded, state);
+        assert_eq!(
+            State::decode(r#"{"users":"0g","groups":"","listing":{"groups":{}}}"#),
+            None
+        );
+        assert_eq!(State::decode("https://x"), None);
     }
 }

@@ -1,5 +1,5 @@
-//! One content-synchronisation refresh of the users (RFC 4533, refreshOnly): the
-//! entries added or changed since the cookie (all of them without one), the
+//! One content-synchronisation refresh (RFC 4533, refreshOnly) of the users or
+//! the groups: the entries added or changed since the cookie (all of them without one), the
 //! subjects deleted, and the cookie to continue from, or why the server cannot
 //! answer that way and the read must fall back to a paged full read.
 
@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use super::connection::{code, failure, result_text, Connection, Item, Search};
 use super::content_sync::{self, EntryState, Info};
 use super::entry::Entry;
-use crate::config::LdapConfig;
 use crate::model::Subject;
 use crate::source::SourceError;
 
@@ -63,9 +62,10 @@ pub enum RefreshEnd {
 }
 
 impl<'a> Refresh<'a> {
+    /// Starts a refresh of the entries under `base` matching `filter`.
     pub async fn start(
         connection: &'a mut Connection,
-        config: &LdapConfig,
+        (base, filter): (&str, &str),
         attributes: &[&str],
         cookie: Option<Vec<u8>>,
     ) -> Result<Self, SourceError> {
@@ -73,13 +73,7 @@ impl<'a> Refresh<'a> {
         let from_cookie = cookie.clone();
         let control = vec![content_sync::request(cookie)];
         let search = connection
-            .search(
-                &config.user_base,
-                &config.user_filter,
-                attributes,
-                None,
-                control,
-            )
+            .search(base, filter, attributes, None, control)
             .await?;
         Ok(Self {
             search,
@@ -88,6 +82,18 @@ impl<'a> Refresh<'a> {
             removed: Vec::new(),
             fallback: None,
         })
+    }
+
+    /// Every entry added or changed, until the refresh ends.
+    pub async fn all_changed(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Entry>, SourceError> {
+        let mut changed = Vec::new();
+        while let Some(entry) = self.next_changed(shutdown).await? {
+            changed.push(entry);
+        }
+        Ok(changed)
     }
 
     /// The next entry added or changed, until the refresh ends.

@@ -40,8 +40,8 @@ impl UserReader {
         }
     }
 
-    /// The attributes a user search asks for; `memberOf` for incremental reads.
-    pub fn attributes(&self, member_of: bool) -> Vec<&str> {
+    /// The attributes a user search asks for.
+    pub fn attributes(&self) -> Vec<&str> {
         let mut names = vec![
             self.subject.as_str(),
             &self.email,
@@ -55,9 +55,6 @@ impl UserReader {
         names.extend(self.picture.as_deref());
         if self.disabled_bit {
             names.push("userAccountControl");
-        }
-        if member_of {
-            names.push("memberOf");
         }
         names
     }
