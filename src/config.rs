@@ -1273,9 +1273,9 @@ mod tests {
             err.starts_with("source.path is not used by kind = \"scim\""),
             "{err}"
         );
-        let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"ldap\""));
+        let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"nis\""));
         assert!(
-            err.starts_with("source.kind must be \"scim\" or \"file\""),
+            err.starts_with("source.kind must be \"scim\", \"file\""),
             "{err}"
         );
     }

@@ -354,3 +354,119 @@ fn member_attribute(text: Option<&str>) -> Result<MemberAttribute, ConfigError> 
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, SourceKind};
+
+    const LDAP: &str = r#"
+[source]
+kind = "ldap"
+url = "ldaps://ldap.example.com"
+[source.ldap]
+bind_dn = "cn=idsync,dc=example,dc=com"
+bind_password = "pw"
+user_base = "ou=people,dc=example,dc=com"
+group_base = "ou=groups,dc=example,dc=com"
+[target]
+url = "https://gw.example.com/api"
+api_key = "k"
+"#;
+
+    fn parse(text: &str) -> Result<LdapConfig, String> {
+        let config = Config::parse(text, "t", &|_| None).map_err(|e| e.to_string())?;
+        match config.source.kind {
+            SourceKind::Ldap(ldap) => Ok(ldap),
+            other => Err(format!("not ldap: {other:?}")),
+        }
+    }
+
+    fn with(table: &str, line: &str) -> String {
+        LDAP.replace(&format!("[{table}]\n"), &format!("[{table}]\n{line}\n"))
+    }
+
+    #[test]
+    fn presets_fill_in_what_each_directory_names_differently() {
+        let openldap = parse(LDAP).expect("valid");
+        assert_eq!(openldap.subject_attribute, "entryUUID");
+        assert_eq!(openldap.user_filter, "(objectClass=inetOrgPerson)");
+        assert_eq!(
+            (openldap.page_size.get(), openldap.inactive_filter),
+            (500, None)
+        );
+        let ad = parse(&with("source.ldap", "preset = \"active_directory\"")).expect("valid");
+        assert_eq!(ad.subject_attribute, "objectGUID");
+        assert_eq!(ad.group_filter, "(objectClass=group)");
+        let ipa = parse(&with(
+            "source.ldap",
+            "preset = \"freeipa\"\nmember_attribute = \"memberUid\"",
+        ))
+        .expect("valid");
+        assert_eq!(ipa.inactive_filter.as_deref(), Some("(nsAccountLock=TRUE)"));
+        assert_eq!(ipa.member_attribute, MemberAttribute::Uid);
+        let bind = openldap.bind.expect("bind");
+        assert_eq!(
+            format!("{bind:?}").contains("pw"),
+            false,
+            "the password never prints"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (table, line, key) in [
+            ("source", "page_size = 0", "source.page_size"),
+            ("source.ldap", "preset = \"novell\"", "source.ldap.preset"),
+            ("source.ldap", "start_tls = true", "source.ldap.start_tls"),
+            (
+                "source.ldap",
+                "user_filter = \"objectClass=person\"",
+                "source.ldap.user_filter",
+            ),
+            (
+                "source.ldap",
+                "member_attribute = \"members\"",
+                "source.ldap.member_attribute",
+            ),
+            (
+                "source.ldap",
+                "email_attribute = \"e mail\"",
+                "source.ldap.email_attribute",
+            ),
+            ("source.ldap", "colour = \"blue\"", "unknown field `colour`"),
+            ("source", "bearer_token = \"t\"", "source.bearer_token"),
+            (
+                "source",
+                "incremental = true\nsubject_attribute = \"uid\"",
+                "source.incremental",
+            ),
+        ] {
+            let err = parse(&with(table, line)).expect_err(line);
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let http = parse(&LDAP.replace("ldaps://ldap.example.com", "https://ldap.example.com"));
+        assert!(http
+            .expect_err("https")
+            .starts_with("source.url must be an ldap://"));
+        let no_password = parse(&LDAP.replace("bind_password = \"pw\"\n", ""));
+        assert!(no_password
+            .expect_err("no password")
+            .starts_with("source.ldap.bind_password is missing"));
+        let no_base = parse(&LDAP.replace("user_base = \"ou=people,dc=example,dc=com\"\n", ""));
+        assert!(no_base
+            .expect_err("no base")
+            .starts_with("source.ldap.user_base"));
+    }
+
+    #[test]
+    fn the_bind_password_comes_from_the_environment_first() {
+        let text = LDAP.replace("bind_password = \"pw\"\n", "");
+        let env = |name: &str| (name == ENV_SOURCE_BIND_PASSWORD).then(|| "from-env".to_owned());
+        let config = Config::parse(&text, "t", &env).expect("valid");
+        let SourceKind::Ldap(ldap) = config.source.kind else {
+            panic!("ldap")
+        };
+        assert_eq!(ldap.bind.expect("bind").password.expose(), "from-env");
+    }
+}

@@ -203,7 +203,7 @@ mod tests {
             listing.groups.insert(
                 dn_key(dn),
                 ListedEntry {
-                    uuid: Some(format!("uuid-{name}")),
+                    uuid: Some(format!("uuid-{dn}")),
                     name: Some((*name).to_owned()),
                     members,
                 },
@@ -245,7 +245,7 @@ mod tests {
             dn,
             &[
                 ("cn", &[name]),
-                ("entryUUID", &[&format!("uuid-{name}")]),
+                ("entryUUID", &[&format!("uuid-{dn}")]),
                 ("member", members),
             ],
         )
@@ -281,7 +281,7 @@ mod tests {
             None
         );
 
-        let deleted = groups.apply(&[], &[Subject::new("uuid-db")], "cn", &member);
+        let deleted = groups.apply(&[], &[Subject::new("uuid-cn=db,ou=g")], "cn", &member);
         assert_eq!(
             deleted,
             GroupChange::Members([Subject::new("uid=cy,ou=p")].into_iter().collect())
