@@ -406,9 +406,8 @@ api_key = "k"
         assert_eq!(ipa.inactive_filter.as_deref(), Some("(nsAccountLock=TRUE)"));
         assert_eq!(ipa.member_attribute, MemberAttribute::Uid);
         let bind = openldap.bind.expect("bind");
-        assert_eq!(
-            format!("{bind:?}").contains("pw"),
-            false,
+        assert!(
+            !format!("{bind:?}").contains("pw"),
             "the password never prints"
         );
     }
