@@ -17,14 +17,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+mod credentials;
 mod ldap;
 mod source;
 
+pub use credentials::{ApiKey, GrantConfig, GrantMethod, SigningKey, SourceAuth};
 pub use ldap::{LdapBind, LdapConfig, LdapPreset, MemberAttribute, ENV_SOURCE_BIND_PASSWORD};
 use source::RawSource;
 pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
-    OidcConfig, ScimConfig, SourceAuth, SourceConfig, SourceKind, SubjectAttribute,
+    OidcConfig, ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
 };
 
 /// Environment variables that may carry secrets instead of the file.
@@ -984,6 +986,7 @@ mod tests {
                 (_, SourceKind::Scim(scim)) => match &scim.auth {
                     SourceAuth::Bearer(token) => token.clone(),
                     SourceAuth::Oidc(oidc) => oidc.client_secret.clone(),
+                    other => panic!("not a SCIM credential: {other:?}"),
                 },
                 _ => panic!("a SCIM source"),
             };
