@@ -52,12 +52,6 @@ impl LdapSource {
             group_changes = changes.affected.len(),
             "read the changes since the last read"
         );
-        let url = connection.url().to_owned();
-        let memberships = changes
-            .state
-            .listing
-            .memberships()
-            .map_err(|reason| super::connection::failure(&url, reason))?;
         let mut users = changes.users;
         let known: HashSet<MemberKey> = users
             .iter()
@@ -65,6 +59,11 @@ impl LdapSource {
             .collect();
         let others = changes.affected.iter().filter(|key| !known.contains(*key));
         users.extend(self.users_by_key(connection, others).await?);
+        let keys: HashSet<MemberKey> = users
+            .iter()
+            .filter_map(|e| self.users.member_key(e))
+            .collect();
+        let memberships = changes.state.listing.memberships_of(&keys);
         let mut read = self
             .deliver_changed(connection, delivery, &memberships, users)
             .await?;

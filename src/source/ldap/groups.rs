@@ -111,6 +111,43 @@ impl GroupListing {
         Ok(named)
     }
 
+    /// The groups of `keys` only, nesting flattened: cheaper than
+    /// [`memberships`](Self::memberships) when few users changed. The listing's
+    /// nesting was checked for cycles by the full read it descends from (a change
+    /// of nesting makes a full read), and a cycle would only end the walk early.
+    pub fn memberships_of(&self, keys: &HashSet<MemberKey>) -> Memberships {
+        let wanted: HashSet<&str> = keys.iter().map(Subject::as_str).collect();
+        let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut direct: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (dn, group) in &self.groups {
+            for member in &group.members {
+                if self.groups.contains_key(member) {
+                    parents.entry(member).or_default().push(dn);
+                } else if wanted.contains(member.as_str()) {
+                    direct.entry(member).or_default().push(dn);
+                }
+            }
+        }
+        let mut memberships = HashMap::with_capacity(direct.len());
+        for (member, groups) in direct {
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut pending = groups;
+            while let Some(dn) = pending.pop() {
+                if seen.insert(dn) {
+                    pending.extend(parents.get(dn).into_iter().flatten());
+                }
+            }
+            let mut names: Vec<GroupName> = seen
+                .into_iter()
+                .filter_map(|dn| self.groups.get(dn)?.name.as_deref().map(GroupName::new))
+                .collect();
+            names.sort();
+            names.dedup();
+            memberships.insert(Subject::new(member), names);
+        }
+        memberships
+    }
+
     /// Applies the groups a refresh reported changed (whole) and deleted (by
     /// entryUUID); says whose groups that changed.
     pub fn apply(
@@ -235,6 +272,11 @@ mod tests {
         assert_eq!(
             names(&memberships[&Subject::new("uid=cto,ou=p")]),
             ["engineering"]
+        );
+        let ann: HashSet<Subject> = [Subject::new("uid=ann,ou=p")].into_iter().collect();
+        assert_eq!(
+            listing.memberships_of(&ann)[&Subject::new("uid=ann,ou=p")],
+            memberships[&Subject::new("uid=ann,ou=p")]
         );
         let cycle = self::listing(&[("cn=a", "a", &["cn=b"]), ("cn=b", "b", &["cn=a"])]);
         assert!(cycle.memberships().unwrap_err().contains("cycle"));
