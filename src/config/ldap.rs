@@ -172,29 +172,23 @@ impl RawLdap {
                 "is for ldap:// URLs; an ldaps:// URL is TLS from the start, so remove start_tls",
             ));
         }
-        let subject_attribute = attribute(
-            "source.subject_attribute",
-            common.subject_attribute,
-            defaults.subject_attribute,
+        let subject_attribute = subject_attribute(common, &defaults)?;
+        let timeout = positive(
+            "source.timeout_secs",
+            common.timeout_secs.unwrap_or(60),
+            "60",
         )?;
-        if common.incremental && !subject_attribute.eq_ignore_ascii_case("entryUUID") {
-            return Err(invalid(
-                "source.incremental",
-                format!("needs subject_attribute = \"entryUUID\": the server reports deleted entries by their entryUUID, and subject_attribute is {subject_attribute:?}"),
-            ));
-        }
+        let [email_attribute, name_attribute, group_name_attribute] = self.attribute_names()?;
+        let inactive_filter = Some(filter(
+            "source.ldap.inactive_filter",
+            self.inactive_filter,
+            defaults.inactive_filter,
+        )?);
         Ok(LdapConfig {
             start_tls,
             ca_pem: ca_bundle("source.ca_file", common.ca_file)?,
             page_size: positive("source.page_size", common.page_size.unwrap_or(500), "500")?,
-            timeout: Duration::from_secs(u64::from(
-                positive(
-                    "source.timeout_secs",
-                    common.timeout_secs.unwrap_or(60),
-                    "60",
-                )?
-                .get(),
-            )),
+            timeout: Duration::from_secs(u64::from(timeout.get())),
             preset,
             bind: bind(
                 self.bind_dn,
@@ -215,31 +209,51 @@ impl RawLdap {
                 self.group_filter,
                 defaults.group_filter,
             )?,
-            email_attribute: attribute(
+            email_attribute,
+            name_attribute,
+            group_name_attribute,
+            member_attribute: member_attribute(self.member_attribute.as_deref())?,
+            inactive_filter: inactive_filter.filter(|f| !f.is_empty()),
+            url,
+        })
+    }
+
+    /// `email_attribute`, `name_attribute`, `group_name_attribute`.
+    fn attribute_names(&self) -> Result<[String; 3], ConfigError> {
+        Ok([
+            attribute(
                 "source.ldap.email_attribute",
                 self.email_attribute.as_deref(),
                 "mail",
             )?,
-            name_attribute: attribute(
+            attribute(
                 "source.ldap.name_attribute",
                 self.name_attribute.as_deref(),
                 "displayName",
             )?,
-            group_name_attribute: attribute(
+            attribute(
                 "source.ldap.group_name_attribute",
                 self.group_name_attribute.as_deref(),
                 "cn",
             )?,
-            member_attribute: member_attribute(self.member_attribute.as_deref())?,
-            inactive_filter: Some(filter(
-                "source.ldap.inactive_filter",
-                self.inactive_filter,
-                defaults.inactive_filter,
-            )?)
-            .filter(|f| !f.is_empty()),
-            url,
-        })
+        ])
     }
+}
+
+/// The subject attribute; incremental reads need entryUUID.
+fn subject_attribute(common: &LdapCommon<'_>, defaults: &Defaults) -> Result<String, ConfigError> {
+    let subject = attribute(
+        "source.subject_attribute",
+        common.subject_attribute,
+        defaults.subject_attribute,
+    )?;
+    if common.incremental && !subject.eq_ignore_ascii_case("entryUUID") {
+        return Err(invalid(
+            "source.incremental",
+            format!("needs subject_attribute = \"entryUUID\": the server reports deleted entries by their entryUUID, and subject_attribute is {subject:?}"),
+        ));
+    }
+    Ok(subject)
 }
 
 fn ldap_url(text: Option<&str>) -> Result<Url, ConfigError> {

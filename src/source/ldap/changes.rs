@@ -194,13 +194,7 @@ impl LdapSource {
         output.read.entries = changed.len();
         for (entry, subject) in changed.iter().zip(subjects) {
             let Some(subject) = subject else { continue };
-            let groups = self
-                .users
-                .member_key(entry)
-                .and_then(|key| memberships.get(&key).cloned())
-                .unwrap_or_default();
-            let inactive = inactive.contains(&subject);
-            output.push(self.users.user(entry, subject, groups, inactive));
+            output.push(self.users.user(entry, subject, memberships, &inactive));
             output.pace().await;
         }
         output.flush();

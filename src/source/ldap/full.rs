@@ -200,13 +200,7 @@ impl LdapSource {
                 return None;
             }
         };
-        let groups = self
-            .users
-            .member_key(entry)
-            .and_then(|key| memberships.get(&key).cloned())
-            .unwrap_or_default();
-        let inactive = inactive.contains(&subject);
-        Some(self.users.user(entry, subject, groups, inactive))
+        Some(self.users.user(entry, subject, memberships, inactive))
     }
 
     /// The group listing, by a refresh (with the cookie it ends with) or by pages.

@@ -148,6 +148,24 @@ impl GroupListing {
         memberships
     }
 
+    /// Removes the groups deleted (by entryUUID); returns their members.
+    fn remove(
+        &mut self,
+        deleted: &[Subject],
+        by_uuid: &HashMap<String, String>,
+    ) -> HashSet<MemberKey> {
+        let mut members = HashSet::new();
+        for uuid in deleted {
+            if let Some(old) = by_uuid
+                .get(uuid.as_str())
+                .and_then(|dn| self.groups.remove(dn))
+            {
+                members.extend(old.members.into_iter().map(Subject::new));
+            }
+        }
+        members
+    }
+
     /// Applies the groups a refresh reported changed (whole) and deleted (by
     /// entryUUID); says whose groups that changed.
     pub fn apply(
@@ -157,21 +175,13 @@ impl GroupListing {
         name_attribute: &str,
         members: &MemberAttribute,
     ) -> GroupChange {
-        let mut affected = HashSet::new();
         let mut nesting = false;
         let by_uuid: HashMap<String, String> = self
             .groups
             .iter()
             .filter_map(|(dn, g)| Some((g.uuid.clone()?, dn.clone())))
             .collect();
-        for uuid in deleted {
-            if let Some(old) = by_uuid
-                .get(uuid.as_str())
-                .and_then(|dn| self.groups.remove(dn))
-            {
-                affected.extend(old.members.into_iter().map(Subject::new));
-            }
-        }
+        let mut affected = self.remove(deleted, &by_uuid);
         let new: Vec<(String, ListedEntry)> = changed
             .iter()
             .map(|e| (dn_key(&e.dn), listed_entry(e, name_attribute, members)))

@@ -1,9 +1,11 @@
 //! A user entry as a [`DirectoryUser`], by the attributes the config names.
 
 use super::entry::{account_disabled, dn_key, guid_text, Entry};
-use super::groups::MemberKey;
+use std::collections::HashSet;
+
+use super::groups::{MemberKey, Memberships};
 use crate::config::{AttributeMap, LdapConfig, LdapPreset, MemberAttribute};
-use crate::model::{DirectoryUser, GroupName, Subject, UnusableEntry};
+use crate::model::{DirectoryUser, Subject, UnusableEntry};
 use crate::source::normalize::{self, ListedEmail};
 
 /// Reads users the way one source's config says.
@@ -87,14 +89,20 @@ impl UserReader {
         }
     }
 
-    /// The user, in `groups`; `inactive` by the inactive filter.
+    /// The user, with its groups from `memberships`; inactive when `inactive`
+    /// (the users matching the inactive filter) holds it.
     pub fn user(
         &self,
         entry: &Entry,
         subject: Subject,
-        groups: Vec<GroupName>,
-        inactive: bool,
+        memberships: &Memberships,
+        inactive: &HashSet<Subject>,
     ) -> DirectoryUser {
+        let groups = self
+            .member_key(entry)
+            .and_then(|key| memberships.get(&key).cloned())
+            .unwrap_or_default();
+        let inactive = inactive.contains(&subject);
         let disabled = self.disabled_bit
             && entry
                 .text("userAccountControl")
