@@ -365,8 +365,8 @@ async fn the_server_killed_mid_read_is_exit_3_and_deactivates_nobody() {
     let mut world = World::start(Access::PagedOverLdaps).await;
     world.run().await.expect("first run");
     world.gateway.clear_requests();
-    // Pages of 10: the read takes 200 round trips, long enough to be cut.
-    let config = world.write_config(10, slapd::READER_PASSWORD);
+    // Pages of 2: the read takes 1,000 round trips, long enough to be cut.
+    let config = world.write_config(2, slapd::READER_PASSWORD);
     let before = world.slapd.entries_returned(PEOPLE, USERS).len();
     let running = tokio::task::spawn_blocking(move || idsync(&["--sync-now"], &config));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
