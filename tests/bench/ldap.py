@@ -97,7 +97,7 @@ rootpw {ADMIN_PW}
 directory {dir}/db
 index objectClass eq
 index entryCSN,entryUUID eq
-limits dn.exact="{SYNC_DN}" size=unlimited
+limits dn.exact="{SYNC_DN}" size=unlimited size.pr=unlimited
 access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 overlay syncprov
@@ -137,6 +137,8 @@ api_key = "bench"
 rate_limit_per_second = 1000000
 burst = 1000
 max_in_flight = 16
+[sync]
+update_existing = true
 [cache]
 path = "{cache}"
 """)

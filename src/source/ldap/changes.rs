@@ -114,7 +114,12 @@ impl LdapSource {
         let Some((users_cookie, removed)) = self.done_or_full(refresh.finish().await?) else {
             return Ok(None);
         };
-        state = State::new(&users_cookie, &groups_cookie, state.listing);
+        state = State::new(
+            &users_cookie,
+            &groups_cookie,
+            state.listing,
+            &config.user_base,
+        );
         Ok(Some(Changes {
             users: changed_users,
             removed,

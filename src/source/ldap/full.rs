@@ -95,7 +95,7 @@ impl LdapSource {
         let mut read = output.read;
         read.scope = Scope::Complete;
         if let (Some(users), Some(groups)) = (users_cookie, groups_cookie) {
-            let state = super::State::new(&users, &groups, listing);
+            let state = super::State::new(&users, &groups, listing, &self.config.user_base);
             read.cursor = Some(Position::after_full_read(state.encode(), started).encode());
         }
         Ok(read)

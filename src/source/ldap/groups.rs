@@ -75,6 +75,33 @@ impl GroupListing {
         self.groups.len()
     }
 
+    /// The listing with `suffix` (the user base) cut from the member keys that end
+    /// with it, marked by a leading `~`: the cursor holds it, and most members are
+    /// users under the user base.
+    pub fn compacted(&self, suffix: &str) -> Self {
+        let mut compact = self.clone();
+        for group in compact.groups.values_mut() {
+            for member in &mut group.members {
+                if let Some(relative) = member.strip_suffix(suffix) {
+                    *member = format!("~{relative}");
+                }
+            }
+        }
+        compact
+    }
+
+    /// The listing [`compacted`](Self::compacted) left, whole again.
+    pub fn expanded(mut self, suffix: &str) -> Self {
+        for group in self.groups.values_mut() {
+            for member in &mut group.members {
+                if let Some(relative) = member.strip_prefix('~') {
+                    *member = format!("{relative}{suffix}");
+                }
+            }
+        }
+        self
+    }
+
     /// Each member's groups by name. Groups in a cycle are an error.
     pub fn memberships(&self) -> Result<Memberships, String> {
         let mut listed = Vec::with_capacity(self.groups.len());

@@ -163,30 +163,40 @@ impl Directory for LdapSource {
 
 /// What an incremental read continues from, kept in the cursor: the server's
 /// cookies for the users and the groups (hex: a cookie is bytes), and the group
-/// listing, to tell who left a group that changed.
+/// listing, to tell who left a group that changed (member keys under the user
+/// base kept without it, `suffix`).
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct State {
     users: String,
     groups: String,
+    suffix: String,
     listing: GroupListing,
 }
 
 impl State {
-    fn new(users: &[u8], groups: &[u8], listing: GroupListing) -> Self {
+    fn new(users: &[u8], groups: &[u8], listing: GroupListing, user_base: &str) -> Self {
         Self {
             users: hex(users),
             groups: hex(groups),
+            suffix: format!(",{}", entry::dn_key(user_base)),
             listing,
         }
     }
 
     fn encode(&self) -> String {
+        let compact = Self {
+            users: self.users.clone(),
+            groups: self.groups.clone(),
+            suffix: self.suffix.clone(),
+            listing: self.listing.compacted(&self.suffix),
+        };
         // Strings and maps of strings always serialize.
-        serde_json::to_string(self).unwrap_or_default()
+        serde_json::to_string(&compact).unwrap_or_default()
     }
 
     fn decode(text: &str) -> Option<Self> {
-        let state: Self = serde_json::from_str(text).ok()?;
+        let mut state: Self = serde_json::from_str(text).ok()?;
+        state.listing = state.listing.expanded(&state.suffix);
         (unhex(&state.users).is_some() && unhex(&state.groups).is_some()).then_some(state)
     }
 }
@@ -209,12 +219,30 @@ mod tests {
     #[test]
     fn the_state_keeps_both_cookies_and_the_listing() {
         let cookie = b"rid=000,csn=20261205054546.134084Z#000000#000#000000";
-        let state = State::new(cookie, b"g", GroupListing::default());
+        let mut listing = GroupListing::default();
+        let group = entry::Entry::for_tests(
+            "cn=sre,ou=groups,dc=x",
+            &[
+                ("cn", &["sre"]),
+                (
+                    "member",
+                    &["uid=ann,ou=people,dc=x", "cn=db,ou=groups,dc=x"],
+                ),
+            ],
+        );
+        let member = crate::config::MemberAttribute::Dn("member".into());
+        listing.add(&group, "cn", &member).expect("added");
+        let state = State::new(cookie, b"g", listing, "ou=People, dc=x");
+        assert!(
+            state.encode().contains(r#""~uid=ann""#),
+            "{}",
+            state.encode()
+        );
         let decoded = State::decode(&state.encode()).expect("decodes");
         assert_eq!(unhex(&decoded.users).as_deref(), Some(&cookie[..]));
         assert_eq!(decoded, state);
         assert_eq!(
-            State::decode(r#"{"users":"0g","groups":"","listing":{"groups":{}}}"#),
+            State::decode(r#"{"users":"0g","groups":"","suffix":"","listing":{"groups":{}}}"#),
             None
         );
         assert_eq!(State::decode("https://x"), None);
