@@ -66,11 +66,17 @@ pub enum Item {
     Referral(Vec<String>),
 }
 
-/// A search in progress.
+/// A search in progress. A task of its own takes the server's answers off the
+/// connection as they come and decodes them, so that a paged search asks for the
+/// next page while the one before is still being read.
 pub struct Search<'a> {
-    stream: SearchStream<'a, String, Vec<String>>,
+    items: tokio::sync::mpsc::Receiver<Result<Item, String>>,
+    taking: tokio::task::JoinHandle<LdapResult>,
     url: &'a str,
 }
+
+/// Items decoded ahead of the reader: a page or two.
+const AHEAD: usize = 2048;
 
 impl Connection {
     /// Connects and binds as `source.ldap.bind_dn` (anonymously without one).
@@ -120,7 +126,7 @@ impl Connection {
         controls: Vec<RawControl>,
     ) -> Result<Search<'a>, SourceError> {
         let attributes: Vec<String> = attributes.iter().map(|a| (*a).to_owned()).collect();
-        let mut adapters: Vec<Box<dyn Adapter<'a, String, Vec<String>>>> = Vec::new();
+        let mut adapters: Vec<Box<dyn Adapter<'static, String, Vec<String>>>> = Vec::new();
         if let Some(size) = page_size {
             adapters.push(Box::new(PagedResults::new(
                 i32::try_from(size).unwrap_or(i32::MAX),
@@ -133,8 +139,10 @@ impl Connection {
             .streaming_search_with(adapters, base, Scope::Subtree, filter, attributes)
             .await
             .map_err(|err| failure(&self.url, format!("search of {base} failed: {err}")))?;
+        let (sender, items) = tokio::sync::mpsc::channel(AHEAD);
         Ok(Search {
-            stream,
+            items,
+            taking: tokio::spawn(take_items(stream, sender)),
             url: &self.url,
         })
     }
@@ -180,29 +188,56 @@ impl Connection {
     }
 }
 
+/// Takes a search's answers off the connection, decoded, until it ends or the
+/// reader goes away; returns the server's result for the whole search.
+async fn take_items(
+    mut stream: SearchStream<'static, String, Vec<String>>,
+    items: tokio::sync::mpsc::Sender<Result<Item, String>>,
+) -> LdapResult {
+    loop {
+        let item = match stream.next().await {
+            Ok(Some(entry)) => decode(entry),
+            Ok(None) => break,
+            Err(err) => Err(format!("the search broke off: {err}")),
+        };
+        let failed = item.is_err();
+        if items.send(item).await.is_err() || failed {
+            break;
+        }
+    }
+    stream.finish().await
+}
+
+fn decode(entry: ldap3::ResultEntry) -> Result<Item, String> {
+    if entry.is_ref() {
+        return Ok(Item::Referral(ldap3::parse_refs(entry.0)));
+    }
+    if entry.is_intermediate() {
+        return Ok(Item::Intermediate(entry.0));
+    }
+    let controls = entry.1.into_iter().map(|control| control.1).collect();
+    Ok(Item::Entry(Entry::decode(entry.0)?, controls))
+}
+
 impl Search<'_> {
     /// The next item, or `None` once the server said the search is done.
     pub async fn next(&mut self) -> Result<Option<Item>, SourceError> {
-        let entry = self
-            .stream
-            .next()
-            .await
-            .map_err(|err| failure(self.url, format!("the search broke off: {err}")))?;
-        let Some(entry) = entry else { return Ok(None) };
-        if entry.is_ref() {
-            return Ok(Some(Item::Referral(ldap3::parse_refs(entry.0))));
+        match self.items.recv().await {
+            Some(item) => item.map(Some).map_err(|reason| failure(self.url, reason)),
+            None => Ok(None),
         }
-        if entry.is_intermediate() {
-            return Ok(Some(Item::Intermediate(entry.0)));
-        }
-        let controls = entry.1.into_iter().map(|control| control.1).collect();
-        let decoded = Entry::decode(entry.0).map_err(|reason| failure(self.url, reason))?;
-        Ok(Some(Item::Entry(decoded, controls)))
     }
 
     /// The server's result for the whole search.
-    pub async fn finish(mut self) -> LdapResult {
-        self.stream.finish().await
+    pub async fn finish(self) -> LdapResult {
+        drop(self.items);
+        self.taking.await.unwrap_or_else(|err| LdapResult {
+            rc: 80,
+            matched: String::new(),
+            text: format!("the search's reading task failed: {err}"),
+            refs: Vec::new(),
+            ctrls: Vec::new(),
+        })
     }
 }
 
