@@ -271,7 +271,9 @@ def run(args, work, procs):
 def table(r):
     full_over_floor = r["full_wall_s"] / r["floor_s"]
     inc_over_full = r["incremental_wall_s"] / r["full_wall_s"]
-    writes = [x["gateway"]["requests"] for x in r["runs"]["incremental"]]
+    # Updates: the stand-in answers them 404 (it keeps no users), so idsync creates
+    # those users again at the next run; those creates are counted apart.
+    writes = [f"{x['gateway']['other']}+{x['gateway']['creates']}" for x in r["runs"]["incremental"]]
     steady_writes = [x["gateway"]["requests"] for x in r["runs"]["full_steady"]]
     rows = [
         ("figure", "measured", "target"),
@@ -282,7 +284,7 @@ def table(r):
         ("incremental, nothing changed (s)", f"{r['runs']['incremental_unchanged']['wall_s']:.3f}", ""),
         (f"incremental after {CHANGES} changes (s)", f"{r['incremental_wall_s']:.3f}", ""),
         ("incremental / full read", f"{inc_over_full:.1%}", f"<= {TARGETS['incremental_over_full']:.0%}"),
-        ("incremental gateway requests", ",".join(map(str, writes)), f"{CHANGES} each"),
+        ("incremental updates+re-creates", ",".join(writes), f"{CHANGES} updates each"),
         ("peak RSS (MiB)", f"{r['peak_rss_mib']:.1f}", f"<= {TARGETS['rss_mib']}"),
     ]
     width = [max(len(row[i]) for row in rows) for i in range(3)]
