@@ -23,12 +23,10 @@ mod source;
 pub use credentials::{ApiKey, GrantConfig, GrantMethod, SigningKey, SourceAuth};
 use source::RawSource;
 pub use source::{
-    Auth0Config, Auth0Groups, DirectoryLimits, JumpCloudConfig,
-};
-pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
     OidcConfig, ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
 };
+pub use source::{Auth0Config, Auth0Groups, DirectoryLimits, JumpCloudConfig};
 
 /// Environment variables that may carry secrets instead of the file.
 pub const ENV_SOURCE_CLIENT_SECRET: &str = "IDSYNC_SOURCE_CLIENT_SECRET";
@@ -1284,7 +1282,7 @@ mod tests {
         );
         let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"ldap\""));
         assert!(
-            err.starts_with("source.kind must be \"scim\" or \"file\""),
+            err.starts_with("source.kind must be \"scim\", \"file\""),
             "{err}"
         );
     }

@@ -17,28 +17,27 @@ use super::SourceError;
 use crate::error_chain;
 use crate::model::Subject;
 
-/// The body of `response`, at most `max_bytes` of it, as JSON.
+/// The body of `response`, at most `max_bytes` of it, as JSON. A body cut off
+/// in transit is not whole JSON, so it fails here too.
 pub async fn json_body<T: DeserializeOwned>(
     url: &Url,
-    mut response: Response,
+    response: Response,
     max_bytes: usize,
 ) -> Result<T, SourceError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| unavailable(url, &err))? {
-        if body.len() + chunk.len() > max_bytes {
-            return Err(inconsistent(
-                url,
-                format!("the answer is larger than source.max_page_bytes = {max_bytes}"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
+    let (body, more) = crate::http::body_up_to(response, max_bytes).await;
+    if more {
+        return Err(inconsistent(
+            url,
+            format!("the answer is larger than source.max_page_bytes = {max_bytes}"),
+        ));
     }
-    serde_json::from_slice(&body).map_err(|err| inconsistent(url, format!("not the JSON expected: {err}")))
+    serde_json::from_slice(&body)
+        .map_err(|err| inconsistent(url, format!("not the JSON expected: {err}")))
 }
 
-pub fn unavailable(url: &Url, err: &reqwest::Error) -> SourceError {
+pub fn unavailable(request: impl std::fmt::Display, err: &reqwest::Error) -> SourceError {
     SourceError::Unavailable {
-        url: url.to_string(),
+        request: request.to_string(),
         reason: error_chain(err),
     }
 }
@@ -149,20 +148,29 @@ mod tests {
     fn a_changed_total_a_twice_listed_id_or_a_short_listing_is_refused() {
         let mut listing = OffsetListing::new(10);
         listing.announced(3).unwrap();
-        assert!(listing.announced(2).unwrap_err().contains("3 users, then 2"));
+        assert!(listing
+            .announced(2)
+            .unwrap_err()
+            .contains("3 users, then 2"));
         listing.listed(Some(&Subject::new("a"))).unwrap();
         let twice = listing.listed(Some(&Subject::new("a"))).unwrap_err();
         assert!(twice.contains("\"a\" is listed twice"), "{twice}");
         let mut short = OffsetListing::new(10);
         short.announced(3).unwrap();
         short.listed(Some(&Subject::new("a"))).unwrap();
-        assert!(short.complete().unwrap_err().contains("announced 3 users but held 1"));
+        assert!(short
+            .complete()
+            .unwrap_err()
+            .contains("announced 3 users but held 1"));
     }
 
     #[test]
     fn a_listing_over_the_bound_is_refused() {
         let mut listing = OffsetListing::new(1);
-        assert!(listing.announced(2).unwrap_err().contains("max_directory_users = 1"));
+        assert!(listing
+            .announced(2)
+            .unwrap_err()
+            .contains("max_directory_users = 1"));
         let mut endless = OffsetListing::new(1);
         endless.listed(None).unwrap();
         assert!(endless.listed(None).is_err());

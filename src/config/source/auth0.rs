@@ -8,10 +8,11 @@ use serde::Deserialize;
 use url::Url;
 
 use super::super::{
-    invalid, optional_secret, seconds, ConfigError, Secret, ENV_SOURCE_CLIENT_SECRET,
+    invalid, optional_secret, seconds, ConfigError, GrantConfig, GrantMethod, Secret, SourceAuth,
+    ENV_SOURCE_CLIENT_SECRET,
 };
 use super::vendor::DirectoryLimits;
-use super::{GrantConfig, GrantMethod, RawSource, SourceAuth};
+use super::RawSource;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use url::Url;
 
-use super::super::{invalid, optional_secret, ConfigError, Secret, ENV_SOURCE_API_KEY};
+use super::super::{
+    invalid, optional_secret, ApiKey, ConfigError, Secret, SourceAuth, ENV_SOURCE_API_KEY,
+};
 use super::vendor::DirectoryLimits;
-use super::{ApiKey, RawSource, SourceAuth};
+use super::RawSource;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,7 +56,11 @@ impl RawSource {
                 format!("is missing: set api_key_file = \"/run/secrets/jumpcloud_key\" in [source.jumpcloud] or the environment variable {ENV_SOURCE_API_KEY}"),
             )
         })?;
-        let org_id = raw.org_id.as_deref().map(str::trim).filter(|id| !id.is_empty());
+        let org_id = raw
+            .org_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| !id.is_empty());
         if org_id.is_some_and(|id| !id.chars().all(|c| c.is_ascii_alphanumeric())) {
             return Err(invalid(
                 "source.jumpcloud.org_id",

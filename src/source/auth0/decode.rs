@@ -112,8 +112,10 @@ mod tests {
 
     #[test]
     fn an_auth0_user_becomes_a_directory_user() {
-        let ann = user(json!({"user_id": "auth0|1", "email": "Ann@X.com", "name": "Ann Lee",
-            "identities": [{"provider": "auth0"}]}))
+        let ann = user(
+            json!({"user_id": "auth0|1", "email": "Ann@X.com", "name": "Ann Lee",
+            "identities": [{"provider": "auth0"}]}),
+        )
         .expect("usable");
         assert_eq!(ann.subject.as_str(), "auth0|1");
         assert_eq!(ann.email.expect("e-mail").as_str(), "ann@x.com");
@@ -129,7 +131,10 @@ mod tests {
     #[test]
     fn a_user_without_user_id_is_unusable() {
         let err = user(json!({"email": "x@y.com"})).unwrap_err();
-        assert_eq!((err.label.as_str(), err.reason.as_str()), ("x@y.com", "the user has no user_id"));
+        assert_eq!(
+            (err.label.as_str(), err.reason.as_str()),
+            ("x@y.com", "the user has no user_id")
+        );
     }
 
     #[test]

@@ -40,7 +40,9 @@ impl ExportDecoder {
 
     /// Decompresses `compressed` and returns the users of the lines it completed.
     pub fn feed(&mut self, compressed: &[u8]) -> Result<Vec<Entry>, String> {
-        self.gunzip.write_all(compressed).map_err(|err| err.to_string())?;
+        self.gunzip
+            .write_all(compressed)
+            .map_err(|err| err.to_string())?;
         Ok(std::mem::take(&mut self.gunzip.get_mut().decoded))
     }
 
@@ -49,7 +51,7 @@ impl ExportDecoder {
         let mut lines = self
             .gunzip
             .finish()
-            .map_err(|err| format!("the export file is not a whole gzip file: {err}"))?;
+            .map_err(|err| format!("the export file is cut off or damaged: {err}"))?;
         let last = std::mem::take(&mut lines.partial);
         lines.decode(&last).map_err(|err| err.to_string())?;
         Ok(lines.decoded)
@@ -127,7 +129,9 @@ mod tests {
     }
 
     fn users(text: &str) -> String {
-        (0..text.len()).map(|i| format!("{{\"user_id\":\"u{i}\",\"email\":\"u{i}@x.com\"}}\n")).collect()
+        (0..text.len())
+            .map(|i| format!("{{\"user_id\":\"u{i}\",\"email\":\"u{i}@x.com\"}}\n"))
+            .collect()
     }
 
     #[test]
@@ -152,20 +156,36 @@ mod tests {
         let mut decoder = ExportDecoder::new(1024);
         decoder.feed(&file[..file.len() / 2]).unwrap();
         let err = decoder.finish().unwrap_err();
-        assert!(err.contains("not a whole gzip file"), "{err}");
+        assert!(err.contains("cut off or damaged"), "{err}");
         let mut no_trailer = ExportDecoder::new(1024);
         no_trailer.feed(&file[..file.len() - 4]).unwrap();
-        assert!(no_trailer.finish().is_err(), "the length in the trailer is missing");
+        assert!(
+            no_trailer.finish().is_err(),
+            "the length in the trailer is missing"
+        );
+    }
+
+    /// Every user of `file`, or the first error, from feeding or from the end.
+    fn decode_all(file: &[u8]) -> Result<Vec<Entry>, String> {
+        let mut decoder = ExportDecoder::new(1024);
+        let mut read = decoder.feed(file)?;
+        read.extend(decoder.finish()?);
+        Ok(read)
     }
 
     #[test]
     fn a_long_line_or_a_broken_one_is_refused() {
-        let long = gzip(&"y".repeat(5000));
-        let mut decoder = ExportDecoder::new(1024);
-        let err = decoder.feed(&long).unwrap_err();
-        assert!(err.contains("longer than source.max_resource_bytes = 1024"), "{err}");
-        let broken = gzip("{\"user_id\":\"a\"}\n{not json}\n");
-        let err = ExportDecoder::new(1024).feed(&broken).unwrap_err();
-        assert!(err.contains("line 2 of the export file is not a user"), "{err}");
+        let err = decode_all(&gzip(&"y".repeat(5000))).unwrap_err();
+        assert!(
+            err.contains(
+                "line 1 of the export file is longer than source.max_resource_bytes = 1024"
+            ),
+            "{err}"
+        );
+        let err = decode_all(&gzip("{\"user_id\":\"a\"}\n{not json}\n")).unwrap_err();
+        assert!(
+            err.contains("line 2 of the export file is not a user"),
+            "{err}"
+        );
     }
 }

@@ -112,17 +112,21 @@ mod tests {
 
     #[test]
     fn a_system_user_becomes_a_directory_user() {
-        let ann = user(json!({"_id": "5f1", "email": "Ann@X.com", "username": "ann",
+        let ann = user(
+            json!({"_id": "5f1", "email": "Ann@X.com", "username": "ann",
             "firstname": "Ann", "lastname": "Lee", "activated": true, "suspended": false,
-            "state": "ACTIVATED", "unknown": {"nested": 1}}))
+            "state": "ACTIVATED", "unknown": {"nested": 1}}),
+        )
         .into_user()
         .expect("usable");
         assert_eq!(ann.subject.as_str(), "5f1");
         assert_eq!(ann.email.expect("e-mail").as_str(), "ann@x.com");
         assert_eq!(ann.name.as_deref(), Some("Ann Lee"));
         assert!(ann.active);
-        let shown = user(json!({"_id": "5f2", "email": "b@x.com", "displayname": "Bee",
-            "firstname": "B", "lastname": "C"}))
+        let shown = user(
+            json!({"_id": "5f2", "email": "b@x.com", "displayname": "Bee",
+            "firstname": "B", "lastname": "C"}),
+        )
         .into_user()
         .expect("usable");
         assert_eq!(shown.name.as_deref(), Some("Bee"));
@@ -158,6 +162,9 @@ mod tests {
             {"id": "u1", "type": "user", "paths": [[{"from": {"id": "g"}, "to": {"id": "u1"}}]]}
         ]))
         .unwrap();
-        assert_eq!((members[0].id.as_str(), members[0].kind.as_str()), ("u1", "user"));
+        assert_eq!(
+            (members[0].id.as_str(), members[0].kind.as_str()),
+            ("u1", "user")
+        );
     }
 }
