@@ -7,6 +7,9 @@
 //! and the `x-ratelimit-*` headers on every answer, with 429 once the budget is
 //! spent. Sources: tests/peers/README.md ("Auth0").
 
+// Handlers return the refusal itself as their error: an axum `Response`.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -140,7 +143,10 @@ impl FakeAuth0 {
             .route("/api/v2/roles", get(roles))
             .route("/api/v2/roles/{id}/users", get(role_users))
             .route("/api/v2/organizations", get(organizations))
-            .route("/api/v2/organizations/{id}/members", get(organization_members))
+            .route(
+                "/api/v2/organizations/{id}/members",
+                get(organization_members),
+            )
             .with_state(shared.clone());
         Self {
             _server: ServerTask::spawn(listener, router),
@@ -208,7 +214,8 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !bearer.is_some_and(|token| st.tokens.iter().any(|t| t == token)) {
-            let body = json!({"statusCode": 401, "error": "Unauthorized", "message": "Invalid token"});
+            let body =
+                json!({"statusCode": 401, "error": "Unauthorized", "message": "Invalid token"});
             return Err((StatusCode::UNAUTHORIZED, rate.headers(), Json(body)).into_response());
         }
         Ok(rate)
@@ -232,7 +239,9 @@ impl RateHeaders {
 }
 
 fn epoch_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn bad_request(message: &str) -> Response {
@@ -255,7 +264,11 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     let mut st = shared.lock();
     st.counts.token_requests += 1;
     if field("grant_type") != Some("client_credentials") {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "unsupported_grant_type"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "unsupported_grant_type"})),
+        )
+            .into_response();
     }
     if field("client_id") != Some(&shared.opts.client_id)
         || field("client_secret") != Some(&shared.opts.client_secret)
@@ -272,15 +285,18 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     let token = format!("eyJ.fake.{:032x}", rand::rng().random::<u128>());
     st.tokens.push(token.clone());
     let scope = "read:users read:roles read:organizations read:organization_members";
-    Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 86400, "scope": scope}))
-        .into_response()
+    Json(
+        json!({"access_token": token, "token_type": "Bearer", "expires_in": 86400, "scope": scope}),
+    )
+    .into_response()
 }
 
 /// A number from the query, or its default.
 fn number(query: &HashMap<String, String>, key: &str, default: usize) -> Result<usize, Response> {
-    query
-        .get(key)
-        .map_or(Ok(default), |v| v.parse().map_err(|_| bad_request(&format!("{key} must be a number"))))
+    query.get(key).map_or(Ok(default), |v| {
+        v.parse()
+            .map_err(|_| bad_request(&format!("{key} must be a number")))
+    })
 }
 
 async fn users(
@@ -305,11 +321,21 @@ async fn users(
     let mut st = shared.lock();
     st.counts.user_pages += 1;
     if st.faults.fail_users_from_page.is_some_and(|at| page >= at) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, rate.headers(), "upstream failure").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            rate.headers(),
+            "upstream failure",
+        )
+            .into_response();
     }
     let fields: Option<Vec<&str>> = query.get("fields").map(|f| f.split(',').collect());
     let all = &st.directory.users;
-    let listed: Vec<Value> = all.iter().skip(page * per_page).take(per_page).map(|u| only(u, fields.as_deref())).collect();
+    let listed: Vec<Value> = all
+        .iter()
+        .skip(page * per_page)
+        .take(per_page)
+        .map(|u| only(u, fields.as_deref()))
+        .collect();
     let body = if query.get("include_totals").map(String::as_str) == Some("true") {
         json!({"start": page * per_page, "limit": per_page, "length": listed.len(), "total": all.len(), "users": listed})
     } else {
@@ -322,13 +348,21 @@ async fn users(
 fn only(user: &Value, fields: Option<&[&str]>) -> Value {
     match (fields, user.as_object()) {
         (Some(fields), Some(object)) => Value::Object(
-            object.iter().filter(|(k, _)| fields.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            object
+                .iter()
+                .filter(|(k, _)| fields.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         ),
         _ => user.clone(),
     }
 }
 
-async fn create_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_export(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let rate = match shared.admit(&headers) {
         Ok(rate) => rate,
         Err(refused) => return refused,
@@ -339,23 +373,42 @@ async fn create_export(State(shared): State<Arc<Shared>>, headers: HeaderMap, bo
     if request["format"] != "json" && request["format"] != "csv" {
         return bad_request("Payload validation error: 'format' must be csv or json");
     }
-    let fields: Vec<String> = request["fields"].as_array().into_iter().flatten()
-        .filter_map(|f| f["name"].as_str().map(str::to_owned)).collect();
+    let fields: Vec<String> = request["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+        .collect();
     let names: Vec<&str> = fields.iter().map(String::as_str).collect();
     let mut st = shared.lock();
     st.counts.export_jobs += 1;
-    let ndjson: String = st.directory.users.iter().map(|u| format!("{}\n", only(u, Some(&names)))).collect();
+    let ndjson: String = st
+        .directory
+        .users
+        .iter()
+        .map(|u| format!("{}\n", only(u, Some(&names))))
+        .collect();
     let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
     let _ = gzip.write_all(ndjson.as_bytes());
     let file = gzip.finish().unwrap_or_default();
     let id = format!("job_{:016x}", rand::rng().random::<u64>());
-    st.jobs.insert(id.clone(), Job { polls_left: shared.opts.export_polls, file });
+    st.jobs.insert(
+        id.clone(),
+        Job {
+            polls_left: shared.opts.export_polls,
+            file,
+        },
+    );
     let answer = json!({"type": "users_export", "status": "pending", "id": id, "format": request["format"],
         "fields": request["fields"], "created_at": "2026-01-01T00:00:00.000Z"});
     (StatusCode::CREATED, rate.headers(), Json(answer)).into_response()
 }
 
-async fn job(State(shared): State<Arc<Shared>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn job(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let rate = match shared.admit(&headers) {
         Ok(rate) => rate,
         Err(refused) => return refused,
@@ -364,7 +417,11 @@ async fn job(State(shared): State<Arc<Shared>>, Path(id): Path<String>, headers:
     st.counts.job_polls += 1;
     let failing = st.faults.fail_exports;
     let Some(job) = st.jobs.get_mut(&id) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"statusCode": 404, "message": "The job does not exist"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"statusCode": 404, "message": "The job does not exist"})),
+        )
+            .into_response();
     };
     let status = match job.polls_left {
         _ if failing => "failed",
@@ -385,7 +442,11 @@ async fn job(State(shared): State<Arc<Shared>>, Path(id): Path<String>, headers:
 }
 
 /// The export file, from "storage": no token needed, none should be sent.
-async fn download(State(shared): State<Arc<Shared>>, Path(file): Path<String>, headers: HeaderMap) -> Response {
+async fn download(
+    State(shared): State<Arc<Shared>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let mut st = shared.lock();
     st.counts.downloads += 1;
     if headers.contains_key(header::AUTHORIZATION) {
@@ -395,7 +456,11 @@ async fn download(State(shared): State<Arc<Shared>>, Path(file): Path<String>, h
     let Some(job) = file.strip_suffix(".json.gz").and_then(|id| st.jobs.get(id)) else {
         return (StatusCode::NOT_FOUND, "NoSuchKey").into_response();
     };
-    let bytes = if truncate { job.file[..job.file.len() / 2].to_vec() } else { job.file.clone() };
+    let bytes = if truncate {
+        job.file[..job.file.len() / 2].to_vec()
+    } else {
+        job.file.clone()
+    };
     ([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response()
 }
 
@@ -414,14 +479,22 @@ async fn roles(
     };
     let st = shared.lock();
     let all = &st.directory.roles;
-    let listed: Vec<Value> = all.iter().skip(page * per_page).take(per_page)
-        .map(|r| json!({"id": r.id, "name": r.name, "description": ""})).collect();
+    let listed: Vec<Value> = all
+        .iter()
+        .skip(page * per_page)
+        .take(per_page)
+        .map(|r| json!({"id": r.id, "name": r.name, "description": ""}))
+        .collect();
     let body = json!({"start": page * per_page, "limit": per_page, "length": listed.len(), "total": all.len(), "roles": listed});
     (rate.headers(), Json(body)).into_response()
 }
 
 /// One checkpoint page of `items`: `from` is the `next` of the page before.
-fn checkpoint(items: &[Value], query: &HashMap<String, String>, key: &str) -> Result<Value, Response> {
+fn checkpoint(
+    items: &[Value],
+    query: &HashMap<String, String>,
+    key: &str,
+) -> Result<Value, Response> {
     let take = number(query, "take", 50)?;
     if take == 0 || take > MAX_PER_PAGE {
         return Err(bad_request("Query validation error: 'take' must be 1..100"));
@@ -467,8 +540,12 @@ async fn organizations(
         Err(refused) => return refused,
     };
     let st = shared.lock();
-    let all: Vec<Value> = st.directory.organizations.iter()
-        .map(|o| json!({"id": o.id, "name": o.name, "display_name": o.name.to_uppercase()})).collect();
+    let all: Vec<Value> = st
+        .directory
+        .organizations
+        .iter()
+        .map(|o| json!({"id": o.id, "name": o.name, "display_name": o.name.to_uppercase()}))
+        .collect();
     match checkpoint(&all, &query, "organizations") {
         Ok(body) => (rate.headers(), Json(body)).into_response(),
         Err(bad) => bad,
@@ -481,7 +558,14 @@ async fn organization_members(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    group_members(&shared, &headers, &query, |d| &d.organizations, &id, "members")
+    group_members(
+        &shared,
+        &headers,
+        &query,
+        |d| &d.organizations,
+        &id,
+        "members",
+    )
 }
 
 fn group_members(
@@ -498,7 +582,11 @@ fn group_members(
     };
     let st = shared.lock();
     let Some(group) = groups(&st.directory).iter().find(|g| g.id == id) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"statusCode": 404, "message": "not found"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"statusCode": 404, "message": "not found"})),
+        )
+            .into_response();
     };
     match checkpoint(&members_of(&st, group), query, key) {
         Ok(body) => (rate.headers(), Json(body)).into_response(),
@@ -520,8 +608,17 @@ pub fn auth0_user(i: usize) -> Value {
 /// `n` users; roles `admin-ish` names avoided: `dev` (i % 3 == 0), `ops` (i % 4 == 0)
 /// and `viewer` (i % 7 == 0); organizations `acme` (even i) and `globex` (i % 5 == 0).
 pub fn generate(n: usize) -> Auth0Directory {
-    let ids = |rule: &dyn Fn(usize) -> bool| (0..n).filter(|i| rule(*i)).map(|i| format!("auth0|{i:06}")).collect();
-    let group = |id: &str, name: &str, members| Auth0Group { id: id.into(), name: name.into(), members };
+    let ids = |rule: &dyn Fn(usize) -> bool| {
+        (0..n)
+            .filter(|i| rule(*i))
+            .map(|i| format!("auth0|{i:06}"))
+            .collect()
+    };
+    let group = |id: &str, name: &str, members| Auth0Group {
+        id: id.into(),
+        name: name.into(),
+        members,
+    };
     Auth0Directory {
         users: (0..n).map(auth0_user).collect(),
         roles: vec![

@@ -4,6 +4,9 @@
 //! resolved), behind the `x-api-key` header and, when set, `x-org-id`.
 //! Sources: tests/peers/README.md ("JumpCloud").
 
+// Handlers return the refusal itself as their error: an axum `Response`.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -120,18 +123,32 @@ impl Shared {
     }
 
     /// The refusal or throttling this request gets, if any; records it either way.
-    fn admit(&self, path: &str, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(), Response> {
+    fn admit(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+    ) -> Result<(), Response> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let mut st = self.lock();
         let n = st.calls.len() + 1;
         let refusal = if header("x-api-key") != Some(self.api_key.as_str()) {
-            Some((StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"}).into()))
+            Some((StatusCode::UNAUTHORIZED, json!({"message": "Unauthorized"})))
         } else if self.org_id.is_some() && header("x-org-id") != self.org_id.as_deref() {
-            Some((StatusCode::UNAUTHORIZED, json!({"message": "organization required"}).into()))
+            Some((
+                StatusCode::UNAUTHORIZED,
+                json!({"message": "organization required"}),
+            ))
         } else if st.faults.throttle_every.is_some_and(|every| n % every == 0) {
-            Some((StatusCode::TOO_MANY_REQUESTS, Value::from("Too Many Requests")))
+            Some((
+                StatusCode::TOO_MANY_REQUESTS,
+                Value::from("Too Many Requests"),
+            ))
         } else if page(query).is_err() {
-            Some((StatusCode::BAD_REQUEST, json!({"message": "limit must be 1..100"})))
+            Some((
+                StatusCode::BAD_REQUEST,
+                json!({"message": "limit must be 1..100"}),
+            ))
         } else {
             None
         };
@@ -143,14 +160,20 @@ impl Shared {
         });
         match refusal {
             None => Ok(()),
-            Some((status, body)) => Err((status, [("retry-after", "1")], Json(body)).into_response()),
+            Some((status, body)) => {
+                Err((status, [("retry-after", "1")], Json(body)).into_response())
+            }
         }
     }
 }
 
 /// `(limit, skip)`; JumpCloud's defaults are 10 and 0.
 fn page(query: &HashMap<String, String>) -> Result<(usize, usize), ()> {
-    let number = |key: &str, default: usize| query.get(key).map_or(Ok(default), |v| v.parse().map_err(|_| ()));
+    let number = |key: &str, default: usize| {
+        query
+            .get(key)
+            .map_or(Ok(default), |v| v.parse().map_err(|_| ()))
+    };
     let limit = number("limit", 10)?;
     if limit == 0 || limit > MAX_LIMIT {
         return Err(());
@@ -259,13 +282,35 @@ pub fn system_user(id: &str, email: &str, first: &str, last: &str) -> Value {
 /// when i % 3 == 1, in `sales` when i % 5 == 0.
 pub fn generate(n: usize) -> JumpCloudDirectory {
     let users: Vec<Value> = (0..n)
-        .map(|i| system_user(&object_id(i), &format!("User{i}@Example.com"), "User", &i.to_string()))
+        .map(|i| {
+            system_user(
+                &object_id(i),
+                &format!("User{i}@Example.com"),
+                "User",
+                &i.to_string(),
+            )
+        })
         .collect();
     let pick = |rule: &dyn Fn(usize) -> bool| (0..n).filter(|i| rule(*i)).map(object_id).collect();
     let groups = vec![
-        JumpCloudGroup { id: "g-eng".into(), name: "eng".into(), users: pick(&|i| i % 3 == 1), groups: vec!["g-sre".into()] },
-        JumpCloudGroup { id: "g-sre".into(), name: "sre".into(), users: pick(&|i| i % 3 == 0), groups: vec![] },
-        JumpCloudGroup { id: "g-sales".into(), name: "sales".into(), users: pick(&|i| i % 5 == 0), groups: vec![] },
+        JumpCloudGroup {
+            id: "g-eng".into(),
+            name: "eng".into(),
+            users: pick(&|i| i % 3 == 1),
+            groups: vec!["g-sre".into()],
+        },
+        JumpCloudGroup {
+            id: "g-sre".into(),
+            name: "sre".into(),
+            users: pick(&|i| i % 3 == 0),
+            groups: vec![],
+        },
+        JumpCloudGroup {
+            id: "g-sales".into(),
+            name: "sales".into(),
+            users: pick(&|i| i % 5 == 0),
+            groups: vec![],
+        },
     ];
     JumpCloudDirectory { users, groups }
 }

@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 pub mod directory;
+pub mod fake_auth0;
 pub mod fake_gateway;
 pub mod fake_idp;
+pub mod fake_jumpcloud;
+pub mod sync_world;
 
 use std::path::Path;
 

@@ -176,7 +176,10 @@ impl Auth0Source {
     /// `{base}/api/v2{path}`.
     fn api(&self, path: &str) -> Url {
         let mut url = self.base.clone();
-        url.set_path(&format!("{}/api/v2{path}", self.base.path()));
+        url.set_path(&format!(
+            "{}/api/v2{path}",
+            self.base.path().trim_end_matches('/')
+        ));
         url
     }
 

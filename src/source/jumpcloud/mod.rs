@@ -136,7 +136,7 @@ impl JumpCloudSource {
     /// `{base}{path}?limit=…&skip=…`.
     fn url(&self, path: &str, limit: usize, skip: usize) -> Url {
         let mut url = self.base.clone();
-        url.set_path(&format!("{}{path}", self.base.path()));
+        url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
         url.query_pairs_mut()
             .append_pair("limit", &limit.to_string())
             .append_pair("skip", &skip.to_string());
