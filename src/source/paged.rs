@@ -7,15 +7,89 @@
 //! did, no id may come twice, and the entries read must add up to that total;
 //! otherwise the read is not trusted and the next run reads again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 
 use reqwest::Response;
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::SourceError;
+use super::{Delivery, Read, SourceError};
 use crate::error_chain;
-use crate::model::Subject;
+use crate::model::{DirectoryUser, GroupName, Subject, UnusableEntry};
+
+/// Each user's groups, as a source gathers them before its users.
+pub type Memberships = HashMap<Subject, Vec<GroupName>>;
+
+/// A user as decoded, or why it could not be keyed.
+pub type Entry = Result<DirectoryUser, UnusableEntry>;
+
+/// One page of an offset-paged user listing: where it came from, the total it
+/// announced, and its users decoded.
+pub struct UserPage {
+    pub url: Url,
+    pub total: usize,
+    pub entries: Vec<Entry>,
+}
+
+/// Reads an offset-paged user listing to its end, handing each page's users,
+/// with their groups, to `delivery`. `fetch(read_so_far)` gets the page that
+/// starts after the entries read so far; a page shorter than `page_size`, or one
+/// that reaches the announced total, is the last.
+pub async fn read_user_pages<F, Fut>(
+    page_size: usize,
+    max_users: usize,
+    memberships: &Memberships,
+    (shutdown, delivery): (&CancellationToken, &Delivery),
+    mut fetch: F,
+) -> Result<Read, SourceError>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<UserPage, SourceError>>,
+{
+    let mut listing = OffsetListing::new(max_users);
+    let mut read = Read::default();
+    loop {
+        delivery.room().await;
+        if shutdown.is_cancelled() {
+            return Err(SourceError::Interrupted);
+        }
+        let page = fetch(listing.entries()).await?;
+        let broken = |reason| inconsistent(&page.url, reason);
+        listing.announced(page.total).map_err(broken)?;
+        let listed = page.entries.len();
+        let mut users = Vec::with_capacity(listed);
+        for entry in page.entries {
+            listing
+                .listed(entry.as_ref().ok().map(|user| &user.subject))
+                .map_err(broken)?;
+            keep(entry, memberships, &mut users, &mut read.unusable);
+        }
+        delivery.deliver(users);
+        if listed < page_size || listing.reached_total() {
+            listing.complete().map_err(broken)?;
+            read.entries = listing.entries();
+            return Ok(read);
+        }
+    }
+}
+
+/// A decoded user, with its groups, into `users`; an unusable one into `unusable`.
+pub fn keep(
+    entry: Entry,
+    memberships: &Memberships,
+    users: &mut Vec<DirectoryUser>,
+    unusable: &mut Vec<UnusableEntry>,
+) {
+    match entry {
+        Ok(mut user) => {
+            user.groups = memberships.get(&user.subject).cloned().unwrap_or_default();
+            users.push(user);
+        }
+        Err(entry) => unusable.push(entry),
+    }
+}
 
 /// The body of `response`, at most `max_bytes` of it, as JSON. A body cut off
 /// in transit is not whole JSON, so it fails here too.

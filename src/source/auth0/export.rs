@@ -11,8 +11,8 @@ use url::Url;
 
 use super::decode::USER_FIELDS;
 use super::ndjson::ExportDecoder;
-use super::{keep, Auth0Source, Memberships, CHUNK};
-use crate::source::paged::{self, OffsetListing};
+use super::{Auth0Source, CHUNK};
+use crate::source::paged::{self, keep, Memberships, OffsetListing};
 use crate::source::{Delivery, Read, SourceError};
 
 /// What `POST /api/v2/jobs/users-exports` and `GET /api/v2/jobs/{id}` answer.
@@ -169,7 +169,7 @@ impl<'a> Users<'a> {
 
     async fn take(
         &mut self,
-        decoded: Vec<super::ndjson::Entry>,
+        decoded: Vec<paged::Entry>,
         delivery: &Delivery,
         shown: &str,
     ) -> Result<(), SourceError> {

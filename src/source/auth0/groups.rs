@@ -9,12 +9,12 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::decode::{CheckpointPage, MemberRef, Named, RolePage};
-use super::{Auth0Source, Memberships};
+use super::Auth0Source;
 use crate::config::Auth0Groups;
 use crate::model::Subject;
 use crate::source::membership::{self, ListedGroup};
 use crate::source::normalize;
-use crate::source::paged;
+use crate::source::paged::{self, Memberships};
 use crate::source::SourceError;
 
 pub(super) async fn memberships(

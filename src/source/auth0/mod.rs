@@ -13,7 +13,6 @@ mod export;
 mod groups;
 mod ndjson;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -23,10 +22,9 @@ use url::Url;
 
 use super::auth::TokenSource;
 use super::http::{DirectoryHttp, RateBudget};
-use super::paged::{self, OffsetListing};
+use super::paged::{self, Memberships};
 use super::{Delivery, Directory, Read, SourceError};
 use crate::config::{Auth0Config, Auth0Groups, DirectoryLimits};
-use crate::model::{DirectoryUser, GroupName, Subject, UnusableEntry};
 use decode::{UserPage, USER_FIELDS};
 
 /// The most users `/api/v2/users` pages through; a larger tenant is exported.
@@ -46,9 +44,6 @@ pub struct Auth0Source {
     export_timeout: std::time::Duration,
     limits: DirectoryLimits,
 }
-
-/// Each user's groups.
-type Memberships = HashMap<Subject, Vec<GroupName>>;
 
 impl Directory for Auth0Source {
     fn read<'a>(
@@ -131,34 +126,23 @@ impl Auth0Source {
         delivery: &Delivery,
         memberships: &Memberships,
     ) -> Result<Read, SourceError> {
-        let mut listing = OffsetListing::new(self.limits.max_directory_users);
-        let mut read = Read::default();
-        for page_number in 0.. {
-            delivery.room().await;
-            if shutdown.is_cancelled() {
-                return Err(SourceError::Interrupted);
-            }
-            let url = self.users_url(page_number, self.page_size);
+        let fetch = |read_so_far| async move {
+            let url = self.users_url(read_so_far / self.page_size, self.page_size);
             let page: UserPage = self.get(&url).await?;
-            let listed = page.users.len();
-            let broken = |reason| paged::inconsistent(&url, reason);
-            listing.announced(page.total).map_err(broken)?;
-            let mut users = Vec::with_capacity(listed);
-            for entry in page.users {
-                let entry = entry.into_user();
-                listing
-                    .listed(entry.as_ref().ok().map(|u| &u.subject))
-                    .map_err(broken)?;
-                keep(entry, memberships, &mut users, &mut read.unusable);
-            }
-            delivery.deliver(users);
-            if listed < self.page_size || listing.reached_total() {
-                listing.complete().map_err(broken)?;
-                break;
-            }
-        }
-        read.entries = listing.entries();
-        Ok(read)
+            let entries = page
+                .users
+                .into_iter()
+                .map(|user| user.into_user())
+                .collect();
+            Ok(paged::UserPage {
+                url,
+                total: page.total,
+                entries,
+            })
+        };
+        let max_users = self.limits.max_directory_users;
+        let reading = (shutdown, delivery);
+        paged::read_user_pages(self.page_size, max_users, memberships, reading, fetch).await
     }
 
     /// A page of `/api/v2/users` with its total and only the fields idsync reads.
@@ -186,21 +170,5 @@ impl Auth0Source {
     async fn get<T: DeserializeOwned>(&self, url: &Url) -> Result<T, SourceError> {
         let response = self.http.get(url).await?;
         paged::json_body(url, response, self.limits.max_page_bytes).await
-    }
-}
-
-/// A decoded user, with its groups, into `users`; an unusable one into `unusable`.
-fn keep(
-    entry: Result<DirectoryUser, UnusableEntry>,
-    memberships: &Memberships,
-    users: &mut Vec<DirectoryUser>,
-    unusable: &mut Vec<UnusableEntry>,
-) {
-    match entry {
-        Ok(mut user) => {
-            user.groups = memberships.get(&user.subject).cloned().unwrap_or_default();
-            users.push(user);
-        }
-        Err(entry) => unusable.push(entry),
     }
 }

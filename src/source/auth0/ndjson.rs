@@ -8,10 +8,7 @@ use std::io::{self, Write};
 use flate2::write::GzDecoder;
 
 use super::decode::Auth0User;
-use crate::model::{DirectoryUser, UnusableEntry};
-
-/// A user line of the export, decoded.
-pub type Entry = Result<DirectoryUser, UnusableEntry>;
+use crate::source::paged::Entry;
 
 /// Takes the compressed file piece by piece and hands out the users decoded so far.
 pub struct ExportDecoder {

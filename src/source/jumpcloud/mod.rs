@@ -8,7 +8,6 @@
 mod decode;
 mod groups;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -18,10 +17,9 @@ use url::Url;
 
 use super::auth::TokenSource;
 use super::http::DirectoryHttp;
-use super::paged::{self, OffsetListing};
+use super::paged::{self, Memberships};
 use super::{Delivery, Directory, Read, SourceError};
 use crate::config::{DirectoryLimits, JumpCloudConfig};
-use crate::model::{GroupName, Subject};
 use decode::UserPage;
 
 pub struct JumpCloudSource {
@@ -87,49 +85,30 @@ impl JumpCloudSource {
     ) -> Result<Read, SourceError> {
         let memberships = self.memberships(shutdown).await?;
         tracing::info!(
-            groups_members = memberships.len(),
+            users_in_groups = memberships.len(),
             "Read the JumpCloud user groups."
         );
-        let mut listing = OffsetListing::new(self.limits.max_directory_users);
-        let mut read = Read::default();
-        loop {
-            delivery.room().await;
-            if shutdown.is_cancelled() {
-                return Err(SourceError::Interrupted);
-            }
-            let url = self.users_url(self.page_size, listing.entries());
+        let fetch = |skip| async move {
+            let url = self.users_url(self.page_size, skip);
             let page: UserPage = self.get(&url).await?;
-            let listed = page.results.len();
-            let broken = |reason| paged::inconsistent(&url, reason);
-            listing.announced(page.total_count).map_err(broken)?;
-            let mut users = Vec::with_capacity(listed);
-            for entry in page.results {
-                listing.listed(entry.subject().as_ref()).map_err(broken)?;
-                match entry.into_user() {
-                    Ok(mut user) => {
-                        user.groups = memberships.get(&user.subject).cloned().unwrap_or_default();
-                        users.push(user);
-                    }
-                    Err(unusable) => read.unusable.push(unusable),
-                }
-            }
-            delivery.deliver(users);
-            if listed < self.page_size || listing.reached_total() {
-                listing
-                    .complete()
-                    .map_err(|reason| paged::inconsistent(&url, reason))?;
-                break;
-            }
-        }
-        read.entries = listing.entries();
-        Ok(read)
+            let entries = page
+                .results
+                .into_iter()
+                .map(|user| user.into_user())
+                .collect();
+            Ok(paged::UserPage {
+                url,
+                total: page.total_count,
+                entries,
+            })
+        };
+        let max_users = self.limits.max_directory_users;
+        let reading = (shutdown, delivery);
+        paged::read_user_pages(self.page_size, max_users, &memberships, reading, fetch).await
     }
 
     /// Each user's groups, sorted.
-    async fn memberships(
-        &self,
-        shutdown: &CancellationToken,
-    ) -> Result<HashMap<Subject, Vec<GroupName>>, SourceError> {
+    async fn memberships(&self, shutdown: &CancellationToken) -> Result<Memberships, SourceError> {
         groups::memberships(self, shutdown).await
     }
 
