@@ -107,3 +107,122 @@ pub(super) fn no_attributes(kind: &str, attributes: &AttributeMap) -> Result<(),
         format!("is not supported by kind = {kind:?}; remove it"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{
+        Auth0Groups, Config, GrantMethod, SourceAuth, SourceKind, ENV_SOURCE_API_KEY,
+    };
+
+    const TARGET: &str = "[target]\nurl = \"https://gw.example.com/api\"\napi_key = \"hpk_x\"\n";
+
+    fn parse(source: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let text = format!("[source]\n{source}\n{TARGET}");
+        let env = |name: &str| {
+            env.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        Config::parse(&text, "t", &env).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn a_jumpcloud_source_sends_its_key_and_org_in_its_headers() {
+        let config = parse(
+            "kind = \"jumpcloud\"\n[source.jumpcloud]\napi_key = \"k1\"\norg_id = \"5f00aa\"",
+            &[],
+        )
+        .expect("valid");
+        let SourceKind::JumpCloud(jumpcloud) = config.source.kind else {
+            panic!("a JumpCloud source")
+        };
+        assert_eq!(jumpcloud.url.as_str(), "https://console.jumpcloud.com/");
+        assert_eq!(jumpcloud.org_id.as_deref(), Some("5f00aa"));
+        let SourceAuth::ApiKey(key) = jumpcloud.auth else {
+            panic!("an API key")
+        };
+        assert_eq!(
+            (key.header, key.scheme, key.key.expose()),
+            ("x-api-key", None, "k1")
+        );
+        let from_env = parse("kind = \"jumpcloud\"", &[(ENV_SOURCE_API_KEY, "k2")]).expect("env");
+        let SourceKind::JumpCloud(jumpcloud) = from_env.source.kind else {
+            panic!("a JumpCloud source")
+        };
+        assert!(matches!(jumpcloud.auth, SourceAuth::ApiKey(key) if key.key.expose() == "k2"));
+    }
+
+    #[test]
+    fn an_auth0_source_asks_its_tenant_for_a_management_api_token() {
+        let config = parse(
+            "kind = \"auth0\"\nurl = \"https://acme.eu.auth0.com/\"\n[source.auth0]\nclient_id = \"c1\"\nclient_secret = \"s1\"\ngroups_from = \"organizations\"",
+            &[],
+        )
+        .expect("valid");
+        let SourceKind::Auth0(auth0) = config.source.kind else {
+            panic!("an Auth0 source")
+        };
+        assert_eq!(auth0.groups_from, Auth0Groups::Organizations);
+        let SourceAuth::Grant(grant) = auth0.auth else {
+            panic!("a grant")
+        };
+        assert_eq!(
+            grant.token_url.as_str(),
+            "https://acme.eu.auth0.com/oauth/token"
+        );
+        assert_eq!(grant.client_id, "c1");
+        assert!(matches!(grant.method, GrantMethod::ClientSecret(s) if s.expose() == "s1"));
+        assert_eq!(
+            grant.params,
+            [("audience", "https://acme.eu.auth0.com/api/v2/".to_owned())]
+        );
+    }
+
+    #[test]
+    fn bad_vendor_settings_name_their_key() {
+        for (source, error) in [
+            ("kind = \"jumpcloud\"", "source.jumpcloud.api_key is missing"),
+            (
+                "kind = \"jumpcloud\"\npage_size = 500\n[source.jumpcloud]\napi_key = \"k\"",
+                "source.page_size must be at most 100",
+            ),
+            (
+                "kind = \"jumpcloud\"\n[source.jumpcloud]\napi_key = \"k\"\norg_id = \"a b\"",
+                "source.jumpcloud.org_id must be",
+            ),
+            (
+                "kind = \"jumpcloud\"\nurl = \"http://jc.example.com\"\n[source.jumpcloud]\napi_key = \"k\"",
+                "source.url would send the JumpCloud API key over plain http",
+            ),
+            (
+                "kind = \"auth0\"\n[source.jumpcloud]\napi_key = \"k\"",
+                "source.jumpcloud is not used by kind = \"auth0\"",
+            ),
+            ("kind = \"auth0\"", "source.url is missing"),
+            (
+                "kind = \"auth0\"\nurl = \"https://a.auth0.com\"\n[source.auth0]\nclient_secret = \"s\"",
+                "source.auth0.client_id is missing",
+            ),
+            (
+                "kind = \"auth0\"\nurl = \"https://a.auth0.com\"\n[source.auth0]\nclient_id = \"c\"",
+                "source.auth0.client_secret is missing",
+            ),
+            (
+                "kind = \"auth0\"\nurl = \"https://a.auth0.com\"\n[source.auth0]\nclient_id = \"c\"\nclient_secret = \"s\"\ngroups_from = \"teams\"",
+                "source.auth0.groups_from must be \"roles\" or \"organizations\"",
+            ),
+            (
+                "kind = \"auth0\"\nurl = \"https://a.auth0.com\"\nbearer_token = \"t\"\n[source.auth0]\nclient_id = \"c\"\nclient_secret = \"s\"",
+                "source.bearer_token is not used by kind = \"auth0\"",
+            ),
+            (
+                "kind = \"jumpcloud\"\n[source.jumpcloud]\napi_key = \"k\"\n[source.attributes]\nslack_id = \"slack\"",
+                "source.attributes.slack_id is not supported by kind = \"jumpcloud\"",
+            ),
+        ] {
+            let err = parse(source, &[]).expect_err(source);
+            assert!(err.starts_with(error), "{source:?}: {err}");
+            assert!(!err.contains("\"s\"") && !err.contains("\"k\""), "no secret: {err}");
+        }
+    }
+}

@@ -109,7 +109,8 @@ async fn download(
     delivery: &Delivery,
     memberships: &Memberships,
 ) -> Result<Read, SourceError> {
-    // The location is presigned: the query string is the credential, never logged.
+    // The location is presigned: its query string is a credential, so neither the
+    // request shown nor a transport error names it.
     let shown = format!("GET {}", without_query(location));
     let failed = |reason: String| SourceError::Unavailable {
         request: shown.clone(),
@@ -121,7 +122,7 @@ async fn download(
         .timeout(source.export_timeout)
         .send()
         .await
-        .map_err(|err| failed(crate::error_chain(&err)))?;
+        .map_err(|err| failed(crate::error_chain(&err.without_url())))?;
     if !response.status().is_success() {
         return Err(failed(format!("answered {}", response.status())));
     }
@@ -130,7 +131,7 @@ async fn download(
     while let Some(piece) = response
         .chunk()
         .await
-        .map_err(|err| failed(crate::error_chain(&err)))?
+        .map_err(|err| failed(crate::error_chain(&err.without_url())))?
     {
         if shutdown.is_cancelled() {
             return Err(SourceError::Interrupted);
