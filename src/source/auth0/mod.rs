@@ -104,6 +104,7 @@ impl Auth0Source {
     ) -> Result<Read, SourceError> {
         let memberships = groups::memberships(self, shutdown).await?;
         let counted: UserPage = self.get(&self.users_url(0, 1)).await?;
+        // A total of 1,000 may be Auth0's cap rather than the count: export then too.
         if counted.total < MAX_PAGED_USERS {
             tracing::info!(
                 users = counted.total,
