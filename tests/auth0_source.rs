@@ -16,11 +16,18 @@ struct World {
 
 impl World {
     async fn start(directory: Auth0Directory, rate_limit: u32) -> Self {
-        let options = Auth0Options {
-            rate_limit,
-            export_polls: 2,
-            ..Auth0Options::default()
-        };
+        Self::with_options(
+            directory,
+            Auth0Options {
+                rate_limit,
+                export_polls: 2,
+                ..Auth0Options::default()
+            },
+        )
+        .await
+    }
+
+    async fn with_options(directory: Auth0Directory, options: Auth0Options) -> Self {
         let auth0 = FakeAuth0::start(options, directory).await;
         let sync = SyncWorld::start().await;
         let secret = format!("{}\n", auth0.client_secret());
@@ -200,6 +207,28 @@ async fn a_read_cut_off_part_way_deactivates_nobody_on_either_path() {
         assert_eq!(aborted.summary.counts.deactivated, 0);
         assert_eq!(world.sync.writes(), 0, "nothing written: {error}");
     }
+}
+
+#[tokio::test]
+async fn an_export_job_that_does_not_finish_in_time_aborts_the_run() {
+    let slow = Auth0Options {
+        export_polls: 1000,
+        ..Auth0Options::default()
+    };
+    let world = World::with_options(generate(1000), slow).await;
+    let source = format!("{}export_timeout_secs = 3\n", world.source("roles"));
+    let started = std::time::Instant::now();
+    let aborted = world.sync.run(&source).await.expect_err("too slow");
+    let error = aborted.error.to_string();
+    assert!(
+        error.contains("did not complete within source.auth0.export_timeout_secs = 3"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "bounded"
+    );
+    assert_eq!(world.sync.writes(), 0);
 }
 
 #[tokio::test]

@@ -171,6 +171,29 @@ async fn a_read_cut_off_part_way_deactivates_nobody() {
 }
 
 #[tokio::test]
+async fn a_directory_that_shifts_while_it_is_read_deactivates_nobody() {
+    let world = World::start(generate(300)).await;
+    world.sync.run(&world.source()).await.expect("first run");
+    world.sync.gateway.clear_requests();
+    // User 0 is deleted after the first page: skip paging would now miss user 100,
+    // who would look like a leaver.
+    world.jumpcloud.set_faults(JumpCloudFaults {
+        delete_first_after_skip: Some(0),
+        ..JumpCloudFaults::default()
+    });
+    let aborted = world.sync.run(&world.source()).await.expect_err("shifted");
+    let error = aborted.error.to_string();
+    assert!(
+        error.contains("changed while it was read (300 users, then 299)"),
+        "{error}"
+    );
+    assert_eq!(world.sync.writes(), 0, "nothing written");
+    let next = world.sync.run(&world.source()).await.expect("the next run");
+    assert_eq!(next.counts.deactivated, 1, "only user 0, who really left");
+    assert_eq!(world.sync.held()[&email(0)].1, "inactive");
+}
+
+#[tokio::test]
 async fn check_config_connect_reads_one_user_and_the_key_never_shows() {
     let world = World::start(generate(30)).await;
     let checked = world

@@ -46,6 +46,9 @@ pub struct JumpCloudFaults {
     pub fail_users_from_skip: Option<usize>,
     /// Answer every n-th request 429 with `Retry-After: 1`, as JumpCloud throttles.
     pub throttle_every: Option<usize>,
+    /// Once the page at this `skip` is served, delete the first user: the pages
+    /// after it shift by one, as `skip` paging does when the directory changes.
+    pub delete_first_after_skip: Option<usize>,
 }
 
 /// One request as the fake saw it: path and query.
@@ -190,7 +193,7 @@ async fn system_users(
         return refused;
     }
     let (limit, skip) = page(&query).unwrap_or((10, 0));
-    let st = shared.lock();
+    let mut st = shared.lock();
     if st.faults.fail_users_from_skip.is_some_and(|at| skip >= at) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "upstream failure").into_response();
     }
@@ -199,7 +202,12 @@ async fn system_users(
         users.sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
     }
     let results: Vec<&Value> = users.into_iter().skip(skip).take(limit).collect();
-    Json(json!({"totalCount": st.directory.users.len(), "results": results})).into_response()
+    let answer = json!({"totalCount": st.directory.users.len(), "results": results});
+    if st.faults.delete_first_after_skip == Some(skip) {
+        st.faults.delete_first_after_skip = None;
+        st.directory.users.remove(0);
+    }
+    Json(answer).into_response()
 }
 
 async fn user_groups(
