@@ -21,27 +21,23 @@ pub(super) async fn memberships(
     source: &Auth0Source,
     shutdown: &CancellationToken,
 ) -> Result<Memberships, SourceError> {
-    let (groups, members_path) = match source.groups_from {
-        Auth0Groups::Roles => (roles(source, shutdown).await?, "roles"),
+    // The listing, and where each entry's members are: `/roles/{id}/users`,
+    // `/organizations/{id}/members`.
+    let (groups, listing, members_of) = match source.groups_from {
+        Auth0Groups::Roles => (roles(source, shutdown).await?, "roles", "users"),
         Auth0Groups::Organizations => {
             let url = source.api("/organizations");
-            (
-                every_checkpoint(source, &url, shutdown).await?,
-                "organizations",
-            )
+            let organizations = every_checkpoint(source, &url, shutdown).await?;
+            (organizations, "organizations", "members")
         }
     };
     let mut listed = Vec::with_capacity(groups.len());
     for group in groups {
         let Some(name) = normalize::group_name_text(&group.name) else {
+            tracing::warn!(id = %group.id, "An Auth0 {listing} entry has a blank name; it is no group.");
             continue;
         };
-        let tail = if members_path == "roles" {
-            "users"
-        } else {
-            "members"
-        };
-        let url = source.api(&format!("/{members_path}/{}/{tail}", group.id));
+        let url = source.api(&format!("/{listing}/{}/{members_of}", group.id));
         let members: Vec<MemberRef> = every_checkpoint(source, &url, shutdown).await?;
         listed.push(ListedGroup {
             name: name.to_owned(),
@@ -54,11 +50,11 @@ pub(super) async fn memberships(
     }
     tracing::info!(
         groups = listed.len(),
-        from = members_path,
+        from = listing,
         "Read the Auth0 groups."
     );
     membership::groups_of_members(listed)
-        .map_err(|err| paged::inconsistent(&source.api(&format!("/{members_path}")), err))
+        .map_err(|err| paged::inconsistent(&source.api(&format!("/{listing}")), err))
 }
 
 /// Every role: `/api/v2/roles` pages by `page`/`per_page` with its total.
