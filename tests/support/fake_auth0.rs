@@ -125,6 +125,11 @@ struct Job {
 impl FakeAuth0 {
     pub async fn start(opts: Auth0Options, directory: Auth0Directory) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, opts, directory)
+    }
+
+    /// Serves on `listener` (the demo's fixed port).
+    pub fn start_on(listener: TcpListener, opts: Auth0Options, directory: Auth0Directory) -> Self {
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let shared = Arc::new(Shared {
             base,

@@ -80,6 +80,16 @@ struct State_ {
 impl FakeJumpCloud {
     pub async fn start(api_key: &str, org_id: Option<&str>, directory: JumpCloudDirectory) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, api_key, org_id, directory)
+    }
+
+    /// Serves on `listener` (the demo's fixed port).
+    pub fn start_on(
+        listener: TcpListener,
+        api_key: &str,
+        org_id: Option<&str>,
+        directory: JumpCloudDirectory,
+    ) -> Self {
         let shared = Arc::new(Shared {
             api_key: api_key.to_owned(),
             org_id: org_id.map(str::to_owned),
