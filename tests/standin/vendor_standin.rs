@@ -1,11 +1,16 @@
 //! The JumpCloud or Auth0 test fake as a process, for the demo (deploy/demo/run
-//! jumpcloud|auth0). It is the in-process fake (same file, not a copy), seeded from a
-//! SCIM directory file such as deploy/demo/directory.json, with a control port on
-//! which `POST /leave/{id}` removes a person (by the file's id) as a leaver.
+//! jumpcloud|auth0) and the benchmark (tests/bench/vendors). It is the in-process fake
+//! (same file, not a copy), seeded from a SCIM directory file such as
+//! deploy/demo/directory.json or generated (`--users N`, as the tests generate it),
+//! with a control port on which `POST /leave/{id}` removes a person (by the file's
+//! id) as a leaver.
 //!
 //! Usage: vendor_standin --kind jumpcloud|auth0 --listen 127.0.0.1:PORT
-//!                       --control 127.0.0.1:PORT --directory FILE --secret SECRET
-//! The secret is JumpCloud's API key, or the Auth0 client secret (client id `idsync`).
+//!                       --control 127.0.0.1:PORT (--directory FILE | --users N)
+//!                       --secret SECRET [--rate-limit N]
+//! The secret is JumpCloud's API key, or the Auth0 client secret (client id `idsync`);
+//! `--rate-limit` is Auth0's requests a second (default 50). Prints
+//! `listening on http://ADDR control=http://ADDR` on stdout when ready.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,14 +34,17 @@ use fake_auth0::{Auth0Directory, Auth0Group, Auth0Options, FakeAuth0};
 use fake_jumpcloud::{system_user, FakeJumpCloud, JumpCloudDirectory, JumpCloudGroup};
 
 const USAGE: &str = "usage: vendor_standin --kind jumpcloud|auth0 --listen 127.0.0.1:PORT \
-                     --control 127.0.0.1:PORT --directory FILE --secret SECRET";
+                     --control 127.0.0.1:PORT (--directory FILE | --users N) --secret SECRET \
+                     [--rate-limit N]";
 
 struct Args {
     kind: String,
     listen: String,
     control: String,
-    directory: String,
+    /// A SCIM directory file, or a number of users to generate.
+    directory: Result<String, usize>,
     secret: String,
+    rate_limit: u32,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -45,6 +53,19 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         found.insert(flag, value);
     }
+    let number = |flag: &str, text: String| {
+        text.parse::<usize>()
+            .map_err(|_| format!("{flag} must be a whole number, got {text:?}"))
+    };
+    let directory = match (found.remove("--directory"), found.remove("--users")) {
+        (Some(file), None) => Ok(file),
+        (None, Some(users)) => Err(number("--users", users)?),
+        _ => return Err("give one of --directory or --users".into()),
+    };
+    let rate_limit = match found.remove("--rate-limit") {
+        Some(text) => number("--rate-limit", text)?,
+        None => 50,
+    };
     let mut take = |flag: &str| {
         found
             .remove(flag)
@@ -54,8 +75,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         kind: take("--kind")?,
         listen: take("--listen")?,
         control: take("--control")?,
-        directory: take("--directory")?,
+        directory,
         secret: take("--secret")?,
+        rate_limit: u32::try_from(rate_limit).map_err(|_| "--rate-limit is too large")?,
     })
 }
 
@@ -178,35 +200,46 @@ impl Standin {
     }
 }
 
-async fn start(args: &Args) -> Result<Standin, String> {
-    let text = std::fs::read_to_string(&args.directory)
-        .map_err(|err| format!("cannot read {}: {err}", args.directory))?;
-    let scim: Value = serde_json::from_str(&text).map_err(|err| err.to_string())?;
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
+async fn start(args: &Args, listener: TcpListener) -> Result<Standin, String> {
+    let scim = match &args.directory {
+        Ok(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|err| format!("cannot read {file}: {err}"))?;
+            Some(serde_json::from_str::<Value>(&text).map_err(|err| err.to_string())?)
+        }
+        Err(_) => None,
+    };
+    let generated = args.directory.as_ref().err().copied().unwrap_or(0);
     match args.kind.as_str() {
-        "jumpcloud" => Ok(Standin::JumpCloud(FakeJumpCloud::start_on(
-            listener,
-            &args.secret,
-            None,
-            jumpcloud_directory(&scim),
-        ))),
+        "jumpcloud" => {
+            let directory = scim
+                .as_ref()
+                .map_or_else(|| fake_jumpcloud::generate(generated), jumpcloud_directory);
+            let fake = FakeJumpCloud::start_on(listener, &args.secret, None, directory);
+            Ok(Standin::JumpCloud(fake))
+        }
         "auth0" => {
             let options = Auth0Options {
                 client_id: "idsync".into(),
                 client_secret: args.secret.clone(),
+                rate_limit: args.rate_limit,
                 export_polls: 1,
-                ..Auth0Options::default()
             };
+            let directory = scim
+                .as_ref()
+                .map_or_else(|| fake_auth0::generate(generated), auth0_directory);
             Ok(Standin::Auth0(FakeAuth0::start_on(
-                listener,
-                options,
-                auth0_directory(&scim),
+                listener, options, directory,
             )))
         }
         other => Err(format!("--kind must be jumpcloud or auth0, got {other:?}")),
     }
+}
+
+async fn bind(address: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|err| format!("cannot listen on {address}: {err}"))
 }
 
 #[tokio::main]
@@ -218,26 +251,31 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let standin = match start(&args).await {
+    let (listener, control) = match (bind(&args.listen).await, bind(&args.control).await) {
+        (Ok(listener), Ok(control)) => (listener, control),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("vendor_standin: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let (Ok(address), Ok(control_address)) = (listener.local_addr(), control.local_addr()) else {
+        eprintln!("vendor_standin: no local address");
+        return ExitCode::FAILURE;
+    };
+    let standin = match start(&args, listener).await {
         Ok(standin) => Arc::new(standin),
         Err(err) => {
             eprintln!("vendor_standin: {err}");
             return ExitCode::from(2);
         }
     };
-    let control = axum::Router::new().route(
+    let routes = axum::Router::new().route(
         "/leave/{id}",
         post(move |Path(id): Path<String>| async move { standin.leave(&id) }),
     );
-    let listener = match TcpListener::bind(&args.control).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("vendor_standin: cannot listen on {}: {err}", args.control);
-            return ExitCode::from(2);
-        }
-    };
-    println!("vendor_standin: {} on http://{}", args.kind, args.listen);
-    match axum::serve(listener, control).await {
+    println!("listening on http://{address} control=http://{control_address}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    match axum::serve(control, routes).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("vendor_standin: {err}");
