@@ -115,6 +115,20 @@ struct Tenant {
     /// The current rate window (epoch second) and requests left in it.
     window: (u64, u32),
     jobs: HashMap<String, Job>,
+    /// `user_id` → position in `directory.users`, for the member listings.
+    user_index: HashMap<String, usize>,
+}
+
+impl Tenant {
+    fn set_directory(&mut self, directory: Auth0Directory) {
+        self.user_index = directory
+            .users
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| u["user_id"].as_str().map(|id| (id.to_owned(), i)))
+            .collect();
+        self.directory = directory;
+    }
 }
 
 struct Job {
@@ -134,11 +148,9 @@ impl FakeAuth0 {
         let shared = Arc::new(Shared {
             base,
             opts,
-            state: Mutex::new(Tenant {
-                directory,
-                ..Tenant::default()
-            }),
+            state: Mutex::new(Tenant::default()),
         });
+        shared.lock().set_directory(directory);
         let router = Router::new()
             .route("/oauth/token", post(token))
             .route("/api/v2/users", get(users))
@@ -173,7 +185,7 @@ impl FakeAuth0 {
     }
 
     pub fn set_directory(&self, directory: Auth0Directory) {
-        self.shared.lock().directory = directory;
+        self.shared.lock().set_directory(directory);
     }
 
     pub fn directory(&self) -> Auth0Directory {
@@ -495,10 +507,11 @@ async fn roles(
 }
 
 /// One checkpoint page of `items`: `from` is the `next` of the page before.
-fn checkpoint(
-    items: &[Value],
+fn checkpoint<T>(
+    items: &[T],
     query: &HashMap<String, String>,
     key: &str,
+    render: impl Fn(&T) -> Value,
 ) -> Result<Value, Response> {
     let take = number(query, "take", 50)?;
     if take == 0 || take > MAX_PER_PAGE {
@@ -511,7 +524,7 @@ fn checkpoint(
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| bad_request("Query validation error: invalid 'from'"))?,
     };
-    let page: Vec<&Value> = items.iter().skip(start).take(take).collect();
+    let page: Vec<Value> = items.iter().skip(start).take(take).map(render).collect();
     let mut body = json!({ key: page });
     if start + take < items.len() {
         body["next"] = json!(format!("cp_{}", start + take));
@@ -519,11 +532,11 @@ fn checkpoint(
     Ok(body)
 }
 
-fn members_of(st: &Tenant, group: &Auth0Group) -> Vec<Value> {
-    group.members.iter().map(|id| {
-        let user = st.directory.users.iter().find(|u| u["user_id"] == id.as_str());
-        json!({"user_id": id, "email": user.map(|u| u["email"].clone()), "picture": "", "name": user.map(|u| u["name"].clone())})
-    }).collect()
+/// A member as the member listings show one.
+fn member(st: &Tenant, id: &String) -> Value {
+    let user = st.user_index.get(id).map(|&i| &st.directory.users[i]);
+    let field = |name: &str| user.map(|u| u[name].clone());
+    json!({"user_id": id, "email": field("email"), "picture": "", "name": field("name")})
 }
 
 async fn role_users(
@@ -545,13 +558,9 @@ async fn organizations(
         Err(refused) => return refused,
     };
     let st = shared.lock();
-    let all: Vec<Value> = st
-        .directory
-        .organizations
-        .iter()
-        .map(|o| json!({"id": o.id, "name": o.name, "display_name": o.name.to_uppercase()}))
-        .collect();
-    match checkpoint(&all, &query, "organizations") {
+    let render =
+        |o: &Auth0Group| json!({"id": o.id, "name": o.name, "display_name": o.name.to_uppercase()});
+    match checkpoint(&st.directory.organizations, &query, "organizations", render) {
         Ok(body) => (rate.headers(), Json(body)).into_response(),
         Err(bad) => bad,
     }
@@ -593,7 +602,7 @@ fn group_members(
         )
             .into_response();
     };
-    match checkpoint(&members_of(&st, group), query, key) {
+    match checkpoint(&group.members, query, key, |id| member(&st, id)) {
         Ok(body) => (rate.headers(), Json(body)).into_response(),
         Err(bad) => bad,
     }

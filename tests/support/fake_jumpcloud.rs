@@ -72,9 +72,29 @@ struct Shared {
 
 #[derive(Default)]
 struct State_ {
+    /// Users kept sorted by `_id`, the order `sort=_id` asks for.
     directory: JumpCloudDirectory,
+    /// Each group's resolved membership, computed when the directory is set.
+    memberships: HashMap<String, Vec<String>>,
     faults: JumpCloudFaults,
     calls: Vec<JumpCloudCall>,
+}
+
+impl State_ {
+    fn set_directory(&mut self, mut directory: JumpCloudDirectory) {
+        directory
+            .users
+            .sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
+        self.memberships = directory
+            .groups
+            .iter()
+            .map(|g| {
+                let members = resolved_members(&directory.groups, &g.id);
+                (g.id.clone(), members.into_iter().collect())
+            })
+            .collect();
+        self.directory = directory;
+    }
 }
 
 impl FakeJumpCloud {
@@ -93,11 +113,9 @@ impl FakeJumpCloud {
         let shared = Arc::new(Shared {
             api_key: api_key.to_owned(),
             org_id: org_id.map(str::to_owned),
-            state: Mutex::new(State_ {
-                directory,
-                ..State_::default()
-            }),
+            state: Mutex::new(State_::default()),
         });
+        shared.lock().set_directory(directory);
         let router = Router::new()
             .route("/api/systemusers", get(system_users))
             .route("/api/v2/usergroups", get(user_groups))
@@ -114,7 +132,7 @@ impl FakeJumpCloud {
     }
 
     pub fn set_directory(&self, directory: JumpCloudDirectory) {
-        self.shared.lock().directory = directory;
+        self.shared.lock().set_directory(directory);
     }
 
     pub fn directory(&self) -> JumpCloudDirectory {
@@ -207,15 +225,13 @@ async fn system_users(
     if st.faults.fail_users_from_skip.is_some_and(|at| skip >= at) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "upstream failure").into_response();
     }
-    let mut users: Vec<&Value> = st.directory.users.iter().collect();
-    if query.get("sort").map(String::as_str) == Some("_id") {
-        users.sort_by(|a, b| a["_id"].as_str().cmp(&b["_id"].as_str()));
-    }
-    let results: Vec<&Value> = users.into_iter().skip(skip).take(limit).collect();
+    let results: Vec<&Value> = st.directory.users.iter().skip(skip).take(limit).collect();
     let answer = json!({"totalCount": st.directory.users.len(), "results": results});
     if st.faults.delete_first_after_skip == Some(skip) {
         st.faults.delete_first_after_skip = None;
-        st.directory.users.remove(0);
+        let mut shifted = st.directory.clone();
+        shifted.users.remove(0);
+        st.set_directory(shifted);
     }
     Json(answer).into_response()
 }
@@ -253,11 +269,11 @@ async fn membership(
     }
     let (limit, skip) = page(&query).unwrap_or((10, 0));
     let st = shared.lock();
-    if !st.directory.groups.iter().any(|g| g.id == id) {
+    let Some(resolved) = st.memberships.get(&id) else {
         return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
-    }
-    let members: Vec<Value> = resolved_members(&st.directory.groups, &id)
-        .into_iter()
+    };
+    let members: Vec<Value> = resolved
+        .iter()
         .skip(skip)
         .take(limit)
         .map(|user| {
