@@ -7,6 +7,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+mod auth0;
+mod jumpcloud;
+mod vendor;
+
+pub use auth0::{Auth0Config, Auth0Groups};
+pub use jumpcloud::JumpCloudConfig;
+pub use vendor::DirectoryLimits;
+use vendor::VENDOR_KEYS;
+
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
     ConfigError, Secret, SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
@@ -35,17 +44,31 @@ const FILE_KEYS: &[&str] = &[
     "source.max_resource_bytes",
 ];
 
+const JUMPCLOUD_KEYS: &[&str] = &concat_keys(&VENDOR_KEYS, "source.jumpcloud");
+const AUTH0_KEYS: &[&str] = &concat_keys(&VENDOR_KEYS, "source.auth0");
+
+/// A vendor kind's keys: the shared ones and its own table.
+const fn concat_keys(shared: &[&'static str; 8], table: &'static str) -> [&'static str; 9] {
+    let mut keys = [table; 9];
+    let mut i = 0;
+    while i < shared.len() {
+        keys[i] = shared[i];
+        i += 1;
+    }
+    keys
+}
+
 /// The keys `kind` reads, or why there is no such kind.
 fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
         "scim" => Ok(SCIM_KEYS),
         "file" => Ok(FILE_KEYS),
+        "jumpcloud" => Ok(JUMPCLOUD_KEYS),
+        "auth0" => Ok(AUTH0_KEYS),
         "ldap" => Ok(super::ldap::LDAP_KEYS),
         other => Err(invalid(
             "source.kind",
-            format!(
-                "must be \"scim\", \"file\" or \"ldap\", such as kind = \"scim\"; got {other:?}"
-            ),
+            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\" or \"ldap\", such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -75,6 +98,8 @@ pub(super) struct RawSource {
     ldap: Option<super::ldap::RawLdap>,
     #[serde(default)]
     attributes: RawAttributes,
+    jumpcloud: Option<jumpcloud::RawJumpCloud>,
+    auth0: Option<auth0::RawAuth0>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +147,8 @@ pub enum Incremental {
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
+    JumpCloud(JumpCloudConfig),
+    Auth0(Auth0Config),
     Ldap(super::ldap::LdapConfig),
 }
 
@@ -262,6 +289,14 @@ impl RawSource {
         };
         let kind = match self.kind.as_str() {
             "file" => SourceKind::File(self.file(&attributes)?),
+            "jumpcloud" => {
+                vendor::no_attributes(&self.kind, &attributes)?;
+                SourceKind::JumpCloud(self.jumpcloud(env)?)
+            }
+            "auth0" => {
+                vendor::no_attributes(&self.kind, &attributes)?;
+                SourceKind::Auth0(self.auth0(env)?)
+            }
             "ldap" => SourceKind::Ldap(self.ldap(env)?),
             _ => SourceKind::Scim(self.scim(env)?),
         };
@@ -301,6 +336,8 @@ impl RawSource {
                 self.max_resource_bytes.is_some(),
             ),
             ("source.incremental", self.incremental.is_some()),
+            ("source.jumpcloud", self.jumpcloud.is_some()),
+            ("source.auth0", self.auth0.is_some()),
             ("source.ldap", self.ldap.is_some()),
         ]
         .into_iter()

@@ -3,11 +3,14 @@
 #![allow(dead_code)]
 
 pub mod directory;
+pub mod fake_auth0;
 pub mod fake_gateway;
 pub mod fake_idp;
+pub mod fake_jumpcloud;
 pub mod jwt;
 pub mod prism;
 pub mod slapd;
+pub mod sync_world;
 
 use std::path::Path;
 
