@@ -1316,7 +1316,7 @@ mod tests {
         text.lines()
             .filter(|line| !line.trim_start().starts_with("ca_file"))
             .map(|line| {
-                let key = ["api_key", "client_secret", "bearer_token"]
+                let key = ["api_key", "client_secret", "bearer_token", "bind_password"]
                     .into_iter()
                     .find(|key| line.trim_start().starts_with(&format!("{key}_file")));
                 match key {
