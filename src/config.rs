@@ -17,8 +17,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+mod push;
 mod source;
 
+use push::RawPush;
+pub use push::{PushConfig, TlsFiles, ENV_PUSH_BEARER_TOKEN};
 use source::RawSource;
 pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, OidcConfig,
@@ -110,6 +113,7 @@ pub struct RawConfig {
     groups: RawGroups,
     #[serde(default)]
     service: RawService,
+    push: Option<RawPush>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,11 +451,16 @@ fn syntax_error(text: &str, origin: &str, err: &toml::de::Error) -> ConfigError 
 
 impl RawConfig {
     fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let cache = self.cache.validate();
+        let push = self
+            .push
+            .map(|push| push.validate(&cache.path, env))
+            .transpose()?;
         Ok(Config {
-            source: self.source.validate(env)?,
+            source: self.source.validate(env, push)?,
             target: self.target.validate(env)?,
             sync: self.sync.validate()?,
-            cache: self.cache.validate(),
+            cache,
             groups: self.groups.validate()?,
             service: self.service.validate()?,
         })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::push::PushConfig;
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
     ConfigError, Secret, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
@@ -69,6 +70,8 @@ pub struct SourceConfig {
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
+    /// What identity providers push to idsync's SCIM endpoint (`[push]`).
+    Push(PushConfig),
 }
 
 /// `kind = "file"`: an export of users (and optionally of groups) on disk.
@@ -206,15 +209,23 @@ impl RawSource {
     pub(super) fn validate(
         self,
         env: &dyn Fn(&str) -> Option<String>,
+        push: Option<PushConfig>,
     ) -> Result<SourceConfig, ConfigError> {
+        if push.is_some() && self.kind != "push" {
+            return Err(invalid(
+                "push",
+                "is used only with [source] kind = \"push\"; remove the [push] table or set kind = \"push\"",
+            ));
+        }
         let attributes = self.attributes.validate()?;
         let kind = match self.kind.as_str() {
             "scim" => SourceKind::Scim(self.scim(env)?),
             "file" => SourceKind::File(self.file(&attributes)?),
+            "push" => SourceKind::Push(self.push(&attributes, push)?),
             other => {
                 return Err(invalid(
                     "source.kind",
-                    format!("must be \"scim\" or \"file\", such as kind = \"scim\"; got {other:?}"),
+                    format!("must be \"scim\", \"file\" or \"push\", such as kind = \"scim\"; got {other:?}"),
                 ))
             }
         };
@@ -289,6 +300,48 @@ impl RawSource {
             },
             groups,
             max_resource_bytes: self.max_resource_bytes()?,
+        })
+    }
+
+    /// `kind = "push"` reads nothing itself: every key of the pulling kinds is refused.
+    fn push(
+        &self,
+        attributes: &AttributeMap,
+        push: Option<PushConfig>,
+    ) -> Result<PushConfig, ConfigError> {
+        self.refuse_unused(&[
+            ("source.url", self.url.is_some()),
+            ("source.path", self.path.is_some()),
+            ("source.format", self.format.is_some()),
+            ("source.groups_path", self.groups_path.is_some()),
+            ("source.page_size", self.page_size.is_some()),
+            ("source.subject_attribute", self.subject_attribute.is_some()),
+            ("source.bearer_token", self.bearer_token.is_some()),
+            ("source.bearer_token_file", self.bearer_token_file.is_some()),
+            ("source.oidc", self.oidc.is_some()),
+            ("source.ca_file", self.ca_file.is_some()),
+            ("source.parallel_pages", self.parallel_pages.is_some()),
+            ("source.timeout_secs", self.timeout_secs.is_some()),
+            (
+                "source.max_retry_after_secs",
+                self.max_retry_after_secs.is_some(),
+            ),
+            (
+                "source.max_directory_users",
+                self.max_directory_users.is_some(),
+            ),
+            ("source.max_page_bytes", self.max_page_bytes.is_some()),
+            (
+                "source.max_resource_bytes",
+                self.max_resource_bytes.is_some(),
+            ),
+            ("source.attributes", !attributes.is_empty()),
+        ])?;
+        push.ok_or_else(|| {
+            invalid(
+                "push",
+                "is missing: kind = \"push\" serves SCIM 2.0 and needs a [push] table, such as [push] listen = \"0.0.0.0:8443\" and bearer_token_file = \"/run/secrets/idsync_scim_token\"",
+            )
         })
     }
 

@@ -12,6 +12,7 @@ pub mod file;
 mod http;
 pub mod membership;
 pub mod normalize;
+pub mod pushed;
 pub mod scim;
 
 use futures::future::BoxFuture;
@@ -43,6 +44,12 @@ pub trait Directory: Send + Sync {
     /// load it from the cache before reading.
     fn reads_changes(&self) -> bool {
         false
+    }
+
+    /// For a source that is told of changes as they happen (push): notified after
+    /// each, so the daemon runs without waiting for its schedule.
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
     }
 
     /// The source's name in the cursor store and in logs: its kind and address.
@@ -117,5 +124,6 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             Ok(Box::new(source))
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
+        SourceKind::Push(push) => Ok(Box::new(pushed::PushedDirectory::open(push)?)),
     }
 }

@@ -238,10 +238,28 @@ impl Syncer {
 
     /// One complete run. `shutdown` stops it between requests; what was done is kept.
     pub async fn run_once(&self, shutdown: &CancellationToken) -> Result<Summary, Aborted> {
+        self.run(shutdown, false).await
+    }
+
+    /// As [`Syncer::run_once`], reading the whole directory even when the source
+    /// reads changes: the reconcile that repairs drift.
+    pub async fn reconcile(&self, shutdown: &CancellationToken) -> Result<Summary, Aborted> {
+        self.run(shutdown, true).await
+    }
+
+    /// The source's change notifications, when it is told of changes (push).
+    pub fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.source.wakeups()
+    }
+
+    async fn run(&self, shutdown: &CancellationToken, whole: bool) -> Result<Summary, Aborted> {
         let span = tracing::info_span!("run", dry_run = self.dry_run);
         let started_at = chrono::Utc::now();
         let started = Instant::now();
-        let result = self.run_inner(shutdown, started).instrument(span).await;
+        let result = self
+            .run_inner(shutdown, started, whole)
+            .instrument(span)
+            .await;
         if !self.dry_run {
             self.record_run(started_at, &result).await;
         }
@@ -260,6 +278,7 @@ impl Syncer {
         &self,
         shutdown: &CancellationToken,
         started: Instant,
+        whole: bool,
     ) -> Result<Summary, Aborted> {
         let mut run = Run {
             summary: Summary {
@@ -273,7 +292,7 @@ impl Syncer {
         // planner cancels when it fails.
         let stop = shutdown.child_token();
         let (plan, managed_before, cursor) =
-            match self.read_and_plan(shutdown, &stop, &mut run).await {
+            match self.read_and_plan(shutdown, &stop, &mut run, whole).await {
                 Ok(planned) => planned,
                 Err(err) => return Err(run.abort(err)),
             };
@@ -329,10 +348,11 @@ impl Syncer {
         }
     }
 
-    /// The position a change-reading source's last successful run left.
-    async fn load_cursor(&self) -> Result<Option<String>, CacheError> {
+    /// The position a change-reading source's last successful run left; none
+    /// for a `whole` read.
+    async fn load_cursor(&self, whole: bool) -> Result<Option<String>, CacheError> {
         match &self.cache {
-            Some(opening) if self.source.reads_changes() => {
+            Some(opening) if self.source.reads_changes() && !whole => {
                 opening.get().await?.cursor(&self.source.name())
             }
             _ => Ok(None),
@@ -348,8 +368,9 @@ impl Syncer {
         shutdown: &CancellationToken,
         stop: &CancellationToken,
         run: &mut Run,
+        whole: bool,
     ) -> Result<(Plan, usize, Option<String>), SyncError> {
-        let cursor = self.load_cursor().await?;
+        let cursor = self.load_cursor(whole).await?;
         let reading = shutdown.child_token();
         let (delivery, arrivals) = source::delivery::channel(reading.clone());
         // A shutdown ends the read at once, even mid-request or in a retry wait:
