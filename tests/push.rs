@@ -79,7 +79,12 @@ max_deactivations = 5
         }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -136,32 +141,62 @@ async fn pushed_users_and_groups_reach_the_gateway_and_a_delete_deactivates() {
     let bob = pushed.post("/Users", user("bob@example.com")).await;
     let (ada_id, bob_id) = (ada["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
     let ops = pushed
-        .post("/Groups", json!({"schemas": [GROUP], "displayName": "ops", "members": [{"value": ada_id}]}))
+        .post(
+            "/Groups",
+            json!({"schemas": [GROUP], "displayName": "ops", "members": [{"value": ada_id}]}),
+        )
         .await;
     let summary = pushed.sync(false).await;
     assert_eq!(summary.counts.created, 2, "{summary:?}");
     assert_eq!(
-        pushed.gateway.user_by_email("ada@example.com").unwrap().groups,
+        pushed
+            .gateway
+            .user_by_email("ada@example.com")
+            .unwrap()
+            .groups,
         vec!["ops".to_owned()]
     );
 
     let ops_path = format!("/Groups/{}", ops["id"].as_str().unwrap());
     let (status, _) = pushed
-        .patch(&ops_path, json!([{"op": "Add", "path": "members", "value": [{"value": bob_id}]},
-            {"op": "remove", "path": format!("members[value eq \"{ada_id}\"]")}]))
+        .patch(
+            &ops_path,
+            json!([{"op": "Add", "path": "members", "value": [{"value": bob_id}]},
+            {"op": "remove", "path": format!("members[value eq \"{ada_id}\"]")}]),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = pushed.send(reqwest::Method::DELETE, &format!("/Users/{ada_id}"), None).await;
+    let (status, _) = pushed
+        .send(reqwest::Method::DELETE, &format!("/Users/{ada_id}"), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let summary = pushed.sync(false).await;
-    assert_eq!((summary.counts.updated, summary.counts.deactivated), (1, 1), "{summary:?}");
-    assert_eq!(pushed.gateway.user_by_email("ada@example.com").unwrap().status, "inactive");
     assert_eq!(
-        pushed.gateway.user_by_email("bob@example.com").unwrap().groups,
+        (summary.counts.updated, summary.counts.deactivated),
+        (1, 1),
+        "{summary:?}"
+    );
+    assert_eq!(
+        pushed
+            .gateway
+            .user_by_email("ada@example.com")
+            .unwrap()
+            .status,
+        "inactive"
+    );
+    assert_eq!(
+        pushed
+            .gateway
+            .user_by_email("bob@example.com")
+            .unwrap()
+            .groups,
         vec!["ops".to_owned()]
     );
     let again = pushed.sync(true).await;
-    assert_eq!(again.counts.unchanged, 1, "the reconcile finds nothing to do: {again:?}");
+    assert_eq!(
+        again.counts.unchanged, 1,
+        "the reconcile finds nothing to do: {again:?}"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +214,10 @@ async fn a_failing_gateway_keeps_the_push_queued_until_a_run_succeeds() {
     let retried = pushed.sync(false).await;
     assert_eq!(retried.counts.created, 1, "the queue was kept: {retried:?}");
     let idle = pushed.sync(false).await;
-    assert_eq!(idle.directory_users, 0, "nothing is queued once done: {idle:?}");
+    assert_eq!(
+        idle.directory_users, 0,
+        "nothing is queued once done: {idle:?}"
+    );
 }
 
 #[tokio::test]
@@ -188,18 +226,47 @@ async fn entra_deactivates_with_a_string_and_okta_looks_users_up_by_filter() {
     let dee = pushed.post("/Users", user("dee@example.com")).await;
     let path = format!("/Users/{}", dee["id"].as_str().unwrap());
     let (status, found) = pushed
-        .send(reqwest::Method::GET, "/Users?filter=userName%20eq%20%22DEE@example.com%22&startIndex=1&count=100", None)
+        .send(
+            reqwest::Method::GET,
+            "/Users?filter=userName%20eq%20%22DEE@example.com%22&startIndex=1&count=100",
+            None,
+        )
         .await;
-    assert_eq!((status, found["totalResults"].as_u64()), (StatusCode::OK, Some(1)));
+    assert_eq!(
+        (status, found["totalResults"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
     pushed.sync(false).await;
     let (status, patched) = pushed
-        .patch(&path, json!([{"op": "Replace", "path": "active", "value": "False"}]))
+        .patch(
+            &path,
+            json!([{"op": "Replace", "path": "active", "value": "False"}]),
+        )
         .await;
-    assert_eq!((status, &patched["active"]), (StatusCode::OK, &json!(false)));
+    assert_eq!(
+        (status, &patched["active"]),
+        (StatusCode::OK, &json!(false))
+    );
     pushed.sync(false).await;
-    assert_eq!(pushed.gateway.user_by_email("dee@example.com").unwrap().status, "inactive");
-    let (status, conflict) = pushed.send(reqwest::Method::POST, "/Users", Some(user("Dee@example.com"))).await;
-    assert_eq!((status, &conflict["scimType"]), (StatusCode::CONFLICT, &json!("uniqueness")));
+    assert_eq!(
+        pushed
+            .gateway
+            .user_by_email("dee@example.com")
+            .unwrap()
+            .status,
+        "inactive"
+    );
+    let (status, conflict) = pushed
+        .send(
+            reqwest::Method::POST,
+            "/Users",
+            Some(user("Dee@example.com")),
+        )
+        .await;
+    assert_eq!(
+        (status, &conflict["scimType"]),
+        (StatusCode::CONFLICT, &json!("uniqueness"))
+    );
 }
 
 #[tokio::test]
@@ -211,19 +278,51 @@ async fn hostile_requests_get_a_clear_4xx_and_store_nothing() {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        assert_eq!(request.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            request.send().await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
     let huge = json!({"schemas": [USER], "userName": "x".repeat(10 * 1024 * 1024)});
-    let (status, _) = pushed.send(reqwest::Method::POST, "/Users", Some(huge)).await;
+    let (status, _) = pushed
+        .send(reqwest::Method::POST, "/Users", Some(huge))
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let nested = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
-    let response = pushed.http.post(&url).bearer_auth(TOKEN).body(nested).send().await.unwrap();
+    let response = pushed
+        .http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .body(nested)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let cases = [
-        (reqwest::Method::GET, "/Users?filter=userName%20eq%20%22a%22%20or%201%20eq%201", None, "\"or\""),
-        (reqwest::Method::POST, "/Users", Some(json!({"schemas": [USER], "userName": "eve", "isAdmin": true})), "isAdmin"),
-        (reqwest::Method::POST, "/Groups", Some(json!({"schemas": [GROUP], "displayName": "admin"})), "admin group"),
-        (reqwest::Method::POST, "/Users", Some(json!({"schemas": ["urn:evil"], "userName": "eve"})), "urn:evil"),
+        (
+            reqwest::Method::GET,
+            "/Users?filter=userName%20eq%20%22a%22%20or%201%20eq%201",
+            None,
+            "\"or\"",
+        ),
+        (
+            reqwest::Method::POST,
+            "/Users",
+            Some(json!({"schemas": [USER], "userName": "eve", "isAdmin": true})),
+            "isAdmin",
+        ),
+        (
+            reqwest::Method::POST,
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "admin"})),
+            "admin group",
+        ),
+        (
+            reqwest::Method::POST,
+            "/Users",
+            Some(json!({"schemas": ["urn:evil"], "userName": "eve"})),
+            "urn:evil",
+        ),
     ];
     for (method, path, body, needle) in cases {
         let (status, answer) = pushed.send(method, path, body).await;
@@ -233,7 +332,10 @@ async fn hostile_requests_get_a_clear_4xx_and_store_nothing() {
         assert!(answer["scimType"].is_string(), "{answer}");
     }
     let store = pushed.store();
-    assert_eq!(store.all(Kind::User).count() + store.all(Kind::Group).count(), 0);
+    assert_eq!(
+        store.all(Kind::User).count() + store.all(Kind::Group).count(),
+        0
+    );
     assert_eq!(store.head(), 0, "nothing was queued");
     let summary = pushed.sync(true).await;
     assert_eq!(summary.directory_users, 0);

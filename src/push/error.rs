@@ -78,6 +78,11 @@ impl ScimError {
         )
     }
 
+    /// 501: a part of SCIM idsync does not implement.
+    pub fn not_implemented(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, None, detail)
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

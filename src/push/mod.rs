@@ -85,12 +85,24 @@ fn router(endpoint: Endpoint) -> Router {
         .route(&format!("{base}/ResourceTypes"), get(list_resource_types))
         .route(&format!("{base}/ResourceTypes/{{id}}"), get(resource_type))
         .route(&format!("{base}/Schemas"), get(list_schemas))
-        .route(&format!("{base}/Schemas/{{id}}"), get(schema_by_id));
+        .route(&format!("{base}/Schemas/{{id}}"), get(schema_by_id))
+        .route(
+            &format!("{base}/.search"),
+            axum::routing::post(|| async {
+                ScimError::not_implemented(
+                    "searching several resource types at once is not supported; POST /Users/.search or /Groups/.search",
+                )
+            }),
+        );
     for (kind, path) in [(Kind::User, "Users"), (Kind::Group, "Groups")] {
         app = app
             .route(
                 &format!("{base}/{path}"),
                 get(move |s, u| list(kind, s, u)).post(move |s, h, b| create(kind, s, h, b)),
+            )
+            .route(
+                &format!("{base}/{path}/.search"),
+                axum::routing::post(move |s, h, b| search(kind, s, h, b)),
             )
             .route(
                 &format!("{base}/{path}/{{id}}"),
@@ -141,7 +153,11 @@ fn token_matches(presented: &str, token: &Secret) -> bool {
 fn operation_of(method: &Method, path: &str) -> &'static str {
     let rest = path.strip_prefix("/scim/v2/").unwrap_or("");
     let mut parts = rest.split('/');
-    let (collection, has_id) = (parts.next().unwrap_or(""), parts.next().is_some());
+    let (collection, next) = (parts.next().unwrap_or(""), parts.next());
+    if next == Some(".search") {
+        return "search";
+    }
+    let has_id = next.is_some();
     let kind = match collection {
         "Users" => Kind::User,
         "Groups" => Kind::Group,

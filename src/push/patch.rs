@@ -78,6 +78,23 @@ fn operation_on(kind: Kind, resource: &mut Value, operation: Value) -> Result<()
     };
     let value = filter::field(&operation, "value").cloned();
     match filter::field(&operation, "path") {
+        // A whole extension: its attributes, or all of it for remove.
+        Some(Value::String(path)) if schema::extension(kind, path).is_some() => {
+            let urn = schema::extension(kind, path).unwrap_or_default();
+            match (op, value) {
+                (OpKind::Remove, _) => {
+                    if let Value::Object(fields) = resource {
+                        fields.remove(urn);
+                    }
+                    Ok(())
+                }
+                (_, Some(value)) => {
+                    let fields = Map::from_iter([(urn.to_owned(), value)]);
+                    without_path(kind, resource, op, fields)
+                }
+                (_, None) => Err(ScimError::value("value is required for add and replace")),
+            }
+        }
         Some(Value::String(path)) => {
             let target = parse_target(kind, path)?;
             act(resource, op, &target, value)
@@ -112,7 +129,7 @@ fn without_path(
             continue;
         }
         if let (Some(urn), Value::Object(inner)) = (schema::extension(kind, &key), &value) {
-            for (name, value) in inner {
+            for (name, value) in inner.iter().filter(|(name, _)| *name != "schemas") {
                 let target = parse_target(kind, &format!("{urn}:{name}"))?;
                 act(resource, op, &target, Some(value.clone()))?;
             }

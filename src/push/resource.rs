@@ -77,6 +77,8 @@ fn check_schemas(kind: Kind, schemas: Option<&Value>) -> Result<(), ScimError> {
             .ok_or_else(|| ScimError::value("schemas must hold strings"))?;
         if urn.eq_ignore_ascii_case(core) {
             has_core = true;
+        } else if kind == Kind::Group && urn == schema::ENTRA_GROUP {
+            continue;
         } else if schema::extension(kind, urn).is_none() {
             return Err(ScimError::value(format!(
                 "schemas lists {urn:?}, which this endpoint does not serve for a {kind:?}"
@@ -95,7 +97,7 @@ fn extension_value(urn: &str, value: Value) -> Result<Option<Value>, ScimError> 
         return Err(ScimError::syntax(format!("{urn} must be an object")));
     };
     let mut conformed = Map::new();
-    for (key, value) in fields {
+    for (key, value) in fields.into_iter().filter(|(key, _)| key != "schemas") {
         let attribute = schema::attribute(urn, &key)
             .ok_or_else(|| ScimError::syntax(format!("unknown attribute {urn}:{key}")))?;
         if let Some(value) = conform(attribute, value, &format!("{urn}:{}", attribute.name))? {
@@ -201,10 +203,16 @@ fn check_group(group: &mut Map<String, Value>, checks: &Checks<'_>) -> Result<()
                 "members: no pushed user has id {id:?}"
             )));
         };
-        member["type"] = "User".into();
-        member["$ref"] = format!("/scim/v2/Users/{id}").into();
-        if let Some(name) = user.get("userName") {
-            member["display"] = name.clone();
+        // What the IdP sent is kept; what it left out is filled in.
+        let filled = [
+            ("type", Value::from("User")),
+            ("$ref", format!("/scim/v2/Users/{id}").into()),
+            ("display", user.get("userName").cloned().unwrap_or_default()),
+        ];
+        if let Value::Object(fields) = member {
+            for (key, value) in filled {
+                fields.entry(key).or_insert(value);
+            }
         }
     }
     Ok(())

@@ -107,7 +107,40 @@ pub async fn list(
     State(endpoint): State<Endpoint>,
     uri: Uri,
 ) -> Result<Response, ScimError> {
-    let query = Query::parse(&uri)?;
+    listing(kind, &endpoint, &Query::parse(&uri)?)
+}
+
+/// `POST /Users/.search`: a list whose parameters come as a SearchRequest body.
+pub async fn search(
+    kind: Kind,
+    State(endpoint): State<Endpoint>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ScimError> {
+    let body = endpoint.json_body(&headers, body).await?;
+    let Value::Object(fields) = body else {
+        return Err(ScimError::syntax("the body must be a SearchRequest object"));
+    };
+    let mut pairs = Vec::new();
+    for (key, value) in fields {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Array(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            Value::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        if key != "schemas" {
+            pairs.push((key, text));
+        }
+    }
+    listing(kind, &endpoint, &Query::from_pairs(pairs)?)
+}
+
+fn listing(kind: Kind, endpoint: &Endpoint, query: &Query) -> Result<Response, ScimError> {
     let mut matching = candidates(&endpoint.store, kind, query.filter.as_ref())?;
     if let Some(filter) = &query.filter {
         matching.retain(|r| filter.matches(r));
@@ -301,6 +334,11 @@ struct Query {
 
 impl Query {
     fn parse(uri: &Uri) -> Result<Self, ScimError> {
+        let pairs = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes());
+        Self::from_pairs(pairs.map(|(k, v)| (k.into_owned(), v.into_owned())))
+    }
+
+    fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, ScimError> {
         let mut query = Self {
             filter: None,
             start_index: 1,
@@ -308,14 +346,13 @@ impl Query {
             attributes: Vec::new(),
             excluded: Vec::new(),
         };
-        let pairs = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes());
         for (key, value) in pairs {
             let number = || {
                 value.trim().parse::<i64>().map_err(|_| {
                     ScimError::value(format!("{key} must be a whole number; got {value:?}"))
                 })
             };
-            match key.as_ref() {
+            match key.as_str() {
                 "filter" => query.filter = Some(filter::parse(&value)?),
                 "startIndex" => query.start_index = usize::try_from(number()?.max(1)).unwrap_or(1),
                 "count" => {

@@ -13,6 +13,11 @@ pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const ENTERPRISE_USER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
+/// The schema Entra ID lists in every group it creates, though it defines no
+/// attribute: accepted and not kept.
+pub const ENTRA_GROUP: &str =
+    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
+
 const SCHEMAS_JSON: &str = include_str!("schemas.json");
 
 /// One attribute of a schema.
@@ -88,8 +93,23 @@ pub fn extension(kind: Kind, name: &str) -> Option<&'static str> {
         .find(|urn| urn.eq_ignore_ascii_case(name))
 }
 
+/// `externalId`, which every resource has (RFC 7643 §3.1) though no schema lists it.
+fn external_id() -> &'static Attribute {
+    static EXTERNAL_ID: OnceLock<Attribute> = OnceLock::new();
+    EXTERNAL_ID.get_or_init(|| Attribute {
+        name: "externalId".into(),
+        kind: "string".into(),
+        multi_valued: false,
+        mutability: Some("readWrite".into()),
+        sub_attributes: Vec::new(),
+    })
+}
+
 /// The attribute `name` of schema `urn`, whatever its case.
 pub fn attribute(urn: &str, name: &str) -> Option<&'static Attribute> {
+    if name.eq_ignore_ascii_case("externalId") && [USER_SCHEMA, GROUP_SCHEMA].contains(&urn) {
+        return Some(external_id());
+    }
     served()
         .schemas
         .iter()
@@ -143,5 +163,9 @@ mod tests {
         );
         assert!(attribute(ENTERPRISE_USER, "department").is_some());
         assert!(attribute(USER_SCHEMA, "isAdmin").is_none());
+        assert_eq!(
+            attribute(GROUP_SCHEMA, "externalid").expect("common").name,
+            "externalId"
+        );
     }
 }
