@@ -131,13 +131,21 @@ impl PushStore {
         disk_error(&self.path, err)
     }
 
-    /// Makes every write so far durable; answer the IdP only after it.
+    /// Makes every write so far durable; answer the IdP only after it. A blocking
+    /// flush on the blocking pool: sled's `flush_async` was seen to hang with
+    /// several requests flushing at once (8 concurrent clients in
+    /// `tests/push_crash.rs`).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
-            .await
-            .map(drop)
-            .map_err(|err| self.disk(&err))
+        let db = self.db.clone();
+        let flushed = tokio::task::spawn_blocking(move || db.flush()).await;
+        match flushed {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(self.disk(&err)),
+            Err(join) => Err(StoreError::Disk {
+                path: self.path.display().to_string(),
+                reason: join.to_string(),
+            }),
+        }
     }
 
     /// Fires after each committed write, for the worker that syncs pushes.
