@@ -153,6 +153,7 @@ struct RawGroups {
     prefix: Option<String>,
     admin_group: Option<String>,
     allow_admin_group: Option<bool>,
+    delete_removed: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,6 +275,9 @@ pub struct GroupPolicy {
     pub admin_group: String,
     /// Whether an IdP group may map to `admin_group` at all.
     pub allow_admin_group: bool,
+    /// Whether a gateway group idsync created is deleted once the directory no
+    /// longer has it (sources that list their groups: push).
+    pub delete_removed: bool,
 }
 
 impl Default for GroupPolicy {
@@ -285,6 +289,7 @@ impl Default for GroupPolicy {
             prefix: String::new(),
             admin_group: "admin".into(),
             allow_admin_group: false,
+            delete_removed: false,
         }
     }
 }
@@ -611,6 +616,7 @@ impl RawGroups {
             prefix: self.prefix.unwrap_or_default(),
             admin_group,
             allow_admin_group: self.allow_admin_group.unwrap_or(false),
+            delete_removed: self.delete_removed.unwrap_or(false),
         })
     }
 }

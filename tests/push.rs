@@ -54,6 +54,8 @@ path = "{cache}"
 update_existing = true
 deprovision = "deactivate"
 max_deactivations = 5
+[groups]
+delete_removed = true
 "#,
             url = gateway.url(),
             key = gateway.admin_key(),
@@ -196,6 +198,33 @@ async fn pushed_users_and_groups_reach_the_gateway_and_a_delete_deactivates() {
     assert_eq!(
         again.counts.unchanged, 1,
         "the reconcile finds nothing to do: {again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pushed_group_is_created_empty_and_deleted_when_the_idp_deletes_it() {
+    let pushed = Pushed::start().await;
+    pushed
+        .gateway
+        .add_to_group("nobody@example.com", "made-in-gateway");
+    let empty = pushed
+        .post(
+            "/Groups",
+            json!({"schemas": [GROUP], "displayName": "db-readers"}),
+        )
+        .await;
+    let summary = pushed.sync(false).await;
+    assert_eq!(summary.groups_created, vec!["db-readers".to_owned()]);
+    assert!(pushed.gateway.groups().contains(&"db-readers".to_owned()));
+    let path = format!("/Groups/{}", empty["id"].as_str().unwrap());
+    let (status, _) = pushed.send(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let summary = pushed.sync(true).await;
+    assert_eq!(summary.groups_deleted, vec!["db-readers".to_owned()]);
+    assert_eq!(
+        pushed.gateway.groups(),
+        vec!["made-in-gateway".to_owned()],
+        "idsync deletes only what it created"
     );
 }
 

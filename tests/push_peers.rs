@@ -55,6 +55,8 @@ schedule = "0 0 0 1 1 *"
 update_existing = true
 deprovision = "deactivate"
 max_deactivations = 10
+[groups]
+delete_removed = true
 "#,
                 url = peers.prism_proxy_url(),
                 key = peers.api_key(),
@@ -186,6 +188,35 @@ fn okta_and_entra_provisioning_sequences_end_in_the_expected_gateway_state() {
         expected.len(),
         "no other user reached the gateway"
     );
+    let wanted = [
+        "1879db59-3bdf-4490-ad68-ab880a269474updatedDisplayName",
+        "Test SCIMv2 updated",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The pushed groups by their last names; deleted and renamed ones removed
+    // (delete_removed), in the same run as the users, just after them.
+    while gateway_groups(&peers) != wanted {
+        let held = gateway_groups(&peers);
+        assert!(
+            Instant::now() < deadline,
+            "the gateway holds the groups {held:?}\nidsync log:\n{}",
+            std::fs::read_to_string(&daemon.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn gateway_groups(peers: &Peers) -> Vec<String> {
+    let url = format!("{}/users/groups", peers.standin_url());
+    let (_, groups) = common_peers::http_get_json(&url, Some(peers.api_key()));
+    let mut groups: Vec<String> = groups
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str().map(str::to_owned))
+        .collect();
+    groups.sort_unstable();
+    groups
 }
 
 /// Sends each step, checks its status (and `totalResults`), keeps the ids it

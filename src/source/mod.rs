@@ -46,6 +46,13 @@ pub trait Directory: Send + Sync {
         false
     }
 
+    /// The names of the directory's groups, members or not, for a source that
+    /// lists them (push): each is created in the gateway even before anyone
+    /// joins, so access rules can name it.
+    fn groups(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, SourceError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// For a source that is told of changes as they happen (push): notified after
     /// each, so the daemon runs without waiting for its schedule.
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod groups;
 mod outcomes;
 mod tally;
 
@@ -44,9 +45,34 @@ pub struct Summary {
     /// Dry run: every write a real run would make, with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<PlannedAction>,
+    /// Gateway groups created and deleted, for a source that lists its groups.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups_created: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups_deleted: Vec<String>,
+    /// Groups that could not be created or deleted (tried again next run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub group_failures: Vec<Report>,
 }
 
 impl Summary {
+    fn record_groups(&mut self, done: groups::GroupsDone) {
+        for (group, reason) in done.failed {
+            tracing::warn!(group = %events::printable(&group), %reason, "Could not bring a gateway group in line.");
+            self.group_failures.push(Report {
+                user: format!("group {group}"),
+                reason,
+            });
+        }
+        for group in &done.created {
+            tracing::info!(group = %events::printable(group), "Created gateway group.");
+        }
+        for group in &done.deleted {
+            tracing::info!(group = %events::printable(group), "Deleted gateway group.");
+        }
+        (self.groups_created, self.groups_deleted) = (done.created, done.deleted);
+    }
+
     /// Whether the run left work undone that an operator should look at.
     pub fn has_failures(&self) -> bool {
         self.counts.has_failures()
@@ -301,6 +327,10 @@ impl Syncer {
         if let Err(err) = self.record(&run.adoptions).await {
             return Err(run.abort(err.into()));
         }
+        let groups = match self.create_groups(&stop).await {
+            Ok(groups) => groups,
+            Err(err) => return Err(run.abort(err.into())),
+        };
         let sent = match self.send_and_record(actions, &stop, &mut run).await {
             Ok(sent) => sent,
             Err(err) => return Err(run.abort(err.into())),
@@ -326,6 +356,10 @@ impl Syncer {
             return Err(run.abort(SyncError::Interrupted {
                 interrupted: sent.not_done,
             }));
+        }
+        if let Some(step) = groups {
+            let done = self.delete_removed_groups(step, &stop).await;
+            run.summary.record_groups(done);
         }
         if run.summary.has_failures() {
             // Kept as it was: the changes are read again, and the failed users retried.

@@ -174,6 +174,19 @@ impl Directory for PushedDirectory {
         })
     }
 
+    fn groups(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, SourceError>> {
+        Box::pin(async move {
+            let mut names = Vec::new();
+            for group in self.store.all(Kind::Group) {
+                let group = group.map_err(|err| unreadable(&self.path, err))?;
+                if let Some(name) = group.get("displayName").and_then(Value::as_str) {
+                    names.extend(normalize::group_name_text(name).map(str::to_owned));
+                }
+            }
+            Ok(Some(names))
+        })
+    }
+
     fn wakeups(&self) -> Option<Arc<Notify>> {
         Some(self.store.changed())
     }
