@@ -168,3 +168,96 @@ fn pem_file(
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError, SourceKind};
+
+    const PUSH: &str = r#"
+        [source]
+        kind = "push"
+        [push]
+        listen = "127.0.0.1:8443"
+        bearer_token = "0123456789abcdef0123"
+        [target]
+        url = "https://use.hoop.dev/api"
+        api_key = "hpk_secret"
+        [cache]
+        path = "/var/lib/idsync"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", &|name| {
+            (name == super::ENV_PUSH_BEARER_TOKEN)
+                .then(|| "from-the-environment-1234".to_owned())
+                .filter(|_| text.contains("# env"))
+        })
+    }
+
+    #[test]
+    fn a_push_source_has_its_endpoint_and_a_store_in_the_cache_directory() {
+        let config = parse(PUSH).expect("valid");
+        let SourceKind::Push(push) = &config.source.kind else {
+            panic!("a push source")
+        };
+        assert_eq!(push.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(push.max_body_bytes, 1024 * 1024);
+        assert_eq!(
+            push.store_path,
+            std::path::Path::new("/var/lib/idsync/push")
+        );
+        assert!(push.tls.is_none());
+        assert_eq!(format!("{:?}", push.bearer_token), "**redacted**");
+        let from_env = parse(&format!("{PUSH}\n# env")).expect("valid");
+        let SourceKind::Push(push) = &from_env.source.kind else {
+            panic!("a push source")
+        };
+        assert_eq!(push.bearer_token.expose(), "from-the-environment-1234");
+    }
+
+    #[test]
+    fn bad_push_keys_are_refused_by_name() {
+        for (text, key) in [
+            (PUSH.replace("127.0.0.1:8443", "localhost"), "push.listen"),
+            (
+                PUSH.replace("0123456789abcdef0123", "short"),
+                "push.bearer_token",
+            ),
+            (
+                PUSH.replace("bearer_token = \"0123456789abcdef0123\"", ""),
+                "push.bearer_token",
+            ),
+            (format!("{PUSH}\n[push2]"), "unknown field"),
+            (
+                PUSH.replace("listen =", "max_body_bytes = 0\nlisten ="),
+                "push.max_body_bytes",
+            ),
+            (
+                PUSH.replace("listen =", "tls_cert_file = \"/nonexistent\"\nlisten ="),
+                "push.tls_key_file",
+            ),
+            (
+                PUSH.replace(
+                    "listen =",
+                    "tls_cert_file = \"/nonexistent\"\ntls_key_file = \"/nonexistent\"\nlisten =",
+                ),
+                "push.tls_cert_file",
+            ),
+            (
+                PUSH.replace("kind = \"push\"", "kind = \"push\"\nurl = \"https://x\""),
+                "source.url",
+            ),
+            (
+                PUSH.replace("kind = \"push\"", "kind = \"file\"\npath = \"/x.jsonl\""),
+                "push is used only",
+            ),
+        ] {
+            let err = parse(&text).expect_err("refused").to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let missing = PUSH.split("[push]").next().unwrap_or_default().to_owned()
+            + "[target]\nurl = \"https://use.hoop.dev/api\"\napi_key = \"hpk_secret\"\n";
+        let err = parse(&missing).expect_err("refused").to_string();
+        assert!(err.starts_with("push is missing"), "{err}");
+    }
+}
