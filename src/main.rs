@@ -321,7 +321,7 @@ async fn start_daemon(
         notifier.clone(),
         exit::OK,
     ));
-    serve_push(config, shutdown).await?;
+    serve_push(config, health.as_ref(), shutdown).await?;
     let mode = RunMode::default();
     let syncer = Syncer::new(config, mode).map_err(|err| {
         fatal(format_args!("cannot start: {err}"));
@@ -366,7 +366,11 @@ async fn serve_health(config: &Config, shutdown: &CancellationToken) -> Result<O
 
 /// With `[source] kind = "push"`: serves the SCIM endpoint on `push.listen`, on
 /// the store the runs then read.
-async fn serve_push(config: &Config, shutdown: &CancellationToken) -> Result<(), u8> {
+async fn serve_push(
+    config: &Config,
+    health: Option<&Health>,
+    shutdown: &CancellationToken,
+) -> Result<(), u8> {
     let idsync::config::SourceKind::Push(push) = &config.source.kind else {
         return Ok(());
     };
@@ -374,6 +378,10 @@ async fn serve_push(config: &Config, shutdown: &CancellationToken) -> Result<(),
         fatal(format_args!("cannot open the push store: {err}"));
         exit::ABORTED
     })?;
+    if let Some(health) = health {
+        let queue = store.clone();
+        health.show_details("push_queue", std::sync::Arc::new(move || queue.figures()));
+    }
     idsync::push::serve(push, store, config.groups.clone(), shutdown.clone())
         .await
         .map(drop)

@@ -22,16 +22,21 @@ const TOKEN: &str = "e2e-push-token-0123456789";
 struct Daemon {
     child: Child,
     base: String,
+    /// `/healthz`, `/readyz` and `/metrics`.
+    service: String,
     log: PathBuf,
 }
 
 impl Daemon {
     fn start(peers: &Peers, dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, service_port) = (free_port(), free_port());
         let config = dir.join("idsync.toml");
         std::fs::write(
             &config,
@@ -57,6 +62,8 @@ deprovision = "deactivate"
 max_deactivations = 10
 [groups]
 delete_removed = true
+[service]
+listen = "127.0.0.1:{service_port}"
 "#,
                 url = peers.prism_proxy_url(),
                 key = peers.api_key(),
@@ -75,6 +82,7 @@ delete_removed = true
         let daemon = Self {
             child,
             base: format!("http://127.0.0.1:{port}/scim/v2"),
+            service: format!("http://127.0.0.1:{service_port}"),
             log,
         };
         daemon.wait_until_serving();
@@ -203,6 +211,30 @@ fn okta_and_entra_provisioning_sequences_end_in_the_expected_gateway_state() {
             std::fs::read_to_string(&daemon.log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    check_service_figures(&daemon);
+}
+
+/// `/metrics` counts the requests by operation and status class, and `/readyz`
+/// shows the queue, empty once everything reached the gateway.
+fn check_service_figures(daemon: &Daemon) {
+    let (_, ready) = request("GET", &format!("{}/readyz", daemon.service), None);
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["push_queue"]["depth"], 0, "{ready}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = runtime.block_on(async {
+        let url = format!("{}/metrics", daemon.service);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    });
+    for line in [
+        "idsync_push_requests_total{operation=\"users.create\",status=\"2xx\"} 4",
+        "idsync_push_requests_total{operation=\"groups.patch\",status=\"2xx\"}",
+        "idsync_push_queue_depth 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
 }
 

@@ -255,6 +255,12 @@ impl PushStore {
         Ok(())
     }
 
+    /// The queue for `/readyz`: depth and the oldest change's age in seconds.
+    pub fn figures(&self) -> Value {
+        let (depth, oldest_ms) = self.backlog(now_ms());
+        serde_json::json!({"depth": depth, "oldest_age_seconds": oldest_ms as f64 / 1000.0})
+    }
+
     /// Changes queued and not yet done, and the age of the oldest in milliseconds.
     pub fn backlog(&self, now_ms: u64) -> (u64, u64) {
         let done = self.done_up_to.load(Ordering::Relaxed);

@@ -46,6 +46,10 @@ pub trait Directory: Send + Sync {
         false
     }
 
+    /// Told that the run kept `cursor` (it did everything it planned), so a source
+    /// may let go of what came before it (push: the queue up to there).
+    fn cursor_kept(&self, _cursor: &str) {}
+
     /// The names of the directory's groups, members or not, for a source that
     /// lists them (push): each is created in the gateway even before anyone
     /// joins, so access rules can name it.

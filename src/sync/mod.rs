@@ -376,7 +376,11 @@ impl Syncer {
         match &self.cache {
             Some(opening) if self.source.reads_changes() && !self.dry_run => {
                 let cache = opening.get().await?;
-                cache.save_cursor(&self.source.name(), cursor).await
+                cache.save_cursor(&self.source.name(), cursor).await?;
+                if let Some(cursor) = cursor {
+                    self.source.cursor_kept(cursor);
+                }
+                Ok(())
             }
             _ => Ok(()),
         }

@@ -174,6 +174,15 @@ impl Directory for PushedDirectory {
         })
     }
 
+    fn cursor_kept(&self, cursor: &str) {
+        if let Ok(done) = cursor.parse::<u64>() {
+            if let Err(err) = self.store.done_up_to(done) {
+                tracing::warn!(error = %err, "Could not trim the push queue; the next run does.");
+            }
+            crate::push::queue_figures(&self.store);
+        }
+    }
+
     fn groups(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, SourceError>> {
         Box::pin(async move {
             let mut names = Vec::new();
