@@ -1257,7 +1257,7 @@ mod tests {
         );
         let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"ldap\""));
         assert!(
-            err.starts_with("source.kind must be \"scim\" or \"file\""),
+            err.starts_with("source.kind must be \"scim\", \"file\" or \"push\""),
             "{err}"
         );
     }
