@@ -77,23 +77,36 @@ pub async fn run_daemon(
             (config, syncer) = reloaded(config, syncer, mode, &load)?;
         }
         supervision.notifier.status("syncing");
-        // A source told of changes reads only them when woken by one; the
-        // schedule's run reads it whole, repairing drift.
-        let result = match (wake, syncer.wakeups().is_some()) {
-            (Wake::Schedule, true) => syncer.reconcile(&shutdown).await,
-            _ => syncer.run_once(&shutdown).await,
-        };
+        let result = run_for(&syncer, wake, &shutdown).await;
         last = describe(&result);
         let failed = !matches!(&result, Ok(summary) if !summary.has_failures());
         retry.after_run(failed && syncer.wakeups().is_some());
-        if let Some(health) = &supervision.health {
-            match &result {
-                Ok(_) => health.run_succeeded(SystemTime::now()),
-                Err(aborted) => health.run_failed(aborted.error.to_string()),
-            }
-        }
+        report(supervision, &result);
         if shutdown.is_cancelled() {
             return Ok(());
+        }
+    }
+}
+
+/// One run. A source told of changes reads only them when woken by one; the
+/// schedule's run reads it whole, repairing drift.
+async fn run_for(
+    syncer: &Syncer,
+    wake: Wake,
+    shutdown: &CancellationToken,
+) -> Result<Summary, Aborted> {
+    match (wake, syncer.wakeups().is_some()) {
+        (Wake::Schedule, true) => syncer.reconcile(shutdown).await,
+        _ => syncer.run_once(shutdown).await,
+    }
+}
+
+/// Tells `/readyz` how the run went.
+fn report(supervision: &Supervision, result: &Result<Summary, Aborted>) {
+    if let Some(health) = &supervision.health {
+        match result {
+            Ok(_) => health.run_succeeded(SystemTime::now()),
+            Err(aborted) => health.run_failed(aborted.error.to_string()),
         }
     }
 }
@@ -224,5 +237,42 @@ fn describe(result: &Result<Summary, Aborted>) -> String {
             )
         }
         Err(aborted) => format!("aborted ({})", aborted.error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_change_run_is_retried_after_a_doubling_wait_and_a_success_resets_it() {
+        let mut backoff = Backoff::default();
+        assert_eq!(backoff.due(), None);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            backoff.after_run(true);
+            let due = backoff.due().expect("a retry is due");
+            waits.push((due - tokio::time::Instant::now()).as_secs());
+        }
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        backoff.after_run(false);
+        assert_eq!(backoff.due(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_wakes_the_loop_after_a_short_batching_wait() {
+        let changes = Arc::new(Notify::new());
+        changes.notify_one();
+        let never = Utc::now() + chrono::Duration::days(365);
+        let started = tokio::time::Instant::now();
+        let wake = wait_for_work(never, Some(changes), None, &CancellationToken::new()).await;
+        assert_eq!(wake, Wake::Changed);
+        assert_eq!(started.elapsed(), CHANGE_BATCH);
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        assert_eq!(
+            wait_for_work(never, None, None, &shutdown).await,
+            Wake::Shutdown
+        );
     }
 }

@@ -98,6 +98,11 @@ fn parse_condition(tokens: &[Token], at: &mut usize) -> Result<Condition, ScimEr
             test: Test::Any(Box::new(inner)),
         });
     }
+    parse_test(tokens, at, &path).map(|test| Condition { path, test })
+}
+
+/// The operator after an attribute path, and its value.
+fn parse_test(tokens: &[Token], at: &mut usize, path: &[String]) -> Result<Test, ScimError> {
     let op = match tokens.get(*at) {
         Some(Token::Word(op)) => op.to_ascii_lowercase(),
         _ => {
@@ -109,12 +114,7 @@ fn parse_condition(tokens: &[Token], at: &mut usize) -> Result<Condition, ScimEr
     };
     *at += 1;
     let op = match op.as_str() {
-        "pr" => {
-            return Ok(Condition {
-                path,
-                test: Test::Present,
-            })
-        }
+        "pr" => return Ok(Test::Present),
         "eq" => Op::Eq,
         "ne" => Op::Ne,
         "co" => Op::Co,
@@ -129,10 +129,7 @@ fn parse_condition(tokens: &[Token], at: &mut usize) -> Result<Condition, ScimEr
     match tokens.get(*at) {
         Some(Token::Literal(value)) => {
             *at += 1;
-            Ok(Condition {
-                path,
-                test: Test::Compare(op, value.clone()),
-            })
+            Ok(Test::Compare(op, value.clone()))
         }
         _ => Err(ScimError::filter(format!(
             "expected a value (\"text\", a number, true, false or null) after {}",

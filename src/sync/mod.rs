@@ -343,19 +343,9 @@ impl Syncer {
                     .saturating_sub(c.deactivated),
             );
         }
-        if let Some((status, message)) = sent.refused {
-            return Err(run.abort(SyncError::TargetRefused { status, message }));
-        }
-        if let Some(reason) = sent.misdirected {
-            return Err(run.abort(SyncError::TargetMisconfigured(reason)));
-        }
-        if let Some(lost) = creates_read_back.error() {
-            return Err(run.abort(SyncError::PlannedCreatesLost(lost.to_string())));
-        }
-        if sent.not_done > 0 {
-            return Err(run.abort(SyncError::Interrupted {
-                interrupted: sent.not_done,
-            }));
+        let lost = creates_read_back.error().map(|lost| lost.to_string());
+        if let Some(error) = stopped_short(sent, lost) {
+            return Err(run.abort(error));
         }
         if let Some(step) = groups {
             let done = self.delete_removed_groups(step, &stop).await;
@@ -570,6 +560,22 @@ impl Syncer {
             tracing::error!(error = %err, "Could not record the run in the history.");
         }
     }
+}
+
+/// Why the sends stopped short of the plan, if they did: the run aborts with it.
+fn stopped_short(sent: Sent, creates_lost: Option<String>) -> Option<SyncError> {
+    if let Some((status, message)) = sent.refused {
+        return Some(SyncError::TargetRefused { status, message });
+    }
+    if let Some(reason) = sent.misdirected {
+        return Some(SyncError::TargetMisconfigured(reason));
+    }
+    if let Some(lost) = creates_lost {
+        return Some(SyncError::PlannedCreatesLost(lost));
+    }
+    (sent.not_done > 0).then_some(SyncError::Interrupted {
+        interrupted: sent.not_done,
+    })
 }
 
 /// A dry run does not create a cache that does not exist yet.
