@@ -148,6 +148,11 @@ impl PushStore {
         }
     }
 
+    #[cfg(test)]
+    fn flush_blocking(&self) {
+        self.db.flush().unwrap();
+    }
+
     /// Fires after each committed write, for the worker that syncs pushes.
     pub fn changed(&self) -> Arc<Notify> {
         self.changed.clone()
@@ -183,18 +188,13 @@ impl PushStore {
 
     /// The ids and display names of the groups `user_id` is a member of.
     pub fn groups_of(&self, user_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        // Each membership holds its group's name, so a user's groups are read
+        // without parsing groups that may list thousands of members.
         let mut names = Vec::new();
         for item in self.members.scan_prefix(member_prefix(user_id)) {
-            let (member_key, _) = item.map_err(|e| self.disk(&e))?;
+            let (member_key, name) = item.map_err(|e| self.disk(&e))?;
             let group_id = String::from_utf8_lossy(&member_key[user_id.len() + 1..]).into_owned();
-            if let Some(name) = self
-                .get(Kind::Group, &group_id)?
-                .as_ref()
-                .and_then(|g| g.get("displayName"))
-                .and_then(Value::as_str)
-            {
-                names.push((group_id.clone(), name.to_owned()));
-            }
+            names.push((group_id, String::from_utf8_lossy(&name).into_owned()));
         }
         Ok(names)
     }
@@ -277,7 +277,8 @@ impl PushStore {
 struct Change {
     resource: (Vec<u8>, Option<Vec<u8>>),
     names: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    members: Vec<(Vec<u8>, bool)>,
+    /// Membership key and the group's name, or `None` to remove it.
+    members: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Groups whose member lists lose a deleted user.
     groups: Vec<(Vec<u8>, Vec<u8>)>,
     queue: BTreeSet<String>,
@@ -362,7 +363,7 @@ impl Change {
         for item in store.members.scan_prefix(member_prefix(id)) {
             let (member_key, _) = item.map_err(|e| store.disk(&e))?;
             let group_id = String::from_utf8_lossy(&member_key[id.len() + 1..]).into_owned();
-            self.members.push((member_key.to_vec(), false));
+            self.members.push((member_key.to_vec(), None));
             if let Some(mut group) = store.get(Kind::Group, &group_id)? {
                 if let Some(Value::Array(list)) = group.get_mut("members") {
                     list.retain(|m| m.get("value").and_then(Value::as_str) != Some(id));
@@ -376,18 +377,19 @@ impl Change {
 
     fn group(&mut self, id: &str, before: Option<&Value>, after: Option<&Value>) {
         let (old, new) = (member_ids(before), member_ids(after));
-        let renamed =
-            before.and_then(|g| g.get("displayName")) != after.and_then(|g| g.get("displayName"));
+        let name =
+            |g: Option<&Value>| g.and_then(|g| g.get("displayName")?.as_str().map(str::to_owned));
+        let new_name = name(after).unwrap_or_default().into_bytes();
+        let renamed = name(before) != name(after);
         for user in old.difference(&new) {
-            self.members.push((member_key(user, id), false));
+            self.members.push((member_key(user, id), None));
             self.queue.insert(user.clone());
         }
-        for user in new.difference(&old) {
-            self.members.push((member_key(user, id), true));
+        let renamed_members = old.intersection(&new).filter(|_| renamed);
+        for user in new.difference(&old).chain(renamed_members) {
+            self.members
+                .push((member_key(user, id), Some(new_name.clone())));
             self.queue.insert(user.clone());
-        }
-        if renamed {
-            self.queue.extend(old.intersection(&new).cloned());
         }
     }
 
@@ -418,8 +420,8 @@ impl Change {
                 for (name, id) in &self.names {
                     set(names, name, id.as_deref())?;
                 }
-                for (member, present) in &self.members {
-                    set(members, member, present.then_some(&[][..]))?;
+                for (member, name) in &self.members {
+                    set(members, member, name.as_deref())?;
                 }
                 for (at, value) in &queued {
                     queue.insert(&at.to_be_bytes(), value.as_slice())?;
@@ -496,4 +498,81 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn put(store: &PushStore, kind: Kind, id: &str, value: Value) -> Result<(), StoreError> {
+        store
+            .write(kind, id, |_| Ok::<_, StoreError>(Some(value)))
+            .map(drop)
+    }
+
+    fn queued_users(store: &PushStore, after: u64) -> Vec<String> {
+        let queued = store.queued_after(after).unwrap();
+        queued.into_iter().map(|q| q.user_id).collect()
+    }
+
+    #[test]
+    fn writes_queue_the_users_they_change_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("push");
+        {
+            let store = PushStore::open(&path).unwrap();
+            put(&store, Kind::User, "u1", json!({"userName": "Ada"})).unwrap();
+            put(&store, Kind::User, "u2", json!({"userName": "bob"})).unwrap();
+            let taken = put(&store, Kind::User, "u3", json!({"userName": "ADA"}));
+            assert!(matches!(taken, Err(StoreError::Taken { .. })));
+            let ops = json!({"displayName": "ops", "members": [{"value": "u1"}, {"value": "u2"}]});
+            put(&store, Kind::Group, "g1", ops).unwrap();
+            assert_eq!(queued_users(&store, 0), ["u1", "u2", "u1", "u2"]);
+            assert_eq!(
+                store.groups_of("u1").unwrap(),
+                [("g1".into(), "ops".into())]
+            );
+            put(
+                &store,
+                Kind::Group,
+                "g1",
+                json!({"displayName": "sre", "members": [{"value": "u2"}]}),
+            )
+            .unwrap();
+            assert_eq!(queued_users(&store, 4), ["u1", "u2"], "left, and renamed");
+            assert_eq!(
+                store.groups_of("u2").unwrap(),
+                [("g1".into(), "sre".into())]
+            );
+            assert!(store.groups_of("u1").unwrap().is_empty());
+            store.flush_blocking();
+        }
+        let store = PushStore::open(&path).unwrap();
+        assert_eq!(store.head(), 6, "positions go on after a restart");
+        assert_eq!(
+            store.id_by_name(Kind::User, "ada").unwrap().as_deref(),
+            Some("u1")
+        );
+        store
+            .write(Kind::User, "u2", |_| Ok::<_, StoreError>(None))
+            .unwrap();
+        let group = store.get(Kind::Group, "g1").unwrap().unwrap();
+        assert_eq!(
+            group["members"],
+            json!([]),
+            "a deleted user leaves its groups"
+        );
+        store.done_up_to(6).unwrap();
+        assert_eq!(queued_users(&store, 0), ["u2"]);
+        assert_eq!(store.backlog(now_ms()).0, 1);
+    }
+
+    #[test]
+    fn one_store_per_path_is_shared_within_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = PushStore::open(&dir.path().join("push")).unwrap();
+        let second = PushStore::open(&dir.path().join("push")).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+    }
 }
