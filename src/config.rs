@@ -17,15 +17,17 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+mod credentials;
 mod push;
 mod source;
 
+pub use credentials::{ApiKey, GrantConfig, GrantMethod, SigningKey, SourceAuth};
 use push::RawPush;
 pub use push::{PushConfig, TlsFiles, ENV_PUSH_BEARER_TOKEN};
 use source::RawSource;
 pub use source::{
-    AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, OidcConfig,
-    ScimConfig, SourceAuth, SourceConfig, SourceKind, SubjectAttribute,
+    AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
+    OidcConfig, ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
 };
 
 /// Environment variables that may carry secrets instead of the file.
@@ -141,6 +143,7 @@ struct RawSync {
     update_existing: Option<bool>,
     deprovision: Option<String>,
     max_deactivations: Option<toml::Value>,
+    full_read_every_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +226,8 @@ pub struct SyncConfig {
     pub update_existing: bool,
     pub deprovision: Deprovision,
     pub max_deactivations: DeactivationLimit,
+    /// With `source.incremental`, a full read at least this often.
+    pub full_read_every: Duration,
 }
 
 /// What happens to managed users who left the directory or became inactive.
@@ -456,15 +461,16 @@ fn syntax_error(text: &str, origin: &str, err: &toml::de::Error) -> ConfigError 
 
 impl RawConfig {
     fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let sync = self.sync.validate()?;
         let cache = self.cache.validate();
         let push = self
             .push
             .map(|push| push.validate(&cache.path, env))
             .transpose()?;
         Ok(Config {
-            source: self.source.validate(env, push)?,
+            source: self.source.validate(sync.full_read_every, env, push)?,
             target: self.target.validate(env)?,
-            sync: self.sync.validate()?,
+            sync,
             cache,
             groups: self.groups.validate()?,
             service: self.service.validate()?,
@@ -589,6 +595,11 @@ impl RawSync {
             update_existing: self.update_existing.unwrap_or(false),
             deprovision,
             max_deactivations,
+            full_read_every: seconds(
+                "sync.full_read_every_secs",
+                self.full_read_every_secs.unwrap_or(86_400),
+                "86400",
+            )?,
         })
     }
 }
@@ -984,6 +995,7 @@ mod tests {
                 (_, SourceKind::Scim(scim)) => match &scim.auth {
                     SourceAuth::Bearer(token) => token.clone(),
                     SourceAuth::Oidc(oidc) => oidc.client_secret.clone(),
+                    other => panic!("not a SCIM credential: {other:?}"),
                 },
                 _ => panic!("a SCIM source"),
             };
@@ -1059,6 +1071,24 @@ mod tests {
                 .replace("https://idp.example.com", &format!("http://{host}"));
             parse(&text).unwrap_or_else(|err| panic!("loopback {host}: {err}"));
         }
+    }
+
+    #[test]
+    fn incremental_is_off_unless_asked_and_refused_by_kinds_that_cannot() {
+        let config = parse(MINIMAL).expect("valid");
+        assert_eq!(config.source.incremental, Incremental::Off);
+        assert_eq!(config.sync.full_read_every, Duration::from_secs(86_400));
+        let err =
+            error_of(&MINIMAL.replace("bearer_token =", "incremental = true\nbearer_token ="));
+        assert!(
+            err.starts_with("source.incremental is not used by kind = \"scim\""),
+            "{err}"
+        );
+        let err = error_of(&format!("{MINIMAL}\n[sync]\nfull_read_every_secs = 0"));
+        assert!(
+            err.starts_with("sync.full_read_every_secs must be a whole number"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,8 +10,67 @@ use url::Url;
 use super::push::PushConfig;
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
-    ConfigError, Secret, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
+    ConfigError, Secret, SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
+
+/// The `[source]` keys each kind reads; any other key given is refused.
+const SCIM_KEYS: &[&str] = &[
+    "source.url",
+    "source.page_size",
+    "source.subject_attribute",
+    "source.bearer_token",
+    "source.bearer_token_file",
+    "source.oidc",
+    "source.ca_file",
+    "source.parallel_pages",
+    "source.timeout_secs",
+    "source.max_retry_after_secs",
+    "source.max_directory_users",
+    "source.max_page_bytes",
+    "source.max_resource_bytes",
+];
+/// `kind = "push"` reads nothing itself: what it needs is in `[push]`.
+const PUSH_KEYS: &[&str] = &[];
+const FILE_KEYS: &[&str] = &[
+    "source.path",
+    "source.format",
+    "source.groups_path",
+    "source.max_resource_bytes",
+];
+
+/// The `[push]` table `kind = "push"` needs; it maps no attributes.
+fn push_config(
+    attributes: &AttributeMap,
+    push: Option<PushConfig>,
+) -> Result<PushConfig, ConfigError> {
+    if !attributes.is_empty() {
+        return Err(invalid(
+            "source.attributes",
+            "is not used by kind = \"push\"; remove it",
+        ));
+    }
+    push.ok_or_else(|| {
+        invalid(
+            "push",
+            "is missing: kind = \"push\" serves SCIM 2.0 and needs a [push] table, such as [push] listen = \"0.0.0.0:8443\" and bearer_token_file = \"/run/secrets/idsync_scim_token\"",
+        )
+    })
+}
+
+/// The keys `kind` reads, or why there is no such kind.
+fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
+    match kind {
+        "scim" => Ok(SCIM_KEYS),
+        "file" => Ok(FILE_KEYS),
+        "push" => Ok(PUSH_KEYS),
+        other => Err(invalid(
+            "source.kind",
+            format!(
+                "must be \"scim\", \"file\" or \"push\", such as kind = \"scim\"; got {other:?}"
+            ),
+        )),
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +92,7 @@ pub(super) struct RawSource {
     max_directory_users: Option<i64>,
     max_page_bytes: Option<i64>,
     max_resource_bytes: Option<i64>,
+    incremental: Option<bool>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -61,6 +121,18 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Where `slack_id` and `picture` come from, when mapped.
     pub attributes: AttributeMap,
+    /// Whether a source that can read only what changed does so between full reads.
+    pub incremental: Incremental,
+}
+
+/// `source.incremental`, with `sync.full_read_every_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incremental {
+    /// Every read is a full read.
+    Off,
+    /// Changes only, with a full read at least this often (and whenever the
+    /// directory refuses the position it is given).
+    On { full_read_every: Duration },
 }
 
 /// The directory to read, with what only that kind of directory needs.
@@ -183,14 +255,6 @@ pub enum SubjectAttribute {
 }
 
 #[derive(Debug, Clone)]
-pub enum SourceAuth {
-    /// A fixed token issued out of band.
-    Bearer(Secret),
-    /// A token from the IdP's token endpoint (client-credentials grant).
-    Oidc(OidcConfig),
-}
-
-#[derive(Debug, Clone)]
 pub struct OidcConfig {
     pub issuer: String,
     pub client_id: String,
@@ -208,6 +272,7 @@ pub enum ClientAuthMethod {
 impl RawSource {
     pub(super) fn validate(
         self,
+        full_read_every: Duration,
         env: &dyn Fn(&str) -> Option<String>,
         push: Option<PushConfig>,
     ) -> Result<SourceConfig, ConfigError> {
@@ -218,35 +283,30 @@ impl RawSource {
             ));
         }
         let attributes = self.attributes.validate()?;
-        let kind = match self.kind.as_str() {
-            "scim" => SourceKind::Scim(self.scim(env)?),
-            "file" => SourceKind::File(self.file(&attributes)?),
-            "push" => SourceKind::Push(self.push(&attributes, push)?),
-            other => {
-                return Err(invalid(
-                    "source.kind",
-                    format!("must be \"scim\", \"file\" or \"push\", such as kind = \"scim\"; got {other:?}"),
-                ))
-            }
+        self.refuse_unused(keys_of(&self.kind)?)?;
+        let incremental = match self.incremental {
+            Some(true) => Incremental::On { full_read_every },
+            Some(false) | None => Incremental::Off,
         };
-        Ok(SourceConfig { kind, attributes })
+        let kind = match self.kind.as_str() {
+            "file" => SourceKind::File(self.file(&attributes)?),
+            "push" => SourceKind::Push(push_config(&attributes, push)?),
+            _ => SourceKind::Scim(self.scim(env)?),
+        };
+        Ok(SourceConfig {
+            kind,
+            attributes,
+            incremental,
+        })
     }
 
-    /// Keys of one kind given to another are refused, not ignored: the operator
-    /// meant something by them.
-    fn refuse_unused(&self, unused: &[(&'static str, bool)]) -> Result<(), ConfigError> {
-        match unused.iter().find(|(_, given)| *given) {
-            Some((key, _)) => Err(invalid(
-                key,
-                format!("is not used by kind = {:?}; remove it", self.kind),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    fn file(&self, attributes: &AttributeMap) -> Result<FileConfig, ConfigError> {
-        self.refuse_unused(&[
+    /// The optional keys given, by their full names.
+    fn given(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
             ("source.url", self.url.is_some()),
+            ("source.path", self.path.is_some()),
+            ("source.format", self.format.is_some()),
+            ("source.groups_path", self.groups_path.is_some()),
             ("source.page_size", self.page_size.is_some()),
             ("source.subject_attribute", self.subject_attribute.is_some()),
             ("source.bearer_token", self.bearer_token.is_some()),
@@ -264,7 +324,29 @@ impl RawSource {
                 self.max_directory_users.is_some(),
             ),
             ("source.max_page_bytes", self.max_page_bytes.is_some()),
-        ])?;
+            (
+                "source.max_resource_bytes",
+                self.max_resource_bytes.is_some(),
+            ),
+            ("source.incremental", self.incremental.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, given)| given.then_some(key))
+    }
+
+    /// Keys of one kind given to another are refused, not ignored: the operator
+    /// meant something by them.
+    fn refuse_unused(&self, uses: &[&str]) -> Result<(), ConfigError> {
+        match self.given().find(|key| !uses.contains(key)) {
+            Some(key) => Err(invalid(
+                key,
+                format!("is not used by kind = {:?}; remove it", self.kind),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn file(&self, attributes: &AttributeMap) -> Result<FileConfig, ConfigError> {
         for (key, path) in [
             ("source.attributes.slack_id", &attributes.slack_id),
             ("source.attributes.picture", &attributes.picture),
@@ -303,48 +385,6 @@ impl RawSource {
         })
     }
 
-    /// `kind = "push"` reads nothing itself: every key of the pulling kinds is refused.
-    fn push(
-        &self,
-        attributes: &AttributeMap,
-        push: Option<PushConfig>,
-    ) -> Result<PushConfig, ConfigError> {
-        self.refuse_unused(&[
-            ("source.url", self.url.is_some()),
-            ("source.path", self.path.is_some()),
-            ("source.format", self.format.is_some()),
-            ("source.groups_path", self.groups_path.is_some()),
-            ("source.page_size", self.page_size.is_some()),
-            ("source.subject_attribute", self.subject_attribute.is_some()),
-            ("source.bearer_token", self.bearer_token.is_some()),
-            ("source.bearer_token_file", self.bearer_token_file.is_some()),
-            ("source.oidc", self.oidc.is_some()),
-            ("source.ca_file", self.ca_file.is_some()),
-            ("source.parallel_pages", self.parallel_pages.is_some()),
-            ("source.timeout_secs", self.timeout_secs.is_some()),
-            (
-                "source.max_retry_after_secs",
-                self.max_retry_after_secs.is_some(),
-            ),
-            (
-                "source.max_directory_users",
-                self.max_directory_users.is_some(),
-            ),
-            ("source.max_page_bytes", self.max_page_bytes.is_some()),
-            (
-                "source.max_resource_bytes",
-                self.max_resource_bytes.is_some(),
-            ),
-            ("source.attributes", !attributes.is_empty()),
-        ])?;
-        push.ok_or_else(|| {
-            invalid(
-                "push",
-                "is missing: kind = \"push\" serves SCIM 2.0 and needs a [push] table, such as [push] listen = \"0.0.0.0:8443\" and bearer_token_file = \"/run/secrets/idsync_scim_token\"",
-            )
-        })
-    }
-
     /// `source.max_resource_bytes`, for either kind.
     fn max_resource_bytes(&self) -> Result<usize, ConfigError> {
         let bytes = self.max_resource_bytes.unwrap_or(64 * 1024 * 1024);
@@ -352,11 +392,6 @@ impl RawSource {
     }
 
     fn scim(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ScimConfig, ConfigError> {
-        self.refuse_unused(&[
-            ("source.path", self.path.is_some()),
-            ("source.format", self.format.is_some()),
-            ("source.groups_path", self.groups_path.is_some()),
-        ])?;
         let max_resource_bytes = self.max_resource_bytes()?;
         let example = "https://idp.example.com/scim/v2";
         let Some(url) = &self.url else {
