@@ -370,3 +370,52 @@ async fn hostile_requests_get_a_clear_4xx_and_store_nothing() {
     assert_eq!(summary.directory_users, 0);
     assert!(pushed.gateway.users().is_empty());
 }
+
+#[tokio::test]
+async fn with_a_certificate_the_endpoint_speaks_only_tls() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/push/tls");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[source]
+kind = "push"
+[push]
+listen = "127.0.0.1:0"
+bearer_token = "{TOKEN}"
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+[target]
+url = "http://127.0.0.1:9/api"
+api_key = "hpk_unused"
+[cache]
+path = "{cache}"
+"#,
+        cert = tls.join("tls.crt").display(),
+        key = tls.join("tls.key").display(),
+        cache = dir.path().display(),
+    );
+    let config = Config::parse(&text, "test", &|_| None).unwrap();
+    let SourceKind::Push(push) = &config.source.kind else {
+        panic!("a push source")
+    };
+    let store = PushStore::open(&push.store_path).unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let addr = idsync::push::serve(push, store, config.groups.clone(), shutdown)
+        .await
+        .unwrap();
+    let pem = std::fs::read(tls.join("ca.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{addr}/scim/v2/ServiceProviderConfig");
+    let answer = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let plain = reqwest::Client::new()
+        .get(url.replace("https://", "http://"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP gets no answer: {plain:?}");
+}
