@@ -419,3 +419,34 @@ path = "{cache}"
         .await;
     assert!(plain.is_err(), "plain HTTP gets no answer: {plain:?}");
 }
+
+#[tokio::test]
+async fn a_group_cannot_be_renamed_or_replaced_into_the_admin_group() {
+    let pushed = Pushed::start().await;
+    let eve = pushed.post("/Users", user("eve@example.com")).await;
+    let members = json!([{"value": eve["id"]}]);
+    let ops = pushed
+        .post(
+            "/Groups",
+            json!({"schemas": [GROUP], "displayName": "ops", "members": members}),
+        )
+        .await;
+    let path = format!("/Groups/{}", ops["id"].as_str().unwrap());
+    let (status, _) = pushed
+        .patch(
+            &path,
+            json!([{"op": "replace", "path": "displayName", "value": "admin"}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let replaced = json!({"schemas": [GROUP], "displayName": "admin", "members": members});
+    let (status, _) = pushed
+        .send(reqwest::Method::PUT, &path, Some(replaced))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, stored) = pushed.send(reqwest::Method::GET, &path, None).await;
+    assert_eq!(stored["displayName"], "ops");
+    pushed.sync(true).await;
+    let eve = pushed.gateway.user_by_email("eve@example.com").unwrap();
+    assert_eq!(eve.groups, vec!["ops".to_owned()], "nothing escalated");
+}
