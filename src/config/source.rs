@@ -7,6 +7,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+mod auth0;
+mod jumpcloud;
+mod vendor;
+
+pub use auth0::{Auth0Config, Auth0Groups};
+pub use jumpcloud::JumpCloudConfig;
+pub use vendor::DirectoryLimits;
+use vendor::VENDOR_KEYS;
+
 use super::push::PushConfig;
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
@@ -38,17 +47,26 @@ const FILE_KEYS: &[&str] = &[
     "source.max_resource_bytes",
 ];
 
+const JUMPCLOUD_KEYS: &[&str] = &concat_keys(&VENDOR_KEYS, "source.jumpcloud");
+const AUTH0_KEYS: &[&str] = &concat_keys(&VENDOR_KEYS, "source.auth0");
+
+/// A vendor kind's keys: the shared ones and its own table.
+const fn concat_keys(shared: &[&'static str; 8], table: &'static str) -> [&'static str; 9] {
+    let mut keys = [table; 9];
+    let mut i = 0;
+    while i < shared.len() {
+        keys[i] = shared[i];
+        i += 1;
+    }
+    keys
+}
+
 /// The `[push]` table `kind = "push"` needs; it maps no attributes.
 fn push_config(
     attributes: &AttributeMap,
     push: Option<PushConfig>,
 ) -> Result<PushConfig, ConfigError> {
-    if !attributes.is_empty() {
-        return Err(invalid(
-            "source.attributes",
-            "is not used by kind = \"push\"; remove it",
-        ));
-    }
+    vendor::no_attributes("push", attributes)?;
     push.ok_or_else(|| {
         invalid(
             "push",
@@ -62,12 +80,12 @@ fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
         "scim" => Ok(SCIM_KEYS),
         "file" => Ok(FILE_KEYS),
+        "jumpcloud" => Ok(JUMPCLOUD_KEYS),
+        "auth0" => Ok(AUTH0_KEYS),
         "push" => Ok(PUSH_KEYS),
         other => Err(invalid(
             "source.kind",
-            format!(
-                "must be \"scim\", \"file\" or \"push\", such as kind = \"scim\"; got {other:?}"
-            ),
+            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\" or \"push\", such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -95,6 +113,8 @@ pub(super) struct RawSource {
     incremental: Option<bool>,
     #[serde(default)]
     attributes: RawAttributes,
+    jumpcloud: Option<jumpcloud::RawJumpCloud>,
+    auth0: Option<auth0::RawAuth0>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +162,8 @@ pub enum Incremental {
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
+    JumpCloud(JumpCloudConfig),
+    Auth0(Auth0Config),
     /// What identity providers push to idsync's SCIM endpoint (`[push]`).
     Push(PushConfig),
 }
@@ -290,6 +312,14 @@ impl RawSource {
         };
         let kind = match self.kind.as_str() {
             "file" => SourceKind::File(self.file(&attributes)?),
+            "jumpcloud" => {
+                vendor::no_attributes(&self.kind, &attributes)?;
+                SourceKind::JumpCloud(self.jumpcloud(env)?)
+            }
+            "auth0" => {
+                vendor::no_attributes(&self.kind, &attributes)?;
+                SourceKind::Auth0(self.auth0(env)?)
+            }
             "push" => SourceKind::Push(push_config(&attributes, push)?),
             _ => SourceKind::Scim(self.scim(env)?),
         };
@@ -329,6 +359,8 @@ impl RawSource {
                 self.max_resource_bytes.is_some(),
             ),
             ("source.incremental", self.incremental.is_some()),
+            ("source.jumpcloud", self.jumpcloud.is_some()),
+            ("source.auth0", self.auth0.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, given)| given.then_some(key))

@@ -7,12 +7,15 @@
 //! names the kinds, so adding one is a folder here and a `kind` in the config.
 
 pub mod auth;
+pub mod auth0;
 pub mod cursor;
 pub mod delivery;
 pub mod file;
 pub mod http;
+pub mod jumpcloud;
 pub mod membership;
 pub mod normalize;
+pub mod paged;
 pub mod pushed;
 pub mod scim;
 
@@ -141,6 +144,21 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             Ok(Box::new(source))
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
+        SourceKind::JumpCloud(jumpcloud) => {
+            let client = vendor_client(&jumpcloud.limits)?;
+            Ok(Box::new(jumpcloud::JumpCloudSource::new(jumpcloud, client)))
+        }
+        SourceKind::Auth0(auth0) => {
+            let client = vendor_client(&auth0.limits)?;
+            Ok(Box::new(auth0::Auth0Source::new(auth0, client)))
+        }
         SourceKind::Push(push) => Ok(Box::new(pushed::PushedDirectory::open(push)?)),
     }
+}
+
+/// The HTTP client of a vendor directory: its CA bundle and request timeout.
+fn vendor_client(limits: &crate::config::DirectoryLimits) -> Result<reqwest::Client, SourceError> {
+    crate::http::client_builder(limits.ca_pem.as_deref())
+        .and_then(|b| b.timeout(limits.timeout).build())
+        .map_err(|err| SourceError::Client(crate::error_chain(&err)))
 }

@@ -3,10 +3,13 @@
 #![allow(dead_code)]
 
 pub mod directory;
+pub mod fake_auth0;
 pub mod fake_gateway;
 pub mod fake_idp;
+pub mod fake_jumpcloud;
 pub mod jwt;
 pub mod prism;
+pub mod sync_world;
 
 use std::path::Path;
 
