@@ -19,10 +19,13 @@ use url::Url;
 
 mod credentials;
 mod ldap;
+mod push;
 mod source;
 
 pub use credentials::{ApiKey, GrantConfig, GrantMethod, SigningKey, SourceAuth};
 pub use ldap::{LdapBind, LdapConfig, LdapPreset, MemberAttribute, ENV_SOURCE_BIND_PASSWORD};
+use push::RawPush;
+pub use push::{PushConfig, TlsFiles, ENV_PUSH_BEARER_TOKEN};
 use source::RawSource;
 pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
@@ -116,6 +119,7 @@ pub struct RawConfig {
     groups: RawGroups,
     #[serde(default)]
     service: RawService,
+    push: Option<RawPush>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +160,7 @@ struct RawGroups {
     prefix: Option<String>,
     admin_group: Option<String>,
     allow_admin_group: Option<bool>,
+    delete_removed: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +284,9 @@ pub struct GroupPolicy {
     pub admin_group: String,
     /// Whether an IdP group may map to `admin_group` at all.
     pub allow_admin_group: bool,
+    /// Whether a gateway group idsync created is deleted once the directory no
+    /// longer has it (sources that list their groups: push).
+    pub delete_removed: bool,
 }
 
 impl Default for GroupPolicy {
@@ -290,6 +298,7 @@ impl Default for GroupPolicy {
             prefix: String::new(),
             admin_group: "admin".into(),
             allow_admin_group: false,
+            delete_removed: false,
         }
     }
 }
@@ -469,11 +478,16 @@ fn syntax_error(text: &str, origin: &str, err: &toml::de::Error) -> ConfigError 
 impl RawConfig {
     fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let sync = self.sync.validate()?;
+        let cache = self.cache.validate();
+        let push = self
+            .push
+            .map(|push| push.validate(&cache.path, env))
+            .transpose()?;
         Ok(Config {
-            source: self.source.validate(sync.full_read_every, env)?,
+            source: self.source.validate(sync.full_read_every, env, push)?,
             target: self.target.validate(env)?,
             sync,
-            cache: self.cache.validate(),
+            cache,
             groups: self.groups.validate()?,
             service: self.service.validate()?,
         })
@@ -629,6 +643,7 @@ impl RawGroups {
             prefix: self.prefix.unwrap_or_default(),
             admin_group,
             allow_admin_group: self.allow_admin_group.unwrap_or(false),
+            delete_removed: self.delete_removed.unwrap_or(false),
         })
     }
 }

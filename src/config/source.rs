@@ -16,6 +16,7 @@ pub use jumpcloud::JumpCloudConfig;
 pub use vendor::DirectoryLimits;
 use vendor::VENDOR_KEYS;
 
+use super::push::PushConfig;
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
     ConfigError, Secret, SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
@@ -37,6 +38,8 @@ const SCIM_KEYS: &[&str] = &[
     "source.max_page_bytes",
     "source.max_resource_bytes",
 ];
+/// `kind = "push"` reads nothing itself: what it needs is in `[push]`.
+const PUSH_KEYS: &[&str] = &[];
 const FILE_KEYS: &[&str] = &[
     "source.path",
     "source.format",
@@ -58,6 +61,20 @@ const fn concat_keys(shared: &[&'static str; 8], table: &'static str) -> [&'stat
     keys
 }
 
+/// The `[push]` table `kind = "push"` needs; it maps no attributes.
+fn push_config(
+    attributes: &AttributeMap,
+    push: Option<PushConfig>,
+) -> Result<PushConfig, ConfigError> {
+    vendor::no_attributes("push", attributes)?;
+    push.ok_or_else(|| {
+        invalid(
+            "push",
+            "is missing: kind = \"push\" serves SCIM 2.0 and needs a [push] table, such as [push] listen = \"0.0.0.0:8443\" and bearer_token_file = \"/run/secrets/idsync_scim_token\"",
+        )
+    })
+}
+
 /// The keys `kind` reads, or why there is no such kind.
 fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
@@ -66,9 +83,10 @@ fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
         "jumpcloud" => Ok(JUMPCLOUD_KEYS),
         "auth0" => Ok(AUTH0_KEYS),
         "ldap" => Ok(super::ldap::LDAP_KEYS),
+        "push" => Ok(PUSH_KEYS),
         other => Err(invalid(
             "source.kind",
-            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\" or \"ldap\", such as kind = \"scim\"; got {other:?}"),
+            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\", \"ldap\" or \"push\", such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -150,6 +168,8 @@ pub enum SourceKind {
     JumpCloud(JumpCloudConfig),
     Auth0(Auth0Config),
     Ldap(super::ldap::LdapConfig),
+    /// What identity providers push to idsync's SCIM endpoint (`[push]`).
+    Push(PushConfig),
 }
 
 /// `kind = "file"`: an export of users (and optionally of groups) on disk.
@@ -280,7 +300,14 @@ impl RawSource {
         self,
         full_read_every: Duration,
         env: &dyn Fn(&str) -> Option<String>,
+        push: Option<PushConfig>,
     ) -> Result<SourceConfig, ConfigError> {
+        if push.is_some() && self.kind != "push" {
+            return Err(invalid(
+                "push",
+                "is used only with [source] kind = \"push\"; remove the [push] table or set kind = \"push\"",
+            ));
+        }
         let attributes = self.attributes.validate()?;
         self.refuse_unused(keys_of(&self.kind)?)?;
         let incremental = match self.incremental {
@@ -298,6 +325,7 @@ impl RawSource {
                 SourceKind::Auth0(self.auth0(env)?)
             }
             "ldap" => SourceKind::Ldap(self.ldap(env)?),
+            "push" => SourceKind::Push(push_config(&attributes, push)?),
             _ => SourceKind::Scim(self.scim(env)?),
         };
         Ok(SourceConfig {

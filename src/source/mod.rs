@@ -17,6 +17,7 @@ pub mod ldap;
 pub mod membership;
 pub mod normalize;
 pub mod paged;
+pub mod pushed;
 pub mod scim;
 
 use futures::future::BoxFuture;
@@ -48,6 +49,23 @@ pub trait Directory: Send + Sync {
     /// load it from the cache before reading.
     fn reads_changes(&self) -> bool {
         false
+    }
+
+    /// Told that the run kept `cursor` (it did everything it planned), so a source
+    /// may let go of what came before it (push: the queue up to there).
+    fn cursor_kept(&self, _cursor: &str) {}
+
+    /// The names of the directory's groups, members or not, for a source that
+    /// lists them (push): each is created in the gateway even before anyone
+    /// joins, so access rules can name it.
+    fn groups(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, SourceError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// For a source that is told of changes as they happen (push): notified after
+    /// each, so the daemon runs without waiting for its schedule.
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
     }
 
     /// The source's name in the cursor store and in logs: its kind and address.
@@ -144,6 +162,7 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             &config.attributes,
             config.incremental,
         )?)),
+        SourceKind::Push(push) => Ok(Box::new(pushed::PushedDirectory::open(push)?)),
     }
 }
 
