@@ -18,8 +18,8 @@ use vendor::VENDOR_KEYS;
 
 use super::push::PushConfig;
 use super::{
-    ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
-    ConfigError, Secret, SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
+    count, http_url, invalid, no_plain_http, optional_secret, positive, ConfigError, Secret,
+    SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
 
 /// The `[source]` keys each kind reads; any other key given is refused.
@@ -445,7 +445,6 @@ impl RawSource {
     }
 
     fn scim(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ScimConfig, ConfigError> {
-        let max_resource_bytes = self.max_resource_bytes()?;
         let example = "https://idp.example.com/scim/v2";
         let Some(url) = &self.url else {
             return Err(invalid(
@@ -460,7 +459,7 @@ impl RawSource {
             (None, None) => "source.bearer_token",
         };
         no_plain_http("source.url", &url, secret, example)?;
-        let timeout_secs = positive("source.timeout_secs", self.timeout_secs.unwrap_or(60), "60")?;
+        let limits = self.directory_limits(256 * 1024 * 1024)?;
         let page_size = positive("source.page_size", self.page_size.unwrap_or(100), "100")?;
         let subject_attribute = match self.subject_attribute.as_deref().unwrap_or("id") {
             "id" => SubjectAttribute::Id,
@@ -483,30 +482,18 @@ impl RawSource {
             page_size,
             subject_attribute,
             auth,
-            ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
             parallel_pages: NonZeroUsize::try_from(positive(
                 "source.parallel_pages",
                 self.parallel_pages.unwrap_or(1),
                 "4",
             )?)
             .map_err(|_| invalid("source.parallel_pages", "is too large for this platform"))?,
-            timeout: Duration::from_secs(u64::from(timeout_secs.get())),
-            max_retry_after: seconds(
-                "source.max_retry_after_secs",
-                self.max_retry_after_secs.unwrap_or(300),
-                "300",
-            )?,
-            max_directory_users: count(
-                "source.max_directory_users",
-                self.max_directory_users.unwrap_or(5_000_000),
-                "5000000",
-            )?,
-            max_page_bytes: count(
-                "source.max_page_bytes",
-                self.max_page_bytes.unwrap_or(256 * 1024 * 1024),
-                "268435456",
-            )?,
-            max_resource_bytes,
+            ca_pem: limits.ca_pem,
+            timeout: limits.timeout,
+            max_retry_after: limits.max_retry_after,
+            max_directory_users: limits.max_directory_users,
+            max_page_bytes: limits.max_page_bytes,
+            max_resource_bytes: limits.max_resource_bytes,
         })
     }
 }

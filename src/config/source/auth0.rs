@@ -11,7 +11,7 @@ use super::super::{
     invalid, optional_secret, seconds, ConfigError, GrantConfig, GrantMethod, Secret, SourceAuth,
     ENV_SOURCE_CLIENT_SECRET,
 };
-use super::vendor::DirectoryLimits;
+use super::vendor::{DirectoryLimits, VENDOR_PAGE_BYTES};
 use super::RawSource;
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,7 +74,7 @@ impl RawSource {
                 raw.export_timeout_secs.unwrap_or(1800),
                 "1800",
             )?,
-            limits: self.vendor_limits()?,
+            limits: self.directory_limits(VENDOR_PAGE_BYTES)?,
             url,
         })
     }

@@ -9,7 +9,7 @@ use url::Url;
 use super::super::{
     invalid, optional_secret, ApiKey, ConfigError, Secret, SourceAuth, ENV_SOURCE_API_KEY,
 };
-use super::vendor::DirectoryLimits;
+use super::vendor::{DirectoryLimits, VENDOR_PAGE_BYTES};
 use super::RawSource;
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,7 +76,7 @@ impl RawSource {
                 key,
             }),
             org_id: org_id.map(str::to_owned),
-            limits: self.vendor_limits()?,
+            limits: self.directory_limits(VENDOR_PAGE_BYTES)?,
         })
     }
 }

@@ -10,7 +10,7 @@ use url::Url;
 use super::super::{ca_bundle, count, http_url, invalid, no_plain_http, positive, seconds};
 use super::{AttributeMap, ConfigError, RawSource};
 
-/// The bounds of one vendor directory read.
+/// The bounds of one directory read over HTTP.
 #[derive(Debug, Clone)]
 pub struct DirectoryLimits {
     pub ca_pem: Option<Vec<u8>>,
@@ -25,6 +25,10 @@ pub struct DirectoryLimits {
     /// The longest line of an export file.
     pub max_resource_bytes: usize,
 }
+
+/// A vendor API's page of at most 100 users is far below this; a larger body is
+/// not a page.
+pub(super) const VENDOR_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The `[source]` keys every vendor kind reads (its own table comes on top).
 pub(super) const VENDOR_KEYS: [&str; 8] = [
@@ -69,7 +73,12 @@ impl RawSource {
         Ok(size)
     }
 
-    pub(super) fn vendor_limits(&self) -> Result<DirectoryLimits, ConfigError> {
+    /// The bounds of an HTTP directory read; a page body may be
+    /// `default_page_bytes` unless `source.max_page_bytes` says otherwise.
+    pub(super) fn directory_limits(
+        &self,
+        default_page_bytes: usize,
+    ) -> Result<DirectoryLimits, ConfigError> {
         let timeout = positive("source.timeout_secs", self.timeout_secs.unwrap_or(60), "60")?;
         Ok(DirectoryLimits {
             ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
@@ -86,8 +95,8 @@ impl RawSource {
             )?,
             max_page_bytes: count(
                 "source.max_page_bytes",
-                self.max_page_bytes.unwrap_or(64 * 1024 * 1024),
-                "67108864",
+                self.max_page_bytes.unwrap_or(default_page_bytes as i64),
+                &default_page_bytes.to_string(),
             )?,
             max_resource_bytes: self.max_resource_bytes()?,
         })
