@@ -24,11 +24,20 @@ impl Cache {
     /// next read is a full one.
     pub async fn save_cursor(&self, source: &str, cursor: Option<&str>) -> Result<(), CacheError> {
         let key = format!("{PREFIX}{source}");
-        let saved = match cursor {
-            Some(cursor) => self.meta.insert(key, cursor.as_bytes()),
+        self.write_meta(key, cursor.map(str::as_bytes)).await
+    }
+
+    /// Sets (or, with `None`, removes) one `meta` entry, durably.
+    pub(super) async fn write_meta(
+        &self,
+        key: String,
+        value: Option<&[u8]>,
+    ) -> Result<(), CacheError> {
+        let written = match value {
+            Some(value) => self.meta.insert(key, value),
             None => self.meta.remove(key),
         };
-        saved.map_err(|e| self.store_error(e))?;
+        written.map_err(|e| self.store_error(e))?;
         self.db
             .flush_async()
             .await

@@ -29,14 +29,8 @@ impl Cache {
         groups: &BTreeSet<String>,
     ) -> Result<(), CacheError> {
         let bytes = serde_json::to_vec(groups).unwrap_or_default();
-        self.meta
-            .insert(format!("{PREFIX}{source}"), bytes)
-            .map_err(|e| self.store_error(e))?;
-        self.db
-            .flush_async()
+        self.write_meta(format!("{PREFIX}{source}"), Some(&bytes))
             .await
-            .map_err(|e| self.store_error(e))?;
-        Ok(())
     }
 }
 
