@@ -21,8 +21,9 @@ mod source;
 
 use source::RawSource;
 pub use source::{
-    AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
-    OidcConfig, ScimConfig, SourceAuth, SourceConfig, SourceKind, SubjectAttribute,
+    AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat,
+    GoogleConfig, GoogleGroupName, Incremental, KeycloakConfig, KeycloakGroupName, OidcConfig,
+    ScimConfig, SourceAuth, SourceConfig, SourceKind, SubjectAttribute, WebOptions,
 };
 
 /// Environment variables that may carry secrets instead of the file.

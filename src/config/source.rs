@@ -1,11 +1,17 @@
 //! The `[source]` table: which directory to read, and what that kind needs.
 
+mod google;
+mod keycloak;
+
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+pub use google::{GoogleConfig, GoogleGroupName, ServiceAccount, GOOGLE_SCOPES};
+pub use keycloak::{KeycloakConfig, KeycloakGroupName};
 
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
@@ -28,6 +34,22 @@ const SCIM_KEYS: &[&str] = &[
     "source.max_page_bytes",
     "source.max_resource_bytes",
 ];
+const GOOGLE_KEYS: &[&str] = &[
+    "source.url",
+    "source.page_size",
+    "source.google",
+    "source.ca_file",
+    "source.timeout_secs",
+    "source.max_retry_after_secs",
+];
+const KEYCLOAK_KEYS: &[&str] = &[
+    "source.url",
+    "source.page_size",
+    "source.keycloak",
+    "source.ca_file",
+    "source.timeout_secs",
+    "source.max_retry_after_secs",
+];
 const FILE_KEYS: &[&str] = &[
     "source.path",
     "source.format",
@@ -40,9 +62,11 @@ fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
         "scim" => Ok(SCIM_KEYS),
         "file" => Ok(FILE_KEYS),
+        "google" => Ok(GOOGLE_KEYS),
+        "keycloak" => Ok(KEYCLOAK_KEYS),
         other => Err(invalid(
             "source.kind",
-            format!("must be \"scim\" or \"file\", such as kind = \"scim\"; got {other:?}"),
+            format!("must be \"scim\", \"file\", \"google\" or \"keycloak\", such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -70,6 +94,8 @@ pub(super) struct RawSource {
     incremental: Option<bool>,
     #[serde(default)]
     attributes: RawAttributes,
+    google: Option<google::RawGoogle>,
+    keycloak: Option<keycloak::RawKeycloak>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +143,8 @@ pub enum Incremental {
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
+    Google(GoogleConfig),
+    Keycloak(KeycloakConfig),
 }
 
 /// `kind = "file"`: an export of users (and optionally of groups) on disk.
@@ -264,6 +292,8 @@ impl RawSource {
         };
         let kind = match self.kind.as_str() {
             "file" => SourceKind::File(self.file(&attributes)?),
+            "google" => SourceKind::Google(self.google(env)?),
+            "keycloak" => SourceKind::Keycloak(self.keycloak(env)?),
             _ => SourceKind::Scim(self.scim(env)?),
         };
         Ok(SourceConfig {
@@ -302,6 +332,8 @@ impl RawSource {
                 self.max_resource_bytes.is_some(),
             ),
             ("source.incremental", self.incremental.is_some()),
+            ("source.google", self.google.is_some()),
+            ("source.keycloak", self.keycloak.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, given)| given.then_some(key))
@@ -427,6 +459,32 @@ impl RawSource {
                 "268435456",
             )?,
             max_resource_bytes,
+        })
+    }
+}
+
+/// How an HTTP directory source's client behaves (`kind = "google"`, `"keycloak"`).
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    pub ca_pem: Option<Vec<u8>>,
+    /// Timeout of one directory request (`source.timeout_secs`).
+    pub timeout: Duration,
+    /// The longest `Retry-After` honoured; a longer one aborts the read.
+    pub max_retry_after: Duration,
+}
+
+impl RawSource {
+    /// `source.ca_file`, `source.timeout_secs` and `source.max_retry_after_secs`.
+    fn web_options(&self) -> Result<WebOptions, ConfigError> {
+        let timeout_secs = positive("source.timeout_secs", self.timeout_secs.unwrap_or(60), "60")?;
+        Ok(WebOptions {
+            ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
+            timeout: Duration::from_secs(u64::from(timeout_secs.get())),
+            max_retry_after: seconds(
+                "source.max_retry_after_secs",
+                self.max_retry_after_secs.unwrap_or(300),
+                "300",
+            )?,
         })
     }
 }

@@ -101,6 +101,24 @@ impl DirectoryHttp {
         judge(url, sent, self.max_retry_after)
     }
 
+    /// A GET of `url` whose body is JSON, decoded into `T`. A body cut off is an
+    /// unavailable directory; a body that is not a `T` cannot be trusted.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, SourceError> {
+        let body = self
+            .get(url)
+            .await?
+            .bytes()
+            .await
+            .map_err(|err| SourceError::Unavailable {
+                url: url.to_string(),
+                reason: format!("the answer broke off: {}", error_chain(&err)),
+            })?;
+        serde_json::from_slice(&body).map_err(|err| SourceError::Inconsistent {
+            url: url.to_string(),
+            reason: format!("unexpected JSON: {err}"),
+        })
+    }
+
     async fn send(&self, url: &Url, token: &Secret) -> reqwest::Result<Response> {
         self.client
             .get(url.clone())

@@ -58,6 +58,26 @@ pub fn groups_of_members(
     Ok(memberships)
 }
 
+/// [`groups_of_members`] for directories that key their groups by an id and show
+/// them by a name that need not be unique (Google, Keycloak): `groups` are listed
+/// by id, and each subject's groups come out as `names[id]`, sorted.
+pub fn named_groups_of_members(
+    groups: Vec<ListedGroup>,
+    names: &HashMap<String, GroupName>,
+) -> Result<HashMap<Subject, Vec<GroupName>>, MembershipError> {
+    let mut memberships = groups_of_members(groups)?;
+    for groups in memberships.values_mut() {
+        for group in groups.iter_mut() {
+            if let Some(name) = names.get(group.as_str()) {
+                *group = name.clone();
+            }
+        }
+        groups.sort();
+        groups.dedup();
+    }
+    Ok(memberships)
+}
+
 /// Fills `resolved[name]` with every member of `name`, nested ones included.
 /// `path` holds the groups being resolved above this one, to find cycles.
 fn resolve(
@@ -156,6 +176,24 @@ mod tests {
         assert_eq!(err.to_string(), "groups nest in a cycle: a → b → c → a");
         let err = groups_of_members(vec![group("self", &[], &["self"])]).unwrap_err();
         assert!(matches!(err, MembershipError::Cycle(_)));
+    }
+
+    #[test]
+    fn groups_keyed_by_id_come_out_by_name_once_each() {
+        let shown = [("g1", "ops"), ("g2", "ops"), ("g3", "eng")]
+            .into_iter()
+            .map(|(id, name)| (id.to_owned(), GroupName::new(name)))
+            .collect();
+        let memberships = named_groups_of_members(
+            vec![
+                group("g3", &[], &["g1"]),
+                group("g1", &["ann"], &[]),
+                group("g2", &["ann"], &[]),
+            ],
+            &shown,
+        )
+        .unwrap();
+        assert_eq!(names(&memberships, "ann"), ["eng", "ops"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cursor;
 pub mod delivery;
 pub mod file;
+pub mod keycloak;
 mod http;
 pub mod membership;
 pub mod normalize;
@@ -106,6 +107,13 @@ pub enum SourceError {
     Interrupted,
 }
 
+/// The HTTP client of a directory API source.
+fn web_client(web: &crate::config::WebOptions) -> Result<reqwest::Client, SourceError> {
+    crate::http::client_builder(web.ca_pem.as_deref())
+        .and_then(|b| b.timeout(web.timeout).build())
+        .map_err(|err| SourceError::Client(crate::error_chain(&err)))
+}
+
 /// The directory the config describes.
 pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
     match &config.kind {
@@ -118,5 +126,11 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             Ok(Box::new(source))
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
+        SourceKind::Google(_) => Err(SourceError::Client("TEMP".into())),
+        SourceKind::Keycloak(keycloak) => {
+            let http = web_client(&keycloak.web)?;
+            let tokens = TokenSource::new(&keycloak.auth, http.clone());
+            Ok(Box::new(keycloak::KeycloakSource::new(keycloak, http, tokens)?))
+        }
     }
 }
