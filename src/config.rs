@@ -17,13 +17,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+mod credentials;
 mod source;
 
+pub use credentials::{ApiKey, GrantConfig, GrantMethod, SigningKey, SourceAuth};
 use source::RawSource;
 pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat,
     GoogleConfig, GoogleGroupName, Incremental, KeycloakConfig, KeycloakGroupName, OidcConfig,
-    ScimConfig, SourceAuth, SourceConfig, SourceKind, SubjectAttribute, WebOptions,
+    ScimConfig, SourceConfig, SourceKind, SubjectAttribute, WebOptions,
 };
 
 /// Environment variables that may carry secrets instead of the file.
@@ -979,6 +981,7 @@ mod tests {
                 (_, SourceKind::Scim(scim)) => match &scim.auth {
                     SourceAuth::Bearer(token) => token.clone(),
                     SourceAuth::Oidc(oidc) => oidc.client_secret.clone(),
+                    other => panic!("not a SCIM credential: {other:?}"),
                 },
                 _ => panic!("a SCIM source"),
             };

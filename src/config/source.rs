@@ -10,12 +10,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-pub use google::{GoogleConfig, GoogleGroupName, ServiceAccount, GOOGLE_SCOPES};
+pub use google::{GoogleConfig, GoogleGroupName};
 pub use keycloak::{KeycloakConfig, KeycloakGroupName};
 
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
-    ConfigError, Secret, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
+    ConfigError, Secret, SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
 
 /// The `[source]` keys each kind reads; any other key given is refused.
@@ -253,14 +253,6 @@ impl AttributePath {
 pub enum SubjectAttribute {
     Id,
     ExternalId,
-}
-
-#[derive(Debug, Clone)]
-pub enum SourceAuth {
-    /// A fixed token issued out of band.
-    Bearer(Secret),
-    /// A token from the IdP's token endpoint (client-credentials grant).
-    Oidc(OidcConfig),
 }
 
 #[derive(Debug, Clone)]

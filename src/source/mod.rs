@@ -10,8 +10,9 @@ pub mod auth;
 pub mod cursor;
 pub mod delivery;
 pub mod file;
+pub mod google;
+pub mod http;
 pub mod keycloak;
-mod http;
 pub mod membership;
 pub mod normalize;
 pub mod scim;
@@ -87,12 +88,17 @@ pub enum SourceError {
     /// No token: see [`AuthError`].
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// The directory refused our credentials (403, or 401 even after a fresh token).
-    #[error("the directory refused our credentials: GET {url} answered {status}")]
-    Refused { url: String, status: u16 },
+    /// The directory refused our credentials (403, or 401 even after a fresh
+    /// token); `request` is `GET https://…`, `reason` what the answer said, if anything.
+    #[error("the directory refused our credentials: {request} answered {status}{reason}")]
+    Refused {
+        request: String,
+        status: u16,
+        reason: String,
+    },
     /// The directory could not be reached, or kept failing after retries.
-    #[error("the directory is unavailable: GET {url}: {reason}")]
-    Unavailable { url: String, reason: String },
+    #[error("the directory is unavailable: {request}: {reason}")]
+    Unavailable { request: String, reason: String },
     /// An answer broke the paging contract or was not SCIM; the read cannot be trusted.
     #[error("the directory's answer cannot be trusted: GET {url}: {reason}")]
     Inconsistent { url: String, reason: String },
@@ -126,11 +132,17 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             Ok(Box::new(source))
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
-        SourceKind::Google(_) => Err(SourceError::Client("TEMP".into())),
+        SourceKind::Google(google) => {
+            let http = web_client(&google.web)?;
+            let tokens = TokenSource::new(&google.auth, http.clone());
+            Ok(Box::new(google::GoogleSource::new(google, http, tokens)?))
+        }
         SourceKind::Keycloak(keycloak) => {
             let http = web_client(&keycloak.web)?;
             let tokens = TokenSource::new(&keycloak.auth, http.clone());
-            Ok(Box::new(keycloak::KeycloakSource::new(keycloak, http, tokens)?))
+            Ok(Box::new(keycloak::KeycloakSource::new(
+                keycloak, http, tokens,
+            )?))
         }
     }
 }

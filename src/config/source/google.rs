@@ -9,11 +9,11 @@ use url::Url;
 
 use super::super::{credentials_path, http_url, invalid, no_plain_http, positive, ConfigError};
 use super::{RawSource, WebOptions};
-use crate::config::Secret;
+use crate::config::{GrantConfig, GrantMethod, Secret, SigningKey, SourceAuth};
 
 const KEY_FILE: &str = "source.google.credentials_file";
 /// The read-only directory scopes the delegation grants (README: least privilege).
-pub const GOOGLE_SCOPES: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly https://www.googleapis.com/auth/admin.directory.group.readonly";
+const GOOGLE_SCOPES: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly https://www.googleapis.com/auth/admin.directory.group.readonly";
 /// Google's cap on `maxResults` for users; groups and members stop at 200.
 const MAX_USERS_PAGE: u32 = 500;
 
@@ -37,9 +37,8 @@ pub struct GoogleConfig {
     /// `my_customer`, or the customer id.
     pub customer: String,
     pub group_name: GoogleGroupName,
-    pub service_account: ServiceAccount,
-    /// The admin the service account acts as (the assertion's `sub`).
-    pub delegated_admin: String,
+    /// The service account's JWT bearer grant, acting as the delegated admin.
+    pub auth: SourceAuth,
     pub web: WebOptions,
 }
 
@@ -53,13 +52,11 @@ pub enum GoogleGroupName {
 }
 
 /// The fields of a service-account key file idsync uses.
-#[derive(Debug, Clone)]
-pub struct ServiceAccount {
-    pub client_email: String,
-    pub private_key_id: String,
-    pub private_key: Secret,
+struct ServiceAccount {
+    client_email: String,
+    key: SigningKey,
     /// Where the assertion is exchanged for a token; also its `aud`.
-    pub token_uri: Url,
+    token_uri: Url,
 }
 
 /// A key file as Google writes it (`type`, `client_email`, … `token_uri`).
@@ -100,8 +97,7 @@ impl RawSource {
             page_size,
             customer: google.customer()?,
             group_name: google.group_name()?,
-            service_account: google.service_account(env)?,
-            delegated_admin: google.delegated_admin()?,
+            auth: google.auth(env)?,
             web: self.web_options()?,
         })
     }
@@ -143,9 +139,28 @@ impl RawGoogle {
             "email" => Ok(GoogleGroupName::Email),
             other => Err(invalid(
                 "source.google.group_name",
-                format!("must be \"name\" or \"email\", such as group_name = \"name\"; got {other:?}"),
+                format!(
+                    "must be \"name\" or \"email\", such as group_name = \"name\"; got {other:?}"
+                ),
             )),
         }
+    }
+
+    /// The JWT bearer grant of the key file's service account, acting as
+    /// `delegated_admin` with the read-only directory scopes.
+    fn auth(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<SourceAuth, ConfigError> {
+        let account = self.service_account(env)?;
+        Ok(SourceAuth::Grant(GrantConfig {
+            token_url: account.token_uri,
+            client_id: account.client_email.clone(),
+            method: GrantMethod::JwtBearer {
+                key: account.key,
+                issuer: account.client_email,
+                subject: self.delegated_admin()?,
+                scope: GOOGLE_SCOPES.to_owned(),
+            },
+            params: Vec::new(),
+        }))
     }
 
     fn service_account(
@@ -169,14 +184,20 @@ fn service_account_key(path: &Path) -> Result<ServiceAccount, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         invalid(
             KEY_FILE,
-            format!("file {shown} cannot be read ({err}); point it at the service account's JSON key"),
+            format!(
+                "file {shown} cannot be read ({err}); point it at the service account's JSON key"
+            ),
         )
     })?;
     // The parser's message could quote the key: say only where it broke.
     let key: KeyFile = serde_json::from_str(&text).map_err(|err| {
         invalid(
             KEY_FILE,
-            format!("file {shown} is not a JSON key file (line {}, column {})", err.line(), err.column()),
+            format!(
+                "file {shown} is not a JSON key file (line {}, column {})",
+                err.line(),
+                err.column()
+            ),
         )
     })?;
     let not_a_key = |what: &str| {
@@ -198,17 +219,21 @@ fn service_account_key(path: &Path) -> Result<ServiceAccount, ConfigError> {
     let token_uri = field(key.token_uri, "token_uri")?;
     let private_key = key
         .private_key
-        .filter(|k| k.expose().contains("PRIVATE KEY-----"))
-        .ok_or_else(|| not_a_key("it has no PEM \"private_key\""))?;
+        .ok_or_else(|| not_a_key("it has no \"private_key\""))?;
+    let key = SigningKey::from_pem(KEY_FILE, &private_key)?.with_key_id(private_key_id);
     let token_uri = Url::parse(&token_uri)
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https"))
         .ok_or_else(|| not_a_key("its \"token_uri\" is not an http(s) URL"))?;
-    no_plain_http(KEY_FILE, &token_uri, "the signed assertion", "https://oauth2.googleapis.com/token")?;
+    no_plain_http(
+        KEY_FILE,
+        &token_uri,
+        "the signed assertion",
+        "https://oauth2.googleapis.com/token",
+    )?;
     Ok(ServiceAccount {
         client_email,
-        private_key_id,
-        private_key,
+        key,
         token_uri,
     })
 }

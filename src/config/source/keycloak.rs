@@ -101,7 +101,9 @@ impl RawKeycloak {
             "path" => Ok(KeycloakGroupName::Path),
             other => Err(invalid(
                 "source.keycloak.group_name",
-                format!("must be \"name\" or \"path\", such as group_name = \"name\"; got {other:?}"),
+                format!(
+                    "must be \"name\" or \"path\", such as group_name = \"name\"; got {other:?}"
+                ),
             )),
         }
     }

@@ -102,19 +102,25 @@ mod tests {
 
     #[test]
     fn a_disabled_user_is_inactive_and_a_login_address_stands_in_for_email() {
-        let bob = decoded(r#"{"id":"b","username":"bob@example.com","enabled":false}"#)
-            .expect("usable");
+        let bob =
+            decoded(r#"{"id":"b","username":"bob@example.com","enabled":false}"#).expect("usable");
         assert!(!bob.active);
         assert_eq!(bob.email.expect("email").as_str(), "bob@example.com");
         assert_eq!(bob.name, None);
         let cy = decoded(r#"{"id":"c","username":"cy","enabled":true}"#).expect("usable");
-        assert!(cy.email.is_err(), "no address at all is reported by the planner");
+        assert!(
+            cy.email.is_err(),
+            "no address at all is reported by the planner"
+        );
     }
 
     #[test]
     fn a_user_without_id_is_unusable_and_named_by_its_username() {
         let err = decoded(r#"{"username":"dee","enabled":true}"#).expect_err("no id");
-        assert_eq!((err.label.as_str(), err.reason.as_str()), ("dee", "has no id"));
+        assert_eq!(
+            (err.label.as_str(), err.reason.as_str()),
+            ("dee", "has no id")
+        );
     }
 
     #[test]
@@ -125,9 +131,10 @@ mod tests {
         .expect("group");
         assert!(!old.children_paged());
         assert_eq!(old.sub_groups[0].path.as_deref(), Some("/eng/sre"));
-        let new: KcGroup =
-            serde_json::from_str(r#"{"id":"1","name":"eng","path":"/eng","subGroupCount":3,"subGroups":[]}"#)
-                .expect("group");
+        let new: KcGroup = serde_json::from_str(
+            r#"{"id":"1","name":"eng","path":"/eng","subGroupCount":3,"subGroups":[]}"#,
+        )
+        .expect("group");
         assert!(new.children_paged());
     }
 }

@@ -31,7 +31,9 @@ struct Node {
 
 impl KeycloakSource {
     /// Each member's groups, by the configured name.
-    pub(super) async fn memberships(&self) -> Result<HashMap<Subject, Vec<GroupName>>, SourceError> {
+    pub(super) async fn memberships(
+        &self,
+    ) -> Result<HashMap<Subject, Vec<GroupName>>, SourceError> {
         let nodes = self.tree().await?;
         let nodes = &nodes;
         let listed: Vec<ListedGroup> = futures::stream::iter(0..nodes.len())
@@ -43,9 +45,11 @@ impl KeycloakSource {
             .iter()
             .map(|node| (node.id.clone(), node.name.clone()))
             .collect();
-        membership::named_groups_of_members(listed, &names).map_err(|err| SourceError::Inconsistent {
-            url: self.url(&["groups"]).to_string(),
-            reason: err.to_string(),
+        membership::named_groups_of_members(listed, &names).map_err(|err| {
+            SourceError::Inconsistent {
+                url: self.url(&["groups"]).to_string(),
+                reason: err.to_string(),
+            }
         })
     }
 
@@ -114,7 +118,8 @@ impl KeycloakSource {
     /// The direct members of a group.
     async fn members(&self, group_id: &str) -> Result<Vec<Subject>, SourceError> {
         let mut url = self.url(&["groups", group_id, "members"]);
-        url.query_pairs_mut().append_pair("briefRepresentation", "true");
+        url.query_pairs_mut()
+            .append_pair("briefRepresentation", "true");
         let members: Vec<KcMember> = Offsets::new(&self.http, url, self.page_size).all().await?;
         Ok(members.into_iter().map(|m| Subject::new(m.id)).collect())
     }

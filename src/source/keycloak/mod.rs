@@ -112,7 +112,9 @@ impl KeycloakSource {
     fn moved(&self, what: String) -> SourceError {
         SourceError::Inconsistent {
             url: self.url(&["users"]).to_string(),
-            reason: format!("{what}: users were added or removed during the read; the next run reads again"),
+            reason: format!(
+                "{what}: users were added or removed during the read; the next run reads again"
+            ),
         }
     }
 }
@@ -141,7 +143,9 @@ impl Directory for KeycloakSource {
             let read = self.read_users(shutdown, &delivery, &memberships).await?;
             let after = self.count_users().await?;
             if before != after {
-                return Err(self.moved(format!("the realm counted {before} users before the read and {after} after")));
+                return Err(self.moved(format!(
+                    "the realm counted {before} users before the read and {after} after"
+                )));
             }
             Ok(read)
         })
@@ -165,7 +169,10 @@ impl Directory for KeycloakSource {
                 Some(Err(unusable)) => format!("; read an unusable user ({})", unusable.label),
                 None => String::new(),
             };
-            Ok(format!("token accepted; {total} users in {}{shown}", self.root))
+            Ok(format!(
+                "token accepted; {total} users in {}{shown}",
+                self.root
+            ))
         })
     }
 }

@@ -30,7 +30,9 @@ impl<'h> Offsets<'h> {
     }
 
     /// The next page, or `None` after the last.
-    pub(super) async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<Vec<T>>, SourceError> {
+    pub(super) async fn next<T: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<Vec<T>>, SourceError> {
         if self.done {
             return Ok(None);
         }
@@ -42,7 +44,11 @@ impl<'h> Offsets<'h> {
         if page.len() > self.max as usize {
             return Err(SourceError::Inconsistent {
                 url: url.to_string(),
-                reason: format!("a page of {} entries, more than max = {}", page.len(), self.max),
+                reason: format!(
+                    "a page of {} entries, more than max = {}",
+                    page.len(),
+                    self.max
+                ),
             });
         }
         self.first += page.len() as u64;
