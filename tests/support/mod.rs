@@ -6,7 +6,9 @@ pub mod directory;
 pub mod fake_gateway;
 pub mod fake_idp;
 pub mod fake_keycloak;
+pub mod jwt;
 pub mod org;
+pub mod prism;
 pub mod sync_world;
 
 use std::path::Path;
