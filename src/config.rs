@@ -1273,7 +1273,7 @@ mod tests {
         );
         let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"ldap\""));
         assert!(
-            err.starts_with("source.kind must be \"scim\" or \"file\""),
+            err.starts_with("source.kind must be \"scim\", \"file\", \"google\" or \"keycloak\""),
             "{err}"
         );
     }

@@ -4,6 +4,7 @@
 
 pub mod directory;
 pub mod fake_gateway;
+pub mod fake_google;
 pub mod fake_idp;
 pub mod fake_keycloak;
 pub mod jwt;
