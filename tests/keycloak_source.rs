@@ -110,41 +110,16 @@ async fn joiners_leavers_a_disabled_user_and_group_moves_converge() {
     let config = source(&keycloak, "inherit_parent_groups = true");
     world.run(&config).await.expect("first run");
 
-    let leaver = org.users[5].email.clone();
-    let disabled = org.users[6].email.clone();
-    let mover = org.users[7].email.clone();
-    let from = org
-        .groups
-        .iter()
-        .find(|g| g.members.contains(&org.users[7].id))
-        .expect("a group")
-        .name
-        .clone();
-    let to = org
-        .groups
-        .iter()
-        .find(|g| g.name != from)
-        .expect("another")
-        .name
-        .clone();
-    let nested = org
-        .groups
-        .iter()
-        .find(|g| g.parent.is_some())
-        .expect("nested")
-        .name
-        .clone();
-    let joiner = org.join(9_001, &to);
-    org.leave(&leaver);
-    org.set_active(&disabled, false);
-    org.move_user(&mover, &from, &to);
-    org.move_group(&nested, None);
+    let changes = org.change();
     keycloak.set_org(org.clone());
 
     let second = world.run(&config).await.expect("second run");
     assert_eq!((second.counts.created, second.counts.deactivated), (1, 2));
     world.assert_holds(&org, &org.expected_groups(true, by_name));
-    assert_eq!(world.held()[&joiner].1, "invited");
+    let held = world.held();
+    assert_eq!(held[&changes.joiner].1, "invited");
+    assert_eq!(held[&changes.leaver].1, "inactive");
+    assert_eq!(held[&changes.disabled].1, "inactive");
     let writes = world.writes();
     world.run(&config).await.expect("third run");
     assert_eq!(world.writes(), writes, "converged: nothing more to write");

@@ -16,6 +16,7 @@ pub mod keycloak;
 pub mod membership;
 pub mod normalize;
 pub mod scim;
+pub mod user_pages;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -135,14 +136,14 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
         SourceKind::Google(google) => {
             let http = web_client(&google.web)?;
             let tokens = TokenSource::new(&google.auth, http.clone());
-            Ok(Box::new(google::GoogleSource::new(google, http, tokens)?))
+            Ok(Box::new(google::GoogleSource::new(google, http, tokens)))
         }
         SourceKind::Keycloak(keycloak) => {
             let http = web_client(&keycloak.web)?;
             let tokens = TokenSource::new(&keycloak.auth, http.clone());
             Ok(Box::new(keycloak::KeycloakSource::new(
                 keycloak, http, tokens,
-            )?))
+            )))
         }
     }
 }

@@ -62,6 +62,13 @@ impl OrgGroup {
     }
 }
 
+/// The e-mails [`Org::change`] touched.
+pub struct Changes {
+    pub joiner: String,
+    pub leaver: String,
+    pub disabled: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Org {
     pub users: Vec<OrgUser>,
@@ -152,6 +159,39 @@ impl Org {
     pub fn move_group(&mut self, name: &str, parent: Option<&str>) {
         let parent = parent.map(|p| self.group(p).id.clone());
         self.group_mut(name).parent = parent;
+    }
+
+    /// A day of changes: a joiner, a leaver, a suspended (disabled) user, a user
+    /// moved to another group and a nested group moved to the top.
+    pub fn change(&mut self) -> Changes {
+        let (leaver, disabled, mover) = (
+            self.users[5].email.clone(),
+            self.users[6].email.clone(),
+            self.users[7].clone(),
+        );
+        let from = (self.groups.iter())
+            .find(|g| g.members.contains(&mover.id))
+            .expect("the mover's group")
+            .name
+            .clone();
+        let to = (self.groups.iter().find(|g| g.name != from))
+            .expect("another group")
+            .name
+            .clone();
+        let nested = (self.groups.iter().find(|g| g.parent.is_some()))
+            .expect("a nested group")
+            .name
+            .clone();
+        let joiner = self.join(9_001, &to);
+        self.leave(&leaver);
+        self.set_active(&disabled, false);
+        self.move_user(&mover.email, &from, &to);
+        self.move_group(&nested, None);
+        Changes {
+            joiner,
+            leaver,
+            disabled,
+        }
     }
 
     pub fn user(&self, email: &str) -> &OrgUser {

@@ -11,7 +11,7 @@ mod decode;
 mod groups;
 mod paging;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::auth::TokenSource;
-use super::http::DirectoryHttp;
-use super::{Delivery, Directory, Read, Scope, SourceError};
+use super::http::{below, DirectoryHttp};
+use super::user_pages::UserPages;
+use super::{Delivery, Directory, Read, SourceError};
 use crate::config::{GoogleConfig, GoogleGroupName};
-use crate::model::{DirectoryUser, GroupName, IdKeys, Subject};
+use crate::model::{GroupName, Subject};
 use paging::PageTokens;
 
 pub struct GoogleSource {
@@ -35,15 +36,7 @@ pub struct GoogleSource {
 }
 
 impl GoogleSource {
-    pub fn new(
-        config: &GoogleConfig,
-        client: reqwest::Client,
-        tokens: TokenSource,
-    ) -> Result<Self, SourceError> {
-        let mut root = config.url.clone();
-        root.path_segments_mut()
-            .map_err(|()| SourceError::Client(format!("{} cannot take a path", config.url)))?
-            .extend(["admin", "directory", "v1"]);
+    pub fn new(config: &GoogleConfig, client: reqwest::Client, tokens: TokenSource) -> Self {
         let http = DirectoryHttp::new(
             client,
             Arc::new(tokens),
@@ -51,22 +44,18 @@ impl GoogleSource {
             config.web.max_retry_after,
         )
         .with_throttle_check(decode::throttled);
-        Ok(Self {
-            root,
+        Self {
+            root: below(&config.url, &["admin", "directory", "v1"]),
             customer: config.customer.clone(),
             page_size: config.page_size.get(),
             group_name: config.group_name,
             http,
-        })
+        }
     }
 
     /// The Directory API's `segments`.
     fn directory(&self, segments: &[&str]) -> Url {
-        let mut url = self.root.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.extend(segments);
-        }
-        url
+        below(&self.root, segments)
     }
 
     /// The users listing, `max_results` a page.
@@ -87,43 +76,21 @@ impl GoogleSource {
         memberships: &HashMap<Subject, Vec<GroupName>>,
     ) -> Result<Read, SourceError> {
         let mut pages = PageTokens::new(&self.http, self.users_url(self.page_size));
-        let (keys, mut seen) = (IdKeys::new(), HashSet::new());
-        let mut read = Read::default();
+        let mut users = UserPages::new(delivery, memberships);
         while let Some(page) = pages.next::<decode::GUser>().await? {
             if shutdown.is_cancelled() {
                 return Err(SourceError::Interrupted);
             }
-            let mut users = Vec::with_capacity(page.len());
-            for entry in page {
-                read.entries += 1;
-                match decode::user(entry) {
-                    Ok(user) if !seen.insert(keys.digest(user.subject.as_str())) => {
-                        return Err(SourceError::Inconsistent {
-                            url: self.directory(&["users"]).to_string(),
-                            reason: format!("user {} was listed twice", user.subject),
-                        });
-                    }
-                    Ok(user) => users.push(with_groups(user, memberships)),
-                    Err(unusable) => read.unusable.push(unusable),
-                }
-            }
-            delivery.deliver(users);
-            delivery.room().await;
+            users
+                .deliver(page, decode::user)
+                .await
+                .map_err(|twice| SourceError::Inconsistent {
+                    url: self.directory(&["users"]).to_string(),
+                    reason: format!("user {twice} was listed twice"),
+                })?;
         }
-        read.scope = Scope::Complete;
-        Ok(read)
+        Ok(users.complete())
     }
-}
-
-/// The user with the groups it is a member of.
-fn with_groups(
-    mut user: DirectoryUser,
-    memberships: &HashMap<Subject, Vec<GroupName>>,
-) -> DirectoryUser {
-    if let Some(groups) = memberships.get(&user.subject) {
-        user.groups = groups.clone();
-    }
-    user
 }
 
 impl Directory for GoogleSource {

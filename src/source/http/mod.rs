@@ -309,6 +309,17 @@ impl std::fmt::Display for Request<'_> {
     }
 }
 
+/// `base` with `segments` appended to its path, each percent-encoded (an id or
+/// a realm name cannot break out of its segment). An http(s) URL always takes
+/// a path.
+pub fn below(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

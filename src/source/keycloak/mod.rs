@@ -12,7 +12,7 @@ mod decode;
 mod groups;
 mod paging;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -20,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::auth::TokenSource;
-use super::http::DirectoryHttp;
-use super::{Delivery, Directory, Read, Scope, SourceError};
+use super::http::{below, DirectoryHttp};
+use super::user_pages::UserPages;
+use super::{Delivery, Directory, Read, SourceError};
 use crate::config::{KeycloakConfig, KeycloakGroupName};
-use crate::model::{DirectoryUser, GroupName, IdKeys, Subject};
+use crate::model::{GroupName, Subject};
 use paging::Offsets;
 
 pub struct KeycloakSource {
@@ -36,17 +37,9 @@ pub struct KeycloakSource {
 }
 
 impl KeycloakSource {
-    pub fn new(
-        config: &KeycloakConfig,
-        client: reqwest::Client,
-        tokens: TokenSource,
-    ) -> Result<Self, SourceError> {
-        let mut root = config.url.clone();
-        root.path_segments_mut()
-            .map_err(|()| SourceError::Client(format!("{} cannot take a path", config.url)))?
-            .extend(["admin", "realms", &config.realm]);
-        Ok(Self {
-            root,
+    pub fn new(config: &KeycloakConfig, client: reqwest::Client, tokens: TokenSource) -> Self {
+        Self {
+            root: below(&config.url, &["admin", "realms", &config.realm]),
             page_size: config.page_size.get(),
             group_name: config.group_name,
             inherit_parent_groups: config.inherit_parent_groups,
@@ -56,16 +49,12 @@ impl KeycloakSource {
                 "application/json",
                 config.web.max_retry_after,
             ),
-        })
+        }
     }
 
     /// The admin API's `segments` under the realm.
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.root.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.extend(segments);
-        }
-        url
+        below(&self.root, segments)
     }
 
     async fn count_users(&self) -> Result<u64, SourceError> {
@@ -84,28 +73,17 @@ impl KeycloakSource {
             .query_pairs_mut()
             .append_pair("briefRepresentation", "false");
         let mut pages = Offsets::new(&self.http, listing, self.page_size);
-        let (keys, mut seen) = (IdKeys::new(), HashSet::new());
-        let mut read = Read::default();
+        let mut users = UserPages::new(delivery, memberships);
         while let Some(page) = pages.next::<decode::KcUser>().await? {
             if shutdown.is_cancelled() {
                 return Err(SourceError::Interrupted);
             }
-            let mut users = Vec::with_capacity(page.len());
-            for entry in page {
-                read.entries += 1;
-                match decode::user(entry) {
-                    Ok(user) if !seen.insert(keys.digest(user.subject.as_str())) => {
-                        return Err(self.moved(format!("user {} was listed twice", user.subject)));
-                    }
-                    Ok(user) => users.push(with_groups(user, memberships)),
-                    Err(unusable) => read.unusable.push(unusable),
-                }
-            }
-            delivery.deliver(users);
-            delivery.room().await;
+            users
+                .deliver(page, decode::user)
+                .await
+                .map_err(|twice| self.moved(format!("user {twice} was listed twice")))?;
         }
-        read.scope = Scope::Complete;
-        Ok(read)
+        Ok(users.complete())
     }
 
     /// The users listing shifted while it was paged.
@@ -117,17 +95,6 @@ impl KeycloakSource {
             ),
         }
     }
-}
-
-/// The user with the groups it is a member of.
-fn with_groups(
-    mut user: DirectoryUser,
-    memberships: &HashMap<Subject, Vec<GroupName>>,
-) -> DirectoryUser {
-    if let Some(groups) = memberships.get(&user.subject) {
-        user.groups = groups.clone();
-    }
-    user
 }
 
 impl Directory for KeycloakSource {
