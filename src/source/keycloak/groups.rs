@@ -19,8 +19,8 @@ use crate::source::membership::{self, ListedGroup};
 use crate::source::normalize::group_name_text;
 use crate::source::SourceError;
 
-/// Member listings fetched at once.
-pub(super) const MEMBER_LISTINGS_IN_FLIGHT: usize = 4;
+/// Member and children listings fetched at once.
+pub(super) const LISTINGS_IN_FLIGHT: usize = 4;
 
 /// A group of the tree, with the index of its parent.
 struct Node {
@@ -38,7 +38,7 @@ impl KeycloakSource {
         let nodes = &nodes;
         let listed: Vec<ListedGroup> = futures::stream::iter(0..nodes.len())
             .map(|index| self.listed(nodes, index))
-            .buffered(MEMBER_LISTINGS_IN_FLIGHT)
+            .buffered(LISTINGS_IN_FLIGHT)
             .try_collect()
             .await?;
         let names = nodes
@@ -72,32 +72,54 @@ impl KeycloakSource {
         children.map(|child| child.id.clone()).collect()
     }
 
-    /// Every group of the realm, parents before their children.
+    /// Every group of the realm, parents before their children. The tree is
+    /// walked a level at a time, so the children of a level's groups can be
+    /// asked for together.
     async fn tree(&self) -> Result<Vec<Node>, SourceError> {
         let top: Vec<KcGroup> = Offsets::new(&self.http, self.url(&["groups"]), self.page_size)
             .all()
             .await?;
         let mut nodes: Vec<Node> = Vec::new();
-        let mut pending: Vec<(KcGroup, Option<usize>)> =
-            top.into_iter().rev().map(|group| (group, None)).collect();
-        while let Some((mut group, parent)) = pending.pop() {
-            if group.children_paged() {
-                let children = self.url(&["groups", &group.id, "children"]);
-                group.sub_groups = Offsets::new(&self.http, children, self.page_size)
-                    .all()
-                    .await?;
+        let mut level: Vec<(KcGroup, Option<usize>)> = top.into_iter().map(|g| (g, None)).collect();
+        while !level.is_empty() {
+            let complete: Vec<(KcGroup, Option<usize>)> = futures::stream::iter(level)
+                .map(|entry| self.with_children(entry))
+                .buffered(LISTINGS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+            let mut next = Vec::new();
+            for (group, parent) in complete {
+                let index = nodes.len();
+                let name = self.group_name(&group, parent.map(|p| &nodes[p].name));
+                nodes.push(Node {
+                    name,
+                    id: group.id,
+                    parent,
+                });
+                next.extend(
+                    group
+                        .sub_groups
+                        .into_iter()
+                        .map(|child| (child, Some(index))),
+                );
             }
-            let index = nodes.len();
-            let name = self.group_name(&group, parent.map(|p| &nodes[p].name));
-            nodes.push(Node {
-                name,
-                id: group.id,
-                parent,
-            });
-            let children = group.sub_groups.into_iter().rev();
-            pending.extend(children.map(|child| (child, Some(index))));
+            level = next;
         }
         Ok(nodes)
+    }
+
+    /// The group with its children, asked for when the server pages them.
+    async fn with_children(
+        &self,
+        (mut group, parent): (KcGroup, Option<usize>),
+    ) -> Result<(KcGroup, Option<usize>), SourceError> {
+        if group.children_paged() {
+            let children = self.url(&["groups", &group.id, "children"]);
+            group.sub_groups = Offsets::new(&self.http, children, self.page_size)
+                .all()
+                .await?;
+        }
+        Ok((group, parent))
     }
 
     /// The group's name in the gateway: its `name`, or its `path` (built from
