@@ -466,8 +466,20 @@ pub struct WebOptions {
 }
 
 impl RawSource {
-    /// `source.ca_file`, `source.timeout_secs` and `source.max_retry_after_secs`.
+    /// `source.ca_file`, `source.timeout_secs` and `source.max_retry_after_secs`,
+    /// for a kind that maps no attributes.
     fn web_options(&self) -> Result<WebOptions, ConfigError> {
+        for (key, given) in [
+            ("source.attributes.slack_id", &self.attributes.slack_id),
+            ("source.attributes.picture", &self.attributes.picture),
+        ] {
+            if given.is_some() {
+                return Err(invalid(
+                    key,
+                    format!("is not used by kind = {:?}; remove it", self.kind),
+                ));
+            }
+        }
         let timeout_secs = positive("source.timeout_secs", self.timeout_secs.unwrap_or(60), "60")?;
         Ok(WebOptions {
             ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,

@@ -237,3 +237,45 @@ fn service_account_key(path: &Path) -> Result<ServiceAccount, ConfigError> {
         token_uri,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn error_of(source: &str) -> String {
+        let text = format!(
+            "[source]\nkind = \"google\"\n{source}\n[target]\nurl = \"https://gw.example.com/api\"\napi_key = \"hpk_x\"\n"
+        );
+        Config::parse(&text, "test", &|_| None)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn page_size_delegated_admin_and_customer_are_checked_before_the_key_file() {
+        let table = "[source.google]\ncredentials_file = \"/nonexistent/sa.json\"";
+        for (source, error) in [
+            ("page_size = 501", "source.page_size must be at most 500"),
+            ("", "source.google is missing"),
+            (
+                &format!("{table}\ndelegated_admin = \"it-admin@example.com\""),
+                "source.google.credentials_file file /nonexistent/sa.json cannot be read",
+            ),
+            (
+                &format!("{table}\ncustomer = \"my customer\""),
+                "source.google.customer must be",
+            ),
+            (
+                &format!("{table}\ngroup_name = \"id\""),
+                "source.google.group_name must be",
+            ),
+            (
+                "[source.google]\ndelegated_admin = \"it-admin@example.com\"",
+                "source.google.credentials_file is missing",
+            ),
+        ] {
+            let err = error_of(source);
+            assert!(err.starts_with(error), "{source}: {err}");
+        }
+    }
+}

@@ -142,3 +142,66 @@ impl RawKeycloak {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, KeycloakGroupName, SourceAuth, SourceKind};
+
+    const TARGET: &str = "[target]\nurl = \"https://gw.example.com/api\"\napi_key = \"hpk_x\"\n";
+
+    fn parse(source: &str) -> Result<Config, String> {
+        let text = format!("[source]\nkind = \"keycloak\"\n{source}\n{TARGET}");
+        Config::parse(&text, "test", &|_| None).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn a_realm_and_a_client_give_the_realms_issuer() {
+        let config = parse(
+            "url = \"https://sso.example.com/\"\n[source.keycloak]\nrealm = \"acme\"\nclient_id = \"idsync\"\nclient_secret = \"s\"\ngroup_name = \"path\"",
+        )
+        .expect("valid");
+        let SourceKind::Keycloak(keycloak) = config.source.kind else {
+            panic!("keycloak");
+        };
+        let SourceAuth::Oidc(oidc) = &keycloak.auth else {
+            panic!("oidc");
+        };
+        assert_eq!(oidc.issuer, "https://sso.example.com/realms/acme");
+        assert_eq!(keycloak.group_name, KeycloakGroupName::Path);
+        assert!(!keycloak.inherit_parent_groups);
+        assert_eq!(keycloak.page_size.get(), 100);
+    }
+
+    #[test]
+    fn missing_and_foreign_keys_are_named() {
+        let table =
+            "[source.keycloak]\nrealm = \"acme\"\nclient_id = \"idsync\"\nclient_secret = \"s\"";
+        for (source, error) in [
+            ("", "source.url is missing"),
+            ("url = \"https://sso.example.com\"", "source.keycloak is missing"),
+            (
+                "url = \"https://sso.example.com\"\n[source.keycloak]\nrealm = \"a/b\"\nclient_id = \"x\"",
+                "source.keycloak.realm must be",
+            ),
+            (
+                "url = \"https://sso.example.com\"\n[source.keycloak]\nrealm = \"acme\"\nclient_id = \"x\"",
+                "source.keycloak.client_secret is missing",
+            ),
+            (
+                &format!("url = \"https://sso.example.com\"\nparallel_pages = 2\n{table}"),
+                "source.parallel_pages is not used by kind = \"keycloak\"",
+            ),
+            (
+                &format!("url = \"https://sso.example.com\"\n{table}\ngroup_name = \"id\""),
+                "source.keycloak.group_name must be \"name\" or \"path\"",
+            ),
+            (
+                &format!("url = \"https://sso.example.com\"\n[source.attributes]\npicture = \"x\"\n{table}"),
+                "source.attributes.picture is not used by kind = \"keycloak\"",
+            ),
+        ] {
+            let err = parse(source).expect_err(source);
+            assert!(err.starts_with(error), "{source}: {err}");
+        }
+    }
+}
