@@ -51,11 +51,13 @@ impl Walker {
     async fn tokens(&self, url: &str, field: &str) -> Result<Vec<Value>, String> {
         let (mut entries, mut next) = (Vec::new(), None::<String>);
         loop {
-            let page = match &next {
+            let mut page = match &next {
                 None => self.get(url).await?,
                 Some(token) => self.get(&format!("{url}&pageToken={token}")).await?,
             };
-            entries.extend(page[field].as_array().cloned().unwrap_or_default());
+            if let Value::Array(listed) = page[field].take() {
+                entries.extend(listed);
+            }
             next = page["nextPageToken"].as_str().map(str::to_owned);
             if next.is_none() {
                 return Ok(entries);
@@ -74,7 +76,9 @@ impl Walker {
                     entries.len()
                 ))
                 .await?;
-            let page = page.as_array().cloned().unwrap_or_default();
+            let Value::Array(page) = page else {
+                return Err(format!("{url}: not a list"));
+            };
             let last = page.len() < max;
             entries.extend(page);
             if last {

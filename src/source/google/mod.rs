@@ -102,6 +102,8 @@ impl Directory for GoogleSource {
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             let memberships = self.memberships().await?;
+            // The member listings' pages and the nesting are freed now.
+            crate::memory::return_freed_memory();
             self.read_users(shutdown, &delivery, &memberships).await
         })
     }

@@ -106,6 +106,8 @@ impl Directory for KeycloakSource {
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             let memberships = self.memberships().await?;
+            // The member listings' pages and the nesting are freed now.
+            crate::memory::return_freed_memory();
             let before = self.count_users().await?;
             let read = self.read_users(shutdown, &delivery, &memberships).await?;
             let after = self.count_users().await?;
