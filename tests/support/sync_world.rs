@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use idsync::config::Config;
-use idsync::sync::{Aborted, RunMode, Summary, Syncer};
+use idsync::sync::{Aborted, RunMode, Summary, SyncError, Syncer};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +77,20 @@ max_deactivations = 10
     pub fn writes(&self) -> usize {
         let requests = self.gateway.requests();
         requests.iter().filter(|r| r.method != "GET").count()
+    }
+
+    /// A run whose read is cut off (`cut` set up before it) aborts as a source
+    /// error and writes nothing: nobody is deactivated.
+    pub async fn assert_cut_off_run_writes_nothing(&self, source: &str, cut: &str) {
+        let writes = self.writes();
+        let err = self.run(source).await.expect_err("the read is not trusted");
+        assert!(
+            matches!(err.error, SyncError::Source(_)),
+            "{cut}: {}",
+            err.error
+        );
+        assert_eq!(err.summary.counts.deactivated, 0, "{cut}");
+        assert_eq!(self.writes(), writes, "{cut}: nothing written");
     }
 
     /// Every active user of `org` is held, invited, with exactly its `expected`
