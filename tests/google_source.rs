@@ -13,12 +13,12 @@ use idsync::config::Config;
 use support::fake_google::{FakeGoogle, GoogleFaults, GoogleOptions, Throttle};
 use support::fake_keycloak::Cut;
 use support::org::{Org, OrgGroup};
+use support::org_world::OrgWorld;
 use support::prism::{vendor_spec, Prism};
-use support::sync_world::SyncWorld;
 
 /// The `[source]` tables for `google` read at `url`, with its key file written
 /// into the world.
-fn source(world: &SyncWorld, google: &FakeGoogle, url: &str) -> String {
+fn source(world: &OrgWorld, google: &FakeGoogle, url: &str) -> String {
     let key = world.path("google-sa.json");
     std::fs::write(&key, google.key_file()).expect("key file");
     format!(
@@ -49,7 +49,7 @@ async fn two_thousand_users_in_nested_groups_sync_once_within_googles_document()
     let org = Org::generate(2_000, 40, 7);
     let google = google(org.clone()).await;
     let prism = Prism::proxy(&vendor_spec("google"), &google.url()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let config = source(&world, &google, prism.url());
     let first = world.run(&config).await;
     let first = first.unwrap_or_else(|err| panic!("{}: {:?}", err.error, google.token_refusals()));
@@ -76,7 +76,7 @@ async fn joiners_leavers_a_suspended_user_and_group_moves_converge() {
     let mut org = Org::generate(2_000, 40, 11);
     let google = google(org.clone()).await;
     let prism = Prism::proxy(&vendor_spec("google"), &google.url()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let config = source(&world, &google, prism.url());
     world.run(&config).await.expect("first run");
 
@@ -100,7 +100,7 @@ async fn joiners_leavers_a_suspended_user_and_group_moves_converge() {
 async fn rate_limit_answers_in_the_middle_of_the_read_are_retried() {
     let org = Org::generate(2_000, 40, 5);
     let google = google(org.clone()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let config = source(&world, &google, &google.url());
     for throttles in [
         vec![Throttle::UserRateLimit, Throttle::RateLimit],
@@ -129,7 +129,7 @@ async fn a_refusal_ends_the_read_with_googles_reason() {
         forbidden: true,
         ..GoogleFaults::default()
     });
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let err = world
         .run(&source(&world, &google, &google.url()))
         .await
@@ -148,7 +148,7 @@ async fn a_refusal_ends_the_read_with_googles_reason() {
 async fn a_read_cut_off_part_way_deactivates_nobody() {
     let mut org = Org::generate(2_000, 40, 9);
     let google = google(org.clone()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let config = source(&world, &google, &google.url());
     world.run(&config).await.expect("first run");
     let leaver = org.users[0].email.clone();
@@ -168,7 +168,7 @@ async fn a_read_cut_off_part_way_deactivates_nobody() {
 #[tokio::test]
 async fn a_key_file_that_is_not_a_service_account_key_stops_idsync_at_config_time() {
     let google = google(Org::default()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let config = source(&world, &google, &google.url());
     let key = world.path("google-sa.json");
     let service_account: serde_json::Value =
@@ -214,7 +214,7 @@ async fn a_delegation_for_another_admin_is_refused_by_the_token_endpoint() {
         Org::generate(5, 1, 1),
     )
     .await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let config = source(&world, &google, &google.url()).replace("someone-else@", "it-admin@");
     let err = world.run(&config).await.expect_err("no token");
     assert!(
@@ -233,7 +233,7 @@ async fn a_delegation_for_another_admin_is_refused_by_the_token_endpoint() {
 async fn check_config_connect_gets_a_token_and_reads_one_user_without_showing_keys() {
     let org = Org::generate(3, 2, 1);
     let google = google(org.clone()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let path = world.path("idsync.toml");
     let config = world.config_text(&source(&world, &google, &google.url()));
     std::fs::write(&path, config).expect("config");

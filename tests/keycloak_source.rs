@@ -9,7 +9,7 @@ use std::process::Command;
 
 use support::fake_keycloak::{Cut, FakeKeycloak, KeycloakFaults, KeycloakOptions, TreeStyle};
 use support::org::{Org, OrgGroup};
-use support::sync_world::SyncWorld;
+use support::org_world::OrgWorld;
 
 fn source(keycloak: &FakeKeycloak, extra: &str) -> String {
     let opts = keycloak.options();
@@ -56,7 +56,7 @@ async fn two_thousand_users_in_nested_groups_sync_once_in_either_tree_style() {
             "nested groups"
         );
         let keycloak = keycloak(tree, org.clone()).await;
-        let world = SyncWorld::start().await;
+        let world = OrgWorld::start().await;
         let config = source(&keycloak, "inherit_parent_groups = true");
         let first = world.run(&config).await.expect("first run");
         assert_eq!(first.counts.created, 2_000, "{tree:?}");
@@ -85,7 +85,7 @@ async fn two_thousand_users_in_nested_groups_sync_once_in_either_tree_style() {
 async fn without_inheritance_a_subgroup_member_has_only_its_own_groups_by_path() {
     let org = Org::generate(300, 12, 3);
     let keycloak = keycloak(TreeStyle::Paged, org.clone()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     world
         .run(&source(&keycloak, "group_name = \"path\""))
         .await
@@ -105,7 +105,7 @@ async fn without_inheritance_a_subgroup_member_has_only_its_own_groups_by_path()
 async fn joiners_leavers_a_disabled_user_and_group_moves_converge() {
     let mut org = Org::generate(2_000, 40, 11);
     let keycloak = keycloak(TreeStyle::Paged, org.clone()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let config = source(&keycloak, "inherit_parent_groups = true");
     world.run(&config).await.expect("first run");
 
@@ -133,7 +133,7 @@ async fn throttling_in_the_middle_of_the_read_is_waited_out() {
         throttle_times: 2,
         ..KeycloakFaults::default()
     });
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let summary = world
         .run(&source(&keycloak, "inherit_parent_groups = true"))
         .await
@@ -147,7 +147,7 @@ async fn throttling_in_the_middle_of_the_read_is_waited_out() {
 async fn a_read_cut_off_part_way_deactivates_nobody() {
     let mut org = Org::generate(2_000, 40, 9);
     let keycloak = keycloak(TreeStyle::Paged, org.clone()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let config = source(&keycloak, "");
     world.run(&config).await.expect("first run");
     let leaver = org.users[0].email.clone();
@@ -168,7 +168,7 @@ async fn a_read_cut_off_part_way_deactivates_nobody() {
 async fn check_config_connect_gets_a_token_and_reads_one_user_without_showing_the_secret() {
     let org = Org::generate(3, 2, 1);
     let keycloak = keycloak(TreeStyle::Paged, org.clone()).await;
-    let world = SyncWorld::start().await;
+    let world = OrgWorld::start().await;
     let path = world.path("idsync.toml");
     std::fs::write(&path, world.config_text(&source(&keycloak, ""))).expect("config");
     let binary = env!("CARGO_BIN_EXE_idsync");

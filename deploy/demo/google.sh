@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . deploy/demo/lib.sh
-. deploy/demo/vendors.bash
+. deploy/demo/google-keycloak.bash
 CONFIG=config/demo-google.toml
 WORK=/tmp/idsync-demo-google          # [source.google] credentials_file and [cache] path
 
@@ -20,7 +20,7 @@ bold "Starting the fake Google Workspace, Prism in front of it, and the gateway 
 PRISM=${IDSYNC_PEERS_DIR:-$(pwd)/.peers}/node/node_modules/.bin/prism
 [ -x "$PRISM" ] || python3 tests/peers/peers.py install
 rm -rf "$WORK" && mkdir -p "$WORK"
-start "$WORK/google.log" "$TARGET_DIR/debug/examples/vendor_standin" google \
+start "$WORK/google.log" "$TARGET_DIR/debug/examples/google_keycloak_standin" google \
     --listen 127.0.0.1:47020 --control "$CONTROL" --key-file "$WORK/google-sa.json"
 "$PRISM" proxy --errors -h 127.0.0.1 -p 47023 \
     tests/peers/vendor-openapi/google/directory.json http://127.0.0.1:47020 >"$WORK/prism.log" 2>&1 &

@@ -10,14 +10,14 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . deploy/demo/lib.sh
-. deploy/demo/vendors.bash
+. deploy/demo/google-keycloak.bash
 CONFIG=config/demo-keycloak.toml
 WORK=/tmp/idsync-demo-keycloak        # [cache] path
 
 build_all
 bold "Starting the fake Keycloak and the gateway stand-in"
 rm -rf "$WORK" && mkdir -p "$WORK"
-start "$WORK/keycloak.log" "$TARGET_DIR/debug/examples/vendor_standin" keycloak \
+start "$WORK/keycloak.log" "$TARGET_DIR/debug/examples/google_keycloak_standin" keycloak \
     --listen 127.0.0.1:47021 --control "$CONTROL"
 start_gateway "$WORK"
 

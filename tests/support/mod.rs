@@ -9,8 +9,8 @@ pub mod fake_idp;
 pub mod fake_keycloak;
 pub mod jwt;
 pub mod org;
+pub mod org_world;
 pub mod prism;
-pub mod sync_world;
 
 use std::path::Path;
 

@@ -1,9 +1,9 @@
 //! The Google Workspace and Keycloak fakes as a process, for the demo
-//! (`deploy/demo/run google|keycloak`) and the benchmark (`tests/bench/vendors`).
+//! (`deploy/demo/run google|keycloak`) and the benchmark (`tests/bench/google_keycloak`).
 //! They are the in-process test fakes (same files, not copies), serving a
 //! generated organisation (`tests/support/org.rs`).
 //!
-//! Usage: vendor_standin google|keycloak --listen 127.0.0.1:PORT [--users N]
+//! Usage: google_keycloak_standin google|keycloak --listen 127.0.0.1:PORT [--users N]
 //!            [--groups N] [--seed N] [--delay-ms N] [--tree paged|nested]
 //!            [--key-file PATH] [--control 127.0.0.1:PORT]
 //!
@@ -44,7 +44,8 @@ use fake_google::{FakeGoogle, GoogleOptions};
 use fake_keycloak::{FakeKeycloak, KeycloakOptions, TreeStyle};
 use org::Org;
 
-const USAGE: &str = "usage: vendor_standin google|keycloak --listen 127.0.0.1:PORT [--users N] \
+const USAGE: &str =
+    "usage: google_keycloak_standin google|keycloak --listen 127.0.0.1:PORT [--users N] \
                      [--groups N] [--seed N] [--delay-ms N] [--tree paged|nested] \
                      [--key-file PATH] [--control 127.0.0.1:PORT]";
 
@@ -157,14 +158,14 @@ async fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(err) => {
-            eprintln!("vendor_standin: {err}\n{USAGE}");
+            eprintln!("google_keycloak_standin: {err}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     let (fake, url) = match start(&args).await {
         Ok(started) => started,
         Err(err) => {
-            eprintln!("vendor_standin: {err}");
+            eprintln!("google_keycloak_standin: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -201,7 +202,7 @@ async fn serve_control(fake: Arc<Fake>, address: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("vendor_standin: cannot listen on {address}: {err}");
+            eprintln!("google_keycloak_standin: cannot listen on {address}: {err}");
             ExitCode::FAILURE
         }
     }

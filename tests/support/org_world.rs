@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use super::fake_gateway::{FakeGateway, GatewayOptions};
 use super::org::Org;
 
-pub struct SyncWorld {
+pub struct OrgWorld {
     pub gateway: FakeGateway,
     pub dir: TempDir,
 }
 
-impl SyncWorld {
+impl OrgWorld {
     pub async fn start() -> Self {
         Self {
             gateway: FakeGateway::start(GatewayOptions::default()).await,

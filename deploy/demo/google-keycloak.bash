@@ -15,7 +15,7 @@ trap 'exit 130' INT TERM
 
 build_all() {
     bold "Building idsync, the gateway stand-in and the vendor stand-in"
-    cargo build --bin idsync --example hoop_standin --example vendor_standin
+    cargo build --bin idsync --example hoop_standin --example google_keycloak_standin
 }
 
 # start LOG COMMAND...: runs COMMAND in the background, waits for its "listening" line.

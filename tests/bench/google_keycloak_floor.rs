@@ -1,5 +1,5 @@
 //! The floor that idsync's Google and Keycloak reads are compared with
-//! (`tests/bench/vendors`): a plain reqwest client gets a token and walks the
+//! (`tests/bench/google_keycloak`): a plain reqwest client gets a token and walks the
 //! same pages idsync walks, in the same order and with the same concurrency —
 //! the groups, each group's members four listings at a time (Keycloak: the
 //! group tree a level at a time, four children listings at once, and the user
@@ -7,8 +7,8 @@
 //! only what paging needs from each body (`serde_json::Value`): the next page
 //! token, the group ids, the page's length.
 //!
-//! Usage: vendor_floor google --url URL --key-file PATH [--page-size 500]
-//!        vendor_floor keycloak --url URL [--realm acme] [--client-secret kc-secret]
+//! Usage: google_keycloak_floor google --url URL --key-file PATH [--page-size 500]
+//!        google_keycloak_floor keycloak --url URL [--realm acme] [--client-secret kc-secret]
 //!                     [--page-size 500]
 //!
 //! Prints one JSON object on stdout: wall time, requests, bytes.
@@ -21,7 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
 const IN_FLIGHT: usize = 4;
-const USAGE: &str = "usage: vendor_floor google|keycloak --url URL [--key-file PATH] \
+const USAGE: &str = "usage: google_keycloak_floor google|keycloak --url URL [--key-file PATH] \
                      [--realm acme] [--client-secret kc-secret] [--page-size 500]";
 
 struct Walker {
@@ -251,7 +251,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("vendor_floor: {err}");
+            eprintln!("google_keycloak_floor: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -261,7 +261,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("vendor_floor: {err}\n{USAGE}");
+            eprintln!("google_keycloak_floor: {err}\n{USAGE}");
             ExitCode::FAILURE
         }
     }
