@@ -157,6 +157,36 @@ impl Applier {
         }
     }
 
+    /// Creates an empty group: [`Outcome::Created`], or [`Outcome::Adopted`] when
+    /// the gateway had it already (409 to a first attempt: not idsync's group).
+    pub async fn create_group(&self, name: &str, stop: &CancellationToken) -> Outcome {
+        match self
+            .write_with_retries(stop, || self.target.create_group(name))
+            .await
+        {
+            (Ok(Answer::Done(())), _) | (Ok(Answer::Conflict), true) => Outcome::Created,
+            (Ok(Answer::Conflict), false) => Outcome::Adopted,
+            (settled, _) => outcome_of(settled),
+        }
+    }
+
+    /// Deletes a group; one that is gone already (404) counts as deleted. Never
+    /// the admin group (the gateway would refuse it with 422 anyway).
+    pub async fn delete_group(&self, name: &str, stop: &CancellationToken) -> Outcome {
+        if name == self.rules.admin_group {
+            return Outcome::Refused {
+                reason: self.admin_reason(),
+            };
+        }
+        match self
+            .write_with_retries(stop, || self.target.delete_group(name))
+            .await
+        {
+            (Ok(Answer::Done(()) | Answer::NotFound), _) => Outcome::Changed,
+            (settled, _) => outcome_of(settled),
+        }
+    }
+
     async fn create(&self, user: &CreateUser, stop: &CancellationToken) -> Outcome {
         match self
             .write_with_retries(stop, || self.target.create_user(&user.profile))

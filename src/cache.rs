@@ -8,6 +8,7 @@
 
 mod cursors;
 mod damage;
+mod groups;
 mod private;
 mod records;
 mod summaries;

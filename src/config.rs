@@ -18,19 +18,26 @@ use serde::Deserialize;
 use url::Url;
 
 mod credentials;
+mod ldap;
+mod push;
 mod source;
 
 pub use credentials::{ApiKey, GrantConfig, GrantMethod, SigningKey, SourceAuth};
+pub use ldap::{LdapBind, LdapConfig, LdapPreset, MemberAttribute, ENV_SOURCE_BIND_PASSWORD};
+use push::RawPush;
+pub use push::{PushConfig, TlsFiles, ENV_PUSH_BEARER_TOKEN};
 use source::RawSource;
 pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat,
     GoogleConfig, GoogleGroupName, Incremental, KeycloakConfig, KeycloakGroupName, OidcConfig,
     ScimConfig, SourceConfig, SourceKind, SubjectAttribute, WebOptions,
 };
+pub use source::{Auth0Config, Auth0Groups, DirectoryLimits, JumpCloudConfig};
 
 /// Environment variables that may carry secrets instead of the file.
 pub const ENV_SOURCE_CLIENT_SECRET: &str = "IDSYNC_SOURCE_CLIENT_SECRET";
 pub const ENV_SOURCE_BEARER_TOKEN: &str = "IDSYNC_SOURCE_BEARER_TOKEN";
+pub const ENV_SOURCE_API_KEY: &str = "IDSYNC_SOURCE_API_KEY";
 pub const ENV_TARGET_API_KEY: &str = "IDSYNC_TARGET_API_KEY";
 
 /// Why a configuration cannot be used. The caller prints it and exits 2 before
@@ -113,6 +120,7 @@ pub struct RawConfig {
     groups: RawGroups,
     #[serde(default)]
     service: RawService,
+    push: Option<RawPush>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +161,7 @@ struct RawGroups {
     prefix: Option<String>,
     admin_group: Option<String>,
     allow_admin_group: Option<bool>,
+    delete_removed: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -276,6 +285,9 @@ pub struct GroupPolicy {
     pub admin_group: String,
     /// Whether an IdP group may map to `admin_group` at all.
     pub allow_admin_group: bool,
+    /// Whether a gateway group idsync created is deleted once the directory no
+    /// longer has it (sources that list their groups: push).
+    pub delete_removed: bool,
 }
 
 impl Default for GroupPolicy {
@@ -287,6 +299,7 @@ impl Default for GroupPolicy {
             prefix: String::new(),
             admin_group: "admin".into(),
             allow_admin_group: false,
+            delete_removed: false,
         }
     }
 }
@@ -408,6 +421,18 @@ fn inline_secrets(text: &str) -> Vec<&'static str> {
             &["source", "oidc", "client_secret"],
         ),
         ("target.api_key", &["target", "api_key"]),
+        (
+            "source.jumpcloud.api_key",
+            &["source", "jumpcloud", "api_key"],
+        ),
+        (
+            "source.auth0.client_secret",
+            &["source", "auth0", "client_secret"],
+        ),
+        (
+            "source.ldap.bind_password",
+            &["source", "ldap", "bind_password"],
+        ),
     ]
     .into_iter()
     .filter(|(_, path)| given(path))
@@ -454,11 +479,16 @@ fn syntax_error(text: &str, origin: &str, err: &toml::de::Error) -> ConfigError 
 impl RawConfig {
     fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let sync = self.sync.validate()?;
+        let cache = self.cache.validate();
+        let push = self
+            .push
+            .map(|push| push.validate(&cache.path, env))
+            .transpose()?;
         Ok(Config {
-            source: self.source.validate(sync.full_read_every, env)?,
+            source: self.source.validate(sync.full_read_every, env, push)?,
             target: self.target.validate(env)?,
             sync,
-            cache: self.cache.validate(),
+            cache,
             groups: self.groups.validate()?,
             service: self.service.validate()?,
         })
@@ -614,6 +644,7 @@ impl RawGroups {
             prefix: self.prefix.unwrap_or_default(),
             admin_group,
             allow_admin_group: self.allow_admin_group.unwrap_or(false),
+            delete_removed: self.delete_removed.unwrap_or(false),
         })
     }
 }
@@ -1271,9 +1302,9 @@ mod tests {
             err.starts_with("source.path is not used by kind = \"scim\""),
             "{err}"
         );
-        let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"ldap\""));
+        let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"nis\""));
         assert!(
-            err.starts_with("source.kind must be \"scim\", \"file\", \"google\" or \"keycloak\""),
+            err.starts_with("source.kind must be \"scim\", \"file\""),
             "{err}"
         );
     }
@@ -1301,7 +1332,7 @@ mod tests {
         text.lines()
             .filter(|line| !line.trim_start().starts_with("ca_file"))
             .map(|line| {
-                let key = ["api_key", "client_secret", "bearer_token"]
+                let key = ["api_key", "client_secret", "bearer_token", "bind_password"]
                     .into_iter()
                     .find(|key| line.trim_start().starts_with(&format!("{key}_file")));
                 match key {

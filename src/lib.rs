@@ -14,6 +14,7 @@
 //! - [`events`]: every notable event's log line and metric, in one place.
 //! - [`groups`]: the groups policy (include/exclude, rename, prefix, admin guard).
 //! - [`cache`]: sled store of per-subject outcomes, run history and source cursors.
+//! - [`push`]: the SCIM 2.0 endpoint IdPs provision into, and its durable store.
 //! - [`service`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`source`]: the [`source::Directory`] seam and one folder per kind of directory.
 //! - [`target`]: the hoop gateway client, or the dry-run target.
@@ -37,6 +38,7 @@ pub mod memory;
 pub mod model;
 pub mod notify;
 pub mod plan;
+pub mod push;
 pub mod retry;
 pub mod schedule;
 pub mod service;

@@ -321,6 +321,7 @@ async fn start_daemon(
         notifier.clone(),
         exit::OK,
     ));
+    serve_push(config, health.as_ref(), shutdown).await?;
     let mode = RunMode::default();
     let syncer = Syncer::new(config, mode).map_err(|err| {
         fatal(format_args!("cannot start: {err}"));
@@ -361,6 +362,36 @@ async fn serve_health(config: &Config, shutdown: &CancellationToken) -> Result<O
         stopping.shutting_down();
     });
     Ok(Some(state))
+}
+
+/// With `[source] kind = "push"`: serves the SCIM endpoint on `push.listen`, on
+/// the store the runs then read.
+async fn serve_push(
+    config: &Config,
+    health: Option<&Health>,
+    shutdown: &CancellationToken,
+) -> Result<(), u8> {
+    let idsync::config::SourceKind::Push(push) = &config.source.kind else {
+        return Ok(());
+    };
+    let store = idsync::push::PushStore::open(&push.store_path).map_err(|err| {
+        fatal(format_args!("cannot open the push store: {err}"));
+        exit::ABORTED
+    })?;
+    if let Some(health) = health {
+        let queue = store.clone();
+        health.show_details("push_queue", std::sync::Arc::new(move || queue.figures()));
+    }
+    idsync::push::serve(push, store, config.groups.clone(), shutdown.clone())
+        .await
+        .map(drop)
+        .map_err(|err| {
+            fatal(format_args!(
+                "cannot serve SCIM on push.listen = {}: {err}",
+                push.listen
+            ));
+            exit::ABORTED
+        })
 }
 
 /// When systemd asks for a watchdog, pets it from a task of its own, so a long

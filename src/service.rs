@@ -41,12 +41,16 @@ pub struct Health {
     unready_after_failures: u32,
 }
 
+/// Figures `/readyz` shows besides readiness (push mode: the queue).
+pub type Details = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 #[derive(Default)]
 struct HealthState {
     last_success: Option<SystemTime>,
     consecutive_failures: u32,
     last_error: Option<String>,
     shutting_down: bool,
+    details: Option<(&'static str, Details)>,
 }
 
 impl Health {
@@ -77,6 +81,15 @@ impl Health {
 
     pub fn shutting_down(&self) {
         self.state().shutting_down = true;
+    }
+
+    /// Shows `details()` under `name` in every `/readyz` answer.
+    pub fn show_details(&self, name: &'static str, details: Details) {
+        self.state().details = Some((name, details));
+    }
+
+    fn details(&self) -> Option<(&'static str, Details)> {
+        self.state().details.clone()
     }
 
     /// `Ok` when ready, else the one-line reason.
@@ -138,13 +151,16 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let (status, body) = match state.health.readiness(SystemTime::now()) {
+    let (status, mut body) = match state.health.readiness(SystemTime::now()) {
         Ok(()) => (StatusCode::OK, json!({"ready": true})),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"ready": false, "reason": reason}),
         ),
     };
+    if let Some((name, details)) = state.health.details() {
+        body[name] = details();
+    }
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -955,3 +955,58 @@ fn dockerfile_builds_locked_and_runs_idsync_as_non_root() {
     assert!(instructions[last_stage..].contains(&r#"CMD ["--config", "/etc/idsync/idsync.toml"]"#));
     assert!(instructions[last_stage..].contains(&"EXPOSE 9464"));
 }
+
+// ------------------------------------------------------------------ push mode
+
+/// The push-mode kustomization: a one-replica daemon whose SCIM port the
+/// Service and the Ingress reach (only `/scim/v2`, over TLS), with a config that
+/// loads as a push source listening on that port.
+#[test]
+fn kubernetes_push_mode_exposes_the_scim_port_through_service_and_ingress() {
+    let objects = kustomize("deploy/kubernetes/push");
+    let deployment = object(&objects, "Deployment");
+    assert_eq!(deployment.pointer("/spec/replicas"), Some(&Value::from(1)));
+    assert_eq!(str_at(deployment, "/spec/strategy/type"), "Recreate");
+    let pod = deployment.pointer("/spec/template/spec").expect("pod spec");
+    let idsync = container(pod, "idsync");
+    assert!(
+        !args_of(idsync).contains(&"--sync-now"),
+        "a daemon, not one run"
+    );
+    let service = object(&objects, "Service");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in service["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(&labels[key], value, "the Service selects the pod by {key}");
+    }
+    let scim = service["spec"]["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == "scim"))
+        .expect("a scim port");
+    let scim_port = port_number(idsync, &scim["targetPort"]);
+    let ingress = object(&objects, "Ingress");
+    let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(str_at(path, "/path"), "/scim/v2");
+    assert_eq!(
+        str_at(path, "/backend/service/name"),
+        str_at(service, "/metadata/name")
+    );
+    assert_eq!(str_at(path, "/backend/service/port/name"), "scim");
+    assert!(
+        ingress["spec"]["tls"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "TLS for the IdP"
+    );
+    // The SCIM token file exists only in the cluster; inline for the load.
+    let text = str_at(object(&objects, "ConfigMap"), "/data/idsync.toml").replace(
+        "bearer_token_file = \"/run/secrets/idsync/idsync_scim_token\"",
+        "bearer_token = \"test-scim-token-0123456789\"",
+    );
+    let config = load_config("deploy/kubernetes/push/idsync.toml", &text, |text, dir| {
+        text.replace("\"/run/secrets/idsync/", &format!("\"{}/", dir.display()))
+    });
+    let idsync::config::SourceKind::Push(push) = &config.source.kind else {
+        panic!("a push source")
+    };
+    assert_eq!(u64::from(push.listen.port()), scim_port);
+}

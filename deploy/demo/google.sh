@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . deploy/demo/lib.sh
 . deploy/demo/google-keycloak.bash
-CONFIG=config/demo-google.toml
+CONFIG=deploy/demo/google.toml
 WORK=/tmp/idsync-demo-google          # [source.google] credentials_file and [cache] path
 
 build_all

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . deploy/demo/lib.sh
 . deploy/demo/google-keycloak.bash
-CONFIG=config/demo-keycloak.toml
+CONFIG=deploy/demo/keycloak.toml
 WORK=/tmp/idsync-demo-keycloak        # [cache] path
 
 build_all

@@ -10,6 +10,16 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+mod auth0;
+mod jumpcloud;
+mod vendor;
+
+pub use auth0::{Auth0Config, Auth0Groups};
+pub use jumpcloud::JumpCloudConfig;
+pub use vendor::DirectoryLimits;
+use vendor::VENDOR_KEYS;
+
+use super::push::PushConfig;
 pub use google::{GoogleConfig, GoogleGroupName};
 pub use keycloak::{KeycloakConfig, KeycloakGroupName};
 
@@ -50,6 +60,8 @@ const KEYCLOAK_KEYS: &[&str] = &[
     "source.timeout_secs",
     "source.max_retry_after_secs",
 ];
+/// `kind = "push"` reads nothing itself: what it needs is in `[push]`.
+const PUSH_KEYS: &[&str] = &[];
 const FILE_KEYS: &[&str] = &[
     "source.path",
     "source.format",
@@ -57,16 +69,48 @@ const FILE_KEYS: &[&str] = &[
     "source.max_resource_bytes",
 ];
 
+const JUMPCLOUD_KEYS: &[&str] = &concat_keys(&VENDOR_KEYS, "source.jumpcloud");
+const AUTH0_KEYS: &[&str] = &concat_keys(&VENDOR_KEYS, "source.auth0");
+
+/// A vendor kind's keys: the shared ones and its own table.
+const fn concat_keys(shared: &[&'static str; 8], table: &'static str) -> [&'static str; 9] {
+    let mut keys = [table; 9];
+    let mut i = 0;
+    while i < shared.len() {
+        keys[i] = shared[i];
+        i += 1;
+    }
+    keys
+}
+
+/// The `[push]` table `kind = "push"` needs; it maps no attributes.
+fn push_config(
+    attributes: &AttributeMap,
+    push: Option<PushConfig>,
+) -> Result<PushConfig, ConfigError> {
+    vendor::no_attributes("push", attributes)?;
+    push.ok_or_else(|| {
+        invalid(
+            "push",
+            "is missing: kind = \"push\" serves SCIM 2.0 and needs a [push] table, such as [push] listen = \"0.0.0.0:8443\" and bearer_token_file = \"/run/secrets/idsync_scim_token\"",
+        )
+    })
+}
+
 /// The keys `kind` reads, or why there is no such kind.
 fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
         "scim" => Ok(SCIM_KEYS),
         "file" => Ok(FILE_KEYS),
+        "jumpcloud" => Ok(JUMPCLOUD_KEYS),
+        "auth0" => Ok(AUTH0_KEYS),
+        "ldap" => Ok(super::ldap::LDAP_KEYS),
+        "push" => Ok(PUSH_KEYS),
         "google" => Ok(GOOGLE_KEYS),
         "keycloak" => Ok(KEYCLOAK_KEYS),
         other => Err(invalid(
             "source.kind",
-            format!("must be \"scim\", \"file\", \"google\" or \"keycloak\", such as kind = \"scim\"; got {other:?}"),
+            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\", \"ldap\", \"push\", \"google\" or \"keycloak\", such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -92,10 +136,14 @@ pub(super) struct RawSource {
     max_page_bytes: Option<i64>,
     max_resource_bytes: Option<i64>,
     incremental: Option<bool>,
+    /// `[source.ldap]`, for `kind = "ldap"`.
+    ldap: Option<super::ldap::RawLdap>,
     #[serde(default)]
     attributes: RawAttributes,
     google: Option<google::RawGoogle>,
     keycloak: Option<keycloak::RawKeycloak>,
+    jumpcloud: Option<jumpcloud::RawJumpCloud>,
+    auth0: Option<auth0::RawAuth0>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +193,11 @@ pub enum SourceKind {
     File(FileConfig),
     Google(GoogleConfig),
     Keycloak(KeycloakConfig),
+    JumpCloud(JumpCloudConfig),
+    Auth0(Auth0Config),
+    Ldap(super::ldap::LdapConfig),
+    /// What identity providers push to idsync's SCIM endpoint (`[push]`).
+    Push(PushConfig),
 }
 
 /// `kind = "file"`: an export of users (and optionally of groups) on disk.
@@ -275,7 +328,14 @@ impl RawSource {
         self,
         full_read_every: Duration,
         env: &dyn Fn(&str) -> Option<String>,
+        push: Option<PushConfig>,
     ) -> Result<SourceConfig, ConfigError> {
+        if push.is_some() && self.kind != "push" {
+            return Err(invalid(
+                "push",
+                "is used only with [source] kind = \"push\"; remove the [push] table or set kind = \"push\"",
+            ));
+        }
         let attributes = self.attributes.validate()?;
         self.refuse_unused(keys_of(&self.kind)?)?;
         let incremental = match self.incremental {
@@ -286,6 +346,16 @@ impl RawSource {
             "file" => SourceKind::File(self.file(&attributes)?),
             "google" => SourceKind::Google(self.google(env)?),
             "keycloak" => SourceKind::Keycloak(self.keycloak(env)?),
+            "jumpcloud" => {
+                vendor::no_attributes(&self.kind, &attributes)?;
+                SourceKind::JumpCloud(self.jumpcloud(env)?)
+            }
+            "auth0" => {
+                vendor::no_attributes(&self.kind, &attributes)?;
+                SourceKind::Auth0(self.auth0(env)?)
+            }
+            "ldap" => SourceKind::Ldap(self.ldap(env)?),
+            "push" => SourceKind::Push(push_config(&attributes, push)?),
             _ => SourceKind::Scim(self.scim(env)?),
         };
         Ok(SourceConfig {
@@ -326,6 +396,9 @@ impl RawSource {
             ("source.incremental", self.incremental.is_some()),
             ("source.google", self.google.is_some()),
             ("source.keycloak", self.keycloak.is_some()),
+            ("source.jumpcloud", self.jumpcloud.is_some()),
+            ("source.auth0", self.auth0.is_some()),
+            ("source.ldap", self.ldap.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, given)| given.then_some(key))
@@ -386,6 +459,21 @@ impl RawSource {
     fn max_resource_bytes(&self) -> Result<usize, ConfigError> {
         let bytes = self.max_resource_bytes.unwrap_or(64 * 1024 * 1024);
         count("source.max_resource_bytes", bytes, "67108864")
+    }
+
+    fn ldap(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<super::ldap::LdapConfig, ConfigError> {
+        let common = super::ldap::LdapCommon {
+            url: self.url.as_deref(),
+            page_size: self.page_size,
+            subject_attribute: self.subject_attribute.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            timeout_secs: self.timeout_secs,
+            incremental: self.incremental == Some(true),
+        };
+        self.ldap.unwrap_or_default().validate(&common, env)
     }
 
     fn scim(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ScimConfig, ConfigError> {

@@ -7,14 +7,19 @@
 //! names the kinds, so adding one is a folder here and a `kind` in the config.
 
 pub mod auth;
+pub mod auth0;
 pub mod cursor;
 pub mod delivery;
 pub mod file;
 pub mod google;
 pub mod http;
+pub mod jumpcloud;
 pub mod keycloak;
+pub mod ldap;
 pub mod membership;
 pub mod normalize;
+pub mod paged;
+pub mod pushed;
 pub mod scim;
 pub mod user_pages;
 
@@ -47,6 +52,23 @@ pub trait Directory: Send + Sync {
     /// load it from the cache before reading.
     fn reads_changes(&self) -> bool {
         false
+    }
+
+    /// Told that the run kept `cursor` (it did everything it planned), so a source
+    /// may let go of what came before it (push: the queue up to there).
+    fn cursor_kept(&self, _cursor: &str) {}
+
+    /// The names of the directory's groups, members or not, for a source that
+    /// lists them (push): each is created in the gateway even before anyone
+    /// joins, so access rules can name it.
+    fn groups(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, SourceError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// For a source that is told of changes as they happen (push): notified after
+    /// each, so the daemon runs without waiting for its schedule.
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
     }
 
     /// The source's name in the cursor store and in logs: its kind and address.
@@ -109,6 +131,10 @@ pub enum SourceError {
     /// The HTTP client could not be built (e.g. from the CA bundle).
     #[error("cannot set up the directory client: {0}")]
     Client(String),
+    /// An LDAP directory refused the bind, could not be reached, or could not be
+    /// read completely (a size or time limit, a broken connection, a broken answer).
+    #[error("the LDAP directory {url}: {reason}")]
+    Ldap { url: String, reason: String },
     /// A shutdown was requested while reading.
     #[error("stopped by shutdown while reading the directory")]
     Interrupted,
@@ -145,5 +171,26 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
                 keycloak, http, tokens,
             )))
         }
+        SourceKind::JumpCloud(jumpcloud) => {
+            let client = vendor_client(&jumpcloud.limits)?;
+            Ok(Box::new(jumpcloud::JumpCloudSource::new(jumpcloud, client)))
+        }
+        SourceKind::Auth0(auth0) => {
+            let client = vendor_client(&auth0.limits)?;
+            Ok(Box::new(auth0::Auth0Source::new(auth0, client)))
+        }
+        SourceKind::Ldap(ldap) => Ok(Box::new(ldap::LdapSource::new(
+            ldap,
+            &config.attributes,
+            config.incremental,
+        )?)),
+        SourceKind::Push(push) => Ok(Box::new(pushed::PushedDirectory::open(push)?)),
     }
+}
+
+/// The HTTP client of a vendor directory: its CA bundle and request timeout.
+fn vendor_client(limits: &crate::config::DirectoryLimits) -> Result<reqwest::Client, SourceError> {
+    crate::http::client_builder(limits.ca_pem.as_deref())
+        .and_then(|b| b.timeout(limits.timeout).build())
+        .map_err(|err| SourceError::Client(crate::error_chain(&err)))
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod groups;
 mod outcomes;
 mod tally;
 
@@ -44,9 +45,34 @@ pub struct Summary {
     /// Dry run: every write a real run would make, with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<PlannedAction>,
+    /// Gateway groups created and deleted, for a source that lists its groups.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups_created: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups_deleted: Vec<String>,
+    /// Groups that could not be created or deleted (tried again next run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub group_failures: Vec<Report>,
 }
 
 impl Summary {
+    fn record_groups(&mut self, done: groups::GroupsDone) {
+        for (group, reason) in done.failed {
+            tracing::warn!(group = %events::printable(&group), %reason, "Could not bring a gateway group in line.");
+            self.group_failures.push(Report {
+                user: format!("group {group}"),
+                reason,
+            });
+        }
+        for group in &done.created {
+            tracing::info!(group = %events::printable(group), "Created gateway group.");
+        }
+        for group in &done.deleted {
+            tracing::info!(group = %events::printable(group), "Deleted gateway group.");
+        }
+        (self.groups_created, self.groups_deleted) = (done.created, done.deleted);
+    }
+
     /// Whether the run left work undone that an operator should look at.
     pub fn has_failures(&self) -> bool {
         self.counts.has_failures()
@@ -238,10 +264,28 @@ impl Syncer {
 
     /// One complete run. `shutdown` stops it between requests; what was done is kept.
     pub async fn run_once(&self, shutdown: &CancellationToken) -> Result<Summary, Aborted> {
+        self.run(shutdown, false).await
+    }
+
+    /// As [`Syncer::run_once`], reading the whole directory even when the source
+    /// reads changes: the reconcile that repairs drift.
+    pub async fn reconcile(&self, shutdown: &CancellationToken) -> Result<Summary, Aborted> {
+        self.run(shutdown, true).await
+    }
+
+    /// The source's change notifications, when it is told of changes (push).
+    pub fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        self.source.wakeups()
+    }
+
+    async fn run(&self, shutdown: &CancellationToken, whole: bool) -> Result<Summary, Aborted> {
         let span = tracing::info_span!("run", dry_run = self.dry_run);
         let started_at = chrono::Utc::now();
         let started = Instant::now();
-        let result = self.run_inner(shutdown, started).instrument(span).await;
+        let result = self
+            .run_inner(shutdown, started, whole)
+            .instrument(span)
+            .await;
         if !self.dry_run {
             self.record_run(started_at, &result).await;
         }
@@ -260,6 +304,7 @@ impl Syncer {
         &self,
         shutdown: &CancellationToken,
         started: Instant,
+        whole: bool,
     ) -> Result<Summary, Aborted> {
         let mut run = Run {
             summary: Summary {
@@ -273,7 +318,7 @@ impl Syncer {
         // planner cancels when it fails.
         let stop = shutdown.child_token();
         let (plan, managed_before, cursor) =
-            match self.read_and_plan(shutdown, &stop, &mut run).await {
+            match self.read_and_plan(shutdown, &stop, &mut run, whole).await {
                 Ok(planned) => planned,
                 Err(err) => return Err(run.abort(err)),
             };
@@ -282,6 +327,10 @@ impl Syncer {
         if let Err(err) = self.record(&run.adoptions).await {
             return Err(run.abort(err.into()));
         }
+        let groups = match self.create_groups(&stop).await {
+            Ok(groups) => groups,
+            Err(err) => return Err(run.abort(err.into())),
+        };
         let sent = match self.send_and_record(actions, &stop, &mut run).await {
             Ok(sent) => sent,
             Err(err) => return Err(run.abort(err.into())),
@@ -294,19 +343,13 @@ impl Syncer {
                     .saturating_sub(c.deactivated),
             );
         }
-        if let Some((status, message)) = sent.refused {
-            return Err(run.abort(SyncError::TargetRefused { status, message }));
+        let lost = creates_read_back.error().map(|lost| lost.to_string());
+        if let Some(error) = stopped_short(sent, lost) {
+            return Err(run.abort(error));
         }
-        if let Some(reason) = sent.misdirected {
-            return Err(run.abort(SyncError::TargetMisconfigured(reason)));
-        }
-        if let Some(lost) = creates_read_back.error() {
-            return Err(run.abort(SyncError::PlannedCreatesLost(lost.to_string())));
-        }
-        if sent.not_done > 0 {
-            return Err(run.abort(SyncError::Interrupted {
-                interrupted: sent.not_done,
-            }));
+        if let Some(step) = groups {
+            let done = self.delete_removed_groups(step, &stop).await;
+            run.summary.record_groups(done);
         }
         if run.summary.has_failures() {
             // Kept as it was: the changes are read again, and the failed users retried.
@@ -323,16 +366,21 @@ impl Syncer {
         match &self.cache {
             Some(opening) if self.source.reads_changes() && !self.dry_run => {
                 let cache = opening.get().await?;
-                cache.save_cursor(&self.source.name(), cursor).await
+                cache.save_cursor(&self.source.name(), cursor).await?;
+                if let Some(cursor) = cursor {
+                    self.source.cursor_kept(cursor);
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
     }
 
-    /// The position a change-reading source's last successful run left.
-    async fn load_cursor(&self) -> Result<Option<String>, CacheError> {
+    /// The position a change-reading source's last successful run left; none
+    /// for a `whole` read.
+    async fn load_cursor(&self, whole: bool) -> Result<Option<String>, CacheError> {
         match &self.cache {
-            Some(opening) if self.source.reads_changes() => {
+            Some(opening) if self.source.reads_changes() && !whole => {
                 opening.get().await?.cursor(&self.source.name())
             }
             _ => Ok(None),
@@ -348,8 +396,9 @@ impl Syncer {
         shutdown: &CancellationToken,
         stop: &CancellationToken,
         run: &mut Run,
+        whole: bool,
     ) -> Result<(Plan, usize, Option<String>), SyncError> {
-        let cursor = self.load_cursor().await?;
+        let cursor = self.load_cursor(whole).await?;
         let reading = shutdown.child_token();
         let (delivery, arrivals) = source::delivery::channel(reading.clone());
         // A shutdown ends the read at once, even mid-request or in a retry wait:
@@ -511,6 +560,22 @@ impl Syncer {
             tracing::error!(error = %err, "Could not record the run in the history.");
         }
     }
+}
+
+/// Why the sends stopped short of the plan, if they did: the run aborts with it.
+fn stopped_short(sent: Sent, creates_lost: Option<String>) -> Option<SyncError> {
+    if let Some((status, message)) = sent.refused {
+        return Some(SyncError::TargetRefused { status, message });
+    }
+    if let Some(reason) = sent.misdirected {
+        return Some(SyncError::TargetMisconfigured(reason));
+    }
+    if let Some(lost) = creates_lost {
+        return Some(SyncError::PlannedCreatesLost(lost));
+    }
+    (sent.not_done > 0).then_some(SyncError::Interrupted {
+        interrupted: sent.not_done,
+    })
 }
 
 /// A dry run does not create a cache that does not exist yet.

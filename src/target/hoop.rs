@@ -109,6 +109,22 @@ impl HoopClient {
             .await
     }
 
+    /// `POST /users/groups`: creates an empty group (409 when it exists).
+    pub async fn create_group(&self, name: &str) -> Answer<()> {
+        let request = self
+            .http
+            .post(self.url(&["users", "groups"]))
+            .json(&serde_json::json!({ "name": name }));
+        self.send(request, |_| async { Ok(()) }).await
+    }
+
+    /// `DELETE /users/groups/{name}`: removes the group from every user and
+    /// connection (422 for the admin group, which idsync never asks for).
+    pub async fn delete_group(&self, name: &str) -> Answer<()> {
+        let request = self.http.delete(self.url(&["users", "groups", name]));
+        self.send(request, |_| async { Ok(()) }).await
+    }
+
     /// `GET /serverinfo`: answers any valid key, so it checks the connection and
     /// the credentials without touching users.
     pub async fn server_info(&self) -> Answer<serde_json::Value> {

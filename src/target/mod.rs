@@ -113,6 +113,24 @@ impl Target {
         }
     }
 
+    pub async fn create_group(&self, name: &str) -> Answer<()> {
+        match self {
+            Self::Hoop(client) => client.create_group(name).await,
+            Self::DryRun(_) => Answer::DryRun,
+            #[cfg(test)]
+            Self::Scripted(script) => script.next(),
+        }
+    }
+
+    pub async fn delete_group(&self, name: &str) -> Answer<()> {
+        match self {
+            Self::Hoop(client) => client.delete_group(name).await,
+            Self::DryRun(_) => Answer::DryRun,
+            #[cfg(test)]
+            Self::Scripted(script) => script.next(),
+        }
+    }
+
     /// Every user of the gateway, in one request (the gateway does not paginate).
     pub async fn list_users(&self) -> Answer<Vec<GatewayUser>> {
         match self {

@@ -677,6 +677,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/users", get(list_users).post(create_user))
         .route("/api/users/groups", get(list_groups).post(create_group))
         .route(
+            "/api/users/groups/{name}",
+            axum::routing::delete(delete_group),
+        )
+        .route(
             "/api/users/{email_or_id}",
             get(get_user).put(update_user).delete(delete_user),
         )
@@ -941,6 +945,28 @@ async fn list_groups(State(shared): State<Arc<Shared>>) -> Json<Value> {
     } else {
         Json(json!(st.groups))
     }
+}
+
+/// `DELETE /users/groups/{name}`: the group leaves every user; 422 for the
+/// admin group, as the gateway's handler answers.
+async fn delete_group(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Response, Failure> {
+    if name == ADMIN_GROUP {
+        return Err(Failure::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unable to delete the admin group",
+        ));
+    }
+    let mut st = shared.lock();
+    if !st.groups.remove(&name) {
+        return Err(Failure::not_found());
+    }
+    for user in &mut st.users {
+        user.groups.retain(|g| g != &name);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn create_group(

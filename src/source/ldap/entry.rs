@@ -1,0 +1,277 @@
+//! One search result entry, decoded from its BER structure without panicking on
+//! a broken one (the client crate's own decoder panics), and the value
+//! conversions LDAP directories need: DNs compared as keys, Active Directory's
+//! binary `objectGUID` as text, its `userAccountControl` disabled bit.
+
+use ldap3::asn1::{StructureTag, PL};
+
+/// An entry's DN and the attributes the search asked for.
+#[derive(Debug, Default)]
+pub struct Entry {
+    pub dn: String,
+    attributes: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl Entry {
+    /// Decodes a SearchResultEntry (`[APPLICATION 4] SEQUENCE { dn, attributes }`).
+    pub fn decode(tag: StructureTag) -> Result<Self, String> {
+        let broken = |what: &str| format!("a search result entry is broken: {what}");
+        let mut parts = constructed(tag)
+            .ok_or_else(|| broken("not a sequence"))?
+            .into_iter();
+        let dn = parts
+            .next()
+            .and_then(primitive)
+            .and_then(|dn| String::from_utf8(dn).ok())
+            .ok_or_else(|| broken("no DN"))?;
+        let list = parts
+            .next()
+            .and_then(constructed)
+            .ok_or_else(|| broken("no attribute list"))?;
+        let mut attributes = Vec::with_capacity(list.len());
+        for attribute in list {
+            let mut pair = constructed(attribute)
+                .ok_or_else(|| broken("an attribute"))?
+                .into_iter();
+            let name = pair
+                .next()
+                .and_then(primitive)
+                .and_then(|name| String::from_utf8(name).ok())
+                .ok_or_else(|| broken("an attribute name"))?;
+            let values = pair
+                .next()
+                .and_then(constructed)
+                .ok_or_else(|| broken(&name))?;
+            let values = values
+                .into_iter()
+                .map(primitive)
+                .collect::<Option<Vec<_>>>();
+            attributes.push((name.clone(), values.ok_or_else(|| broken(&name))?));
+        }
+        Ok(Self { dn, attributes })
+    }
+
+    /// The values of `name` (attribute names compare without case).
+    pub fn values(&self, name: &str) -> &[Vec<u8>] {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map_or(&[], |(_, values)| values.as_slice())
+    }
+
+    /// The values of `name` that are text.
+    pub fn texts<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + Clone {
+        self.values(name)
+            .iter()
+            .filter_map(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first text value of `name`.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.texts(name).next()
+    }
+
+    /// An entry with these text attributes.
+    #[cfg(test)]
+    pub fn for_tests(dn: &str, attributes: &[(&str, &[&str])]) -> Self {
+        let attributes = attributes
+            .iter()
+            .map(|(name, values)| {
+                (
+                    (*name).to_owned(),
+                    values.iter().map(|v| v.as_bytes().to_vec()).collect(),
+                )
+            })
+            .collect();
+        Self {
+            dn: dn.to_owned(),
+            attributes,
+        }
+    }
+
+    /// An attribute sent in ranges (Active Directory's answer for more values than
+    /// it sends at once, e.g. `member;range=0-1499`), if any.
+    pub fn ranged_attribute(&self) -> Option<&str> {
+        self.attributes
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .find(|name| name.to_ascii_lowercase().contains(";range="))
+    }
+}
+
+fn constructed(tag: StructureTag) -> Option<Vec<StructureTag>> {
+    match tag.payload {
+        PL::C(inner) => Some(inner),
+        PL::P(_) => None,
+    }
+}
+
+fn primitive(tag: StructureTag) -> Option<Vec<u8>> {
+    match tag.payload {
+        PL::P(bytes) => Some(bytes),
+        PL::C(_) => None,
+    }
+}
+
+/// A DN as a key: lower-cased, without the spaces allowed around `,` `=` and `+`,
+/// so that a member value and the entry's own DN compare equal however each was
+/// written. (Escaped characters are kept as written.)
+pub fn dn_key(dn: &str) -> String {
+    let mut key = String::with_capacity(dn.len());
+    let (mut escaped, mut after_separator) = (false, false);
+    for c in dn.trim().chars() {
+        if escaped {
+            key.push(c);
+            (escaped, after_separator) = (false, false);
+            continue;
+        }
+        match c {
+            ' ' if after_separator => continue,
+            ',' | '=' | '+' => {
+                while key.ends_with(' ') && !key.ends_with("\\ ") {
+                    key.pop();
+                }
+                key.push(c);
+                after_separator = true;
+                continue;
+            }
+            '\\' => {
+                escaped = true;
+                key.push(c);
+            }
+            c => key.extend(c.to_lowercase()),
+        }
+        after_separator = false;
+    }
+    key
+}
+
+/// A `uniqueMember` value may carry an optional `#'0101'B` UID after the DN.
+pub fn member_dn(value: &str) -> &str {
+    match value.rsplit_once("#'") {
+        Some((dn, uid)) if uid.ends_with("'B") => dn,
+        _ => value,
+    }
+}
+
+/// The canonical text of a 16-byte GUID as Active Directory stores it
+/// (`objectGUID`): the first three fields are little-endian.
+pub fn guid_text(bytes: &[u8]) -> Option<String> {
+    let b: &[u8; 16] = bytes.try_into().ok()?;
+    Some(format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+    ))
+}
+
+/// The text of a 16-byte UUID in network order, as OpenLDAP writes `entryUUID`
+/// and as content synchronisation sends it in binary.
+pub fn uuid_text(bytes: &[u8]) -> Option<String> {
+    let b: &[u8; 16] = bytes.try_into().ok()?;
+    let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
+/// Active Directory's ACCOUNTDISABLE bit of `userAccountControl`.
+pub fn account_disabled(user_account_control: &str) -> bool {
+    const ACCOUNTDISABLE: i64 = 0x2;
+    user_account_control
+        .trim()
+        .parse::<i64>()
+        .is_ok_and(|flags| flags & ACCOUNTDISABLE != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ldap3::asn1::{ASNTag, OctetString, Sequence, Set, Tag};
+
+    fn octets(bytes: &[u8]) -> Tag {
+        Tag::OctetString(OctetString {
+            inner: bytes.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn sequence(inner: Vec<Tag>) -> Tag {
+        Tag::Sequence(Sequence {
+            inner,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn an_entry_decodes_text_and_binary_values_and_a_broken_one_is_an_error() {
+        let attribute = |name: &str, values: &[&[u8]]| {
+            let set = Tag::Set(Set {
+                inner: values.iter().map(|v| octets(v)).collect(),
+                ..Default::default()
+            });
+            sequence(vec![octets(name.as_bytes()), set])
+        };
+        let entry = sequence(vec![
+            octets(b"uid=ann,ou=people,dc=example,dc=com"),
+            sequence(vec![
+                attribute("mail", &[b"ann@example.com", b"a@example.com"]),
+                attribute("objectGUID", &[&[0xff; 16]]),
+            ]),
+        ]);
+        let entry = Entry::decode(entry.into_structure()).expect("decodes");
+        assert_eq!(entry.dn, "uid=ann,ou=people,dc=example,dc=com");
+        assert_eq!(
+            entry.texts("MAIL").collect::<Vec<_>>(),
+            ["ann@example.com", "a@example.com"]
+        );
+        assert_eq!(entry.values("objectguid")[0].len(), 16);
+        assert_eq!(entry.text("objectGUID"), None, "not UTF-8");
+        assert!(entry.values("cn").is_empty());
+
+        let broken = sequence(vec![octets(b"uid=x"), octets(b"not a list")]);
+        assert!(Entry::decode(broken.into_structure()).is_err());
+    }
+
+    #[test]
+    fn dns_compare_without_case_and_separator_spaces() {
+        assert_eq!(
+            dn_key(" UID=Ann , ou=People,DC=example, dc=com"),
+            "uid=ann,ou=people,dc=example,dc=com"
+        );
+        assert_eq!(dn_key(r"cn=Lee\, Ann,dc=x"), r"cn=lee\, ann,dc=x");
+        assert_eq!(member_dn("uid=a,dc=x#'0101'B"), "uid=a,dc=x");
+        assert_eq!(member_dn("uid=a#b,dc=x"), "uid=a#b,dc=x");
+    }
+
+    #[test]
+    fn guids_and_uuids_have_their_canonical_text() {
+        // The GUID {f0e1d2c3-b4a5-9687-7869-5a4b3c2d1e0f} as AD's objectGUID bytes.
+        let guid = [
+            0xc3, 0xd2, 0xe1, 0xf0, 0xa5, 0xb4, 0x87, 0x96, 0x78, 0x69, 0x5a, 0x4b, 0x3c, 0x2d,
+            0x1e, 0x0f,
+        ];
+        assert_eq!(
+            guid_text(&guid).as_deref(),
+            Some("f0e1d2c3-b4a5-9687-7869-5a4b3c2d1e0f")
+        );
+        assert_eq!(
+            uuid_text(&guid).as_deref(),
+            Some("c3d2e1f0-a5b4-8796-7869-5a4b3c2d1e0f")
+        );
+        assert_eq!(guid_text(&guid[..15]), None);
+    }
+
+    #[test]
+    fn the_accountdisable_bit_marks_a_disabled_account() {
+        assert!(account_disabled("514"));
+        assert!(!account_disabled("512"));
+        assert!(account_disabled("66050"));
+        assert!(!account_disabled("66048"));
+        assert!(!account_disabled("garbage"));
+    }
+}
