@@ -28,8 +28,9 @@ use push::RawPush;
 pub use push::{PushConfig, TlsFiles, ENV_PUSH_BEARER_TOKEN};
 use source::RawSource;
 pub use source::{
-    AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
-    OidcConfig, ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
+    AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat,
+    GoogleConfig, GoogleGroupName, Incremental, KeycloakConfig, KeycloakGroupName, OidcConfig,
+    ScimConfig, SourceConfig, SourceKind, SubjectAttribute, WebOptions,
 };
 pub use source::{Auth0Config, Auth0Groups, DirectoryLimits, JumpCloudConfig};
 

@@ -1,5 +1,8 @@
 //! The `[source]` table: which directory to read, and what that kind needs.
 
+mod google;
+mod keycloak;
+
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +20,9 @@ pub use vendor::DirectoryLimits;
 use vendor::VENDOR_KEYS;
 
 use super::push::PushConfig;
+pub use google::{GoogleConfig, GoogleGroupName};
+pub use keycloak::{KeycloakConfig, KeycloakGroupName};
+
 use super::{
     count, http_url, invalid, no_plain_http, optional_secret, positive, ConfigError, Secret,
     SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
@@ -37,6 +43,22 @@ const SCIM_KEYS: &[&str] = &[
     "source.max_directory_users",
     "source.max_page_bytes",
     "source.max_resource_bytes",
+];
+const GOOGLE_KEYS: &[&str] = &[
+    "source.url",
+    "source.page_size",
+    "source.google",
+    "source.ca_file",
+    "source.timeout_secs",
+    "source.max_retry_after_secs",
+];
+const KEYCLOAK_KEYS: &[&str] = &[
+    "source.url",
+    "source.page_size",
+    "source.keycloak",
+    "source.ca_file",
+    "source.timeout_secs",
+    "source.max_retry_after_secs",
 ];
 /// `kind = "push"` reads nothing itself: what it needs is in `[push]`.
 const PUSH_KEYS: &[&str] = &[];
@@ -84,9 +106,11 @@ fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
         "auth0" => Ok(AUTH0_KEYS),
         "ldap" => Ok(super::ldap::LDAP_KEYS),
         "push" => Ok(PUSH_KEYS),
+        "google" => Ok(GOOGLE_KEYS),
+        "keycloak" => Ok(KEYCLOAK_KEYS),
         other => Err(invalid(
             "source.kind",
-            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\", \"ldap\" or \"push\", such as kind = \"scim\"; got {other:?}"),
+            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\", \"ldap\", \"push\", \"google\" or \"keycloak\", such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -116,6 +140,8 @@ pub(super) struct RawSource {
     ldap: Option<super::ldap::RawLdap>,
     #[serde(default)]
     attributes: RawAttributes,
+    google: Option<google::RawGoogle>,
+    keycloak: Option<keycloak::RawKeycloak>,
     jumpcloud: Option<jumpcloud::RawJumpCloud>,
     auth0: Option<auth0::RawAuth0>,
 }
@@ -165,6 +191,8 @@ pub enum Incremental {
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
+    Google(GoogleConfig),
+    Keycloak(KeycloakConfig),
     JumpCloud(JumpCloudConfig),
     Auth0(Auth0Config),
     Ldap(super::ldap::LdapConfig),
@@ -316,6 +344,8 @@ impl RawSource {
         };
         let kind = match self.kind.as_str() {
             "file" => SourceKind::File(self.file(&attributes)?),
+            "google" => SourceKind::Google(self.google(env)?),
+            "keycloak" => SourceKind::Keycloak(self.keycloak(env)?),
             "jumpcloud" => {
                 vendor::no_attributes(&self.kind, &attributes)?;
                 SourceKind::JumpCloud(self.jumpcloud(env)?)
@@ -364,6 +394,8 @@ impl RawSource {
                 self.max_resource_bytes.is_some(),
             ),
             ("source.incremental", self.incremental.is_some()),
+            ("source.google", self.google.is_some()),
+            ("source.keycloak", self.keycloak.is_some()),
             ("source.jumpcloud", self.jumpcloud.is_some()),
             ("source.auth0", self.auth0.is_some()),
             ("source.ldap", self.ldap.is_some()),
@@ -494,6 +526,44 @@ impl RawSource {
             max_directory_users: limits.max_directory_users,
             max_page_bytes: limits.max_page_bytes,
             max_resource_bytes: limits.max_resource_bytes,
+        })
+    }
+}
+
+/// How an HTTP directory source's client behaves (`kind = "google"`, `"keycloak"`).
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    pub ca_pem: Option<Vec<u8>>,
+    /// Timeout of one directory request (`source.timeout_secs`).
+    pub timeout: Duration,
+    /// The longest `Retry-After` honoured; a longer one aborts the read.
+    pub max_retry_after: Duration,
+}
+
+impl RawSource {
+    /// `source.ca_file`, `source.timeout_secs` and `source.max_retry_after_secs`,
+    /// for a kind that maps no attributes.
+    fn web_options(&self) -> Result<WebOptions, ConfigError> {
+        for (key, given) in [
+            ("source.attributes.slack_id", &self.attributes.slack_id),
+            ("source.attributes.picture", &self.attributes.picture),
+        ] {
+            if given.is_some() {
+                return Err(invalid(
+                    key,
+                    format!("is not used by kind = {:?}; remove it", self.kind),
+                ));
+            }
+        }
+        let timeout_secs = positive("source.timeout_secs", self.timeout_secs.unwrap_or(60), "60")?;
+        Ok(WebOptions {
+            ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
+            timeout: Duration::from_secs(u64::from(timeout_secs.get())),
+            max_retry_after: seconds(
+                "source.max_retry_after_secs",
+                self.max_retry_after_secs.unwrap_or(300),
+                "300",
+            )?,
         })
     }
 }

@@ -30,7 +30,11 @@ pub enum MembershipError {
     Cycle(Vec<String>),
 }
 
-/// Each subject's groups, sorted, with nesting flattened.
+/// Each subject's groups, sorted, with nesting flattened: a member of a group is
+/// a member of every group that nests it, at any depth. Members are moved, not
+/// copied, and no group's flattened member list is ever built: a subject's
+/// groups are its direct groups and the groups above them, computed once per
+/// group (docs/performance.md).
 pub fn groups_of_members(
     groups: Vec<ListedGroup>,
 ) -> Result<HashMap<Subject, Vec<GroupName>>, MembershipError> {
@@ -41,55 +45,113 @@ pub fn groups_of_members(
         }
         by_name.insert(group.name.clone(), group);
     }
-    let mut resolved: HashMap<String, BTreeSet<Subject>> = HashMap::new();
+    let mut checked = BTreeSet::new();
     for name in by_name.keys() {
-        resolve(name, &by_name, &mut resolved, &mut Vec::new())?;
+        check_nesting(name, &by_name, &mut checked, &mut Vec::new())?;
     }
+    let above = groups_above(&by_name);
     let mut memberships: HashMap<Subject, Vec<GroupName>> = HashMap::new();
-    for (name, members) in resolved {
-        let group = GroupName::new(&name);
-        for member in members {
-            memberships.entry(member).or_default().push(group.clone());
+    for (name, group) in by_name {
+        let names = &above[&name];
+        for member in group.members {
+            memberships
+                .entry(member)
+                .or_default()
+                .extend(names.iter().cloned());
         }
     }
     for groups in memberships.values_mut() {
         groups.sort();
+        groups.dedup();
     }
     Ok(memberships)
 }
 
-/// Fills `resolved[name]` with every member of `name`, nested ones included.
-/// `path` holds the groups being resolved above this one, to find cycles.
-fn resolve(
-    name: &str,
-    groups: &BTreeMap<String, ListedGroup>,
-    resolved: &mut HashMap<String, BTreeSet<Subject>>,
-    path: &mut Vec<String>,
+/// Refuses a nested group that is not listed, and a cycle of nested groups.
+/// `path` holds the groups being checked above this one, to name the cycle.
+fn check_nesting<'a>(
+    name: &'a str,
+    groups: &'a BTreeMap<String, ListedGroup>,
+    checked: &mut BTreeSet<&'a str>,
+    path: &mut Vec<&'a str>,
 ) -> Result<(), MembershipError> {
-    if resolved.contains_key(name) {
+    if checked.contains(name) {
         return Ok(());
     }
-    if let Some(start) = path.iter().position(|above| above == name) {
-        let mut cycle = path[start..].to_vec();
+    if let Some(start) = path.iter().position(|above| *above == name) {
+        let mut cycle: Vec<String> = path[start..].iter().map(|n| (*n).to_owned()).collect();
         cycle.push(name.to_owned());
         return Err(MembershipError::Cycle(cycle));
     }
-    let group = &groups[name];
-    path.push(name.to_owned());
-    let mut members: BTreeSet<Subject> = group.members.iter().cloned().collect();
-    for nested in &group.groups {
+    path.push(name);
+    for nested in &groups[name].groups {
         if !groups.contains_key(nested) {
             return Err(MembershipError::UnknownNested {
                 group: name.to_owned(),
                 nested: nested.clone(),
             });
         }
-        resolve(nested, groups, resolved, path)?;
-        members.extend(resolved[nested].iter().cloned());
+        check_nesting(nested, groups, checked, path)?;
     }
     path.pop();
-    resolved.insert(name.to_owned(), members);
+    checked.insert(name);
     Ok(())
+}
+
+/// For each group, its own name and the names of every group that nests it, at
+/// any depth. The nesting is known to hold no cycle.
+fn groups_above(groups: &BTreeMap<String, ListedGroup>) -> HashMap<String, Vec<GroupName>> {
+    let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (name, group) in groups {
+        for nested in &group.groups {
+            parents
+                .entry(nested.as_str())
+                .or_default()
+                .push(name.as_str());
+        }
+    }
+    let names: HashMap<&str, GroupName> = groups
+        .keys()
+        .map(|name| (name.as_str(), GroupName::new(name)))
+        .collect();
+    let mut above: HashMap<String, Vec<GroupName>> = HashMap::new();
+    for name in groups.keys() {
+        let mut found = BTreeSet::from([name.as_str()]);
+        let mut pending = vec![name.as_str()];
+        while let Some(group) = pending.pop() {
+            for parent in parents.get(group).into_iter().flatten() {
+                if found.insert(parent) {
+                    pending.push(parent);
+                }
+            }
+        }
+        let listed = found
+            .into_iter()
+            .map(|group| names[group].clone())
+            .collect();
+        above.insert(name.clone(), listed);
+    }
+    above
+}
+
+/// [`groups_of_members`] for directories that key their groups by an id and show
+/// them by a name that need not be unique (Google, Keycloak): `groups` are listed
+/// by id, and each subject's groups come out as `names[id]`, sorted.
+pub fn named_groups_of_members(
+    groups: Vec<ListedGroup>,
+    names: &HashMap<String, GroupName>,
+) -> Result<HashMap<Subject, Vec<GroupName>>, MembershipError> {
+    let mut memberships = groups_of_members(groups)?;
+    for groups in memberships.values_mut() {
+        for group in groups.iter_mut() {
+            if let Some(name) = names.get(group.as_str()) {
+                *group = name.clone();
+            }
+        }
+        groups.sort();
+        groups.dedup();
+    }
+    Ok(memberships)
 }
 
 #[cfg(test)]
@@ -156,6 +218,24 @@ mod tests {
         assert_eq!(err.to_string(), "groups nest in a cycle: a → b → c → a");
         let err = groups_of_members(vec![group("self", &[], &["self"])]).unwrap_err();
         assert!(matches!(err, MembershipError::Cycle(_)));
+    }
+
+    #[test]
+    fn groups_keyed_by_id_come_out_by_name_once_each() {
+        let shown = [("g1", "ops"), ("g2", "ops"), ("g3", "eng")]
+            .into_iter()
+            .map(|(id, name)| (id.to_owned(), GroupName::new(name)))
+            .collect();
+        let memberships = named_groups_of_members(
+            vec![
+                group("g3", &[], &["g1"]),
+                group("g1", &["ann"], &[]),
+                group("g2", &["ann"], &[]),
+            ],
+            &shown,
+        )
+        .unwrap();
+        assert_eq!(names(&memberships, "ann"), ["eng", "ops"]);
     }
 
     #[test]

@@ -11,14 +11,17 @@ pub mod auth0;
 pub mod cursor;
 pub mod delivery;
 pub mod file;
+pub mod google;
 pub mod http;
 pub mod jumpcloud;
+pub mod keycloak;
 pub mod ldap;
 pub mod membership;
 pub mod normalize;
 pub mod paged;
 pub mod pushed;
 pub mod scim;
+pub mod user_pages;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -137,6 +140,13 @@ pub enum SourceError {
     Interrupted,
 }
 
+/// The HTTP client of a directory API source.
+fn web_client(web: &crate::config::WebOptions) -> Result<reqwest::Client, SourceError> {
+    crate::http::client_builder(web.ca_pem.as_deref())
+        .and_then(|b| b.timeout(web.timeout).build())
+        .map_err(|err| SourceError::Client(crate::error_chain(&err)))
+}
+
 /// The directory the config describes.
 pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
     match &config.kind {
@@ -149,6 +159,18 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             Ok(Box::new(source))
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
+        SourceKind::Google(google) => {
+            let http = web_client(&google.web)?;
+            let tokens = TokenSource::new(&google.auth, http.clone());
+            Ok(Box::new(google::GoogleSource::new(google, http, tokens)))
+        }
+        SourceKind::Keycloak(keycloak) => {
+            let http = web_client(&keycloak.web)?;
+            let tokens = TokenSource::new(&keycloak.auth, http.clone());
+            Ok(Box::new(keycloak::KeycloakSource::new(
+                keycloak, http, tokens,
+            )))
+        }
         SourceKind::JumpCloud(jumpcloud) => {
             let client = vendor_client(&jumpcloud.limits)?;
             Ok(Box::new(jumpcloud::JumpCloudSource::new(jumpcloud, client)))

@@ -321,7 +321,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
 
 /// `(client_id, client_secret)` from HTTP Basic (each part form-urlencoded, RFC 6749
 /// §2.3.1, as the oauth2 crate sends them) or else from the form body.
-fn client_credentials(
+pub fn client_credentials(
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Option<(String, String)> {

@@ -5,9 +5,13 @@
 pub mod directory;
 pub mod fake_auth0;
 pub mod fake_gateway;
+pub mod fake_google;
 pub mod fake_idp;
 pub mod fake_jumpcloud;
+pub mod fake_keycloak;
 pub mod jwt;
+pub mod org;
+pub mod org_world;
 pub mod prism;
 pub mod slapd;
 pub mod sync_world;

@@ -111,6 +111,27 @@ impl DirectoryHttp {
         self.send_with_retries(Request::Get(url)).await
     }
 
+    /// A GET of `url` whose body is JSON, decoded into `T`. A body cut off is an
+    /// unavailable directory; a body that is not a `T` cannot be trusted.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+    ) -> Result<T, SourceError> {
+        let body = self
+            .get(url)
+            .await?
+            .bytes()
+            .await
+            .map_err(|err| SourceError::Unavailable {
+                request: format!("GET {url}"),
+                reason: format!("the answer broke off: {}", error_chain(&err)),
+            })?;
+        serde_json::from_slice(&body).map_err(|err| SourceError::Inconsistent {
+            url: url.to_string(),
+            reason: format!("unexpected JSON: {err}"),
+        })
+    }
+
     /// The successful response to a POST of `body` as JSON to `url`.
     pub async fn post_json(
         &self,
@@ -286,6 +307,17 @@ impl std::fmt::Display for Request<'_> {
             Self::PostJson(url, _) => write!(f, "POST {url}"),
         }
     }
+}
+
+/// `base` with `segments` appended to its path, each percent-encoded (an id or
+/// a realm name cannot break out of its segment). An http(s) URL always takes
+/// a path.
+pub fn below(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
 }
 
 #[cfg(test)]
