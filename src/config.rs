@@ -30,7 +30,7 @@ use source::RawSource;
 pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat,
     GoogleConfig, GoogleGroupName, Incremental, KeycloakConfig, KeycloakGroupName, OidcConfig,
-    ScimConfig, SourceConfig, SourceKind, SubjectAttribute, WebOptions,
+    ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
 };
 pub use source::{Auth0Config, Auth0Groups, DirectoryLimits, JumpCloudConfig};
 

@@ -344,15 +344,14 @@ impl RawSource {
         };
         let kind = match self.kind.as_str() {
             "file" => SourceKind::File(self.file(&attributes)?),
-            "google" => SourceKind::Google(self.google(env)?),
-            "keycloak" => SourceKind::Keycloak(self.keycloak(env)?),
-            "jumpcloud" => {
+            "google" | "keycloak" | "jumpcloud" | "auth0" => {
                 vendor::no_attributes(&self.kind, &attributes)?;
-                SourceKind::JumpCloud(self.jumpcloud(env)?)
-            }
-            "auth0" => {
-                vendor::no_attributes(&self.kind, &attributes)?;
-                SourceKind::Auth0(self.auth0(env)?)
+                match self.kind.as_str() {
+                    "google" => SourceKind::Google(self.google(env)?),
+                    "keycloak" => SourceKind::Keycloak(self.keycloak(env)?),
+                    "jumpcloud" => SourceKind::JumpCloud(self.jumpcloud(env)?),
+                    _ => SourceKind::Auth0(self.auth0(env)?),
+                }
             }
             "ldap" => SourceKind::Ldap(self.ldap(env)?),
             "push" => SourceKind::Push(push_config(&attributes, push)?),
@@ -526,44 +525,6 @@ impl RawSource {
             max_directory_users: limits.max_directory_users,
             max_page_bytes: limits.max_page_bytes,
             max_resource_bytes: limits.max_resource_bytes,
-        })
-    }
-}
-
-/// How an HTTP directory source's client behaves (`kind = "google"`, `"keycloak"`).
-#[derive(Debug, Clone)]
-pub struct WebOptions {
-    pub ca_pem: Option<Vec<u8>>,
-    /// Timeout of one directory request (`source.timeout_secs`).
-    pub timeout: Duration,
-    /// The longest `Retry-After` honoured; a longer one aborts the read.
-    pub max_retry_after: Duration,
-}
-
-impl RawSource {
-    /// `source.ca_file`, `source.timeout_secs` and `source.max_retry_after_secs`,
-    /// for a kind that maps no attributes.
-    fn web_options(&self) -> Result<WebOptions, ConfigError> {
-        for (key, given) in [
-            ("source.attributes.slack_id", &self.attributes.slack_id),
-            ("source.attributes.picture", &self.attributes.picture),
-        ] {
-            if given.is_some() {
-                return Err(invalid(
-                    key,
-                    format!("is not used by kind = {:?}; remove it", self.kind),
-                ));
-            }
-        }
-        let timeout_secs = positive("source.timeout_secs", self.timeout_secs.unwrap_or(60), "60")?;
-        Ok(WebOptions {
-            ca_pem: ca_bundle("source.ca_file", self.ca_file.as_deref())?,
-            timeout: Duration::from_secs(u64::from(timeout_secs.get())),
-            max_retry_after: seconds(
-                "source.max_retry_after_secs",
-                self.max_retry_after_secs.unwrap_or(300),
-                "300",
-            )?,
         })
     }
 }

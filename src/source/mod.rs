@@ -140,32 +140,23 @@ pub enum SourceError {
     Interrupted,
 }
 
-/// The HTTP client of a directory API source.
-fn web_client(web: &crate::config::WebOptions) -> Result<reqwest::Client, SourceError> {
-    crate::http::client_builder(web.ca_pem.as_deref())
-        .and_then(|b| b.timeout(web.timeout).build())
-        .map_err(|err| SourceError::Client(crate::error_chain(&err)))
-}
-
 /// The directory the config describes.
 pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
     match &config.kind {
         SourceKind::Scim(scim) => {
-            let http = crate::http::client_builder(scim.ca_pem.as_deref())
-                .and_then(|b| b.timeout(scim.timeout).build())
-                .map_err(|err| SourceError::Client(crate::error_chain(&err)))?;
+            let http = http_client(scim.ca_pem.as_deref(), scim.timeout)?;
             let tokens = TokenSource::new(&scim.auth, http.clone());
             let source = scim::ScimSource::new(scim, &config.attributes, http, tokens);
             Ok(Box::new(source))
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
         SourceKind::Google(google) => {
-            let http = web_client(&google.web)?;
+            let http = vendor_client(&google.limits)?;
             let tokens = TokenSource::new(&google.auth, http.clone());
             Ok(Box::new(google::GoogleSource::new(google, http, tokens)))
         }
         SourceKind::Keycloak(keycloak) => {
-            let http = web_client(&keycloak.web)?;
+            let http = vendor_client(&keycloak.limits)?;
             let tokens = TokenSource::new(&keycloak.auth, http.clone());
             Ok(Box::new(keycloak::KeycloakSource::new(
                 keycloak, http, tokens,
@@ -190,7 +181,15 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
 
 /// The HTTP client of a vendor directory: its CA bundle and request timeout.
 fn vendor_client(limits: &crate::config::DirectoryLimits) -> Result<reqwest::Client, SourceError> {
-    crate::http::client_builder(limits.ca_pem.as_deref())
-        .and_then(|b| b.timeout(limits.timeout).build())
+    http_client(limits.ca_pem.as_deref(), limits.timeout)
+}
+
+/// A directory's HTTP client: the extra CAs it trusts, and one request's timeout.
+fn http_client(
+    ca_pem: Option<&[u8]>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, SourceError> {
+    crate::http::client_builder(ca_pem)
+        .and_then(|b| b.timeout(timeout).build())
         .map_err(|err| SourceError::Client(crate::error_chain(&err)))
 }

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::super::{credentials_path, http_url, invalid, no_plain_http, positive, ConfigError};
-use super::{RawSource, WebOptions};
+use super::vendor::{DirectoryLimits, VENDOR_PAGE_BYTES};
+use super::RawSource;
 use crate::config::{GrantConfig, GrantMethod, Secret, SigningKey, SourceAuth};
 
 const KEY_FILE: &str = "source.google.credentials_file";
@@ -39,7 +40,7 @@ pub struct GoogleConfig {
     pub group_name: GoogleGroupName,
     /// The service account's JWT bearer grant, acting as the delegated admin.
     pub auth: SourceAuth,
-    pub web: WebOptions,
+    pub limits: DirectoryLimits,
 }
 
 /// Which of a Google group's fields becomes its name in the gateway.
@@ -98,7 +99,7 @@ impl RawSource {
             customer: google.customer()?,
             group_name: google.group_name()?,
             auth: google.auth(env)?,
-            web: self.web_options()?,
+            limits: self.directory_limits(VENDOR_PAGE_BYTES)?,
         })
     }
 }

@@ -11,7 +11,8 @@ use super::super::{
     http_url, invalid, no_plain_http, optional_secret, positive, ConfigError, Secret,
     ENV_SOURCE_CLIENT_SECRET,
 };
-use super::{ClientAuthMethod, OidcConfig, RawSource, SourceAuth, WebOptions};
+use super::vendor::{DirectoryLimits, VENDOR_PAGE_BYTES};
+use super::{ClientAuthMethod, OidcConfig, RawSource, SourceAuth};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +38,7 @@ pub struct KeycloakConfig {
     pub inherit_parent_groups: bool,
     /// OIDC client credentials at `{url}/realms/{realm}`.
     pub auth: SourceAuth,
-    pub web: WebOptions,
+    pub limits: DirectoryLimits,
 }
 
 /// Which of a Keycloak group's fields becomes its name in the gateway.
@@ -76,7 +77,7 @@ impl RawSource {
             group_name: keycloak.group_name()?,
             inherit_parent_groups: keycloak.inherit_parent_groups.unwrap_or(false),
             auth: SourceAuth::Oidc(keycloak.oidc(issuer, env)?),
-            web: self.web_options()?,
+            limits: self.directory_limits(VENDOR_PAGE_BYTES)?,
             realm,
             url,
         })

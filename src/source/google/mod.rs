@@ -41,7 +41,7 @@ impl GoogleSource {
             client,
             Arc::new(tokens),
             "application/json",
-            config.web.max_retry_after,
+            config.limits.max_retry_after,
         )
         .with_throttle_check(decode::throttled);
         Self {

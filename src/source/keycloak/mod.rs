@@ -47,7 +47,7 @@ impl KeycloakSource {
                 client,
                 Arc::new(tokens),
                 "application/json",
-                config.web.max_retry_after,
+                config.limits.max_retry_after,
             ),
         }
     }
