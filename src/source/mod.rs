@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cursor;
 pub mod delivery;
 pub mod file;
+pub mod group_table;
 mod http;
 pub mod membership;
 pub mod normalize;

@@ -1,0 +1,132 @@
+//! Okta's cursor paging: each page's `Link: <…>; rel="next"` header is the next
+//! page's whole URL; the last page has none.
+
+use std::time::SystemTime;
+
+use reqwest::header::{HeaderMap, DATE, LINK};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::source::http::DirectoryHttp;
+use crate::source::SourceError;
+
+/// A listing, page by page.
+pub struct Pages<'a> {
+    http: &'a DirectoryHttp,
+    next: Option<Url>,
+    /// The server's clock at the first answer (its `Date` header).
+    pub server_time: Option<SystemTime>,
+    /// Requests sent for this listing.
+    pub requests: usize,
+}
+
+impl<'a> Pages<'a> {
+    pub fn new(http: &'a DirectoryHttp, first: Url) -> Self {
+        Self {
+            http,
+            next: Some(first),
+            server_time: None,
+            requests: 0,
+        }
+    }
+
+    /// The next page's objects, or `None` once the listing is over.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<Vec<T>>, SourceError> {
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        let response = self.http.get(&url).await?;
+        self.requests += 1;
+        self.server_time = self.server_time.or_else(|| server_time(response.headers()));
+        let next = next_link(response.headers())
+            .map(|link| same_origin(&url, &link))
+            .transpose()?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| SourceError::Unavailable {
+                url: url.to_string(),
+                reason: crate::error_chain(&err),
+            })?;
+        let page = serde_json::from_slice(&body).map_err(|err| SourceError::Inconsistent {
+            url: url.to_string(),
+            reason: format!("not a JSON array of Okta objects: {err}"),
+        })?;
+        self.next = next;
+        Ok(Some(page))
+    }
+}
+
+/// The `rel="next"` target among the `Link` headers, if any.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|link| {
+            let (target, params) = link.trim().split_once(';')?;
+            let is_next = params
+                .split(';')
+                .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            is_next.then(|| target.to_owned())
+        })
+}
+
+/// A next page elsewhere would get our token: the listing is not to be trusted.
+fn same_origin(current: &Url, link: &str) -> Result<Url, SourceError> {
+    let inconsistent = |reason: String| SourceError::Inconsistent {
+        url: current.to_string(),
+        reason,
+    };
+    let next = current
+        .join(link)
+        .map_err(|err| inconsistent(format!("its next link {link:?} is not a URL: {err}")))?;
+    if next.origin() != current.origin() {
+        return Err(inconsistent(format!(
+            "its next link points at another server: {}",
+            next.origin().ascii_serialization()
+        )));
+    }
+    Ok(next)
+}
+
+fn server_time(headers: &HeaderMap) -> Option<SystemTime> {
+    let date = headers.get(DATE)?.to_str().ok()?;
+    httpdate::parse_http_date(date).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(links: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for link in links {
+            headers.append(LINK, link.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_next_link_is_found_among_several() {
+        let self_link = "<https://acme.okta.com/api/v1/users?limit=200>; rel=\"self\"";
+        let next = "<https://acme.okta.com/api/v1/users?after=00u2&limit=200>; rel=\"next\"";
+        assert_eq!(
+            next_link(&headers(&[self_link, next])).as_deref(),
+            Some("https://acme.okta.com/api/v1/users?after=00u2&limit=200")
+        );
+        let joined = format!("{self_link}, {next}");
+        assert!(next_link(&headers(&[&joined])).is_some());
+        assert_eq!(next_link(&headers(&[self_link])), None);
+    }
+
+    #[test]
+    fn a_next_link_to_another_server_is_refused() {
+        let current: Url = "https://acme.okta.com/api/v1/users".parse().unwrap();
+        assert!(same_origin(&current, "https://acme.okta.com/api/v1/users?after=x").is_ok());
+        let err = same_origin(&current, "https://evil.example/api/v1/users").unwrap_err();
+        assert!(err.to_string().contains("another server"), "{err}");
+    }
+}
