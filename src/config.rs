@@ -17,12 +17,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+mod credentials;
 mod source;
 
+pub use credentials::{ApiKey, GrantConfig, GrantMethod, SigningKey, SourceAuth};
 use source::RawSource;
 pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
-    OidcConfig, ScimConfig, SourceAuth, SourceConfig, SourceKind, SubjectAttribute,
+    OidcConfig, ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
 };
 
 /// Environment variables that may carry secrets instead of the file.
@@ -978,6 +980,7 @@ mod tests {
                 (_, SourceKind::Scim(scim)) => match &scim.auth {
                     SourceAuth::Bearer(token) => token.clone(),
                     SourceAuth::Oidc(oidc) => oidc.client_secret.clone(),
+                    other => panic!("not a SCIM credential: {other:?}"),
                 },
                 _ => panic!("a SCIM source"),
             };

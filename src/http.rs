@@ -16,3 +16,17 @@ pub fn client_builder(ca_pem: Option<&[u8]>) -> reqwest::Result<reqwest::ClientB
     }
     Ok(builder)
 }
+
+/// At most `max_bytes` of a response's body, and whether there was more: enough to
+/// read an error's message without letting a peer make us hold an unbounded body.
+pub async fn body_up_to(mut response: reqwest::Response, max_bytes: usize) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = max_bytes - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            return (body, true);
+        }
+    }
+    (body, false)
+}

@@ -52,7 +52,7 @@ impl Directory for ScriptedDirectory {
         script.given.push(cursor.map(str::to_owned));
         let result = if script.fail {
             Err(SourceError::Unavailable {
-                url: "script".into(),
+                request: "GET script".into(),
                 reason: "a bad minute".into(),
             })
         } else {

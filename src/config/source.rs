@@ -9,7 +9,7 @@ use url::Url;
 
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
-    ConfigError, Secret, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
+    ConfigError, Secret, SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
 };
 
 /// The `[source]` keys each kind reads; any other key given is refused.
@@ -225,14 +225,6 @@ impl AttributePath {
 pub enum SubjectAttribute {
     Id,
     ExternalId,
-}
-
-#[derive(Debug, Clone)]
-pub enum SourceAuth {
-    /// A fixed token issued out of band.
-    Bearer(Secret),
-    /// A token from the IdP's token endpoint (client-credentials grant).
-    Oidc(OidcConfig),
 }
 
 #[derive(Debug, Clone)]

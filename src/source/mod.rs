@@ -11,7 +11,7 @@ pub mod cursor;
 pub mod delivery;
 pub mod file;
 pub mod group_table;
-mod http;
+pub mod http;
 pub mod membership;
 pub mod normalize;
 pub mod scim;
@@ -87,12 +87,17 @@ pub enum SourceError {
     /// No token: see [`AuthError`].
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// The directory refused our credentials (403, or 401 even after a fresh token).
-    #[error("the directory refused our credentials: GET {url} answered {status}")]
-    Refused { url: String, status: u16 },
+    /// The directory refused our credentials (403, or 401 even after a fresh
+    /// token); `request` is `GET https://…`, `reason` what the answer said, if anything.
+    #[error("the directory refused our credentials: {request} answered {status}{reason}")]
+    Refused {
+        request: String,
+        status: u16,
+        reason: String,
+    },
     /// The directory could not be reached, or kept failing after retries.
-    #[error("the directory is unavailable: GET {url}: {reason}")]
-    Unavailable { url: String, reason: String },
+    #[error("the directory is unavailable: {request}: {reason}")]
+    Unavailable { request: String, reason: String },
     /// An answer broke the paging contract or was not SCIM; the read cannot be trusted.
     #[error("the directory's answer cannot be trusted: GET {url}: {reason}")]
     Inconsistent { url: String, reason: String },

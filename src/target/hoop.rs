@@ -221,17 +221,8 @@ impl HoopClient {
 /// The gateway's `{"message": ...}`, else the start of the body; from the first
 /// `max_bytes` of it, read in chunks (the rest is left unread), and then
 /// `… (truncated)`.
-async fn message_of(mut response: reqwest::Response, max_bytes: usize) -> String {
-    let mut body = Vec::new();
-    let mut truncated = false;
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = max_bytes - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if chunk.len() > room {
-            truncated = true;
-            break;
-        }
-    }
+async fn message_of(response: reqwest::Response, max_bytes: usize) -> String {
+    let (body, truncated) = crate::http::body_up_to(response, max_bytes).await;
     let text = String::from_utf8_lossy(&body);
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()

@@ -1,10 +1,13 @@
-//! Credentials for the IdP's directory API: a fixed bearer token, or one obtained
-//! from the IdP with the client-credentials grant and refreshed before it expires.
+//! Credentials for the IdP's directory API: a fixed token or API key, or a token
+//! obtained from the IdP's token endpoint and refreshed before it expires.
 
+mod cache;
+mod grant;
 mod oidc;
 
-use crate::config::{Secret, SourceAuth};
+use crate::config::{ApiKey, Secret, SourceAuth};
 
+pub use grant::GrantTokens;
 pub use oidc::OidcTokens;
 
 /// Why no token could be had. Every variant aborts the run (exit 3): without a
@@ -23,25 +26,33 @@ pub enum AuthError {
     Unavailable(String),
 }
 
-/// Where the directory's bearer token comes from; built once per process.
+/// Where the directory's credential comes from; built once per process.
 pub enum TokenSource {
     Static(Secret),
+    ApiKey(ApiKey),
     Oidc(Box<OidcTokens>),
+    Grant(Box<GrantTokens>),
 }
 
 impl TokenSource {
     pub fn new(auth: &SourceAuth, http: reqwest::Client) -> Self {
         match auth {
             SourceAuth::Bearer(token) => Self::Static(token.clone()),
+            SourceAuth::ApiKey(key) => Self::ApiKey(key.clone()),
             SourceAuth::Oidc(oidc) => Self::Oidc(Box::new(OidcTokens::new(oidc.clone(), http))),
+            SourceAuth::Grant(grant) => {
+                Self::Grant(Box::new(GrantTokens::new(grant.clone(), http)))
+            }
         }
     }
 
-    /// A token that is valid now, fetching a fresh one only when needed.
-    pub async fn bearer(&self) -> Result<Secret, AuthError> {
+    /// A token (or key) that is valid now, fetching a fresh one only when needed.
+    pub async fn token(&self) -> Result<Secret, AuthError> {
         match self {
             Self::Static(token) => Ok(token.clone()),
+            Self::ApiKey(key) => Ok(key.key.clone()),
             Self::Oidc(tokens) => tokens.current().await,
+            Self::Grant(tokens) => tokens.current().await,
         }
     }
 
@@ -49,13 +60,27 @@ impl TokenSource {
     /// new one (once; a second 401 means the directory refuses us).
     pub async fn refresh(&self, rejected: &Secret) -> Result<Secret, AuthError> {
         match self {
-            Self::Static(token) => Ok(token.clone()),
+            Self::Static(_) | Self::ApiKey(_) => self.token().await,
             Self::Oidc(tokens) => tokens.replace(rejected).await,
+            Self::Grant(tokens) => tokens.replace(rejected).await,
         }
     }
 
     /// Whether a refresh can yield a different token at all.
     pub fn can_refresh(&self) -> bool {
-        matches!(self, Self::Oidc(_))
+        matches!(self, Self::Oidc(_) | Self::Grant(_))
+    }
+
+    /// The header that carries `token`, and its value.
+    pub fn header(&self, token: &Secret) -> (&'static str, String) {
+        match self {
+            Self::ApiKey(ApiKey {
+                header,
+                scheme: Some(scheme),
+                ..
+            }) => (header, format!("{scheme} {}", token.expose())),
+            Self::ApiKey(ApiKey { header, .. }) => (header, token.expose().to_owned()),
+            _ => ("authorization", format!("Bearer {}", token.expose())),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! OIDC discovery and the client-credentials grant, via `openidconnect`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use openidconnect::core::{CoreClient, CoreProviderMetadata};
 use openidconnect::{
@@ -8,27 +8,18 @@ use openidconnect::{
 };
 use tokio::sync::Mutex;
 
+use super::cache::{FreshToken, TokenCache};
 use super::AuthError;
 use crate::config::{ClientAuthMethod, OidcConfig, Secret};
 use crate::error_chain;
 
-/// Lifetime assumed when the IdP does not say (`expires_in` is optional in RFC 6749).
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
-/// Refresh this much before expiry, so a token never dies between check and use.
-const MAX_EARLY_REFRESH: Duration = Duration::from_secs(30);
-
-struct CachedToken {
-    token: Secret,
-    refresh_at: Instant,
-}
-
 /// Tokens from one IdP. Discovery happens at the first token request and its
-/// result is reused; concurrent callers wait for one token request.
+/// result is reused.
 pub struct OidcTokens {
     config: OidcConfig,
     http: reqwest::Client,
     token_endpoint: Mutex<Option<openidconnect::TokenUrl>>,
-    cached: Mutex<Option<CachedToken>>,
+    cache: TokenCache,
 }
 
 impl OidcTokens {
@@ -37,31 +28,16 @@ impl OidcTokens {
             config,
             http,
             token_endpoint: Mutex::new(None),
-            cached: Mutex::new(None),
+            cache: TokenCache::default(),
         }
     }
 
     pub(super) async fn current(&self) -> Result<Secret, AuthError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(entry) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
-            return Ok(entry.token.clone());
-        }
-        let fresh = self.request_token().await?;
-        let token = fresh.token.clone();
-        *cached = Some(fresh);
-        Ok(token)
+        self.cache.current(|| self.request_token()).await
     }
 
     pub(super) async fn replace(&self, rejected: &Secret) -> Result<Secret, AuthError> {
-        let mut cached = self.cached.lock().await;
-        // Another page may have refreshed already while we waited for the lock.
-        if let Some(entry) = cached.as_ref().filter(|c| &c.token != rejected) {
-            return Ok(entry.token.clone());
-        }
-        let fresh = self.request_token().await?;
-        let token = fresh.token.clone();
-        *cached = Some(fresh);
-        Ok(token)
+        self.cache.replace(rejected, || self.request_token()).await
     }
 
     async fn token_endpoint(&self) -> Result<openidconnect::TokenUrl, AuthError> {
@@ -85,7 +61,7 @@ impl OidcTokens {
         Ok(url)
     }
 
-    async fn request_token(&self) -> Result<CachedToken, AuthError> {
+    async fn request_token(&self) -> Result<FreshToken, AuthError> {
         let token_url = self.token_endpoint().await?;
         let client = CoreClient::new(
             ClientId::new(self.config.client_id.clone()),
@@ -121,15 +97,10 @@ impl OidcTokens {
                 },
                 other => AuthError::Unavailable(error_chain(&other)),
             })?;
-        let lifetime = response.expires_in().unwrap_or(DEFAULT_LIFETIME);
-        let early = (lifetime / 5).min(MAX_EARLY_REFRESH);
-        tracing::debug!(
-            lifetime_secs = lifetime.as_secs(),
-            "Obtained an IdP access token."
-        );
-        Ok(CachedToken {
+        Ok(FreshToken {
             token: Secret::new(response.access_token().secret().clone()),
-            refresh_at: started + lifetime.saturating_sub(early),
+            lifetime: response.expires_in(),
+            requested_at: started,
         })
     }
 }

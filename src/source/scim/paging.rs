@@ -62,7 +62,7 @@ impl ScimSource {
             let (url, page) = (&mut task.0)
                 .await
                 .map_err(|err| SourceError::Unavailable {
-                    url: self.page_url(resource, start).to_string(),
+                    request: format!("GET {}", self.page_url(resource, start)),
                     reason: format!("the page task failed: {err}"),
                 })?;
             let page = page?;
@@ -161,7 +161,7 @@ impl ScimSource {
         let page = match decoded {
             Ok(page) => page.map_err(|reason| inconsistent(&url, reason)),
             Err(err) => Err(SourceError::Unavailable {
-                url: url.to_string(),
+                request: format!("GET {url}"),
                 reason: format!("the decoding task failed: {err}"),
             }),
         };
@@ -290,7 +290,7 @@ impl<T> Page<T> {
 
 pub(super) fn unavailable(url: &Url, err: &reqwest::Error) -> SourceError {
     SourceError::Unavailable {
-        url: url.to_string(),
+        request: format!("GET {url}"),
         reason: error_chain(err),
     }
 }
