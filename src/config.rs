@@ -26,10 +26,12 @@ pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
     OidcConfig, ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
 };
+pub use source::{EntraConfig, OktaConfig, VendorHttp};
 
 /// Environment variables that may carry secrets instead of the file.
 pub const ENV_SOURCE_CLIENT_SECRET: &str = "IDSYNC_SOURCE_CLIENT_SECRET";
 pub const ENV_SOURCE_BEARER_TOKEN: &str = "IDSYNC_SOURCE_BEARER_TOKEN";
+pub const ENV_SOURCE_API_TOKEN: &str = "IDSYNC_SOURCE_API_TOKEN";
 pub const ENV_TARGET_API_KEY: &str = "IDSYNC_TARGET_API_KEY";
 
 /// Why a configuration cannot be used. The caller prints it and exits 2 before

@@ -7,6 +7,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+mod entra;
+mod okta;
+mod vendor;
+
+pub use entra::EntraConfig;
+pub use okta::OktaConfig;
+pub use vendor::VendorHttp;
+
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
     ConfigError, Secret, SourceAuth, ENV_SOURCE_BEARER_TOKEN, ENV_SOURCE_CLIENT_SECRET,
@@ -40,9 +48,11 @@ fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
         "scim" => Ok(SCIM_KEYS),
         "file" => Ok(FILE_KEYS),
+        "okta" => Ok(okta::KEYS),
+        "entra" => Ok(entra::KEYS),
         other => Err(invalid(
             "source.kind",
-            format!("must be \"scim\" or \"file\", such as kind = \"scim\"; got {other:?}"),
+            format!("must be \"scim\", \"file\", \"okta\" or \"entra\", such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -68,6 +78,8 @@ pub(super) struct RawSource {
     max_page_bytes: Option<i64>,
     max_resource_bytes: Option<i64>,
     incremental: Option<bool>,
+    okta: Option<okta::RawOkta>,
+    entra: Option<entra::RawEntra>,
     #[serde(default)]
     attributes: RawAttributes,
 }
@@ -117,6 +129,8 @@ pub enum Incremental {
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
+    Okta(OktaConfig),
+    Entra(EntraConfig),
 }
 
 /// `kind = "file"`: an export of users (and optionally of groups) on disk.
@@ -256,6 +270,8 @@ impl RawSource {
         };
         let kind = match self.kind.as_str() {
             "file" => SourceKind::File(self.file(&attributes)?),
+            "okta" => SourceKind::Okta(self.okta(&attributes, env)?),
+            "entra" => SourceKind::Entra(self.entra(&attributes, env)?),
             _ => SourceKind::Scim(self.scim(env)?),
         };
         Ok(SourceConfig {
@@ -294,6 +310,8 @@ impl RawSource {
                 self.max_resource_bytes.is_some(),
             ),
             ("source.incremental", self.incremental.is_some()),
+            ("source.okta", self.okta.is_some()),
+            ("source.entra", self.entra.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, given)| given.then_some(key))

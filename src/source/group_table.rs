@@ -126,7 +126,9 @@ impl GroupTable {
         for id in ids {
             let (before, after) = (self.groups.get(id), now.groups.get(id));
             let same = match (before, after) {
-                (Some(b), Some(a)) => b.name == a.name && b.members == a.members && b.nested == a.nested,
+                (Some(b), Some(a)) => {
+                    b.name == a.name && b.members == a.members && b.nested == a.nested
+                }
                 _ => false,
             };
             if !same {
@@ -206,7 +208,10 @@ mod tests {
         let mut after = before.clone();
         after.get_mut("eng").unwrap().members = [Subject::new("ann"), Subject::new("eve")].into();
         after.remove("old");
-        assert_eq!(subjects(&before.affected(&after)), ["ann", "bob", "dee", "eve"]);
+        assert_eq!(
+            subjects(&before.affected(&after)),
+            ["ann", "bob", "dee", "eve"]
+        );
 
         let mut renamed = before.clone();
         renamed.get_mut("ops").unwrap().name = "operations".into();

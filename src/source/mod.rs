@@ -9,11 +9,14 @@
 pub mod auth;
 pub mod cursor;
 pub mod delivery;
+pub mod entra;
 pub mod file;
 pub mod group_table;
 pub mod http;
 pub mod membership;
+mod next_page;
 pub mod normalize;
+pub mod okta;
 pub mod scim;
 
 use futures::future::BoxFuture;
@@ -124,5 +127,28 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             Ok(Box::new(source))
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
+        SourceKind::Okta(okta) => {
+            let http = vendor_client(&okta.http)?;
+            Ok(Box::new(okta::OktaSource::new(
+                okta,
+                config.incremental,
+                http,
+            )))
+        }
+        SourceKind::Entra(entra) => {
+            let http = vendor_client(&entra.http)?;
+            Ok(Box::new(entra::EntraSource::new(
+                entra,
+                config.incremental,
+                http,
+            )))
+        }
     }
+}
+
+/// The HTTP client of a vendor API source.
+fn vendor_client(settings: &crate::config::VendorHttp) -> Result<reqwest::Client, SourceError> {
+    crate::http::client_builder(settings.ca_pem.as_deref())
+        .and_then(|b| b.timeout(settings.timeout).build())
+        .map_err(|err| SourceError::Client(crate::error_chain(&err)))
 }

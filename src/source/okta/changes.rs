@@ -60,7 +60,11 @@ impl OktaSource {
             }
             if chunk.len() == CHUNK {
                 read.entries += chunk.len();
-                delivery.deliver(to_users(std::mem::take(&mut chunk), &memberships, &mut read));
+                delivery.deliver(to_users(
+                    std::mem::take(&mut chunk),
+                    &memberships,
+                    &mut read,
+                ));
             }
         }
         read.entries += chunk.len();
@@ -102,7 +106,11 @@ impl OktaSource {
 }
 
 /// Keeps the users of a page and marks them to be delivered.
-fn keep(page: Vec<OktaUser>, profiles: &mut HashMap<String, OktaUser>, wanted: &mut BTreeSet<Subject>) {
+fn keep(
+    page: Vec<OktaUser>,
+    profiles: &mut HashMap<String, OktaUser>,
+    wanted: &mut BTreeSet<Subject>,
+) {
     for user in page {
         if let Some(id) = user.id.clone() {
             wanted.insert(Subject::new(id.as_str()));

@@ -45,12 +45,6 @@ pub struct GroupProfile {
     pub name: Option<String>,
 }
 
-/// Just the id of a listed object (a group member).
-#[derive(Debug, Deserialize)]
-pub struct Id {
-    pub id: String,
-}
-
 impl OktaGroup {
     /// What moves when the group is renamed or its members change.
     pub fn version(&self) -> String {
@@ -71,7 +65,10 @@ pub fn is_active(status: Option<&str>) -> bool {
 impl OktaUser {
     /// The directory user, with its groups from `memberships`; an entry without
     /// an id cannot be keyed and is reported.
-    pub fn into_directory_user(self, memberships: &Memberships) -> Result<DirectoryUser, UnusableEntry> {
+    pub fn into_directory_user(
+        self,
+        memberships: &Memberships,
+    ) -> Result<DirectoryUser, UnusableEntry> {
         let profile = self.profile;
         let Some(id) = self.id.filter(|id| !id.trim().is_empty()) else {
             let label = profile
@@ -117,8 +114,7 @@ mod tests {
 
     #[test]
     fn a_user_is_keyed_by_id_with_profile_email_and_display_name() {
-        let memberships: Memberships =
-            [(Subject::new("00u1"), vec![GroupName::new("eng")])].into();
+        let memberships: Memberships = [(Subject::new("00u1"), vec![GroupName::new("eng")])].into();
         let ann = user(
             r#"{"id":"00u1","status":"ACTIVE","profile":{"email":"Ann@Example.com","login":"ann","displayName":"Ann L","firstName":"Ann","lastName":"Lee","mobilePhone":null}}"#,
         )

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::decode::{OktaGroup, OktaUser};
 use super::paging::Pages;
 use super::OktaSource;
-use crate::source::group_table::{GroupTable, TableGroup};
 use crate::model::Subject;
+use crate::source::group_table::{GroupTable, TableGroup};
 use crate::source::SourceError;
 
 /// What reading the groups found besides the table.
@@ -41,7 +41,10 @@ impl OktaSource {
                     .filter(|known| known.version == version);
                 let members = match unchanged {
                     Some(known) => known.members.clone(),
-                    None => self.read_members(&group.id, keep_profiles, &mut read).await?,
+                    None => {
+                        self.read_members(&group.id, keep_profiles, &mut read)
+                            .await?
+                    }
                 };
                 let listed = TableGroup {
                     name: group.profile.name.unwrap_or_default(),

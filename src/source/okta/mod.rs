@@ -56,14 +56,19 @@ struct OktaState {
 impl OktaSource {
     pub fn new(config: &OktaConfig, incremental: Incremental, http: reqwest::Client) -> Self {
         let tokens = Arc::new(TokenSource::new(&config.auth, http.clone()));
-        let http = DirectoryHttp::new(http, tokens, "application/json", config.max_retry_after)
-            .with_rate_budget(RateBudget {
-                remaining: "x-rate-limit-remaining",
-                reset: "x-rate-limit-reset",
-            });
+        let http = DirectoryHttp::new(
+            http,
+            tokens,
+            "application/json",
+            config.http.max_retry_after,
+        )
+        .with_rate_budget(RateBudget {
+            remaining: "x-rate-limit-remaining",
+            reset: "x-rate-limit-reset",
+        });
         Self {
-            base: config.url.clone(),
-            page_size: config.page_size.get(),
+            base: config.http.url.clone(),
+            page_size: config.http.page_size.get(),
             group_types: config.group_types.clone(),
             incremental,
             http,
@@ -118,7 +123,10 @@ impl OktaSource {
     ) -> Result<Read, SourceError> {
         let started = SystemTime::now();
         let groups = self.read_groups(None, false).await?;
-        let memberships = groups.table.memberships().map_err(|err| inconsistent(&self.groups_url(), err))?;
+        let memberships = groups
+            .table
+            .memberships()
+            .map_err(|err| inconsistent(&self.groups_url(), err))?;
         let mut read = Read::default();
         let mut listing = Pages::new(&self.http, self.users_url(None));
         while let Some(page) = listing.next::<OktaUser>().await? {
@@ -184,10 +192,16 @@ impl Directory for OktaSource {
                 return self.full_read(shutdown, &delivery).await;
             };
             let reason = match cursor::next_read(cursor, full_read_every, SystemTime::now()) {
-                NextRead::Changes(position) => match serde_json::from_str::<OktaState>(&position.token) {
-                    Ok(state) => return self.change_read(shutdown, &delivery, &position, state).await,
-                    Err(_) => cursor::FullReason::Unreadable,
-                },
+                NextRead::Changes(position) => {
+                    match serde_json::from_str::<OktaState>(&position.token) {
+                        Ok(state) => {
+                            return self
+                                .change_read(shutdown, &delivery, &position, state)
+                                .await
+                        }
+                        Err(_) => cursor::FullReason::Unreadable,
+                    }
+                }
                 NextRead::Full(reason) => reason,
             };
             tracing::info!(%reason, "Reading the whole Okta directory.");
