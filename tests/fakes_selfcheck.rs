@@ -15,6 +15,7 @@ use support::fake_gateway::{
     RETRY_AFTER_GRACE,
 };
 use support::fake_idp::{FakeIdp, IdpFaults, IdpOptions};
+use support::prism::{vendor_spec, Prism};
 
 const STANDARD_KEY: &str = "hpk_fake_standard_key";
 
@@ -802,4 +803,72 @@ async fn idp_scripted_paging_faults() {
         (35, 25),
         "page 1 is served twice, nothing is lost"
     );
+}
+
+/// The shared Prism proxy for vendor documents: a request within Google's document
+/// passes to the fake, one outside it (`maxResults` over 500) is refused and counted.
+#[tokio::test]
+async fn prism_proxy_checks_requests_against_a_vendor_document() {
+    let fake = axum::Router::new().route(
+        "/admin/directory/v1/users",
+        axum::routing::get(|| async {
+            axum::Json(json!({"kind": "admin#directory#users", "users": []}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, fake).await });
+    let prism = Prism::proxy(&vendor_spec("google"), &upstream).await;
+    let users = |max: u32| {
+        format!(
+            "{}/admin/directory/v1/users?customer=my_customer&maxResults={max}",
+            prism.url()
+        )
+    };
+    let client = Client::new();
+    let get = |url: String| client.get(url).bearer_auth("t").send();
+    assert_eq!(
+        get(users(500)).await.expect("sent").status(),
+        StatusCode::OK
+    );
+    assert!(prism.violations().is_empty(), "{}", prism.log_text());
+    let refused = get(users(501)).await.expect("sent").status();
+    assert_eq!(refused, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(prism.violations().len(), 1, "{}", prism.log_text());
+}
+
+/// The fakes' assertion check accepts what idsync signs and nothing else.
+#[test]
+fn jwt_assertions_are_verified_by_signature_and_claims() {
+    use idsync::config::{Secret, SigningKey};
+    use support::jwt::{verify_assertion, Expected, TEST_PRIVATE_KEY, TEST_PUBLIC_KEY};
+
+    let key = SigningKey::from_pem("test", &Secret::new(TEST_PRIVATE_KEY)).expect("key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = |aud: &str, exp: u64| json!({"iss": "c", "sub": "c", "aud": aud, "iat": now, "exp": exp, "jti": "j1"});
+    let expect = Expected {
+        issuer: "c",
+        subject: "c",
+        audience: "http://127.0.0.1/token",
+    };
+    let good = key
+        .sign(&claims(expect.audience, now + 300))
+        .expect("signed");
+    verify_assertion(&good, TEST_PUBLIC_KEY, &expect).expect("valid");
+    let other_audience = key
+        .sign(&claims("http://elsewhere/token", now + 300))
+        .expect("signed");
+    let expired = key
+        .sign(&claims(expect.audience, now - 600))
+        .expect("signed");
+    let mut tampered = good.clone();
+    tampered.insert(good.len() - 2, 'A');
+    for bad in [other_audience, expired, tampered] {
+        assert!(verify_assertion(&bad, TEST_PUBLIC_KEY, &expect).is_err());
+    }
 }

@@ -5,6 +5,8 @@
 pub mod directory;
 pub mod fake_gateway;
 pub mod fake_idp;
+pub mod jwt;
+pub mod prism;
 
 use std::path::Path;
 
