@@ -5,6 +5,7 @@
 pub mod directory;
 pub mod fake_gateway;
 pub mod fake_idp;
+pub mod fake_okta;
 pub mod jwt;
 pub mod prism;
 
