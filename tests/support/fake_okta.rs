@@ -609,7 +609,9 @@ impl Paged {
 }
 
 /// Which users a `filter` selects: none given leaves out DEPROVISIONED users.
-fn user_filter(filter: Option<&str>) -> Result<Box<dyn Fn(&OktaUser) -> bool>, String> {
+type UserFilter = Box<dyn Fn(&OktaUser) -> bool>;
+
+fn user_filter(filter: Option<&str>) -> Result<UserFilter, String> {
     let Some(filter) = filter else {
         return Ok(Box::new(|u| u.status != "DEPROVISIONED"));
     };
