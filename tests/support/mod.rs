@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod directory;
+pub mod fake_entra;
 pub mod fake_gateway;
 pub mod fake_idp;
 pub mod fake_okta;
