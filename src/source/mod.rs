@@ -18,6 +18,7 @@ mod next_page;
 pub mod normalize;
 pub mod okta;
 pub mod scim;
+mod vendor_read;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;

@@ -10,9 +10,10 @@ use url::Url;
 
 use super::decode::{DeltaEntry, GraphGroup, GraphUser, USER_FIELDS};
 use super::paging::Pages;
-use super::{add_member, encode, subjects, to_users, EntraSource, EntraState};
+use super::{add_member, subjects, to_users, EntraSource, EntraState};
 use crate::source::cursor::Position;
 use crate::source::group_table::{GroupTable, TableGroup};
+use crate::source::vendor_read::encode;
 use crate::source::{Delivery, Read, Scope, SourceError};
 
 /// Ids in one `$filter=id in (…)`: Graph allows 15 values for `in`.

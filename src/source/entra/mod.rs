@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::auth::TokenSource;
-use super::cursor::{self, FullReason, NextRead, Position};
+use super::cursor::Position;
 use super::group_table::{GroupTable, Memberships, TableGroup};
 use super::http::DirectoryHttp;
+use super::vendor_read::{self, Planned};
 use super::{Delivery, Directory, Read, Scope, SourceError};
 use crate::config::{EntraConfig, Incremental};
 use crate::model::{DirectoryUser, Subject};
@@ -129,7 +130,8 @@ impl EntraSource {
                 groups_delta: groups_delta.to_string(),
                 groups: table,
             };
-            read.cursor = Some(Position::after_full_read(encode(&state), started).encode());
+            read.cursor =
+                Some(Position::after_full_read(vendor_read::encode(&state), started).encode());
         }
         Ok(read)
     }
@@ -221,19 +223,7 @@ fn to_users(
     memberships: &Memberships,
     read: &mut Read,
 ) -> Vec<DirectoryUser> {
-    let mut users = Vec::with_capacity(page.len());
-    for user in page {
-        match user.into_directory_user(memberships) {
-            Ok(user) => users.push(user),
-            Err(unusable) => read.unusable.push(unusable),
-        }
-    }
-    users
-}
-
-fn encode(state: &EntraState) -> String {
-    // A struct of strings and string sets always serializes.
-    serde_json::to_string(state).unwrap_or_default()
+    vendor_read::keyed(page, |user| user.into_directory_user(memberships), read)
 }
 
 impl Directory for EntraSource {
@@ -244,28 +234,19 @@ impl Directory for EntraSource {
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
-            let Incremental::On { full_read_every } = self.incremental else {
-                return self.full_read(shutdown, &delivery).await;
-            };
-            let reason = match cursor::next_read(cursor, full_read_every, SystemTime::now()) {
-                NextRead::Changes(position) => {
-                    match serde_json::from_str::<EntraState>(&position.token) {
-                        Ok(state) => match self
-                            .change_read(shutdown, &delivery, &position, state)
-                            .await
-                        {
-                            Err(err) if paging::is_expired_delta(&err) => {
-                                tracing::info!(%err, "Graph no longer knows the delta link.");
-                                FullReason::Unreadable
-                            }
-                            done => return done,
-                        },
-                        Err(_) => FullReason::Unreadable,
+            if let Planned::Changes(position, state) =
+                vendor_read::plan::<EntraState>(self.incremental, cursor, "entra")
+            {
+                match self
+                    .change_read(shutdown, &delivery, &position, state)
+                    .await
+                {
+                    Err(err) if paging::is_expired_delta(&err) => {
+                        tracing::info!(%err, "Graph no longer knows the delta link; reading the whole directory.");
                     }
+                    done => return done,
                 }
-                NextRead::Full(reason) => reason,
-            };
-            tracing::info!(%reason, "Reading the whole Entra ID directory.");
+            }
             self.full_read(shutdown, &delivery).await
         })
     }

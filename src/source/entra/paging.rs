@@ -8,6 +8,7 @@ use url::Url;
 
 use crate::source::http::DirectoryHttp;
 use crate::source::next_page::same_origin;
+use crate::source::vendor_read::{fetch, undecodable};
 use crate::source::SourceError;
 
 #[derive(Deserialize)]
@@ -43,20 +44,10 @@ impl<'a> Pages<'a> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
-        let response = self.http.get(&url).await?;
+        let (_, body) = fetch(self.http, &url).await?;
         self.requests += 1;
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| SourceError::Unavailable {
-                request: format!("GET {url}"),
-                reason: crate::error_chain(&err),
-            })?;
-        let page: Page<T> =
-            serde_json::from_slice(&body).map_err(|err| SourceError::Inconsistent {
-                url: url.to_string(),
-                reason: format!("not a Graph collection page: {err}"),
-            })?;
+        let page: Page<T> = serde_json::from_slice(&body)
+            .map_err(|err| undecodable(&url, "a Graph collection page", &err))?;
         self.next = page
             .next_link
             .map(|link| same_origin(&url, &link))

@@ -8,9 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::OktaUser;
 use super::paging::Pages;
-use super::{encode, inconsistent, since, to_users, OktaSource, OktaState, CHUNK};
+use super::{inconsistent, since, to_users, OktaSource, OktaState, CHUNK};
 use crate::model::Subject;
 use crate::source::cursor::Position;
+use crate::source::vendor_read::encode;
 use crate::source::{Delivery, Read, Scope, SourceError};
 
 /// Ids asked for in one `filter=id eq … or …` request.

@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::auth::TokenSource;
-use super::cursor::{self, NextRead, Position};
+use super::cursor::Position;
 use super::group_table::{GroupTable, Memberships};
 use super::http::{DirectoryHttp, RateBudget};
+use super::vendor_read::{self, Planned};
 use super::{Delivery, Directory, Read, Scope, SourceError};
 use crate::config::{Incremental, OktaConfig};
 use crate::model::DirectoryUser;
@@ -144,7 +145,8 @@ impl OktaSource {
                 since: since(groups.server_time.unwrap_or(started)),
                 groups: groups.table,
             };
-            read.cursor = Some(Position::after_full_read(encode(&state), started).encode());
+            read.cursor =
+                Some(Position::after_full_read(vendor_read::encode(&state), started).encode());
         }
         Ok(read)
     }
@@ -152,14 +154,7 @@ impl OktaSource {
 
 /// The users of a page, keyed and with their groups; unusable ones go to `read`.
 fn to_users(page: Vec<OktaUser>, memberships: &Memberships, read: &mut Read) -> Vec<DirectoryUser> {
-    let mut users = Vec::with_capacity(page.len());
-    for user in page {
-        match user.into_directory_user(memberships) {
-            Ok(user) => users.push(user),
-            Err(unusable) => read.unusable.push(unusable),
-        }
-    }
-    users
+    vendor_read::keyed(page, |user| user.into_directory_user(memberships), read)
 }
 
 fn inconsistent(url: &Url, err: impl std::fmt::Display) -> SourceError {
@@ -175,11 +170,6 @@ fn since(time: SystemTime) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-fn encode(state: &OktaState) -> String {
-    // A struct of strings and string sets always serializes.
-    serde_json::to_string(state).unwrap_or_default()
-}
-
 impl Directory for OktaSource {
     fn read<'a>(
         &'a self,
@@ -188,24 +178,13 @@ impl Directory for OktaSource {
         cursor: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
-            let Incremental::On { full_read_every } = self.incremental else {
-                return self.full_read(shutdown, &delivery).await;
-            };
-            let reason = match cursor::next_read(cursor, full_read_every, SystemTime::now()) {
-                NextRead::Changes(position) => {
-                    match serde_json::from_str::<OktaState>(&position.token) {
-                        Ok(state) => {
-                            return self
-                                .change_read(shutdown, &delivery, &position, state)
-                                .await
-                        }
-                        Err(_) => cursor::FullReason::Unreadable,
-                    }
+            match vendor_read::plan::<OktaState>(self.incremental, cursor, "okta") {
+                Planned::Changes(position, state) => {
+                    self.change_read(shutdown, &delivery, &position, state)
+                        .await
                 }
-                NextRead::Full(reason) => reason,
-            };
-            tracing::info!(%reason, "Reading the whole Okta directory.");
-            self.full_read(shutdown, &delivery).await
+                Planned::Full => self.full_read(shutdown, &delivery).await,
+            }
         })
     }
 

@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::source::http::DirectoryHttp;
 use crate::source::next_page::same_origin;
+use crate::source::vendor_read::{fetch, undecodable};
 use crate::source::SourceError;
 
 /// A listing, page by page.
@@ -36,23 +37,14 @@ impl<'a> Pages<'a> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
-        let response = self.http.get(&url).await?;
+        let (headers, body) = fetch(self.http, &url).await?;
         self.requests += 1;
-        self.server_time = self.server_time.or_else(|| server_time(response.headers()));
-        let next = next_link(response.headers())
+        self.server_time = self.server_time.or_else(|| server_time(&headers));
+        let next = next_link(&headers)
             .map(|link| same_origin(&url, &link))
             .transpose()?;
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| SourceError::Unavailable {
-                request: format!("GET {url}"),
-                reason: crate::error_chain(&err),
-            })?;
-        let page = serde_json::from_slice(&body).map_err(|err| SourceError::Inconsistent {
-            url: url.to_string(),
-            reason: format!("not a JSON array of Okta objects: {err}"),
-        })?;
+        let page = serde_json::from_slice(&body)
+            .map_err(|err| undecodable(&url, "a JSON array of Okta objects", &err))?;
         self.next = next;
         Ok(Some(page))
     }
