@@ -355,3 +355,20 @@ fn credentials_must_be_given_exactly_one_way() {
         assert!(err.contains(names), "{entra:?}: {err}");
     }
 }
+
+/// `check-config --connect`: a token, then one user.
+#[tokio::test]
+async fn the_probe_gets_a_token_and_reads_one_user() {
+    let world = World::start(true, false).await;
+    world.graph.seed(50, 2);
+    let config = Config::parse(&world.config_text(), "test", &|_| None).expect("config");
+    let source = idsync::source::open(&config.source).expect("source");
+    let found = source.probe().await.expect("probe");
+    assert!(
+        found.contains("read user 00000000-0000-4000-8000-000000000000"),
+        "{found}"
+    );
+    let stats = world.graph.stats();
+    assert_eq!((stats.token_requests, stats.graph_requests), (1, 1));
+    world.assert_no_violations();
+}

@@ -316,3 +316,17 @@ fn credentials_must_be_given_exactly_one_way() {
         assert!(!err.contains("-----BEGIN"), "no key in errors");
     }
 }
+
+/// `check-config --connect`: a token from the service app, then one user.
+#[tokio::test]
+async fn the_probe_gets_a_token_and_reads_one_user() {
+    let mut world = World::start(OktaOptions::default(), false, false).await;
+    world.credential = Credential::ServiceApp;
+    world.okta.seed(50, 2);
+    let config = Config::parse(&world.config_text(), "test", &|_| None).expect("config");
+    let source = idsync::source::open(&config.source).expect("source");
+    let found = source.probe().await.expect("probe");
+    assert!(found.contains("read user 00u0000000"), "{found}");
+    let stats = world.okta.stats();
+    assert_eq!((stats.token_requests, stats.api_requests), (1, 1));
+}
