@@ -15,6 +15,11 @@ use super::{Read, SourceError};
 use crate::config::Incremental;
 use crate::model::{DirectoryUser, UnusableEntry};
 
+/// Member listings read at once. A directory has many groups of a page or two
+/// each, so a full read is mostly these short reads; four in flight keep the
+/// wait for each answer from adding up, and an advertised budget is shared by all.
+pub const LISTINGS_IN_FLIGHT: usize = 4;
+
 /// What this read should be.
 pub enum Planned<S> {
     Full,

@@ -477,35 +477,7 @@ impl Shared {
         if user_page {
             state.stats.user_pages += 1;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let window = now / self.opts.window_secs;
-        if state.window.0 != window {
-            state.window = (window, 0);
-        }
-        state.window.1 += 1;
-        let used = state.window.1;
-        let reset = (window + 1) * self.opts.window_secs;
-        let scripted = state.faults.throttle_request == Some(state.stats.api_requests);
-        let over = used > self.opts.rate_limit;
-        let remaining = if scripted {
-            0
-        } else {
-            self.opts.rate_limit.saturating_sub(used)
-        };
-        let limit_headers = vec![
-            ("x-rate-limit-limit", self.opts.rate_limit.to_string()),
-            ("x-rate-limit-remaining", remaining.to_string()),
-            (
-                "x-rate-limit-reset",
-                (if scripted { now + 1 } else { reset }).to_string(),
-            ),
-        ];
-        if remaining == 0 {
-            state.stats.budget_spent += 1;
-        }
+        let (limit_headers, over, scripted) = self.take_budget(&mut state);
         if over || scripted {
             state.stats.over_budget += usize::from(over);
             state.stats.throttled += 1;
@@ -538,6 +510,40 @@ impl Shared {
             return (limit_headers, Some(failure));
         }
         (limit_headers, None)
+    }
+}
+
+impl Shared {
+    /// Counts a request in its window: the rate-limit headers to answer with,
+    /// whether it came over the budget, and whether a 429 is scripted for it.
+    fn take_budget(&self, state: &mut OktaState) -> (Vec<(&'static str, String)>, bool, bool) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let window = now / self.opts.window_secs;
+        if state.window.0 != window {
+            state.window = (window, 0);
+        }
+        state.window.1 += 1;
+        let used = state.window.1;
+        let scripted = state.faults.throttle_request == Some(state.stats.api_requests);
+        let (remaining, reset) = match scripted {
+            true => (0, now + 1),
+            false => (
+                self.opts.rate_limit.saturating_sub(used),
+                (window + 1) * self.opts.window_secs,
+            ),
+        };
+        if remaining == 0 {
+            state.stats.budget_spent += 1;
+        }
+        let headers = vec![
+            ("x-rate-limit-limit", self.opts.rate_limit.to_string()),
+            ("x-rate-limit-remaining", remaining.to_string()),
+            ("x-rate-limit-reset", reset.to_string()),
+        ];
+        (headers, used > self.opts.rate_limit, scripted)
     }
 }
 

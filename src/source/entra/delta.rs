@@ -48,14 +48,7 @@ impl EntraSource {
         wanted.extend(users.changed);
         let mut removed = users.removed;
         wanted.retain(|id| !removed.contains(id));
-        let mut found = HashMap::new();
-        let ids: Vec<&String> = wanted.iter().collect();
-        for chunk in ids.chunks(IDS_PER_REQUEST) {
-            if shutdown.is_cancelled() {
-                return Err(SourceError::Interrupted);
-            }
-            self.read_by_id(chunk, &mut found).await?;
-        }
+        let found = self.read_all_by_id(shutdown, &wanted).await?;
         // Listed as a member or as changed, but no longer a user: deleted.
         removed.extend(wanted.iter().filter(|id| !found.contains_key(*id)).cloned());
         let memberships = self.memberships(&table)?;
@@ -125,6 +118,23 @@ impl EntraSource {
             url: link.to_owned(),
             reason: "the delta listing ended without an @odata.deltaLink".into(),
         })
+    }
+
+    /// The users of `ids` Graph still has.
+    async fn read_all_by_id(
+        &self,
+        shutdown: &CancellationToken,
+        ids: &BTreeSet<String>,
+    ) -> Result<HashMap<String, GraphUser>, SourceError> {
+        let mut found = HashMap::new();
+        let ids: Vec<&String> = ids.iter().collect();
+        for chunk in ids.chunks(IDS_PER_REQUEST) {
+            if shutdown.is_cancelled() {
+                return Err(SourceError::Interrupted);
+            }
+            self.read_by_id(chunk, &mut found).await?;
+        }
+        Ok(found)
     }
 
     /// Users by object id; ids Graph no longer has are simply not found.

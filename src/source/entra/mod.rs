@@ -146,46 +146,48 @@ impl EntraSource {
         })
     }
 
-    /// Every group, with its direct members.
+    /// Every group, with its direct members, one group at a time: Graph throttles
+    /// per app, and a `Retry-After` holds back only the request it answered, so
+    /// others in flight would run into the same throttle.
     async fn read_groups(&self, shutdown: &CancellationToken) -> Result<GroupTable, SourceError> {
         let top = self.page_size.to_string();
         let groups_url = self.endpoint("groups", &[("$select", "id,displayName"), ("$top", &top)]);
-        let mut table = GroupTable::default();
         let mut listing = Pages::new(&self.http, groups_url.clone());
+        let mut listed = Vec::new();
         while let Some(page) = listing.next::<GraphGroup>().await? {
-            for group in page {
-                if shutdown.is_cancelled() {
-                    return Err(SourceError::Interrupted);
-                }
-                let mut listed = TableGroup {
-                    name: group.display_name.unwrap_or_default(),
-                    ..TableGroup::default()
-                };
-                self.read_members(&group.id, &mut listed).await?;
-                if table.insert(group.id.clone(), listed).is_some() {
-                    return Err(SourceError::Inconsistent {
-                        url: groups_url.to_string(),
-                        reason: format!("group {} is listed twice", group.id),
-                    });
-                }
+            listed.extend(page);
+        }
+        let mut table = GroupTable::default();
+        for group in listed {
+            if shutdown.is_cancelled() {
+                return Err(SourceError::Interrupted);
+            }
+            let mut members = self.read_members(&group.id).await?;
+            members.name = group.display_name.unwrap_or_default();
+            if table.insert(group.id.clone(), members).is_some() {
+                return Err(SourceError::Inconsistent {
+                    url: groups_url.to_string(),
+                    reason: format!("group {} is listed twice", group.id),
+                });
             }
         }
         Ok(table)
     }
 
-    async fn read_members(&self, id: &str, group: &mut TableGroup) -> Result<(), SourceError> {
+    async fn read_members(&self, id: &str) -> Result<TableGroup, SourceError> {
         let top = self.page_size.to_string();
         let url = self.endpoint(
             &format!("groups/{id}/members"),
             &[("$select", "id"), ("$top", &top)],
         );
+        let mut group = TableGroup::default();
         let mut listing = Pages::new(&self.http, url);
         while let Some(page) = listing.next::<Member>().await? {
             for member in page {
-                add_member(group, member);
+                add_member(&mut group, member);
             }
         }
-        Ok(())
+        Ok(group)
     }
 
     fn memberships(&self, table: &GroupTable) -> Result<Memberships, SourceError> {

@@ -11,6 +11,7 @@ use super::paging::Pages;
 use super::{inconsistent, since, to_users, OktaSource, OktaState, CHUNK};
 use crate::model::Subject;
 use crate::source::cursor::Position;
+use crate::source::group_table::Memberships;
 use crate::source::vendor_read::encode;
 use crate::source::{Delivery, Read, Scope, SourceError};
 
@@ -27,9 +28,33 @@ impl OktaSource {
     ) -> Result<Read, SourceError> {
         let started = SystemTime::now();
         let groups = self.read_groups(Some(&state.groups), true).await?;
-        let mut profiles = groups.profiles;
-        let mut wanted = state.groups.affected(&groups.table);
-        let filter = format!("lastUpdated gt \"{}\"", state.since);
+        let wanted = state.groups.affected(&groups.table);
+        let (wanted, profiles) = self
+            .changed_users(shutdown, &state.since, wanted, groups.profiles)
+            .await?;
+        let memberships = groups
+            .table
+            .memberships()
+            .map_err(|err| inconsistent(&self.groups_url(), err))?;
+        let mut read = deliver(delivery, wanted, profiles, &memberships);
+        let next = OktaState {
+            since: since(groups.server_time.unwrap_or(started)),
+            groups: groups.table,
+        };
+        read.cursor = Some(position.advanced(encode(&next)).encode());
+        Ok(read)
+    }
+
+    /// `wanted` (the users whose groups changed) and the users updated since
+    /// `since`, with the profiles of all of them that Okta still has.
+    async fn changed_users(
+        &self,
+        shutdown: &CancellationToken,
+        since: &str,
+        mut wanted: BTreeSet<Subject>,
+        mut profiles: HashMap<String, OktaUser>,
+    ) -> Result<(BTreeSet<Subject>, HashMap<String, OktaUser>), SourceError> {
+        let filter = format!("lastUpdated gt \"{since}\"");
         let mut listing = Pages::new(&self.http, self.users_url(Some(&filter)));
         while let Some(page) = listing.next::<OktaUser>().await? {
             keep(page, &mut profiles, &mut wanted);
@@ -46,42 +71,7 @@ impl OktaSource {
             self.read_by_id(ids, &mut found).await?;
         }
         profiles.extend(found);
-        let memberships = groups
-            .table
-            .memberships()
-            .map_err(|err| inconsistent(&self.groups_url(), err))?;
-        let mut read = Read::default();
-        let mut removed = Vec::new();
-        let mut chunk = Vec::new();
-        for subject in wanted {
-            match profiles.remove(subject.as_str()) {
-                Some(user) => chunk.push(user),
-                // Gone from Okta altogether (deleted after deactivation).
-                None => removed.push(subject),
-            }
-            if chunk.len() == CHUNK {
-                read.entries += chunk.len();
-                delivery.deliver(to_users(
-                    std::mem::take(&mut chunk),
-                    &memberships,
-                    &mut read,
-                ));
-            }
-        }
-        read.entries += chunk.len();
-        delivery.deliver(to_users(chunk, &memberships, &mut read));
-        tracing::info!(
-            delivered = read.entries,
-            removed = removed.len(),
-            "Read the Okta users changed since the last read."
-        );
-        read.scope = Scope::Changes { removed };
-        let next = OktaState {
-            since: since(groups.server_time.unwrap_or(started)),
-            groups: groups.table,
-        };
-        read.cursor = Some(position.advanced(encode(&next)).encode());
-        Ok(read)
+        Ok((wanted, profiles))
     }
 
     /// Users by id, whatever their status.
@@ -104,6 +94,38 @@ impl OktaSource {
         }
         Ok(())
     }
+}
+
+/// Delivers each wanted user found, whole; the others are gone from Okta
+/// altogether (deleted after deactivation) and count as removed.
+fn deliver(
+    delivery: &Delivery,
+    wanted: BTreeSet<Subject>,
+    mut profiles: HashMap<String, OktaUser>,
+    memberships: &Memberships,
+) -> Read {
+    let mut read = Read::default();
+    let mut removed = Vec::new();
+    let mut found = Vec::new();
+    for subject in wanted {
+        match profiles.remove(subject.as_str()) {
+            Some(user) => found.push(user),
+            None => removed.push(subject),
+        }
+    }
+    read.entries = found.len();
+    let mut found = found.into_iter().peekable();
+    while found.peek().is_some() {
+        let chunk = found.by_ref().take(CHUNK).collect();
+        delivery.deliver(to_users(chunk, memberships, &mut read));
+    }
+    tracing::info!(
+        delivered = read.entries,
+        removed = removed.len(),
+        "Read the Okta users changed since the last read."
+    );
+    read.scope = Scope::Changes { removed };
+    read
 }
 
 /// Keeps the users of a page and marks them to be delivered.
