@@ -71,21 +71,22 @@ impl GroupTable {
         self.groups.keys()
     }
 
-    /// Each member's groups by name. A group nesting one the table does not hold
-    /// is an error: the read that built it missed part of the directory.
-    pub fn memberships(&self) -> Result<Memberships, MembershipError> {
-        let listed = self.groups.iter().map(|(id, group)| ListedGroup {
-            name: id.clone(),
-            members: group.members.iter().cloned().collect(),
-            groups: group.nested.iter().cloned().collect(),
-        });
-        let by_id = membership::groups_of_members(listed.collect())?;
+    /// Each member's groups by name, the table given up for them (it is the larger
+    /// of the two at once). A group nesting one the table does not hold is an
+    /// error: the read that built it missed part of the directory.
+    pub fn into_memberships(self) -> Result<Memberships, MembershipError> {
         // One shared name per group; a blank name counts for nesting only.
-        let names: HashMap<&str, Option<GroupName>> = self
+        let names: HashMap<String, Option<GroupName>> = self
             .groups
             .iter()
-            .map(|(id, group)| (id.as_str(), normalize::group_name(&group.name)))
+            .map(|(id, group)| (id.clone(), normalize::group_name(&group.name)))
             .collect();
+        let listed = self.groups.into_iter().map(|(id, group)| ListedGroup {
+            name: id,
+            members: group.members.into_iter().collect(),
+            groups: group.nested.into_iter().collect(),
+        });
+        let by_id = membership::groups_of_members(listed.collect())?;
         let mut memberships = Memberships::with_capacity(by_id.len());
         for (subject, ids) in by_id {
             let mut groups: Vec<GroupName> = ids
@@ -186,7 +187,7 @@ mod tests {
             ("g4", group("  ", &["cy"], &[])),
             ("g5", group("all", &[], &["g4"])),
         ]);
-        let memberships = table.memberships().unwrap();
+        let memberships = table.into_memberships().unwrap();
         assert_eq!(names(&memberships, "ann"), ["eng"]);
         assert_eq!(names(&memberships, "bob"), ["eng", "sre"]);
         // A blank-named group gives no name but still nests.
@@ -197,7 +198,7 @@ mod tests {
     fn a_nested_group_missing_from_the_table_is_an_error() {
         let table = table(&[("g1", group("eng", &[], &["gone"]))]);
         assert!(matches!(
-            table.memberships(),
+            table.into_memberships(),
             Err(MembershipError::UnknownNested { .. })
         ));
     }

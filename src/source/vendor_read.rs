@@ -57,7 +57,7 @@ pub fn encode<S: Serialize>(state: &S) -> String {
 /// The users of a page keyed by `key`; the entries it cannot key go to `read`.
 pub fn keyed<T>(
     page: Vec<T>,
-    key: impl Fn(T) -> Result<DirectoryUser, UnusableEntry>,
+    mut key: impl FnMut(T) -> Result<DirectoryUser, UnusableEntry>,
     read: &mut Read,
 ) -> Vec<DirectoryUser> {
     let mut users = Vec::with_capacity(page.len());

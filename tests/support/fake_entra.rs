@@ -382,8 +382,9 @@ async fn list_users(
             return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "Unsupported filter")
         }
     };
-    let body: Vec<Value> = users.iter().map(|u| user_json(u)).collect();
-    page(&state.public_url, "/users", &params, body)
+    page(&state.public_url, "/users", &params, &users, |u| {
+        user_json(u)
+    })
 }
 
 async fn list_groups(
@@ -395,12 +396,14 @@ async fn list_groups(
         return refusal;
     }
     let state = shared.lock();
-    let body = state
-        .groups
-        .iter()
-        .map(|(id, g)| json!({"id": id, "displayName": g.name}))
-        .collect();
-    page(&state.public_url, "/groups", &params, body)
+    let groups: Vec<(&String, &EntraGroup)> = state.groups.iter().collect();
+    page(
+        &state.public_url,
+        "/groups",
+        &params,
+        &groups,
+        |(id, g)| json!({"id": id, "displayName": g.name}),
+    )
 }
 
 async fn list_members(
@@ -420,29 +423,26 @@ async fn list_members(
             "No such group",
         );
     };
-    let users = group
-        .users
-        .iter()
-        .map(|m| json!({"@odata.type": "#microsoft.graph.user", "id": m}));
-    let groups = group
-        .groups
-        .iter()
-        .map(|m| json!({"@odata.type": "#microsoft.graph.group", "id": m}));
-    let body = users.chain(groups).collect();
+    let users = group.users.iter().map(|m| ("#microsoft.graph.user", m));
+    let groups = group.groups.iter().map(|m| ("#microsoft.graph.group", m));
+    let members: Vec<(&str, &String)> = users.chain(groups).collect();
+    let path = format!("/groups/{id}/members");
     page(
         &state.public_url,
-        &format!("/groups/{id}/members"),
+        &path,
         &params,
-        body,
+        &members,
+        |(kind, id)| json!({"@odata.type": kind, "id": id}),
     )
 }
 
 /// A page of `items` from `$skiptoken` (an offset), `$top` long, with the next link.
-fn page(
+fn page<T>(
     public_url: &str,
     path: &str,
     params: &BTreeMap<String, String>,
-    items: Vec<Value>,
+    items: &[T],
+    to_json: impl Fn(&T) -> Value,
 ) -> Response {
     let top = params
         .get("$top")
@@ -454,7 +454,7 @@ fn page(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let end = (start + top).min(items.len());
-    let mut body = json!({"@odata.context": format!("{public_url}/$metadata#{}", path.trim_start_matches('/')), "value": items[start.min(end)..end]});
+    let mut body = json!({"@odata.context": format!("{public_url}/$metadata#{}", path.trim_start_matches('/')), "value": items[start.min(end)..end].iter().map(to_json).collect::<Vec<_>>()});
     if end < items.len() {
         let mut next = url::Url::parse(&format!("{public_url}{path}")).expect("url");
         for (key, value) in params.iter().filter(|(k, _)| *k != "$skiptoken") {

@@ -578,12 +578,17 @@ impl Paged {
             .and_then(|l| l.parse::<usize>().ok())
             .unwrap_or(MAX_LIMIT)
             .clamp(1, MAX_LIMIT);
-        let start = match params.get("after") {
-            Some(after) => (0..total)
-                .find(|&i| id_at(i).as_str() > after.as_str())
-                .unwrap_or(total),
-            None => 0,
-        };
+        // Listings are in id order: the page starts at the first id past `after`.
+        let (mut start, mut past) = (0, total);
+        if let Some(after) = params.get("after") {
+            while start < past {
+                let middle = (start + past) / 2;
+                match id_at(middle).as_str() <= after.as_str() {
+                    true => start = middle + 1,
+                    false => past = middle,
+                }
+            }
+        }
         let end = (start + limit).min(total);
         Self {
             range: start..end,

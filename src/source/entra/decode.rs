@@ -66,7 +66,7 @@ impl GraphUser {
     /// The directory user, with its groups from `memberships`.
     pub fn into_directory_user(
         self,
-        memberships: &Memberships,
+        memberships: &mut Memberships,
     ) -> Result<DirectoryUser, UnusableEntry> {
         let Some(id) = self.id.filter(|id| !id.trim().is_empty()) else {
             return Err(UnusableEntry {
@@ -84,7 +84,8 @@ impl GraphUser {
             active: self.account_enabled != Some(false),
             email: normalize::choose_email(listed, login(self.user_principal_name.as_deref())),
             name: normalize::choose_name(self.display_name.as_deref(), None, None, None),
-            groups: memberships.get(&subject).cloned().unwrap_or_default(),
+            // Each user is listed once: its groups are handed over, not copied.
+            groups: memberships.remove(&subject).unwrap_or_default(),
             slack_id: None,
             picture: None,
             subject,
@@ -104,10 +105,11 @@ mod tests {
     use crate::model::GroupName;
 
     fn user(json: &str) -> DirectoryUser {
-        let memberships: Memberships = [(Subject::new("u1"), vec![GroupName::new("eng")])].into();
+        let mut memberships: Memberships =
+            [(Subject::new("u1"), vec![GroupName::new("eng")])].into();
         serde_json::from_str::<GraphUser>(json)
             .unwrap()
-            .into_directory_user(&memberships)
+            .into_directory_user(&mut memberships)
             .unwrap()
     }
 

@@ -51,14 +51,20 @@ impl EntraSource {
         let found = self.read_all_by_id(shutdown, &wanted).await?;
         // Listed as a member or as changed, but no longer a user: deleted.
         removed.extend(wanted.iter().filter(|id| !found.contains_key(*id)).cloned());
-        let memberships = self.memberships(&table)?;
+        let next = EntraState {
+            users_delta: users_delta.to_string(),
+            groups_delta: groups_delta.to_string(),
+            groups: table,
+        };
+        let cursor = encode(&next);
+        let mut memberships = self.memberships(next.groups)?;
         let mut read = Read {
             entries: found.len(),
             ..Read::default()
         };
         delivery.deliver(to_users(
             found.into_values().collect(),
-            &memberships,
+            &mut memberships,
             &mut read,
         ));
         tracing::info!(
@@ -69,12 +75,7 @@ impl EntraSource {
         read.scope = Scope::Changes {
             removed: subjects(removed),
         };
-        let next = EntraState {
-            users_delta: users_delta.to_string(),
-            groups_delta: groups_delta.to_string(),
-            groups: table,
-        };
-        read.cursor = Some(position.advanced(encode(&next)).encode());
+        read.cursor = Some(position.advanced(cursor).encode());
         Ok(read)
     }
 

@@ -112,7 +112,19 @@ impl EntraSource {
             Incremental::Off => None,
         };
         let table = self.read_groups(shutdown).await?;
-        let memberships = self.memberships(&table)?;
+        // Kept as text from here: the table itself goes into the memberships.
+        let (cursor, table) = match links {
+            Some((users_delta, groups_delta)) => {
+                let state = EntraState {
+                    users_delta: users_delta.to_string(),
+                    groups_delta: groups_delta.to_string(),
+                    groups: table,
+                };
+                (Some(vendor_read::encode(&state)), state.groups)
+            }
+            None => (None, table),
+        };
+        let mut memberships = self.memberships(table)?;
         let mut read = Read::default();
         let mut listing = Pages::new(&self.http, self.users_url());
         while let Some(page) = listing.next::<GraphUser>().await? {
@@ -120,19 +132,11 @@ impl EntraSource {
                 return Err(SourceError::Interrupted);
             }
             read.entries += page.len();
-            delivery.deliver(to_users(page, &memberships, &mut read));
+            delivery.deliver(to_users(page, &mut memberships, &mut read));
             delivery.room().await;
         }
         read.scope = Scope::Complete;
-        if let Some((users_delta, groups_delta)) = links {
-            let state = EntraState {
-                users_delta: users_delta.to_string(),
-                groups_delta: groups_delta.to_string(),
-                groups: table,
-            };
-            read.cursor =
-                Some(Position::after_full_read(vendor_read::encode(&state), started).encode());
-        }
+        read.cursor = cursor.map(|text| Position::after_full_read(text, started).encode());
         Ok(read)
     }
 
@@ -190,13 +194,15 @@ impl EntraSource {
         Ok(group)
     }
 
-    fn memberships(&self, table: &GroupTable) -> Result<Memberships, SourceError> {
-        table
-            .memberships()
+    fn memberships(&self, table: GroupTable) -> Result<Memberships, SourceError> {
+        let memberships = table
+            .into_memberships()
             .map_err(|err| SourceError::Inconsistent {
                 url: self.endpoint("groups", &[]).to_string(),
                 reason: err.to_string(),
-            })
+            });
+        crate::memory::return_freed_memory();
+        memberships
     }
 }
 
@@ -222,7 +228,7 @@ fn add_member(group: &mut TableGroup, member: Member) {
 /// The users of a page, keyed and with their groups; unusable ones go to `read`.
 fn to_users(
     page: Vec<GraphUser>,
-    memberships: &Memberships,
+    memberships: &mut Memberships,
     read: &mut Read,
 ) -> Vec<DirectoryUser> {
     vendor_read::keyed(page, |user| user.into_directory_user(memberships), read)

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::OktaUser;
 use super::paging::Pages;
-use super::{inconsistent, since, to_users, OktaSource, OktaState, CHUNK};
+use super::{since, to_users, OktaSource, OktaState, CHUNK};
 use crate::model::Subject;
 use crate::source::cursor::Position;
 use crate::source::group_table::Memberships;
@@ -32,16 +32,14 @@ impl OktaSource {
         let (wanted, profiles) = self
             .changed_users(shutdown, &state.since, wanted, groups.profiles)
             .await?;
-        let memberships = groups
-            .table
-            .memberships()
-            .map_err(|err| inconsistent(&self.groups_url(), err))?;
-        let mut read = deliver(delivery, wanted, profiles, &memberships);
         let next = OktaState {
             since: since(groups.server_time.unwrap_or(started)),
             groups: groups.table,
         };
-        read.cursor = Some(position.advanced(encode(&next)).encode());
+        let cursor = encode(&next);
+        let mut memberships = self.memberships(next.groups)?;
+        let mut read = deliver(delivery, wanted, profiles, &mut memberships);
+        read.cursor = Some(position.advanced(cursor).encode());
         Ok(read)
     }
 
@@ -102,7 +100,7 @@ fn deliver(
     delivery: &Delivery,
     wanted: BTreeSet<Subject>,
     mut profiles: HashMap<String, OktaUser>,
-    memberships: &Memberships,
+    memberships: &mut Memberships,
 ) -> Read {
     let mut read = Read::default();
     let mut removed = Vec::new();

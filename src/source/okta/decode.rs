@@ -67,7 +67,7 @@ impl OktaUser {
     /// an id cannot be keyed and is reported.
     pub fn into_directory_user(
         self,
-        memberships: &Memberships,
+        memberships: &mut Memberships,
     ) -> Result<DirectoryUser, UnusableEntry> {
         let profile = self.profile;
         let Some(id) = self.id.filter(|id| !id.trim().is_empty()) else {
@@ -95,7 +95,8 @@ impl OktaUser {
                 profile.first_name.as_deref(),
                 profile.last_name.as_deref(),
             ),
-            groups: memberships.get(&subject).cloned().unwrap_or_default(),
+            // Each user is listed once: its groups are handed over, not copied.
+            groups: memberships.remove(&subject).unwrap_or_default(),
             slack_id: None,
             picture: None,
             subject,
@@ -114,11 +115,12 @@ mod tests {
 
     #[test]
     fn a_user_is_keyed_by_id_with_profile_email_and_display_name() {
-        let memberships: Memberships = [(Subject::new("00u1"), vec![GroupName::new("eng")])].into();
+        let mut memberships: Memberships =
+            [(Subject::new("00u1"), vec![GroupName::new("eng")])].into();
         let ann = user(
             r#"{"id":"00u1","status":"ACTIVE","profile":{"email":"Ann@Example.com","login":"ann","displayName":"Ann L","firstName":"Ann","lastName":"Lee","mobilePhone":null}}"#,
         )
-        .into_directory_user(&memberships)
+        .into_directory_user(&mut memberships)
         .unwrap();
         assert_eq!(ann.subject.as_str(), "00u1");
         assert_eq!(ann.email.as_ref().unwrap().as_str(), "ann@example.com");
@@ -132,7 +134,7 @@ mod tests {
         let bob = user(
             r#"{"id":"00u2","status":"PROVISIONED","profile":{"email":null,"login":"bob@example.com","displayName":null,"firstName":"Bob","lastName":"Stone"}}"#,
         )
-        .into_directory_user(&Memberships::new())
+        .into_directory_user(&mut Memberships::new())
         .unwrap();
         assert_eq!(bob.email.unwrap().as_str(), "bob@example.com");
         assert_eq!(bob.name.as_deref(), Some("Bob Stone"));
@@ -157,7 +159,7 @@ mod tests {
     #[test]
     fn a_user_without_an_id_is_reported_by_login() {
         let err = user(r#"{"profile":{"login":"ghost@example.com"}}"#)
-            .into_directory_user(&Memberships::new())
+            .into_directory_user(&mut Memberships::new())
             .unwrap_err();
         assert_eq!(err.label, "ghost@example.com");
     }

@@ -124,10 +124,16 @@ impl OktaSource {
     ) -> Result<Read, SourceError> {
         let started = SystemTime::now();
         let groups = self.read_groups(None, false).await?;
-        let memberships = groups
-            .table
-            .memberships()
-            .map_err(|err| inconsistent(&self.groups_url(), err))?;
+        let state = OktaState {
+            since: since(groups.server_time.unwrap_or(started)),
+            groups: groups.table,
+        };
+        // Kept as text from here: the table itself goes into the memberships.
+        let cursor = match self.incremental {
+            Incremental::On { .. } => Some(vendor_read::encode(&state)),
+            Incremental::Off => None,
+        };
+        let mut memberships = self.memberships(state.groups)?;
         let mut read = Read::default();
         let mut listing = Pages::new(&self.http, self.users_url(None));
         while let Some(page) = listing.next::<OktaUser>().await? {
@@ -135,25 +141,29 @@ impl OktaSource {
                 return Err(SourceError::Interrupted);
             }
             read.entries += page.len();
-            delivery.deliver(to_users(page, &memberships, &mut read));
+            delivery.deliver(to_users(page, &mut memberships, &mut read));
             delivery.room().await;
         }
-        drop(memberships);
         read.scope = Scope::Complete;
-        if let Incremental::On { .. } = self.incremental {
-            let state = OktaState {
-                since: since(groups.server_time.unwrap_or(started)),
-                groups: groups.table,
-            };
-            read.cursor =
-                Some(Position::after_full_read(vendor_read::encode(&state), started).encode());
-        }
+        read.cursor = cursor.map(|text| Position::after_full_read(text, started).encode());
         Ok(read)
+    }
+
+    fn memberships(&self, table: GroupTable) -> Result<Memberships, SourceError> {
+        let memberships = table
+            .into_memberships()
+            .map_err(|err| inconsistent(&self.groups_url(), err));
+        crate::memory::return_freed_memory();
+        memberships
     }
 }
 
 /// The users of a page, keyed and with their groups; unusable ones go to `read`.
-fn to_users(page: Vec<OktaUser>, memberships: &Memberships, read: &mut Read) -> Vec<DirectoryUser> {
+fn to_users(
+    page: Vec<OktaUser>,
+    memberships: &mut Memberships,
+    read: &mut Read,
+) -> Vec<DirectoryUser> {
     vendor_read::keyed(page, |user| user.into_directory_user(memberships), read)
 }
 
