@@ -26,12 +26,15 @@ pub use source::{
     AttributeMap, AttributePath, ClientAuthMethod, ExportFile, FileConfig, FileFormat, Incremental,
     OidcConfig, ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
 };
-pub use source::{EntraConfig, OktaConfig, VendorHttp};
+pub use source::{
+    Auth0Config, Auth0Groups, DirectoryLimits, EntraConfig, JumpCloudConfig, OktaConfig,
+};
 
 /// Environment variables that may carry secrets instead of the file.
 pub const ENV_SOURCE_CLIENT_SECRET: &str = "IDSYNC_SOURCE_CLIENT_SECRET";
 pub const ENV_SOURCE_BEARER_TOKEN: &str = "IDSYNC_SOURCE_BEARER_TOKEN";
 pub const ENV_SOURCE_API_TOKEN: &str = "IDSYNC_SOURCE_API_TOKEN";
+pub const ENV_SOURCE_API_KEY: &str = "IDSYNC_SOURCE_API_KEY";
 pub const ENV_TARGET_API_KEY: &str = "IDSYNC_TARGET_API_KEY";
 
 /// Why a configuration cannot be used. The caller prints it and exits 2 before
@@ -409,6 +412,14 @@ fn inline_secrets(text: &str) -> Vec<&'static str> {
             &["source", "oidc", "client_secret"],
         ),
         ("target.api_key", &["target", "api_key"]),
+        (
+            "source.jumpcloud.api_key",
+            &["source", "jumpcloud", "api_key"],
+        ),
+        (
+            "source.auth0.client_secret",
+            &["source", "auth0", "client_secret"],
+        ),
     ]
     .into_iter()
     .filter(|(_, path)| given(path))
@@ -1274,7 +1285,7 @@ mod tests {
         );
         let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"ldap\""));
         assert!(
-            err.starts_with("source.kind must be \"scim\" or \"file\""),
+            err.starts_with("source.kind must be \"scim\", \"file\""),
             "{err}"
         );
     }

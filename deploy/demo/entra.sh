@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # idsync demo against the fake Microsoft Graph (a client secret; delta reads between
-# full ones): see deploy/demo/vendor_lib.bash.
+# full ones): see deploy/demo/okta-entra-fake.bash.
 set -euo pipefail
 KIND=entra
 # authority: the fake serves the token endpoint too; set after it starts.
@@ -11,4 +11,4 @@ client_secret = "entra-test-secret"
 authority = "$VENDOR_URL"'
 LEAVER_ID=00000000-0000-4000-8000-000000000003
 LEAVER_EMAIL=u0003@contoso.com
-. "$(dirname "${BASH_SOURCE[0]}")/vendor_lib.bash"
+. "$(dirname "${BASH_SOURCE[0]}")/okta-entra-fake.bash"

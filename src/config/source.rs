@@ -7,13 +7,18 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+mod auth0;
 mod entra;
+mod jumpcloud;
 mod okta;
 mod vendor;
 
+pub use auth0::{Auth0Config, Auth0Groups};
 pub use entra::EntraConfig;
+pub use jumpcloud::JumpCloudConfig;
 pub use okta::OktaConfig;
-pub use vendor::VendorHttp;
+pub use vendor::DirectoryLimits;
+use vendor::VENDOR_KEYS;
 
 use super::{
     ca_bundle, count, http_url, invalid, no_plain_http, optional_secret, positive, seconds,
@@ -43,16 +48,32 @@ const FILE_KEYS: &[&str] = &[
     "source.max_resource_bytes",
 ];
 
+const JUMPCLOUD_KEYS: &[&str] = &concat_keys(&VENDOR_KEYS, "source.jumpcloud");
+const AUTH0_KEYS: &[&str] = &concat_keys(&VENDOR_KEYS, "source.auth0");
+
+/// A vendor kind's keys: the shared ones and its own table.
+const fn concat_keys(shared: &[&'static str; 8], table: &'static str) -> [&'static str; 9] {
+    let mut keys = [table; 9];
+    let mut i = 0;
+    while i < shared.len() {
+        keys[i] = shared[i];
+        i += 1;
+    }
+    keys
+}
+
 /// The keys `kind` reads, or why there is no such kind.
 fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
         "scim" => Ok(SCIM_KEYS),
         "file" => Ok(FILE_KEYS),
+        "jumpcloud" => Ok(JUMPCLOUD_KEYS),
+        "auth0" => Ok(AUTH0_KEYS),
         "okta" => Ok(okta::KEYS),
         "entra" => Ok(entra::KEYS),
         other => Err(invalid(
             "source.kind",
-            format!("must be \"scim\", \"file\", \"okta\" or \"entra\", such as kind = \"scim\"; got {other:?}"),
+            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\", \"okta\" or \"entra\", such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -82,6 +103,8 @@ pub(super) struct RawSource {
     entra: Option<entra::RawEntra>,
     #[serde(default)]
     attributes: RawAttributes,
+    jumpcloud: Option<jumpcloud::RawJumpCloud>,
+    auth0: Option<auth0::RawAuth0>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +152,8 @@ pub enum Incremental {
 pub enum SourceKind {
     Scim(ScimConfig),
     File(FileConfig),
+    JumpCloud(JumpCloudConfig),
+    Auth0(Auth0Config),
     Okta(OktaConfig),
     Entra(EntraConfig),
 }
@@ -270,6 +295,14 @@ impl RawSource {
         };
         let kind = match self.kind.as_str() {
             "file" => SourceKind::File(self.file(&attributes)?),
+            "jumpcloud" => {
+                vendor::no_attributes(&self.kind, &attributes)?;
+                SourceKind::JumpCloud(self.jumpcloud(env)?)
+            }
+            "auth0" => {
+                vendor::no_attributes(&self.kind, &attributes)?;
+                SourceKind::Auth0(self.auth0(env)?)
+            }
             "okta" => SourceKind::Okta(self.okta(&attributes, env)?),
             "entra" => SourceKind::Entra(self.entra(&attributes, env)?),
             _ => SourceKind::Scim(self.scim(env)?),
@@ -310,6 +343,8 @@ impl RawSource {
                 self.max_resource_bytes.is_some(),
             ),
             ("source.incremental", self.incremental.is_some()),
+            ("source.jumpcloud", self.jumpcloud.is_some()),
+            ("source.auth0", self.auth0.is_some()),
             ("source.okta", self.okta.is_some()),
             ("source.entra", self.entra.is_some()),
         ]

@@ -117,6 +117,38 @@ impl GroupTable {
         members
     }
 
+    /// Applies `change`, which alters at most the groups `touched` names, and
+    /// returns the users whose groups it changed, by the rules of
+    /// [`affected`](Self::affected) — without a second table to compare with.
+    pub fn apply(
+        &mut self,
+        touched: &BTreeSet<String>,
+        change: impl FnOnce(&mut GroupTable),
+    ) -> BTreeSet<Subject> {
+        let before: Vec<(&String, Option<String>, BTreeSet<Subject>)> = touched
+            .iter()
+            .map(|id| {
+                (
+                    id,
+                    self.groups.get(id).map(|g| g.name.clone()),
+                    self.members_under(id),
+                )
+            })
+            .collect();
+        change(self);
+        let mut affected = BTreeSet::new();
+        for (id, name, was) in before {
+            let is = self.members_under(id);
+            match (name, self.groups.get(id)) {
+                (Some(name), Some(now)) if name == now.name => {
+                    affected.extend(was.symmetric_difference(&is).cloned());
+                }
+                _ => affected.extend(was.into_iter().chain(is)),
+            }
+        }
+        affected
+    }
+
     /// The users whose groups differ between `self` (the last read) and `now`:
     /// everyone under a group added, removed or renamed, and, under a group whose
     /// members or nested groups changed, those who are under it only before or
@@ -192,6 +224,27 @@ mod tests {
         assert_eq!(names(&memberships, "bob"), ["eng", "sre"]);
         // A blank-named group gives no name but still nests.
         assert_eq!(names(&memberships, "cy"), ["all"]);
+    }
+
+    #[test]
+    fn applying_a_change_finds_the_same_users_as_comparing_two_tables() {
+        let before = table(&[
+            ("all", group("all", &["boss"], &["eng"])),
+            ("eng", group("eng", &["ann", "bob"], &[])),
+            ("ops", group("ops", &["cy"], &[])),
+        ]);
+        let mut after = before.clone();
+        let touched: BTreeSet<String> = ["eng", "ops", "new"].map(String::from).into();
+        let affected = after.apply(&touched, |t| {
+            t.get_mut("eng")
+                .unwrap()
+                .members
+                .remove(&Subject::new("bob"));
+            t.get_mut("ops").unwrap().name = "operations".into();
+            t.insert("new".into(), group("new", &["dee"], &[]));
+        });
+        assert_eq!(affected, before.affected(&after));
+        assert_eq!(subjects(&affected), ["bob", "cy", "dee"]);
     }
 
     #[test]

@@ -7,16 +7,19 @@
 //! names the kinds, so adding one is a folder here and a `kind` in the config.
 
 pub mod auth;
+pub mod auth0;
 pub mod cursor;
 pub mod delivery;
 pub mod entra;
 pub mod file;
 pub mod group_table;
 pub mod http;
+pub mod jumpcloud;
 pub mod membership;
 mod next_page;
 pub mod normalize;
 pub mod okta;
+pub mod paged;
 pub mod scim;
 mod vendor_read;
 
@@ -129,7 +132,7 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
         }
         SourceKind::File(file) => Ok(Box::new(file::FileSource::new(file, &config.attributes))),
         SourceKind::Okta(okta) => {
-            let http = vendor_client(&okta.http)?;
+            let http = vendor_client(&okta.limits)?;
             Ok(Box::new(okta::OktaSource::new(
                 okta,
                 config.incremental,
@@ -137,19 +140,27 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             )))
         }
         SourceKind::Entra(entra) => {
-            let http = vendor_client(&entra.http)?;
+            let http = vendor_client(&entra.limits)?;
             Ok(Box::new(entra::EntraSource::new(
                 entra,
                 config.incremental,
                 http,
             )))
         }
+        SourceKind::JumpCloud(jumpcloud) => {
+            let client = vendor_client(&jumpcloud.limits)?;
+            Ok(Box::new(jumpcloud::JumpCloudSource::new(jumpcloud, client)))
+        }
+        SourceKind::Auth0(auth0) => {
+            let client = vendor_client(&auth0.limits)?;
+            Ok(Box::new(auth0::Auth0Source::new(auth0, client)))
+        }
     }
 }
 
-/// The HTTP client of a vendor API source.
-fn vendor_client(settings: &crate::config::VendorHttp) -> Result<reqwest::Client, SourceError> {
-    crate::http::client_builder(settings.ca_pem.as_deref())
-        .and_then(|b| b.timeout(settings.timeout).build())
+/// The HTTP client of a vendor directory: its CA bundle and request timeout.
+fn vendor_client(limits: &crate::config::DirectoryLimits) -> Result<reqwest::Client, SourceError> {
+    crate::http::client_builder(limits.ca_pem.as_deref())
+        .and_then(|b| b.timeout(limits.timeout).build())
         .map_err(|err| SourceError::Client(crate::error_chain(&err)))
 }

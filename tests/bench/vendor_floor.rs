@@ -1,5 +1,5 @@
 //! The floor idsync's Okta and Entra ID full reads are compared with
-//! (`tests/bench/vendors`): a plain reqwest client walking the same pages in the
+//! (`tests/bench/okta_entra`): a plain reqwest client walking the same pages in the
 //! same order, one at a time — the group listing, each group's members, then the
 //! users — following Okta's `Link: rel="next"` or Graph's `@odata.nextLink`. It
 //! reads only what a pager must: the group ids and the next links.

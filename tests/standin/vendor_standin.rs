@@ -1,173 +1,245 @@
-//! The fake Okta org or the fake Microsoft Graph as a separate process, for the
-//! demo and the benchmark: the in-process test fakes (same files, not copies),
-//! seeded with generated users and groups.
+//! The JumpCloud or Auth0 test fake as a process, for the demo (deploy/demo/run
+//! jumpcloud|auth0) and the benchmark (tests/bench/vendors). It is the in-process fake
+//! (same file, not a copy), seeded from a SCIM directory file such as
+//! deploy/demo/directory.json or generated (`--users N`, as the tests generate it),
+//! with a control port on which `POST /leave/{id}` removes a person (by the file's
+//! id) as a leaver.
 //!
-//! Usage: vendor_standin okta|entra [--listen 127.0.0.1:0] [--users 2000]
-//!                       [--groups 20] [--latency-ms 0] [--rate-limit N --window-secs S]
-//!
-//! Prints `listening on URL` once serving, then reads commands on stdin, one a line,
-//! and answers each with one line: `change N` applies N changes (renames, moves
-//! between groups, joiners, leavers, suspended or disabled users) and says `ok`;
-//! `delete ID` deletes that user; `stats` prints the fake's counters as JSON.
+//! Usage: vendor_standin --kind jumpcloud|auth0 --listen 127.0.0.1:PORT
+//!                       --control 127.0.0.1:PORT (--directory FILE | --users N)
+//!                       --secret SECRET [--rate-limit N]
+//! The secret is JumpCloud's API key, or the Auth0 client secret (client id `idsync`);
+//! `--rate-limit` is Auth0's requests a second (default 50). Prints
+//! `listening on http://ADDR control=http://ADDR` on stdout when ready.
 
-use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
-#[allow(dead_code)]
-#[path = "../support/fake_entra.rs"]
-mod fake_entra;
+use axum::extract::Path;
+use axum::routing::post;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+#[allow(dead_code)] // the test-control API is mostly unused here
+#[path = "../support/fake_auth0.rs"]
+mod fake_auth0;
 #[allow(dead_code)]
 #[path = "../support/fake_gateway.rs"]
 mod fake_gateway;
 #[allow(dead_code)]
-#[path = "../support/fake_okta.rs"]
-mod fake_okta;
-#[allow(dead_code)]
-#[path = "../support/jwt.rs"]
-mod jwt;
+#[path = "../support/fake_jumpcloud.rs"]
+mod fake_jumpcloud;
 
-use fake_entra::{team_id, EntraOptions, EntraUser, FakeEntra};
-use fake_okta::{FakeOkta, OktaOptions};
+use fake_auth0::{Auth0Directory, Auth0Group, Auth0Options, FakeAuth0};
+use fake_jumpcloud::{system_user, FakeJumpCloud, JumpCloudDirectory, JumpCloudGroup};
 
-const USAGE: &str = "usage: vendor_standin okta|entra [--listen 127.0.0.1:0] [--users 2000] \
-                     [--groups 20] [--latency-ms 0] [--rate-limit N --window-secs S]";
+const USAGE: &str = "usage: vendor_standin --kind jumpcloud|auth0 --listen 127.0.0.1:PORT \
+                     --control 127.0.0.1:PORT (--directory FILE | --users N) --secret SECRET \
+                     [--rate-limit N]";
 
 struct Args {
-    vendor: String,
+    kind: String,
     listen: String,
-    users: usize,
-    groups: usize,
-    latency: Duration,
-    rate_limit: Option<(u64, u64)>,
+    control: String,
+    /// A SCIM directory file, or a number of users to generate.
+    directory: Result<String, usize>,
+    secret: String,
+    rate_limit: u32,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let vendor = args.next().ok_or("okta or entra first")?;
-    let mut parsed = Args {
-        vendor,
-        listen: "127.0.0.1:0".into(),
-        users: 2000,
-        groups: 20,
-        latency: Duration::ZERO,
-        rate_limit: None,
-    };
-    let mut window_secs = 60;
+    let mut found = std::collections::HashMap::new();
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{flag} must be a whole number, got {v:?}"))
-        };
-        match flag.as_str() {
-            "--listen" => parsed.listen = value,
-            "--users" => parsed.users = number(&value)? as usize,
-            "--groups" => parsed.groups = number(&value)?.max(3) as usize,
-            "--latency-ms" => parsed.latency = Duration::from_millis(number(&value)?),
-            "--rate-limit" => parsed.rate_limit = Some((number(&value)?, window_secs)),
-            "--window-secs" => window_secs = number(&value)?.max(1),
-            _ => return Err(format!("unknown argument {flag:?}")),
-        }
+        found.insert(flag, value);
     }
-    parsed.rate_limit = parsed.rate_limit.map(|(limit, _)| (limit, window_secs));
-    Ok(parsed)
+    let number = |flag: &str, text: String| {
+        text.parse::<usize>()
+            .map_err(|_| format!("{flag} must be a whole number, got {text:?}"))
+    };
+    let directory = match (found.remove("--directory"), found.remove("--users")) {
+        (Some(file), None) => Ok(file),
+        (None, Some(users)) => Err(number("--users", users)?),
+        _ => return Err("give one of --directory or --users".into()),
+    };
+    let rate_limit = match found.remove("--rate-limit") {
+        Some(text) => number("--rate-limit", text)?,
+        None => 50,
+    };
+    let mut take = |flag: &str| {
+        found
+            .remove(flag)
+            .ok_or_else(|| format!("{flag} is missing"))
+    };
+    Ok(Args {
+        kind: take("--kind")?,
+        listen: take("--listen")?,
+        control: take("--control")?,
+        directory,
+        secret: take("--secret")?,
+        rate_limit: u32::try_from(rate_limit).map_err(|_| "--rate-limit is too large")?,
+    })
 }
 
-enum Fake {
-    Okta(FakeOkta),
-    Entra(FakeEntra),
+/// One person of the SCIM file: (file id, e-mail, display name, given, family, active).
+struct Person {
+    id: String,
+    email: String,
+    name: String,
+    given: String,
+    family: String,
+    active: bool,
 }
 
-impl Fake {
-    fn url(&self) -> &str {
+fn people(scim: &Value) -> Vec<Person> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let users = scim["users"].as_array().cloned().unwrap_or_default();
+    users
+        .iter()
+        .map(|u| Person {
+            id: text(&u["id"]),
+            email: text(&u["emails"][0]["value"]),
+            name: text(&u["displayName"]),
+            given: text(&u["name"]["givenName"]),
+            family: text(&u["name"]["familyName"]),
+            active: u["active"].as_bool().unwrap_or(true),
+        })
+        .collect()
+}
+
+/// Each SCIM group as (id, name, member file ids).
+fn groups(scim: &Value) -> Vec<(String, String, Vec<String>)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let listed = scim["groups"].as_array().cloned().unwrap_or_default();
+    listed
+        .iter()
+        .map(|g| {
+            let members = g["members"].as_array().cloned().unwrap_or_default();
+            let ids = members.iter().map(|m| text(&m["value"])).collect();
+            (text(&g["id"]), text(&g["displayName"]), ids)
+        })
+        .collect()
+}
+
+fn jumpcloud_directory(scim: &Value) -> JumpCloudDirectory {
+    let object_id = |id: &str| format!("5f{:0>22}", id.trim_start_matches('u'));
+    let users = people(scim)
+        .iter()
+        .map(|p| {
+            let mut user = system_user(&object_id(&p.id), &p.email, &p.given, &p.family);
+            user["displayname"] = p.name.clone().into();
+            user["suspended"] = (!p.active).into();
+            user
+        })
+        .collect();
+    let groups = groups(scim)
+        .into_iter()
+        .map(|(id, name, members)| JumpCloudGroup {
+            id,
+            name,
+            users: members.iter().map(|m| object_id(m)).collect(),
+            groups: Vec::new(),
+        })
+        .collect();
+    JumpCloudDirectory { users, groups }
+}
+
+fn auth0_directory(scim: &Value) -> Auth0Directory {
+    let users = people(scim)
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "user_id": format!("auth0|{}", p.id), "email": p.email, "name": p.name,
+                "given_name": p.given, "family_name": p.family, "blocked": !p.active,
+            })
+        })
+        .collect();
+    let roles = groups(scim)
+        .into_iter()
+        .map(|(id, name, members)| Auth0Group {
+            id: format!("rol_{id}"),
+            name,
+            members: members.iter().map(|m| format!("auth0|{m}")).collect(),
+        })
+        .collect();
+    Auth0Directory {
+        users,
+        roles,
+        organizations: Vec::new(),
+    }
+}
+
+/// The running fake, and how to remove a person from it.
+enum Standin {
+    JumpCloud(FakeJumpCloud),
+    Auth0(FakeAuth0),
+}
+
+impl Standin {
+    fn leave(&self, id: &str) {
         match self {
-            Fake::Okta(okta) => okta.url(),
-            Fake::Entra(entra) => entra.url(),
-        }
-    }
-
-    /// `n` changes: 40 % renames, 20 % moves between groups, 20 % joiners, 10 %
-    /// leavers, 10 % suspended (Okta) or disabled (Entra) users.
-    fn change(&self, n: usize, groups: usize, round: usize) {
-        // Each round picks users no earlier round touched.
-        let base = round * n * 8;
-        for k in 0..n {
-            let user = base + k * 7 + 11;
-            let kind = k % 10;
-            match self {
-                Fake::Okta(okta) => okta_change(okta, kind, user, groups),
-                Fake::Entra(entra) => entra_change(entra, kind, user, groups),
+            Self::JumpCloud(fake) => {
+                let mut directory = fake.directory();
+                let object_id = format!("5f{:0>22}", id.trim_start_matches('u'));
+                directory.users.retain(|u| u["_id"] != object_id.as_str());
+                for group in &mut directory.groups {
+                    group.users.retain(|u| *u != object_id);
+                }
+                fake.set_directory(directory);
+            }
+            Self::Auth0(fake) => {
+                let mut directory = fake.directory();
+                let user_id = format!("auth0|{id}");
+                directory.users.retain(|u| u["user_id"] != user_id.as_str());
+                for role in &mut directory.roles {
+                    role.members.retain(|m| *m != user_id);
+                }
+                fake.set_directory(directory);
             }
         }
     }
-
-    fn delete(&self, id: &str) {
-        match self {
-            Fake::Okta(okta) => okta.delete_user(id),
-            Fake::Entra(entra) => entra.delete_user(id),
-        }
-    }
-
-    fn stats(&self) -> String {
-        match self {
-            Fake::Okta(okta) => {
-                let s = okta.stats();
-                format!(
-                    "{{\"requests\": {}, \"user_pages\": {}, \"throttled\": {}, \"over_budget\": {}, \"budget_spent\": {}}}",
-                    s.api_requests, s.user_pages, s.throttled, s.over_budget, s.budget_spent
-                )
-            }
-            Fake::Entra(entra) => {
-                let s = entra.stats();
-                format!(
-                    "{{\"requests\": {}, \"user_pages\": {}, \"throttled\": {}, \"delta_requests\": {}, \"token_requests\": {}}}",
-                    s.graph_requests, s.full_user_pages, s.throttled, s.delta_requests, s.token_requests
-                )
-            }
-        }
-    }
 }
 
-fn okta_change(okta: &FakeOkta, kind: usize, user: usize, groups: usize) {
-    let id = format!("00u{user:07}");
-    let group = |g: usize| format!("00g{:07}", g % groups);
-    match kind {
-        0..=3 => okta.update_user(&id, |u| u.display = Some(format!("Renamed {user}"))),
-        4 | 5 => {
-            okta.set_member(&group(user), &id, false);
-            okta.set_member(&group(user + 1), &id, true);
+async fn start(args: &Args, listener: TcpListener) -> Result<Standin, String> {
+    let scim = match &args.directory {
+        Ok(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|err| format!("cannot read {file}: {err}"))?;
+            Some(serde_json::from_str::<Value>(&text).map_err(|err| err.to_string())?)
         }
-        6 | 7 => {
-            let joiner = okta.add_user(&format!("joiner{user}@example.com"), "Joi", "Ner");
-            okta.set_member(&group(user), &joiner, true);
+        Err(_) => None,
+    };
+    let generated = args.directory.as_ref().err().copied().unwrap_or(0);
+    match args.kind.as_str() {
+        "jumpcloud" => {
+            let directory = scim
+                .as_ref()
+                .map_or_else(|| fake_jumpcloud::generate(generated), jumpcloud_directory);
+            let fake = FakeJumpCloud::start_on(listener, &args.secret, None, directory);
+            Ok(Standin::JumpCloud(fake))
         }
-        8 => okta.delete_user(&id),
-        _ => okta.update_user(&id, |u| u.status = "SUSPENDED".into()),
-    }
-}
-
-fn entra_change(entra: &FakeEntra, kind: usize, user: usize, groups: usize) {
-    let id = format!("00000000-0000-4000-8000-{user:012}");
-    match kind {
-        0..=3 => entra.update_user(&id, |u| u.display = format!("Renamed {user}")),
-        4 | 5 => {
-            entra.set_member(&team_id(user % groups), &id, true, false);
-            entra.set_member(&team_id((user + 1) % groups), &id, true, true);
-        }
-        6 | 7 => {
-            let joiner = EntraUser {
-                id: format!("bbbbbbbb-0000-4000-8000-{user:012}"),
-                display: format!("Joiner {user}"),
-                mail: Some(format!("joiner{user}@contoso.com")),
-                upn: format!("joiner{user}@contoso.com"),
-                enabled: true,
+        "auth0" => {
+            let options = Auth0Options {
+                client_id: "idsync".into(),
+                client_secret: args.secret.clone(),
+                rate_limit: args.rate_limit,
+                export_polls: 1,
             };
-            entra.add_user(joiner.clone());
-            entra.set_member(&team_id(user % groups), &joiner.id, true, true);
+            let directory = scim
+                .as_ref()
+                .map_or_else(|| fake_auth0::generate(generated), auth0_directory);
+            Ok(Standin::Auth0(FakeAuth0::start_on(
+                listener, options, directory,
+            )))
         }
-        8 => entra.delete_user(&id),
-        _ => entra.update_user(&id, |u| u.enabled = false),
+        other => Err(format!("--kind must be jumpcloud or auth0, got {other:?}")),
     }
+}
+
+async fn bind(address: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|err| format!("cannot listen on {address}: {err}"))
 }
 
 #[tokio::main]
@@ -179,78 +251,35 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("vendor_standin: cannot listen on {}: {err}", args.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let fake = match args.vendor.as_str() {
-        "okta" => {
-            let mut opts = OktaOptions {
-                latency: args.latency,
-                ..OktaOptions::default()
-            };
-            if let Some((limit, window)) = args.rate_limit {
-                (opts.rate_limit, opts.window_secs) = (limit, window);
-            }
-            let okta = FakeOkta::start_on(listener, opts);
-            okta.seed(args.users, args.groups);
-            Fake::Okta(okta)
-        }
-        "entra" => {
-            let entra = FakeEntra::start_on(
-                listener,
-                EntraOptions {
-                    latency: args.latency,
-                },
-            );
-            entra.seed(args.users, args.groups);
-            Fake::Entra(entra)
-        }
-        other => {
-            eprintln!("vendor_standin: unknown vendor {other:?}\n{USAGE}");
+    let (listener, control) = match (bind(&args.listen).await, bind(&args.control).await) {
+        (Ok(listener), Ok(control)) => (listener, control),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("vendor_standin: {err}");
             return ExitCode::from(2);
         }
     };
-    println!("listening on {}", fake.url());
-    let _ = std::io::stdout().flush();
-    serve_commands(&fake, args.groups).await;
-    ExitCode::SUCCESS
-}
-
-/// Answers stdin's commands until it closes.
-async fn serve_commands(fake: &Fake, groups: usize) {
-    let (lines, mut incoming) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
+    let (Ok(address), Ok(control_address)) = (listener.local_addr(), control.local_addr()) else {
+        eprintln!("vendor_standin: no local address");
+        return ExitCode::FAILURE;
+    };
+    let standin = match start(&args, listener).await {
+        Ok(standin) => Arc::new(standin),
+        Err(err) => {
+            eprintln!("vendor_standin: {err}");
+            return ExitCode::from(2);
         }
-    });
-    let mut round = 0;
-    while let Some(line) = incoming.recv().await {
-        let answer = match line.split_whitespace().collect::<Vec<_>>()[..] {
-            ["change", n] => match n.parse() {
-                Ok(n) => {
-                    round += 1;
-                    fake.change(n, groups, round);
-                    "ok".to_owned()
-                }
-                Err(_) => format!("error: {n:?} is not a number"),
-            },
-            ["stats"] => fake.stats(),
-            ["delete", id] => {
-                fake.delete(id);
-                "ok".to_owned()
-            }
-            _ => format!("error: unknown command {line:?}"),
-        };
-        println!("{answer}");
-        let _ = std::io::stdout().flush();
+    };
+    let routes = axum::Router::new().route(
+        "/leave/{id}",
+        post(move |Path(id): Path<String>| async move { standin.leave(&id) }),
+    );
+    println!("listening on http://{address} control=http://{control_address}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    match axum::serve(control, routes).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vendor_standin: {err}");
+            ExitCode::FAILURE
+        }
     }
-    // Stdin closed: keep serving until killed, so a demo may leave it running.
-    std::future::pending::<()>().await;
 }

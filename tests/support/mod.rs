@@ -3,12 +3,15 @@
 #![allow(dead_code)]
 
 pub mod directory;
+pub mod fake_auth0;
 pub mod fake_entra;
 pub mod fake_gateway;
 pub mod fake_idp;
+pub mod fake_jumpcloud;
 pub mod fake_okta;
 pub mod jwt;
 pub mod prism;
+pub mod sync_world;
 
 use std::path::Path;
 

@@ -59,9 +59,10 @@ impl Prism {
     }
 
     /// Requests Prism refused (422: the request breaks the vendor's document) or
-    /// failed (500: the fake's answer breaks it), one log line each.
+    /// failed (500: the fake's answer breaks it), one log line each, once the log
+    /// has settled: Prism may write a request's line after answering it.
     pub fn violations(&self) -> Vec<String> {
-        self.log_text()
+        self.settled_log()
             .lines()
             .filter(|line| line.contains("Request terminated with error"))
             .map(str::to_owned)
@@ -70,7 +71,7 @@ impl Prism {
 
     /// How many requests Prism forwarded to the fake.
     pub fn requests(&self) -> usize {
-        self.log_text()
+        self.settled_log()
             .lines()
             .filter(|line| line.contains("Request received"))
             .count()
@@ -78,6 +79,20 @@ impl Prism {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log once it has not grown for a moment (at most a few seconds).
+    fn settled_log(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut text = self.log_text();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.log_text();
+            if now.len() == text.len() || Instant::now() > deadline {
+                return now;
+            }
+            text = now;
+        }
     }
 
     async fn wait_until_listening(&self) {

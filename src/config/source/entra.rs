@@ -1,6 +1,7 @@
 //! `kind = "entra"` (Microsoft Entra ID, read through Microsoft Graph) and its
 //! `[source.entra]` table.
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -11,7 +12,7 @@ use super::super::{
     http_url, invalid, no_plain_http, optional_secret, ConfigError, GrantConfig, GrantMethod,
     Secret, SigningKey, SourceAuth, ENV_SOURCE_CLIENT_SECRET,
 };
-use super::vendor::{self, Limits, VendorHttp};
+use super::vendor::{self, DirectoryLimits};
 use super::{AttributeMap, RawSource};
 
 pub(super) const KEYS: &[&str] = &[
@@ -44,8 +45,11 @@ pub(super) struct RawEntra {
 #[derive(Debug, Clone)]
 pub struct EntraConfig {
     /// `https://graph.microsoft.com/v1.0` unless a national cloud or a test says
-    /// otherwise, with the page size and client settings.
-    pub http: VendorHttp,
+    /// otherwise.
+    pub url: Url,
+    /// At most 999.
+    pub page_size: NonZeroU32,
+    pub limits: DirectoryLimits,
     pub auth: SourceAuth,
 }
 
@@ -56,18 +60,15 @@ impl RawSource {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<EntraConfig, ConfigError> {
         vendor::no_attributes("entra", attributes)?;
-        let http = self.vendor_http(&Limits {
-            kind: "entra",
-            default_url: Some("https://graph.microsoft.com/v1.0"),
-            example_url: "https://graph.microsoft.com/v1.0",
-            default_page_size: 999,
-            max_page_size: 999,
-        })?;
+        let graph = "https://graph.microsoft.com/v1.0";
+        let url = self.vendor_url(Some(graph), graph, "the Graph access token")?;
         let default = RawEntra::default();
         let entra = self.entra.as_ref().unwrap_or(&default);
         Ok(EntraConfig {
             auth: entra.auth(env)?,
-            http,
+            page_size: vendor::page_size_up_to(self, 999)?,
+            limits: self.vendor_limits()?,
+            url,
         })
     }
 }

@@ -1,14 +1,16 @@
 //! `kind = "okta"` and its `[source.okta]` table.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use url::Url;
 
 use super::super::{
     invalid, optional_secret, ApiKey, ConfigError, GrantConfig, GrantMethod, Secret, SigningKey,
     SourceAuth, ENV_SOURCE_API_TOKEN,
 };
-use super::vendor::{self, Limits, VendorHttp};
+use super::vendor::{self, DirectoryLimits};
 use super::{AttributeMap, RawSource};
 
 pub(super) const KEYS: &[&str] = &[
@@ -39,8 +41,11 @@ pub(super) struct RawOkta {
 /// `kind = "okta"`: an Okta org's Management API.
 #[derive(Debug, Clone)]
 pub struct OktaConfig {
-    /// `https://acme.okta.com`, with the page size and client settings.
-    pub http: VendorHttp,
+    /// `https://acme.okta.com`.
+    pub url: Url,
+    /// At most 200.
+    pub page_size: NonZeroU32,
+    pub limits: DirectoryLimits,
     pub auth: SourceAuth,
     /// The group types read (`OKTA_GROUP`, `APP_GROUP`, `BUILT_IN`).
     pub group_types: Vec<String>,
@@ -53,20 +58,15 @@ impl RawSource {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<OktaConfig, ConfigError> {
         vendor::no_attributes("okta", attributes)?;
-        let http = self.vendor_http(&Limits {
-            kind: "okta",
-            default_url: None,
-            example_url: "https://acme.okta.com",
-            default_page_size: 200,
-            max_page_size: 200,
-        })?;
+        let url = self.vendor_url(None, "https://acme.okta.com", "the Okta credential")?;
         let default = RawOkta::default();
         let okta = self.okta.as_ref().unwrap_or(&default);
-        let auth = okta.auth(&http, env)?;
         Ok(OktaConfig {
+            auth: okta.auth(&url, env)?,
             group_types: okta.group_types()?,
-            http,
-            auth,
+            page_size: vendor::page_size_up_to(self, 200)?,
+            limits: self.vendor_limits()?,
+            url,
         })
     }
 }
@@ -75,7 +75,7 @@ impl RawOkta {
     /// An API token or a service app's key: exactly one.
     fn auth(
         &self,
-        http: &VendorHttp,
+        url: &Url,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<SourceAuth, ConfigError> {
         let token = optional_secret(
@@ -100,12 +100,12 @@ impl RawOkta {
                 scheme: Some("SSWS"),
                 key,
             })),
-            (None, true) => self.service_app(http),
+            (None, true) => self.service_app(url),
         }
     }
 
     /// An OAuth 2.0 service app signing its token requests (`private_key_jwt`).
-    fn service_app(&self, http: &VendorHttp) -> Result<SourceAuth, ConfigError> {
+    fn service_app(&self, url: &Url) -> Result<SourceAuth, ConfigError> {
         let client_id = vendor::required(
             "source.okta.client_id",
             self.client_id.as_deref(),
@@ -121,10 +121,10 @@ impl RawOkta {
         if let Some(kid) = &self.key_id {
             key = key.with_key_id(kid.clone());
         }
-        let mut token_url = http.url.clone();
+        let mut token_url = url.clone();
         token_url.set_path(&format!(
             "{}/oauth2/v1/token",
-            http.url.path().trim_end_matches('/')
+            url.path().trim_end_matches('/')
         ));
         Ok(SourceAuth::Grant(GrantConfig {
             token_url,

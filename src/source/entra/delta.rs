@@ -11,6 +11,7 @@ use url::Url;
 use super::decode::{DeltaEntry, GraphGroup, GraphUser, USER_FIELDS};
 use super::paging::Pages;
 use super::{add_member, subjects, to_users, EntraSource, EntraState};
+use crate::model::Subject;
 use crate::source::cursor::Position;
 use crate::source::group_table::{GroupTable, TableGroup};
 use crate::source::vendor_read::encode;
@@ -35,13 +36,11 @@ impl EntraSource {
         state: EntraState,
     ) -> Result<Read, SourceError> {
         let (users, users_delta) = self.user_changes(&state.users_delta).await?;
-        let mut table = state.groups.clone();
-        let groups_delta = self
+        let mut table = state.groups;
+        let (affected, groups_delta) = self
             .apply_group_changes(&state.groups_delta, &mut table)
             .await?;
-        let mut wanted: BTreeSet<String> = state
-            .groups
-            .affected(&table)
+        let mut wanted: BTreeSet<String> = affected
             .into_iter()
             .map(|s| s.as_str().to_owned())
             .collect();
@@ -98,20 +97,25 @@ impl EntraSource {
         Ok((changes, self.end_of(listing, link)?))
     }
 
-    /// Applies the group changes since `link` to `table`; returns the link for
-    /// next time.
+    /// Applies the group changes since `link` to `table`; returns the users whose
+    /// groups they changed and the link for next time.
     async fn apply_group_changes(
         &self,
         link: &str,
         table: &mut GroupTable,
-    ) -> Result<Url, SourceError> {
+    ) -> Result<(BTreeSet<Subject>, Url), SourceError> {
         let mut listing = Pages::new(&self.http, stored_link(link)?);
+        let mut entries = Vec::new();
         while let Some(page) = listing.next::<GraphGroup>().await? {
-            for group in page {
+            entries.extend(page);
+        }
+        let touched: BTreeSet<String> = entries.iter().map(|g| g.id.clone()).collect();
+        let affected = table.apply(&touched, |table| {
+            for group in entries {
                 apply_group(table, group);
             }
-        }
-        self.end_of(listing, link)
+        });
+        Ok((affected, self.end_of(listing, link)?))
     }
 
     fn end_of(&self, listing: Pages<'_>, link: &str) -> Result<Url, SourceError> {
@@ -192,7 +196,6 @@ fn stored_link(link: &str) -> Result<Url, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Subject;
 
     fn group(json: &str) -> GraphGroup {
         serde_json::from_str(json).unwrap()

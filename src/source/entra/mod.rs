@@ -55,14 +55,14 @@ impl EntraSource {
     pub fn new(config: &EntraConfig, incremental: Incremental, http: reqwest::Client) -> Self {
         let tokens = Arc::new(TokenSource::new(&config.auth, http.clone()));
         Self {
-            base: config.http.url.clone(),
-            page_size: config.http.page_size.get(),
+            base: config.url.clone(),
+            page_size: config.page_size.get(),
             incremental,
             http: DirectoryHttp::new(
                 http,
                 tokens,
                 "application/json",
-                config.http.max_retry_after,
+                config.limits.max_retry_after,
             ),
         }
     }

@@ -61,15 +61,15 @@ impl OktaSource {
             http,
             tokens,
             "application/json",
-            config.http.max_retry_after,
+            config.limits.max_retry_after,
         )
         .with_rate_budget(RateBudget {
             remaining: "x-rate-limit-remaining",
             reset: "x-rate-limit-reset",
         });
         Self {
-            base: config.http.url.clone(),
-            page_size: config.http.page_size.get(),
+            base: config.url.clone(),
+            page_size: config.page_size.get(),
             group_types: config.group_types.clone(),
             incremental,
             http,

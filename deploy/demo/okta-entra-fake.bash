@@ -1,5 +1,5 @@
 # The Okta and Entra ID demos (deploy/demo/run okta|entra): the fake vendor directory
-# as a process (vendor_standin, the in-process test fake: 40 people in 4 teams; Entra
+# as a process (okta_entra_standin, the in-process test fake: 40 people in 4 teams; Entra
 # nests two teams in "engineering" and that in "company"), the gateway stand-in, and
 # the three acts of lib.sh. Sourced by okta.sh and entra.sh with KIND set; needs cargo,
 # python3 and curl.
@@ -34,7 +34,7 @@ listening_url() {
 }
 
 bold "Building idsync and the stand-ins"
-cargo build --bin idsync --example hoop_standin --example vendor_standin
+cargo build --bin idsync --example hoop_standin --example okta_entra_standin
 
 bold "Starting the fake $KIND directory and the gateway stand-in"
 rm -rf "$DEMO" && mkdir -p "$DEMO"
@@ -42,7 +42,7 @@ rm -rf "$DEMO" && mkdir -p "$DEMO"
     >"$DEMO/standin.log" 2>&1 &
 STANDIN_PID=$!
 mkfifo "$DEMO/commands"
-"$TARGET_DIR/debug/examples/vendor_standin" "$KIND" --users 40 --groups 4 \
+"$TARGET_DIR/debug/examples/okta_entra_standin" "$KIND" --users 40 --groups 4 \
     <"$DEMO/commands" >"$DEMO/vendor.log" 2>&1 &
 VENDOR_PID=$!
 exec 3>"$DEMO/commands"
