@@ -32,11 +32,14 @@ pub use source::{
     GoogleConfig, GoogleGroupName, Incremental, KeycloakConfig, KeycloakGroupName, OidcConfig,
     ScimConfig, SourceConfig, SourceKind, SubjectAttribute,
 };
-pub use source::{Auth0Config, Auth0Groups, DirectoryLimits, JumpCloudConfig};
+pub use source::{
+    Auth0Config, Auth0Groups, DirectoryLimits, EntraConfig, JumpCloudConfig, OktaConfig,
+};
 
 /// Environment variables that may carry secrets instead of the file.
 pub const ENV_SOURCE_CLIENT_SECRET: &str = "IDSYNC_SOURCE_CLIENT_SECRET";
 pub const ENV_SOURCE_BEARER_TOKEN: &str = "IDSYNC_SOURCE_BEARER_TOKEN";
+pub const ENV_SOURCE_API_TOKEN: &str = "IDSYNC_SOURCE_API_TOKEN";
 pub const ENV_SOURCE_API_KEY: &str = "IDSYNC_SOURCE_API_KEY";
 pub const ENV_TARGET_API_KEY: &str = "IDSYNC_TARGET_API_KEY";
 
@@ -1304,7 +1307,7 @@ mod tests {
         );
         let err = error_of(&MINIMAL.replace("kind = \"scim\"", "kind = \"nis\""));
         assert!(
-            err.starts_with("source.kind must be \"scim\", \"file\""),
+            err.starts_with("source.kind must be one of \"scim\", \"file\""),
             "{err}"
         );
     }

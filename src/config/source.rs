@@ -11,11 +11,15 @@ use serde::Deserialize;
 use url::Url;
 
 mod auth0;
+mod entra;
 mod jumpcloud;
+mod okta;
 mod vendor;
 
 pub use auth0::{Auth0Config, Auth0Groups};
+pub use entra::EntraConfig;
 pub use jumpcloud::JumpCloudConfig;
+pub use okta::OktaConfig;
 pub use vendor::DirectoryLimits;
 use vendor::VENDOR_KEYS;
 
@@ -97,6 +101,9 @@ fn push_config(
     })
 }
 
+/// Every `source.kind`, as the error for an unknown one lists them.
+const KINDS: &str = "\"scim\", \"file\", \"ldap\", \"okta\", \"entra\", \"google\", \"keycloak\", \"jumpcloud\", \"auth0\" or \"push\"";
+
 /// The keys `kind` reads, or why there is no such kind.
 fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
     match kind {
@@ -108,9 +115,11 @@ fn keys_of(kind: &str) -> Result<&'static [&'static str], ConfigError> {
         "push" => Ok(PUSH_KEYS),
         "google" => Ok(GOOGLE_KEYS),
         "keycloak" => Ok(KEYCLOAK_KEYS),
+        "okta" => Ok(okta::KEYS),
+        "entra" => Ok(entra::KEYS),
         other => Err(invalid(
             "source.kind",
-            format!("must be \"scim\", \"file\", \"jumpcloud\", \"auth0\", \"ldap\", \"push\", \"google\" or \"keycloak\", such as kind = \"scim\"; got {other:?}"),
+            format!("must be one of {KINDS}, such as kind = \"scim\"; got {other:?}"),
         )),
     }
 }
@@ -138,6 +147,8 @@ pub(super) struct RawSource {
     incremental: Option<bool>,
     /// `[source.ldap]`, for `kind = "ldap"`.
     ldap: Option<super::ldap::RawLdap>,
+    okta: Option<okta::RawOkta>,
+    entra: Option<entra::RawEntra>,
     #[serde(default)]
     attributes: RawAttributes,
     google: Option<google::RawGoogle>,
@@ -198,6 +209,8 @@ pub enum SourceKind {
     Ldap(super::ldap::LdapConfig),
     /// What identity providers push to idsync's SCIM endpoint (`[push]`).
     Push(PushConfig),
+    Okta(OktaConfig),
+    Entra(EntraConfig),
 }
 
 /// `kind = "file"`: an export of users (and optionally of groups) on disk.
@@ -355,6 +368,8 @@ impl RawSource {
             }
             "ldap" => SourceKind::Ldap(self.ldap(env)?),
             "push" => SourceKind::Push(push_config(&attributes, push)?),
+            "okta" => SourceKind::Okta(self.okta(&attributes, env)?),
+            "entra" => SourceKind::Entra(self.entra(&attributes, env)?),
             _ => SourceKind::Scim(self.scim(env)?),
         };
         Ok(SourceConfig {
@@ -398,6 +413,8 @@ impl RawSource {
             ("source.jumpcloud", self.jumpcloud.is_some()),
             ("source.auth0", self.auth0.is_some()),
             ("source.ldap", self.ldap.is_some()),
+            ("source.okta", self.okta.is_some()),
+            ("source.entra", self.entra.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, given)| given.then_some(key))

@@ -10,18 +10,23 @@ pub mod auth;
 pub mod auth0;
 pub mod cursor;
 pub mod delivery;
+pub mod entra;
 pub mod file;
 pub mod google;
+pub mod group_table;
 pub mod http;
 pub mod jumpcloud;
 pub mod keycloak;
 pub mod ldap;
 pub mod membership;
+mod next_page;
 pub mod normalize;
+pub mod okta;
 pub mod paged;
 pub mod pushed;
 pub mod scim;
 pub mod user_pages;
+mod vendor_read;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -160,6 +165,22 @@ pub fn open(config: &SourceConfig) -> Result<Box<dyn Directory>, SourceError> {
             let tokens = TokenSource::new(&keycloak.auth, http.clone());
             Ok(Box::new(keycloak::KeycloakSource::new(
                 keycloak, http, tokens,
+            )))
+        }
+        SourceKind::Okta(okta) => {
+            let http = vendor_client(&okta.limits)?;
+            Ok(Box::new(okta::OktaSource::new(
+                okta,
+                config.incremental,
+                http,
+            )))
+        }
+        SourceKind::Entra(entra) => {
+            let http = vendor_client(&entra.limits)?;
+            Ok(Box::new(entra::EntraSource::new(
+                entra,
+                config.incremental,
+                http,
             )))
         }
         SourceKind::JumpCloud(jumpcloud) => {

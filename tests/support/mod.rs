@@ -4,11 +4,13 @@
 
 pub mod directory;
 pub mod fake_auth0;
+pub mod fake_entra;
 pub mod fake_gateway;
 pub mod fake_google;
 pub mod fake_idp;
 pub mod fake_jumpcloud;
 pub mod fake_keycloak;
+pub mod fake_okta;
 pub mod jwt;
 pub mod org;
 pub mod org_world;

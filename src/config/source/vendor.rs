@@ -103,6 +103,37 @@ impl RawSource {
     }
 }
 
+/// `source.page_size` for a vendor whose API serves up to `max` a page.
+pub(super) fn page_size_up_to(raw: &RawSource, max: u32) -> Result<NonZeroU32, ConfigError> {
+    let size = positive(
+        "source.page_size",
+        raw.page_size.unwrap_or(i64::from(max)),
+        &max.to_string(),
+    )?;
+    if size.get() > max {
+        return Err(invalid(
+            "source.page_size",
+            format!(
+                "must be at most {max} for kind = {:?}, the most its API serves a page; got {size}",
+                raw.kind
+            ),
+        ));
+    }
+    Ok(size)
+}
+
+/// A required, non-blank text key.
+pub(super) fn required(
+    key: &'static str,
+    value: Option<&str>,
+    example: &str,
+) -> Result<String, ConfigError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(value) => Ok(value.to_owned()),
+        None => Err(invalid(key, format!("is missing, such as {example}"))),
+    }
+}
+
 /// `source.attributes` maps SCIM and file attributes; the vendor kinds read a fixed
 /// set of fields and refuse a mapping rather than ignore it.
 pub(super) fn no_attributes(kind: &str, attributes: &AttributeMap) -> Result<(), ConfigError> {
