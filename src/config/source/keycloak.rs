@@ -198,7 +198,7 @@ mod tests {
             ),
             (
                 &format!("url = \"https://sso.example.com\"\n[source.attributes]\npicture = \"x\"\n{table}"),
-                "source.attributes.picture is not used by kind = \"keycloak\"",
+                "source.attributes.picture is not supported by kind = \"keycloak\"",
             ),
         ] {
             let err = parse(source).expect_err(source);
