@@ -165,6 +165,7 @@ struct RawGroups {
     admin_group: Option<String>,
     allow_admin_group: Option<bool>,
     delete_removed: Option<bool>,
+    mirror: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,8 +290,11 @@ pub struct GroupPolicy {
     /// Whether an IdP group may map to `admin_group` at all.
     pub allow_admin_group: bool,
     /// Whether a gateway group idsync created is deleted once the directory no
-    /// longer has it (sources that list their groups: push).
+    /// longer has it (with `mirror`).
     pub delete_removed: bool,
+    /// Whether the directory's groups are created in the gateway as groups, members
+    /// or not (sources that list their groups; on by default for push).
+    pub mirror: bool,
 }
 
 impl Default for GroupPolicy {
@@ -303,6 +307,7 @@ impl Default for GroupPolicy {
             admin_group: "admin".into(),
             allow_admin_group: false,
             delete_removed: false,
+            mirror: false,
         }
     }
 }
@@ -487,12 +492,15 @@ impl RawConfig {
             .push
             .map(|push| push.validate(&cache.path, env))
             .transpose()?;
+        let source = self.source.validate(sync.full_read_every, env, push)?;
+        // Pushed groups exist to be named by access rules before anyone joins.
+        let mirror_by_default = matches!(source.kind, SourceKind::Push(_));
         Ok(Config {
-            source: self.source.validate(sync.full_read_every, env, push)?,
+            source,
             target: self.target.validate(env)?,
             sync,
             cache,
-            groups: self.groups.validate()?,
+            groups: self.groups.validate(mirror_by_default)?,
             service: self.service.validate()?,
         })
     }
@@ -625,7 +633,7 @@ impl RawSync {
 }
 
 impl RawGroups {
-    fn validate(self) -> Result<GroupPolicy, ConfigError> {
+    fn validate(self, mirror_by_default: bool) -> Result<GroupPolicy, ConfigError> {
         let defaults = GroupPolicy::default();
         let admin_group = self.admin_group.unwrap_or(defaults.admin_group);
         if admin_group.trim().is_empty() {
@@ -648,6 +656,7 @@ impl RawGroups {
             admin_group,
             allow_admin_group: self.allow_admin_group.unwrap_or(false),
             delete_removed: self.delete_removed.unwrap_or(false),
+            mirror: self.mirror.unwrap_or(mirror_by_default),
         })
     }
 }

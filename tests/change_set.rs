@@ -62,6 +62,7 @@ impl Directory for ScriptedDirectory {
                 unusable: Vec::new(),
                 scope: script.scope.clone(),
                 cursor: script.next_cursor.clone(),
+                groups: None,
             })
         };
         Box::pin(async move { result })

@@ -76,7 +76,13 @@ max_deactivations = 5
     }
 
     async fn run(&self) -> Result<Summary, Aborted> {
-        let config = Config::parse(&self.config_text(), "test", &|_| None).expect("config");
+        self.run_with("").await
+    }
+
+    /// A run with `sections` (whole tables such as `[groups]`) added to the config.
+    async fn run_with(&self, sections: &str) -> Result<Summary, Aborted> {
+        let text = format!("{}\n{sections}", self.config_text());
+        let config = Config::parse(&text, "test", &|_| None).expect("config");
         let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
         syncer.run_once(&CancellationToken::new()).await
     }
@@ -217,4 +223,40 @@ async fn the_binary_syncs_an_export_and_exits_3_on_a_cut_off_one() {
         "the error names the file: {stderr}"
     );
     assert_eq!(world.writes(), 0);
+}
+
+/// `groups.mirror`: the export's groups become gateway groups, an empty one too,
+/// and with `delete_removed` one the export drops leaves the gateway again; a
+/// group made in the gateway is never touched.
+#[tokio::test]
+async fn mirrored_groups_are_created_even_when_empty_and_deleted_when_dropped() {
+    let world = World::start().await;
+    world.gateway.seed_group("made-in-the-gateway");
+    let with_platform = format!("{GROUPS}platform,,\n");
+    std::fs::write(world.path("groups.csv"), &with_platform).expect("groups");
+    let mirror = "[groups]\nmirror = true\ndelete_removed = true\n";
+    let first = world.run_with(mirror).await.expect("first run");
+    assert_eq!(
+        first.groups_created,
+        ["dba", "engineering", "oncall", "platform", "sre"]
+    );
+    assert!(world.gateway.groups().contains(&"platform".to_owned()));
+
+    std::fs::write(world.path("groups.csv"), GROUPS).expect("groups");
+    let second = world.run_with(mirror).await.expect("second run");
+    assert!(second.groups_created.is_empty());
+    assert_eq!(second.groups_deleted, ["platform"]);
+    let left = world.gateway.groups();
+    assert!(!left.contains(&"platform".to_owned()), "{left:?}");
+    assert!(left.contains(&"made-in-the-gateway".to_owned()), "{left:?}");
+}
+
+/// Without `groups.mirror` a pull run creates groups only through its users.
+#[tokio::test]
+async fn without_mirror_an_empty_group_is_not_created() {
+    let world = World::start().await;
+    std::fs::write(world.path("groups.csv"), format!("{GROUPS}platform,,\n")).expect("groups");
+    let run = world.run().await.expect("run");
+    assert!(run.groups_created.is_empty());
+    assert!(!world.gateway.groups().contains(&"platform".to_owned()));
 }

@@ -63,13 +63,6 @@ pub trait Directory: Send + Sync {
     /// may let go of what came before it (push: the queue up to there).
     fn cursor_kept(&self, _cursor: &str) {}
 
-    /// The names of the directory's groups, members or not, for a source that
-    /// lists them (push): each is created in the gateway even before anyone
-    /// joins, so access rules can name it.
-    fn groups(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, SourceError>> {
-        Box::pin(async { Ok(None) })
-    }
-
     /// For a source that is told of changes as they happen (push): notified after
     /// each, so the daemon runs without waiting for its schedule.
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
@@ -95,6 +88,10 @@ pub struct Read {
     /// Where the next read should start, for a source that reads changes; kept
     /// only once the run that read it has done everything it planned.
     pub cursor: Option<String>,
+    /// The names of every group the directory has, members or not, from a
+    /// source that lists them (push, SCIM, file): with `groups.mirror` each is
+    /// created in the gateway before anyone joins, so access rules can name it.
+    pub groups: Option<Vec<String>>,
 }
 
 /// What a read covered, which decides who may be deactivated for being absent.

@@ -1,8 +1,9 @@
-//! Groups as gateway objects, for a source that lists its groups (push): every
-//! directory group the groups policy maps is created in the gateway, members or
-//! not; with `groups.delete_removed`, a group idsync created that the directory
-//! no longer has is deleted — never the admin group, never one made in the
-//! gateway. Run after the users, so a deleted group's members were moved first.
+//! Groups as gateway objects, with `groups.mirror` (always on for push) and a
+//! source that lists its groups: every directory group the groups policy maps is
+//! created in the gateway, members or not; with `groups.delete_removed`, a group
+//! idsync created that the directory no longer has is deleted — never the admin
+//! group, never one made in the gateway. Deleted after the users are sent, so a
+//! deleted group's members were moved first.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +13,6 @@ use super::Syncer;
 use crate::apply::Outcome;
 use crate::cache::CacheError;
 use crate::groups::Mapping;
-use crate::source::SourceError;
 
 /// What happened to the gateway's groups in one run.
 #[derive(Debug, Default)]
@@ -34,14 +34,22 @@ impl Syncer {
     /// Before the users are sent: creates the directory's groups that idsync has
     /// not created yet, so they are idsync's (a user's create would make them on
     /// the fly, and then nobody could tell them from groups made in the gateway).
-    /// A group the gateway had already costs one 409 a run. `None` for a source
-    /// that does not list its groups.
+    /// A group the gateway had already costs one 409 a run. `None` without
+    /// `groups.mirror`, or when the read listed no groups (a source that does not
+    /// list them, or a change read).
     pub(super) async fn create_groups(
         &self,
+        listed: Option<Vec<String>>,
         stop: &CancellationToken,
-    ) -> Result<Option<GroupsStep>, SourceError> {
-        let Some(listed) = self.source.groups().await? else {
-            return Ok(None);
+    ) -> Option<GroupsStep> {
+        if !self.groups.mirror {
+            return None;
+        }
+        let Some(listed) = listed else {
+            tracing::info!(
+                "The directory listed no groups in this read; groups.mirror creates none this run."
+            );
+            return None;
         };
         let wanted: BTreeSet<String> = listed
             .iter()
@@ -69,7 +77,7 @@ impl Syncer {
                 outcome => step.done.failed.push((name, outcome.to_string())),
             }
         }
-        Ok(Some(step))
+        Some(step)
     }
 
     /// After the users were sent (so a deleted group's members were moved

@@ -317,7 +317,7 @@ impl Syncer {
         // `stop` ends the sends; the read has a token of its own, which the
         // planner cancels when it fails.
         let stop = shutdown.child_token();
-        let (plan, managed_before, cursor) =
+        let (plan, managed_before, ReadTail { cursor, groups }) =
             match self.read_and_plan(shutdown, &stop, &mut run, whole).await {
                 Ok(planned) => planned,
                 Err(err) => return Err(run.abort(err)),
@@ -327,10 +327,7 @@ impl Syncer {
         if let Err(err) = self.record(&run.adoptions).await {
             return Err(run.abort(err.into()));
         }
-        let groups = match self.create_groups(&stop).await {
-            Ok(groups) => groups,
-            Err(err) => return Err(run.abort(err.into())),
-        };
+        let groups = self.create_groups(groups, &stop).await;
         let sent = match self.send_and_record(actions, &stop, &mut run).await {
             Ok(sent) => sent,
             Err(err) => return Err(run.abort(err.into())),
@@ -397,7 +394,7 @@ impl Syncer {
         stop: &CancellationToken,
         run: &mut Run,
         whole: bool,
-    ) -> Result<(Plan, usize, Option<String>), SyncError> {
+    ) -> Result<(Plan, usize, ReadTail), SyncError> {
         let cursor = self.load_cursor(whole).await?;
         let reading = shutdown.child_token();
         let (delivery, arrivals) = source::delivery::channel(reading.clone());
@@ -421,7 +418,11 @@ impl Syncer {
         let managed_before = planner.managed();
         let plan = planner.finish(read.unusable, read.scope)?;
         events::planned(&plan.size());
-        Ok((plan, managed_before, read.cursor))
+        let tail = ReadTail {
+            cursor: read.cursor,
+            groups: read.groups,
+        };
+        Ok((plan, managed_before, tail))
     }
 
     /// Sends the actions through the applier and records each outcome as it
@@ -581,4 +582,11 @@ fn stopped_short(sent: Sent, creates_lost: Option<String>) -> Option<SyncError> 
 /// A dry run does not create a cache that does not exist yet.
 fn uses_cache(config: &Config, mode: RunMode) -> bool {
     !mode.dry_run || config.cache.path.exists()
+}
+/// What a read says besides its users, kept for after the users are sent.
+struct ReadTail {
+    /// The source's next position (see [`Read::cursor`](crate::source::Read::cursor)).
+    cursor: Option<String>,
+    /// The directory's groups, when the source lists them.
+    groups: Option<Vec<String>>,
 }

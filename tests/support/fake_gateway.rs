@@ -246,6 +246,11 @@ impl FakeGateway {
         self.shared.lock().groups.iter().cloned().collect()
     }
 
+    /// Pre-populates a group made in the gateway, bypassing validation and faults.
+    pub fn seed_group(&self, name: &str) {
+        self.shared.lock().groups.insert(name.to_owned());
+    }
+
     /// Pre-populates a user (and its groups), bypassing validation and faults.
     pub fn seed_user(&self, user: GatewayUser) {
         let mut st = self.shared.lock();

@@ -7,7 +7,7 @@
 mod line_bound;
 mod rows;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read as _, Seek, SeekFrom};
 
 use futures::future::BoxFuture;
@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::membership::{self, ListedGroup};
+use super::paged::Memberships;
 use super::{Delivery, Directory, Read, Scope, SourceError};
 use crate::config::{AttributeMap, ExportFile, FileConfig};
 use crate::model::{DirectoryUser, GroupName, Subject, UnusableEntry};
@@ -54,9 +55,9 @@ impl FileSource {
         &self,
         mut send: impl FnMut(Vec<DirectoryUser>) -> bool,
     ) -> Result<Read, SourceError> {
-        let memberships = match &self.groups {
+        let (memberships, mut group_names) = match &self.groups {
             Some(groups) => read_groups(groups, self.max_line_bytes)?,
-            None => HashMap::new(),
+            None => (HashMap::new(), BTreeSet::new()),
         };
         let mut rows = Rows::open(&self.users, self.max_line_bytes)?;
         let mut read = Read::default();
@@ -71,7 +72,10 @@ impl FileSource {
                         rows.broken(format!("id {:?} is listed twice", user.subject.as_str()))
                     );
                 }
-                Ok(user) => chunk.push(user),
+                Ok(user) => {
+                    group_names.extend(user.groups.iter().map(ToString::to_string));
+                    chunk.push(user);
+                }
                 Err(unusable) => read.unusable.push(unusable),
             }
             if chunk.len() == CHUNK && !send(std::mem::take(&mut chunk)) {
@@ -82,6 +86,7 @@ impl FileSource {
             return Err(SourceError::Interrupted);
         }
         read.scope = Scope::Complete;
+        read.groups = Some(group_names.into_iter().collect());
         Ok(read)
     }
 
@@ -137,10 +142,11 @@ impl FileSource {
 }
 
 /// The groups export, as each member's groups.
+/// Each user's groups by the groups file, and the name of every group in it.
 fn read_groups(
     file: &ExportFile,
     max_line_bytes: usize,
-) -> Result<HashMap<Subject, Vec<GroupName>>, SourceError> {
+) -> Result<(Memberships, BTreeSet<String>), SourceError> {
     let mut rows = Rows::open(file, max_line_bytes)?;
     let mut groups = Vec::new();
     while let Some(row) = rows.next_row()? {
@@ -163,10 +169,12 @@ fn read_groups(
                 .collect(),
         });
     }
-    membership::groups_of_members(groups).map_err(|err| SourceError::File {
+    let names = groups.iter().map(|group| group.name.clone()).collect();
+    let memberships = membership::groups_of_members(groups).map_err(|err| SourceError::File {
         path: file.path.display().to_string(),
         reason: err.to_string(),
-    })
+    })?;
+    Ok((memberships, names))
 }
 
 /// Checks that `file` is there, not empty, and ends with a line break (an export

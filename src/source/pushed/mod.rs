@@ -57,7 +57,20 @@ impl PushedDirectory {
             unusable: Vec::new(),
             scope: Scope::Complete,
             cursor: Some(head.to_string()),
+            groups: Some(self.group_names()?),
         })
+    }
+
+    /// Every pushed group's name, members or not.
+    fn group_names(&self) -> Result<Vec<String>, SourceError> {
+        let mut names = Vec::new();
+        for group in self.store.all(Kind::Group) {
+            let group = group.map_err(|err| unreadable(&self.path, err))?;
+            if let Some(name) = group.get("displayName").and_then(Value::as_str) {
+                names.extend(normalize::group_name_text(name).map(str::to_owned));
+            }
+        }
+        Ok(names)
     }
 
     fn read_changes(&self, delivery: &Delivery, done: u64) -> Result<Read, SourceError> {
@@ -82,6 +95,7 @@ impl PushedDirectory {
             unusable: Vec::new(),
             scope: Scope::Changes { removed },
             cursor: Some(position.to_string()),
+            groups: Some(self.group_names()?),
         })
     }
 
@@ -181,19 +195,6 @@ impl Directory for PushedDirectory {
             }
             crate::push::queue_figures(&self.store);
         }
-    }
-
-    fn groups(&self) -> BoxFuture<'_, Result<Option<Vec<String>>, SourceError>> {
-        Box::pin(async move {
-            let mut names = Vec::new();
-            for group in self.store.all(Kind::Group) {
-                let group = group.map_err(|err| unreadable(&self.path, err))?;
-                if let Some(name) = group.get("displayName").and_then(Value::as_str) {
-                    names.extend(normalize::group_name_text(name).map(str::to_owned));
-                }
-            }
-            Ok(Some(names))
-        })
     }
 
     fn wakeups(&self) -> Option<Arc<Notify>> {

@@ -183,6 +183,17 @@ impl MembershipIndex {
     /// Marks the group listing complete; returns the groups of every user added
     /// so far, in order. Each list is sorted by name, free of duplicates, and
     /// allocated once.
+    /// Every group's name, once the listing is closed.
+    pub fn group_names(&self) -> Vec<String> {
+        self.closed.as_ref().map_or_else(Vec::new, |closed| {
+            closed
+                .names_by_rank
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        })
+    }
+
     pub fn close_groups(&mut self) -> Vec<Vec<GroupName>> {
         // Rank the groups by name once (equal names share a rank), so that each
         // user's groups sort as small integers.
@@ -322,8 +333,10 @@ mod tests {
             roster.add_group("g1", GroupName::new("x"), &[]),
             Err(MembershipIndexError::GroupTwice)
         );
+        assert!(roster.group_names().is_empty(), "known once closed");
         let so_far = roster.close_groups();
         assert_eq!(names(&so_far), [vec!["dba", "sre"]]);
+        assert_eq!(roster.group_names(), ["dba", "sre"], "for groups.mirror");
         let later = |roster: &mut MembershipIndex, user: &str| {
             let groups = roster.add_user(id(user), true).expect("new user");
             names(&[groups.expect("the groups are complete")])

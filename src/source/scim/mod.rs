@@ -165,7 +165,9 @@ impl ScimSource {
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
         delivery.deliver(std::mem::take(&mut assembly.ready));
-        Ok(assembly.listing)
+        let mut read = assembly.listing;
+        read.groups = Some(assembly.memberships.group_names());
+        Ok(read)
     }
 
     /// The group listing, into the assembly; then closes it.
