@@ -635,24 +635,34 @@ fn open_store(path: &Path) -> Result<sled::Db, CacheError> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(CACHE_CAPACITY_BYTES);
+    match open_sled(&config) {
+        Err(sled::Error::Io(io)) if is_lock_error(&io) => Err(CacheError::Locked {
+            path: path.to_owned(),
+        }),
+        Err(err @ sled::Error::Corruption { .. }) => {
+            Err(damage::damaged(path, &format!("sled reports: {err}")))
+        }
+        opened => opened.map_err(|source| store_error(path, source)),
+    }
+}
+
+/// Opens a sled store, waiting a little for its lock: a store just closed in this
+/// process lets go of the lock only once sled's background flusher has stopped.
+pub fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
     let mut attempts = LOCK_ATTEMPTS;
     loop {
         match config.open() {
-            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
-                if attempts == 1 {
-                    return Err(CacheError::Locked {
-                        path: path.to_owned(),
-                    });
-                }
+            Err(sled::Error::Io(io)) if attempts > 1 && is_lock_error(&io) => {
                 attempts -= 1;
                 std::thread::sleep(LOCK_RETRY);
             }
-            Err(err @ sled::Error::Corruption { .. }) => {
-                return Err(damage::damaged(path, &format!("sled reports: {err}")));
-            }
-            opened => return opened.map_err(|source| store_error(path, source)),
+            opened => return opened,
         }
     }
+}
+
+fn is_lock_error(io: &std::io::Error) -> bool {
+    io.to_string().contains("could not acquire lock")
 }
 
 fn store_error(path: &Path, source: sled::Error) -> CacheError {

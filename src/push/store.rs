@@ -104,7 +104,7 @@ impl PushStore {
 
     fn open_new(path: &Path) -> Result<Self, StoreError> {
         let disk = |err: sled::Error| disk_error(path, &err);
-        let db = sled::Config::new().path(path).open().map_err(disk)?;
+        let db = crate::cache::open_sled(&sled::Config::new().path(path)).map_err(disk)?;
         let tree = |name: &str| db.open_tree(name).map_err(disk);
         let (resources, names, members) = (tree("resources")?, tree("names")?, tree("members")?);
         let (queue, meta) = (tree("queue")?, tree("meta")?);

@@ -124,6 +124,13 @@ pub enum SourceError {
     /// The directory could not be reached, or kept failing after retries.
     #[error("the directory is unavailable: {request}: {reason}")]
     Unavailable { request: String, reason: String },
+    /// The directory answered a request with a status that no retry changes
+    /// (404, 410, …); kept as a status, for a source that reads meaning into one.
+    #[error("the directory is unavailable: {request}: answered {status}")]
+    Rejected {
+        request: String,
+        status: reqwest::StatusCode,
+    },
     /// An answer broke the paging contract or was not SCIM; the read cannot be trusted.
     #[error("the directory's answer cannot be trusted: GET {url}: {reason}")]
     Inconsistent { url: String, reason: String },

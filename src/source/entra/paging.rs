@@ -62,5 +62,5 @@ impl<'a> Pages<'a> {
 /// Whether `err` is Graph refusing a delta link it no longer knows (410 Gone,
 /// `syncStateNotFound`): the changes cannot be read, only the whole directory.
 pub fn is_expired_delta(err: &SourceError) -> bool {
-    matches!(err, SourceError::Unavailable { reason, .. } if reason.starts_with("answered 410"))
+    matches!(err, SourceError::Rejected { status, .. } if *status == reqwest::StatusCode::GONE)
 }

@@ -234,9 +234,9 @@ impl DirectoryHttp {
             Class::Success => Attempt::Done(response),
             Class::Transient => self.transient(status, &response),
             Class::Unauthorized => self.refusal(request, response).await,
-            Class::Rejected => Attempt::Fail(SourceError::Unavailable {
+            Class::Rejected => Attempt::Fail(SourceError::Rejected {
                 request: request.to_string(),
-                reason: format!("answered {status}"),
+                status,
             }),
         }
     }
