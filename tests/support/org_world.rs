@@ -1,82 +1,29 @@
-//! A gateway fake and a cache directory for syncing a vendor fake's [`Org`], and
-//! the checks the vendor source tests share: what the gateway holds against
-//! what the organisation says.
+//! The shared [`SyncWorld`](super::sync_world::SyncWorld) with the checks the
+//! vendor source tests make against a fake's [`Org`]: what the gateway holds
+//! against what the organisation says, and a cut-off read that writes nothing.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::ops::Deref;
 
-use idsync::config::Config;
-use idsync::sync::{Aborted, RunMode, Summary, SyncError, Syncer};
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
+use idsync::sync::SyncError;
 
-use super::fake_gateway::{FakeGateway, GatewayOptions};
 use super::org::Org;
+use super::sync_world::SyncWorld;
 
-pub struct OrgWorld {
-    pub gateway: FakeGateway,
-    pub dir: TempDir,
+/// The shared [`SyncWorld`], with the checks against an [`Org`].
+pub struct OrgWorld(SyncWorld);
+
+impl Deref for OrgWorld {
+    type Target = SyncWorld;
+
+    fn deref(&self) -> &SyncWorld {
+        &self.0
+    }
 }
 
 impl OrgWorld {
     pub async fn start() -> Self {
-        Self {
-            gateway: FakeGateway::start(GatewayOptions::default()).await,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A whole config: `source` (the `[source]` tables) and the gateway's.
-    pub fn config_text(&self, source: &str) -> String {
-        format!(
-            r#"{source}
-[target]
-url = "{url}"
-api_key = "{key}"
-rate_limit_per_second = 100000
-burst = 1000
-max_in_flight = 16
-[cache]
-path = "{cache}"
-[sync]
-update_existing = true
-deprovision = "deactivate"
-max_deactivations = 10
-"#,
-            url = self.gateway.url(),
-            key = self.gateway.admin_key(),
-            cache = self.path("cache").display(),
-        )
-    }
-
-    /// One run, in-process, with the `source` tables given.
-    pub async fn run(&self, source: &str) -> Result<Summary, Aborted> {
-        let config = Config::parse(&self.config_text(source), "test", &|_| None).expect("config");
-        let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
-        syncer.run_once(&CancellationToken::new()).await
-    }
-
-    /// e-mail → (sorted groups, status), as the gateway holds them.
-    pub fn held(&self) -> BTreeMap<String, (Vec<String>, String)> {
-        self.gateway
-            .users()
-            .into_iter()
-            .map(|user| {
-                let mut groups = user.groups.clone();
-                groups.sort();
-                (user.email, (groups, user.status))
-            })
-            .collect()
-    }
-
-    /// Requests that changed the gateway.
-    pub fn writes(&self) -> usize {
-        let requests = self.gateway.requests();
-        requests.iter().filter(|r| r.method != "GET").count()
+        Self(SyncWorld::start().await)
     }
 
     /// A run whose read is cut off (`cut` set up before it) aborts as a source
