@@ -75,29 +75,41 @@ impl GroupTable {
     /// of the two at once). A group nesting one the table does not hold is an
     /// error: the read that built it missed part of the directory.
     pub fn into_memberships(self) -> Result<Memberships, MembershipError> {
-        // One shared name per group; a blank name counts for nesting only.
-        let names: HashMap<String, Option<GroupName>> = self
-            .groups
-            .iter()
-            .map(|(id, group)| (id.clone(), normalize::group_name(&group.name)))
-            .collect();
+        let names = self.names();
         let listed = self.groups.into_iter().map(|(id, group)| ListedGroup {
             name: id,
             members: group.members.into_iter().collect(),
             groups: group.nested.into_iter().collect(),
         });
-        let by_id = membership::groups_of_members(listed.collect())?;
-        let mut memberships = Memberships::with_capacity(by_id.len());
-        for (subject, ids) in by_id {
-            let mut groups: Vec<GroupName> = ids
+        named(&names, listed.collect())
+    }
+
+    /// The groups of `wanted` only (the users a change read delivers), by the
+    /// same rules: the work follows the groups and those users, not everyone
+    /// the table holds.
+    pub fn memberships_of(
+        &self,
+        wanted: &HashSet<Subject>,
+    ) -> Result<Memberships, MembershipError> {
+        let listed = self.groups.iter().map(|(id, group)| ListedGroup {
+            name: id.clone(),
+            members: group
+                .members
                 .iter()
-                .filter_map(|id| names.get(id.as_str()).cloned().flatten())
-                .collect();
-            groups.sort();
-            groups.dedup();
-            memberships.insert(subject, groups);
-        }
-        Ok(memberships)
+                .filter(|m| wanted.contains(*m))
+                .cloned()
+                .collect(),
+            groups: group.nested.iter().cloned().collect(),
+        });
+        named(&self.names(), listed.collect())
+    }
+
+    /// One shared name per group id; a blank name counts for nesting only.
+    fn names(&self) -> HashMap<String, Option<GroupName>> {
+        self.groups
+            .iter()
+            .map(|(id, group)| (id.clone(), normalize::group_name(&group.name)))
+            .collect()
     }
 
     /// The users in group `id` or any group nested in it, at any depth.
@@ -178,6 +190,25 @@ impl GroupTable {
     }
 }
 
+/// Each member's groups by name, from groups listed by id.
+fn named(
+    names: &HashMap<String, Option<GroupName>>,
+    listed: Vec<ListedGroup>,
+) -> Result<Memberships, MembershipError> {
+    let by_id = membership::groups_of_members(listed)?;
+    let mut memberships = Memberships::with_capacity(by_id.len());
+    for (subject, ids) in by_id {
+        let mut groups: Vec<GroupName> = ids
+            .iter()
+            .filter_map(|id| names.get(id.as_str()).cloned().flatten())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        memberships.insert(subject, groups);
+    }
+    Ok(memberships)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +255,22 @@ mod tests {
         assert_eq!(names(&memberships, "bob"), ["eng", "sre"]);
         // A blank-named group gives no name but still nests.
         assert_eq!(names(&memberships, "cy"), ["all"]);
+    }
+
+    #[test]
+    fn the_memberships_of_some_users_are_theirs_in_the_whole_table() {
+        let table = table(&[
+            ("all", group("all", &["boss"], &["eng"])),
+            ("eng", group("eng", &["ann", "bob"], &["sre"])),
+            ("sre", group("sre", &["bob", "cy"], &[])),
+        ]);
+        let wanted: HashSet<Subject> = [Subject::new("bob"), Subject::new("gone")].into();
+        let some = table.memberships_of(&wanted).unwrap();
+        let all = table.into_memberships().unwrap();
+        assert_eq!(names(&some, "bob"), names(&all, "bob"));
+        assert_eq!(names(&some, "bob"), ["all", "eng", "sre"]);
+        // Others are left out, and one in no group has none.
+        assert_eq!(some.len(), 1);
     }
 
     #[test]

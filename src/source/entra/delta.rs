@@ -3,7 +3,7 @@
 //! Everything is read before anything is delivered, so a delta link Graph refuses
 //! leaves nothing half-delivered before the full read that replaces it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -56,7 +56,12 @@ impl EntraSource {
             groups: table,
         };
         let cursor = encode(&next);
-        let mut memberships = self.memberships(next.groups)?;
+        let delivered: HashSet<Subject> =
+            found.keys().map(|id| Subject::new(id.as_str())).collect();
+        let mut memberships = next
+            .groups
+            .memberships_of(&delivered)
+            .map_err(|err| self.inconsistent_groups(err))?;
         let mut read = Read {
             entries: found.len(),
             ..Read::default()

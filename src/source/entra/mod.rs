@@ -29,6 +29,7 @@ use super::auth::TokenSource;
 use super::cursor::Position;
 use super::group_table::{GroupTable, Memberships, TableGroup};
 use super::http::DirectoryHttp;
+use super::membership::MembershipError;
 use super::vendor_read::{self, Planned};
 use super::{Delivery, Directory, Read, Scope, SourceError};
 use crate::config::{EntraConfig, Incremental};
@@ -195,14 +196,17 @@ impl EntraSource {
     }
 
     fn memberships(&self, table: GroupTable) -> Result<Memberships, SourceError> {
-        let memberships = table
-            .into_memberships()
-            .map_err(|err| SourceError::Inconsistent {
-                url: self.endpoint("groups", &[]).to_string(),
-                reason: err.to_string(),
-            });
+        let memberships = table.into_memberships();
         crate::memory::return_freed_memory();
-        memberships
+        memberships.map_err(|err| self.inconsistent_groups(err))
+    }
+
+    /// The group table holds a group nesting one it does not hold.
+    fn inconsistent_groups(&self, err: MembershipError) -> SourceError {
+        SourceError::Inconsistent {
+            url: self.endpoint("groups", &[]).to_string(),
+            reason: err.to_string(),
+        }
     }
 }
 

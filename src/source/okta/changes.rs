@@ -1,14 +1,14 @@
 //! A change read: the users whose `lastUpdated` moved since the last read, and
 //! every user whose groups changed, each delivered whole.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
 use super::decode::OktaUser;
 use super::paging::Pages;
-use super::{since, to_users, OktaSource, OktaState, CHUNK};
+use super::{inconsistent, since, to_users, OktaSource, OktaState, CHUNK};
 use crate::model::Subject;
 use crate::source::cursor::Position;
 use crate::source::group_table::Memberships;
@@ -37,7 +37,11 @@ impl OktaSource {
             groups: groups.table,
         };
         let cursor = encode(&next);
-        let mut memberships = self.memberships(next.groups)?;
+        let delivered: HashSet<Subject> = wanted.iter().cloned().collect();
+        let mut memberships = next
+            .groups
+            .memberships_of(&delivered)
+            .map_err(|err| inconsistent(&self.groups_url(), err))?;
         let mut read = deliver(delivery, wanted, profiles, &mut memberships);
         read.cursor = Some(position.advanced(cursor).encode());
         Ok(read)
