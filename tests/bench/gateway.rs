@@ -2,9 +2,12 @@
 //!
 //! Unlike `hoop_standin` it keeps no users: every `POST /api/users` is answered 201 at
 //! once (after `--latency-ms`, if set), `GET /api/users` (the inventory a first run
-//! reads) `[]`, `GET /api/serverinfo` `{}`, and anything else 404. It only counts
-//! requests and records when each create arrived, so a million creates cost it a few
-//! bytes each and the rate-fidelity check can look at the arrival times.
+//! reads) `[]`, `GET /api/serverinfo` `{}`, and anything else 404 — except that an
+//! update finds its user: `GET /api/users/{key}` answers an active user with that
+//! e-mail and no groups, and `PUT /api/users/{key}` 200, so that the incremental
+//! benchmarks' updates succeed and their cursors advance. It only counts requests
+//! and records when each create arrived, so a million creates cost it a few bytes
+//! each and the rate-fidelity check can look at the arrival times.
 //!
 //! Usage: bench_gateway [--listen 127.0.0.1:0] [--latency-ms 0]
 //!
@@ -62,17 +65,33 @@ async fn gateway(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let (status, body) = if create {
-        (StatusCode::CREATED, "{}")
-    } else if method == Method::GET && uri.path() == "/api/users" {
+    let user = uri
+        .path()
+        .strip_prefix("/api/users/")
+        .filter(|key| key.contains('@') || key.contains("%40"));
+    let (status, body) = match (&method, uri.path(), user) {
+        _ if create => (StatusCode::CREATED, "{}".to_owned()),
         // The inventory idsync reads on a first run: a gateway with no users yet.
-        (StatusCode::OK, "[]")
-    } else if method == Method::GET && uri.path() == "/api/serverinfo" {
-        (StatusCode::OK, "{}")
-    } else {
-        (StatusCode::NOT_FOUND, r#"{"message":"not found"}"#)
+        (&Method::GET, "/api/users", _) => (StatusCode::OK, "[]".to_owned()),
+        (&Method::GET, "/api/serverinfo", _) => (StatusCode::OK, "{}".to_owned()),
+        (&Method::GET, _, Some(key)) => (StatusCode::OK, found_user(key)),
+        (&Method::PUT, _, Some(_)) => (StatusCode::OK, "{}".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            r#"{"message":"not found"}"#.to_owned(),
+        ),
     };
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The user an update reads back before it replaces it.
+fn found_user(key: &str) -> String {
+    let email = key.replace("%40", "@");
+    serde_json::json!({
+        "id": email, "email": email, "name": "", "groups": null,
+        "slack_id": "", "picture": "", "status": "active",
+    })
+    .to_string()
 }
 
 async fn reset(State(state): State<Arc<AppState>>) -> StatusCode {
