@@ -121,11 +121,17 @@ pub fn dn_key(dn: &str) -> String {
     let (mut escaped, mut after_separator) = (false, false);
     for c in dn.trim().chars() {
         if escaped {
-            key.push(c);
+            // The group listing keeps keys one a line: a line break is kept as
+            // its hex escape (the backslash is in already).
+            match c {
+                '\n' => key.push_str("0a"),
+                c => key.push(c),
+            }
             (escaped, after_separator) = (false, false);
             continue;
         }
         match c {
+            '\n' => key.push_str("\\0a"),
             ' ' if after_separator => continue,
             ',' | '=' | '+' => {
                 while key.ends_with(' ') && !key.ends_with("\\ ") {
@@ -144,6 +150,12 @@ pub fn dn_key(dn: &str) -> String {
         after_separator = false;
     }
     key
+}
+
+/// How a login (`uid`, `memberUid`) is keyed: trimmed, a line break written as a
+/// DN would escape it, since the group listing keeps keys one a line.
+pub fn login_key(value: &str) -> String {
+    value.trim().replace('\n', "\\0a")
 }
 
 /// A `uniqueMember` value may carry an optional `#'0101'B` UID after the DN.
@@ -205,6 +217,13 @@ mod tests {
             inner,
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn a_line_break_in_a_key_is_kept_as_its_hex_escape() {
+        assert_eq!(dn_key("cn=a\nb,ou=X"), "cn=a\\0ab,ou=x");
+        assert_eq!(dn_key("cn=a\\\nb"), "cn=a\\0ab");
+        assert_eq!(login_key(" ann\nlee "), "ann\\0alee");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::entry::{dn_key, member_dn, Entry};
+use super::entry::{dn_key, login_key, member_dn, Entry};
 use crate::config::MemberAttribute;
 use crate::model::{GroupName, Subject};
 use crate::source::membership::{self, ListedGroup};
@@ -37,8 +37,40 @@ struct ListedEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     uuid: Option<String>,
     name: Option<String>,
-    /// DN keys (users and nested groups), or logins for `memberUid`; sorted.
-    members: Vec<String>,
+    members: Members,
+}
+
+/// A group's member keys: DN keys (users and nested groups), or logins for
+/// `memberUid`; sorted, one a line. Kept packed, as the cursor holds them, so
+/// that a read which changes a few groups splits only those
+/// (docs/performance.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct Members(String);
+
+impl Members {
+    /// `keys` are [`dn_key`]s or [`login_key`]s: none holds a line break.
+    fn new(mut keys: Vec<String>) -> Self {
+        keys.sort();
+        keys.dedup();
+        Self(keys.join("\n"))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split('\n').filter(|key| !key.is_empty())
+    }
+
+    /// Each key rewritten by `write`, into one new list.
+    fn rewritten(&self, mut write: impl FnMut(&str, &mut String)) -> Self {
+        let mut packed = String::with_capacity(self.0.len());
+        for key in self.iter() {
+            if !packed.is_empty() {
+                packed.push('\n');
+            }
+            write(key, &mut packed);
+        }
+        Self(packed)
+    }
 }
 
 /// What changed groups do to the listing.
@@ -81,11 +113,15 @@ impl GroupListing {
     pub fn compacted(&self, suffix: &str) -> Self {
         let mut compact = self.clone();
         for group in compact.groups.values_mut() {
-            for member in &mut group.members {
-                if let Some(relative) = member.strip_suffix(suffix) {
-                    *member = format!("~{relative}");
-                }
-            }
+            group.members = group
+                .members
+                .rewritten(|key, packed| match key.strip_suffix(suffix) {
+                    Some(relative) => {
+                        packed.push('~');
+                        packed.push_str(relative);
+                    }
+                    None => packed.push_str(key),
+                });
         }
         compact
     }
@@ -93,11 +129,12 @@ impl GroupListing {
     /// The listing [`compacted`](Self::compacted) left, whole again.
     pub fn expanded(mut self, suffix: &str) -> Self {
         for group in self.groups.values_mut() {
-            for member in &mut group.members {
-                if let Some(relative) = member.strip_prefix('~') {
-                    *member = format!("{relative}{suffix}");
+            group.members = group.members.rewritten(|key, packed| {
+                packed.push_str(key.strip_prefix('~').unwrap_or(key));
+                if key.starts_with('~') {
+                    packed.push_str(suffix);
                 }
-            }
+            });
         }
         self
     }
@@ -106,17 +143,14 @@ impl GroupListing {
     pub fn memberships(&self) -> Result<Memberships, String> {
         let mut listed = Vec::with_capacity(self.groups.len());
         for (dn, group) in &self.groups {
-            let (nested, members): (Vec<&String>, Vec<&String>) = group
+            let (nested, members): (Vec<&str>, Vec<&str>) = group
                 .members
                 .iter()
                 .partition(|m| self.groups.contains_key(*m));
             listed.push(ListedGroup {
                 name: dn.clone(),
-                members: members
-                    .into_iter()
-                    .map(|m| Subject::new(m.as_str()))
-                    .collect(),
-                groups: nested.into_iter().cloned().collect(),
+                members: members.into_iter().map(Subject::new).collect(),
+                groups: nested.into_iter().map(str::to_owned).collect(),
             });
         }
         let by_dn = membership::groups_of_members(listed).map_err(|err| err.to_string())?;
@@ -147,10 +181,10 @@ impl GroupListing {
         let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
         let mut direct: HashMap<&str, Vec<&str>> = HashMap::new();
         for (dn, group) in &self.groups {
-            for member in &group.members {
+            for member in group.members.iter() {
                 if self.groups.contains_key(member) {
                     parents.entry(member).or_default().push(dn);
-                } else if wanted.contains(member.as_str()) {
+                } else if wanted.contains(member) {
                     direct.entry(member).or_default().push(dn);
                 }
             }
@@ -187,7 +221,7 @@ impl GroupListing {
                 .get(uuid.as_str())
                 .and_then(|dn| self.groups.remove(dn))
             {
-                members.extend(old.members.into_iter().map(Subject::new));
+                members.extend(old.members.iter().map(Subject::new));
             }
         }
         members
@@ -224,14 +258,14 @@ impl GroupListing {
                     nesting |= old_dn != dn || old.name != group.name;
                     old.members
                 }
-                None => Vec::new(),
+                None => Members::default(),
             };
-            let before: HashSet<&String> = before.iter().collect();
-            let after: HashSet<&String> = group.members.iter().collect();
+            let before: HashSet<&str> = before.iter().collect();
+            let after: HashSet<&str> = group.members.iter().collect();
             affected.extend(
                 before
                     .symmetric_difference(&after)
-                    .map(|m| Subject::new(m.as_str())),
+                    .map(|m| Subject::new(*m)),
             );
             self.groups.insert(dn, group);
         }
@@ -249,19 +283,17 @@ impl GroupListing {
 
 fn listed_entry(entry: &Entry, name_attribute: &str, members: &MemberAttribute) -> ListedEntry {
     let values = entry.texts(members.name());
-    let mut keys: Vec<String> = match members {
+    let keys: Vec<String> = match members {
         MemberAttribute::Dn(_) => values.map(|v| dn_key(member_dn(v))).collect(),
-        MemberAttribute::Uid => values.map(|v| v.trim().to_owned()).collect(),
+        MemberAttribute::Uid => values.map(login_key).collect(),
     };
-    keys.sort();
-    keys.dedup();
     ListedEntry {
         uuid: entry.text("entryUUID").map(str::to_owned),
         name: entry
             .text(name_attribute)
             .and_then(normalize::group_name_text)
             .map(str::to_owned),
-        members: keys,
+        members: Members::new(keys),
     }
 }
 
@@ -272,8 +304,7 @@ mod tests {
     fn listing(groups: &[(&str, &str, &[&str])]) -> GroupListing {
         let mut listing = GroupListing::default();
         for (dn, name, members) in groups {
-            let mut members: Vec<String> = members.iter().map(|m| dn_key(m)).collect();
-            members.sort();
+            let members = Members::new(members.iter().map(|m| dn_key(m)).collect());
             listing.groups.insert(
                 dn_key(dn),
                 ListedEntry {

@@ -233,8 +233,11 @@ mod tests {
         let member = crate::config::MemberAttribute::Dn("member".into());
         listing.add(&group, "cn", &member).expect("added");
         let state = State::new(cookie, b"g", listing, "ou=People, dc=x");
+        // Members under the user base are kept without it; members, one a line.
         assert!(
-            state.encode().contains(r#""~uid=ann""#),
+            state
+                .encode()
+                .contains(r#""cn=db,ou=groups,dc=x\n~uid=ann""#),
             "{}",
             state.encode()
         );

@@ -1,6 +1,6 @@
 //! A user entry as a [`DirectoryUser`], by the attributes the config names.
 
-use super::entry::{account_disabled, dn_key, guid_text, Entry};
+use super::entry::{account_disabled, dn_key, guid_text, login_key, Entry};
 use std::collections::HashSet;
 
 use super::groups::{MemberKey, Memberships};
@@ -83,7 +83,7 @@ impl UserReader {
     /// How group member values name this user.
     pub fn member_key(&self, entry: &Entry) -> Option<MemberKey> {
         if self.members_by_login {
-            entry.text("uid").map(|uid| Subject::new(uid.trim()))
+            entry.text("uid").map(|uid| Subject::new(login_key(uid)))
         } else {
             Some(Subject::new(dn_key(&entry.dn)))
         }
