@@ -15,6 +15,7 @@ pub mod jwt;
 pub mod org;
 pub mod org_world;
 pub mod prism;
+pub mod samba;
 pub mod slapd;
 pub mod sync_world;
 
