@@ -146,8 +146,16 @@ fn the_server_pages_as_asked(samba: &Samba) {
         ]);
         answer.matches("\npagedresults: ").count()
     };
-    assert_eq!(pages(PAGE_SIZE), PEOPLE_COUNT.div_ceil(PAGE_SIZE));
-    assert_eq!(pages(2000), 1);
+    assert_eq!(
+        pages(PAGE_SIZE),
+        PEOPLE_COUNT.div_ceil(PAGE_SIZE),
+        "pages of 50"
+    );
+    assert_eq!(
+        pages(2000),
+        1,
+        "Samba enforces no MaxPageSize; if it now does, update tests/peers/README.md"
+    );
 }
 
 async fn check_config_connect_binds_and_reads_each_base(samba: &Samba) {
@@ -199,6 +207,8 @@ async fn incremental_reads_fall_back_to_full_reads_said_once(samba: &Samba) {
     let fallback = "the server does not offer content synchronisation";
     assert_eq!(log.matches(fallback).count(), 1, "said once: {log}");
     assert!(!log.contains("Run aborted."), "{log}");
+    let full_reads = log.matches("reading the whole directory").count();
+    assert!(full_reads >= 3, "every run read everything: {log}");
     let expected = PEOPLE_COUNT - 1;
     assert_eq!(world.gateway.count("POST", "/api/users"), expected);
     let active = world
