@@ -101,8 +101,7 @@ impl Samba {
 
     fn launch(&mut self) {
         let log = std::fs::File::create(self.log_path()).expect("log");
-        // -M single: one process, so that killing it frees the ports (the
-        // default prefork model leaves workers holding them).
+        // -M single: one process to kill, no prefork workers.
         let child = Command::new("/usr/sbin/samba")
             .args(["-i", "-M", "single", "-s"])
             .arg(self.domain().join("etc/smb.conf"))
@@ -248,7 +247,11 @@ fn provision(dir: &Path) {
         "interfaces=lo".to_owned(),
         "bind interfaces only=yes".to_owned(),
         "server services=ldap".to_owned(),
+        // Everything it writes in the temporary directory: /run/samba may not exist
+        // where the package's services never ran.
         format!("pid directory={}", path("domain")),
+        format!("ncalrpc dir={}", path("domain/ncalrpc")),
+        format!("winbindd socket directory={}", path("domain/winbindd")),
         format!("tls keyfile={}", path("server.key")),
         format!("tls certfile={}", path("server.pem")),
         format!("tls cafile={}", path("ca.pem")),
