@@ -133,9 +133,9 @@ impl LdapSource {
     }
 
     /// Whether the server lists content synchronisation among its controls (said
-    /// once when not). Asking regardless is not safe: Active Directory answers a
-    /// search with a control it does not know by an extended response, which ends
-    /// the connection.
+    /// once when not). Asking regardless is not safe: Samba's Active Directory
+    /// answers a search with a control it does not know by an extended response,
+    /// which ends the connection.
     async fn offers_content_sync(&self, connection: &mut Connection) -> Result<bool, SourceError> {
         if connection
             .supports_control(super::content_sync::SYNC_REQUEST_OID)
