@@ -12,6 +12,7 @@ use std::time::Duration;
 use idsync::config::Config;
 use idsync::sync::{Aborted, RunMode, Summary, Syncer};
 use support::fake_gateway::{FakeGateway, GatewayOptions};
+use support::ldap_company::Company;
 use support::slapd::{self, group_dn, user_dn, Slapd, GROUPS, PEOPLE};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -28,22 +29,12 @@ fn mail(i: usize) -> String {
     format!("u{i:04}@example.com")
 }
 
-/// The groups each person is in, nesting included: engineering holds platform
-/// and sre, all-staff holds engineering and sales.
+const COMPANY: Company = Company {
+    people: PEOPLE_COUNT,
+};
+
 fn expected_groups(i: usize) -> Vec<String> {
-    let mut groups = vec!["all-staff"];
-    match i {
-        0..=99 => groups.push("engineering"),
-        100..=999 => groups.extend(["engineering", "platform"]),
-        1000..=1199 => groups.extend(["engineering", "sre"]),
-        _ => groups.push("sales"),
-    }
-    if i % 10 == 0 {
-        groups.push("oncall");
-    }
-    let mut groups: Vec<String> = groups.into_iter().map(str::to_owned).collect();
-    groups.sort();
-    groups
+    COMPANY.expected_groups(i)
 }
 
 /// The people and groups, groups after the groups nested in them, so that the
@@ -52,19 +43,9 @@ fn company_ldif() -> String {
     let mut ldif: String = (0..PEOPLE_COUNT)
         .map(|i| slapd::person_ldif(&uid(i), &format!("User {i}"), &mail(i)))
         .collect();
-    let users = |range: std::ops::Range<usize>| range.map(|i| user_dn(&uid(i))).collect::<Vec<_>>();
-    ldif += &slapd::group_ldif("platform", &users(100..1000));
-    ldif += &slapd::group_ldif("sre", &users(1000..1200));
-    let oncall: Vec<String> = (0..PEOPLE_COUNT)
-        .step_by(10)
-        .map(|i| user_dn(&uid(i)))
-        .collect();
-    ldif += &slapd::group_ldif("oncall", &oncall);
-    let mut engineering = users(0..100);
-    engineering.extend([group_dn("platform"), group_dn("sre")]);
-    ldif += &slapd::group_ldif("engineering", &engineering);
-    ldif += &slapd::group_ldif("sales", &users(1200..PEOPLE_COUNT));
-    ldif += &slapd::group_ldif("all-staff", &[group_dn("engineering"), group_dn("sales")]);
+    for (cn, members) in COMPANY.groups(|i| user_dn(&uid(i)), group_dn) {
+        ldif += &slapd::group_ldif(cn, &members);
+    }
     ldif
 }
 

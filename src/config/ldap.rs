@@ -172,7 +172,7 @@ impl RawLdap {
                 "is for ldap:// URLs; an ldaps:// URL is TLS from the start, so remove start_tls",
             ));
         }
-        let subject_attribute = subject_attribute(common, &defaults)?;
+        let subject_attribute = subject_attribute(common, preset, &defaults)?;
         let timeout = positive(
             "source.timeout_secs",
             common.timeout_secs.unwrap_or(60),
@@ -240,14 +240,20 @@ impl RawLdap {
     }
 }
 
-/// The subject attribute; incremental reads need entryUUID.
-fn subject_attribute(common: &LdapCommon<'_>, defaults: &Defaults) -> Result<String, ConfigError> {
+/// The subject attribute; incremental reads need entryUUID, except from Active
+/// Directory, which offers no content synchronisation: every read is a full read.
+fn subject_attribute(
+    common: &LdapCommon<'_>,
+    preset: LdapPreset,
+    defaults: &Defaults,
+) -> Result<String, ConfigError> {
     let subject = attribute(
         "source.subject_attribute",
         common.subject_attribute,
         defaults.subject_attribute,
     )?;
-    if common.incremental && !subject.eq_ignore_ascii_case("entryUUID") {
+    let by_uuid = subject.eq_ignore_ascii_case("entryUUID");
+    if common.incremental && !by_uuid && preset != LdapPreset::ActiveDirectory {
         return Err(invalid(
             "source.incremental",
             format!("needs subject_attribute = \"entryUUID\": the server reports deleted entries by their entryUUID, and subject_attribute is {subject:?}"),
@@ -411,6 +417,12 @@ api_key = "k"
         );
         let ad = parse(&with("source.ldap", "preset = \"active_directory\"")).expect("valid");
         assert_eq!(ad.subject_attribute, "objectGUID");
+        let ad_incremental = with("source.ldap", "preset = \"active_directory\"")
+            .replace("[source]\n", "[source]\nincremental = true\n");
+        assert!(
+            parse(&ad_incremental).is_ok(),
+            "AD: every read is a full read"
+        );
         assert_eq!(ad.group_filter, "(objectClass=group)");
         let ipa = parse(&with(
             "source.ldap",

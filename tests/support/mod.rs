@@ -12,9 +12,11 @@ pub mod fake_jumpcloud;
 pub mod fake_keycloak;
 pub mod fake_okta;
 pub mod jwt;
+pub mod ldap_company;
 pub mod org;
 pub mod org_world;
 pub mod prism;
+pub mod samba;
 pub mod slapd;
 pub mod sync_world;
 

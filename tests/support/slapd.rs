@@ -36,7 +36,8 @@ fn free_port() -> u16 {
     listener.local_addr().expect("address").port()
 }
 
-fn run(command: &mut Command) {
+/// Runs a command to its end; panics with its output when it fails.
+pub fn run(command: &mut Command) {
     let output = command.output().expect("the command runs");
     assert!(
         output.status.success(),
@@ -214,7 +215,9 @@ impl Drop for Slapd {
     }
 }
 
-fn make_certificates(dir: &Path) {
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 (`server.pem`,
+/// `server.key`) in `dir`.
+pub fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
     openssl(&[
         "req",

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::{code, failure, result_text, Connection, Item};
 use super::entry::Entry;
 use super::groups::{GroupListing, Memberships};
-use super::refresh::{Refresh, RefreshEnd};
+use super::refresh::{Fallback, Refresh, RefreshEnd};
 use super::{LdapSource, Said};
 use crate::model::{DirectoryUser, Subject};
 use crate::source::cursor::Position;
@@ -73,7 +73,9 @@ impl LdapSource {
         incremental: bool,
     ) -> Result<Read, SourceError> {
         let started = SystemTime::now();
-        let by_refresh = incremental && !self.said.size_limited.load(Ordering::Relaxed);
+        let by_refresh = incremental
+            && !self.said.size_limited.load(Ordering::Relaxed)
+            && self.offers_content_sync(connection).await?;
         let (listing, groups_cookie) = self.read_groups(connection, shutdown, by_refresh).await?;
         let url = connection.url().to_owned();
         let memberships = listing
@@ -128,6 +130,21 @@ impl LdapSource {
             output.read = Read::default();
         }
         Ok(cookie)
+    }
+
+    /// Whether the server lists content synchronisation among its controls (said
+    /// once when not). Asking regardless is not safe: Samba's Active Directory
+    /// answers a search with a control it does not know by an extended response,
+    /// which ends the connection.
+    async fn offers_content_sync(&self, connection: &mut Connection) -> Result<bool, SourceError> {
+        if connection
+            .supports_control(super::content_sync::SYNC_REQUEST_OID)
+            .await?
+        {
+            return Ok(true);
+        }
+        self.cookie_or_fallback(RefreshEnd::Fallback(Fallback::Unsupported));
+        Ok(false)
     }
 
     /// The cookie a refresh ended with, or `None` (said once) when it fell back.
