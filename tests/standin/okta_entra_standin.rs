@@ -7,7 +7,8 @@
 //!
 //! Prints `listening on URL` once serving, then reads commands on stdin, one a line,
 //! and answers each with one line: `change N` applies N changes (renames, moves
-//! between groups, joiners, leavers, suspended or disabled users) and says `ok`;
+//! between groups, joiners, leavers, suspended or disabled users) and says `ok` (Okta:
+//! `ok M`, M the groups whose members moved, which a change read re-reads whole);
 //! `delete ID` deletes that user; `stats` prints the fake's counters as JSON.
 
 use std::io::{BufRead, Write};
@@ -239,8 +240,12 @@ async fn serve_commands(fake: &Fake, groups: usize) {
             ["change", n] => match n.parse() {
                 Ok(n) => {
                     round += 1;
+                    let since = std::time::SystemTime::now();
                     fake.change(n, groups, round);
-                    "ok".to_owned()
+                    match &fake {
+                        Fake::Okta(okta) => format!("ok {}", okta.groups_moved_since(since)),
+                        Fake::Entra(_) => "ok".to_owned(),
+                    }
                 }
                 Err(_) => format!("error: {n:?} is not a number"),
             },

@@ -250,6 +250,17 @@ impl FakeOkta {
         }
     }
 
+    /// How many groups other than the BUILT_IN one had members move since `since`
+    /// (`lastMembershipUpdated`): what a change read following the design
+    /// must re-read whole.
+    pub fn groups_moved_since(&self, since: SystemTime) -> usize {
+        let state = self.shared.lock();
+        let listed = state.groups.values().filter(|g| g.kind != "BUILT_IN");
+        listed
+            .filter(|g| g.last_membership_updated >= since)
+            .count()
+    }
+
     pub fn set_member(&self, group: &str, user: &str, member: bool) {
         let mut state = self.shared.lock();
         let group = state.groups.get_mut(group).expect("known group");
