@@ -14,7 +14,8 @@
 //! Prints `listening on http://ADDR/api` on stdout when ready. Control, for the driver
 //! (not counted as gateway requests): `POST /_bench/reset` clears the counts and
 //! restarts the clock, `PUT /_bench/latency?ms=N` sets the latency,
-//! `GET /_bench/stats` returns `{"requests":..,"creates":..,"other":..}` and
+//! `GET /_bench/stats` returns `{"requests":..,"creates":..,"other":..,"updates":..}`
+//! (`other`: every request but the creates; `updates`: the PUTs among them) and
 //! `GET /_bench/arrivals` the arrival time of every create since the reset, in
 //! microseconds, as a JSON array.
 
@@ -42,6 +43,7 @@ struct AppState {
     latency_ms: AtomicU64,
     creates: AtomicU64,
     other: AtomicU64,
+    updates: AtomicU64,
     clock: Mutex<Clock>,
 }
 
@@ -60,6 +62,9 @@ async fn gateway(
         state.creates.fetch_add(1, Ordering::Relaxed);
     } else {
         state.other.fetch_add(1, Ordering::Relaxed);
+        if method == Method::PUT {
+            state.updates.fetch_add(1, Ordering::Relaxed);
+        }
     }
     let latency = state.latency_ms.load(Ordering::Relaxed);
     if latency > 0 {
@@ -100,6 +105,7 @@ async fn reset(State(state): State<Arc<AppState>>) -> StatusCode {
     clock.arrivals_us = Vec::new();
     state.creates.store(0, Ordering::Relaxed);
     state.other.store(0, Ordering::Relaxed);
+    state.updates.store(0, Ordering::Relaxed);
     StatusCode::NO_CONTENT
 }
 
@@ -119,8 +125,9 @@ async fn set_latency(
 async fn stats(State(state): State<Arc<AppState>>) -> Response {
     let creates = state.creates.load(Ordering::Relaxed);
     let other = state.other.load(Ordering::Relaxed);
+    let updates = state.updates.load(Ordering::Relaxed);
     let body = format!(
-        r#"{{"requests":{},"creates":{creates},"other":{other},"latency_ms":{}}}"#,
+        r#"{{"requests":{},"creates":{creates},"other":{other},"updates":{updates},"latency_ms":{}}}"#,
         creates + other,
         state.latency_ms.load(Ordering::Relaxed)
     );
@@ -177,6 +184,7 @@ fn main() -> ExitCode {
             latency_ms: AtomicU64::new(latency_ms),
             creates: AtomicU64::new(0),
             other: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
             clock: Mutex::new(Clock {
                 since: Instant::now(),
                 arrivals_us: Vec::new(),
