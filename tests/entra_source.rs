@@ -4,19 +4,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use idsync::config::Config;
-use idsync::sync::{Aborted, RunMode, Summary, Syncer};
 use support::fake_entra::{
     team_id, EntraFaults, EntraOptions, EntraUser, FakeEntra, CLIENT_ID, CLIENT_SECRET, TENANT,
 };
-use support::fake_gateway::{FakeGateway, GatewayOptions};
 use support::jwt::{TEST_CERTIFICATE, TEST_PRIVATE_KEY};
-use support::prism::{vendor_spec, Prism};
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
+use support::vendor_world::{parse_source_tables, VendorWorld};
+
+type World = VendorWorld<FakeEntra>;
 
 #[derive(Clone, Copy)]
 enum Credential {
@@ -24,113 +20,26 @@ enum Credential {
     Certificate,
 }
 
-struct World {
-    graph: FakeEntra,
-    prism: Option<Prism>,
-    gateway: FakeGateway,
-    dir: TempDir,
-    incremental: bool,
-    credential: Credential,
+async fn world(prism: bool) -> World {
+    VendorWorld::start(FakeEntra::start(EntraOptions::default()).await, prism).await
 }
 
-impl World {
-    async fn start(prism: bool, incremental: bool) -> Self {
-        let graph = FakeEntra::start(EntraOptions::default()).await;
-        let prism = match prism {
-            true => {
-                let prism = Prism::proxy(&vendor_spec("msgraph"), graph.url()).await;
-                graph.set_public_url(prism.url());
-                Some(prism)
-            }
-            false => None,
-        };
-        Self {
-            graph,
-            prism,
-            gateway: FakeGateway::start(GatewayOptions::default()).await,
-            dir: tempfile::tempdir().expect("tempdir"),
-            incremental,
-            credential: Credential::Secret,
+/// The `[source]` tables reading the world's Graph with `credential`.
+fn source(world: &World, incremental: bool, credential: Credential) -> String {
+    let credential = match credential {
+        Credential::Secret => format!("client_secret = \"{CLIENT_SECRET}\""),
+        Credential::Certificate => {
+            let path = world.path("idsync-entra.pem");
+            std::fs::write(&path, format!("{TEST_CERTIFICATE}{TEST_PRIVATE_KEY}")).expect("pem");
+            format!("client_certificate_file = \"{}\"", path.display())
         }
-    }
-
-    fn config_text(&self) -> String {
-        let credential = match self.credential {
-            Credential::Secret => format!("client_secret = \"{CLIENT_SECRET}\""),
-            Credential::Certificate => {
-                let path = self.dir.path().join("idsync-entra.pem");
-                std::fs::write(&path, format!("{TEST_CERTIFICATE}{TEST_PRIVATE_KEY}"))
-                    .expect("pem");
-                format!("client_certificate_file = \"{}\"", path.display())
-            }
-        };
-        format!(
-            r#"
-[source]
-kind = "entra"
-url = "{graph}"
-incremental = {incremental}
-[source.entra]
-tenant_id = "{TENANT}"
-client_id = "{CLIENT_ID}"
-authority = "{authority}"
-{credential}
-[target]
-url = "{target}"
-api_key = "{key}"
-rate_limit_per_second = 1000
-burst = 100
-[cache]
-path = "{cache}"
-[sync]
-update_existing = true
-deprovision = "deactivate"
-max_deactivations = 50
-full_read_every_secs = 86400
-"#,
-            graph = self.prism.as_ref().map_or(self.graph.url(), Prism::url),
-            // The token endpoint is not in Graph's document: straight to the fake.
-            authority = self.graph.url(),
-            incremental = self.incremental,
-            target = self.gateway.url(),
-            key = self.gateway.admin_key(),
-            cache = self.dir.path().join("cache").display(),
-        )
-    }
-
-    async fn run(&self) -> Result<Summary, Aborted> {
-        let config = Config::parse(&self.config_text(), "test", &|_| None).expect("config");
-        let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
-        syncer.run_once(&CancellationToken::new()).await
-    }
-
-    fn active(&self) -> BTreeMap<String, Vec<String>> {
-        self.gateway
-            .users()
-            .into_iter()
-            .filter(|u| u.status != "inactive")
-            .map(|u| {
-                let mut groups = u.groups.clone();
-                groups.sort();
-                (u.email, groups)
-            })
-            .collect()
-    }
-
-    fn writes(&self) -> usize {
-        self.gateway
-            .requests()
-            .iter()
-            .filter(|r| r.method != "GET")
-            .count()
-    }
-
-    fn assert_no_violations(&self) {
-        if let Some(prism) = &self.prism {
-            assert!(prism.violations().is_empty(), "{}", prism.log_text());
-            assert!(prism.requests() > 0, "the requests went through Prism");
-        }
-    }
+    };
+    // The token endpoint is not in Graph's document: straight to the fake.
+    let table = format!(
+        "tenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT_ID}\"\nauthority = \"{authority}\"\n{credential}",
+        authority = world.directory.url(),
+    );
+    world.source(incremental, &table)
 }
 
 fn user(n: u32, mail: Option<&str>, upn: &str) -> EntraUser {
@@ -145,12 +54,14 @@ fn user(n: u32, mail: Option<&str>, upn: &str) -> EntraUser {
 
 #[tokio::test]
 async fn two_thousand_users_in_nested_groups_sync_exactly_once_and_a_rerun_writes_nothing() {
-    let world = World::start(true, false).await;
-    world.graph.seed(2_000, 20);
-    let first = world.run().await.expect("first run");
+    let world = world(true).await;
+    let graph = &world.directory;
+    let config = source(&world, false, Credential::Secret);
+    graph.seed(2_000, 20);
+    let first = world.run(&config).await.expect("first run");
     assert_eq!(first.counts.created, 2_000);
     let held = world.active();
-    assert_eq!(held, world.graph.expected());
+    assert_eq!(held, graph.expected());
     let first_user = &held["u0001@contoso.com"];
     assert_eq!(
         first_user,
@@ -158,71 +69,62 @@ async fn two_thousand_users_in_nested_groups_sync_exactly_once_and_a_rerun_write
         "nested three deep"
     );
 
-    world.gateway.clear_requests();
-    let second = world.run().await.expect("rerun");
-    assert_eq!((second.counts.unchanged, world.writes()), (2_000, 0));
+    let second = world.assert_rerun_writes_nothing(&config).await;
+    assert_eq!(second.counts.unchanged, 2_000);
     world.assert_no_violations();
 }
 
 /// Joiners (one with only a principal name, one guest), a leaver, a disabled user,
 /// a move between groups, a renamed and a re-nested group.
 async fn changes_converge(incremental: bool) {
-    let world = World::start(true, incremental).await;
-    world.graph.seed(300, 6);
-    world.run().await.expect("first run");
-    let before = world.graph.stats();
+    let world = world(true).await;
+    let graph = &world.directory;
+    let config = source(&world, incremental, Credential::Secret);
+    graph.seed(300, 6);
+    world.run(&config).await.expect("first run");
+    let before = graph.stats();
 
-    world.graph.add_user(user(1, None, "joiner@contoso.com"));
-    world
-        .graph
-        .set_member(&team_id(3), &user(1, None, "").id, true, true);
-    world.graph.add_user(user(
+    graph.add_user(user(1, None, "joiner@contoso.com"));
+    graph.set_member(&team_id(3), &user(1, None, "").id, true, true);
+    graph.add_user(user(
         2,
         None,
         "guest_example.com#EXT#@contoso.onmicrosoft.com",
     ));
-    world
-        .graph
-        .delete_user("00000000-0000-4000-8000-000000000002");
-    world
-        .graph
-        .update_user("00000000-0000-4000-8000-000000000003", |u| {
-            u.enabled = false
-        });
-    world
-        .graph
-        .update_user("00000000-0000-4000-8000-000000000004", |u| {
-            u.display = "Renamed".into()
-        });
-    world.graph.set_member(
+    graph.delete_user("00000000-0000-4000-8000-000000000002");
+    graph.update_user("00000000-0000-4000-8000-000000000003", |u| {
+        u.enabled = false
+    });
+    graph.update_user("00000000-0000-4000-8000-000000000004", |u| {
+        u.display = "Renamed".into()
+    });
+    graph.set_member(
         &team_id(5),
         "00000000-0000-4000-8000-000000000005",
         true,
         false,
     );
-    world.graph.set_member(
+    graph.set_member(
         &team_id(4),
         "00000000-0000-4000-8000-000000000005",
         true,
         true,
     );
-    world.graph.rename_group(&team_id(1), "team-one");
-    world.graph.add_group("g-ops", "operations");
-    world.graph.set_member("g-ops", &team_id(4), false, true);
+    graph.rename_group(&team_id(1), "team-one");
+    graph.add_group("g-ops", "operations");
+    graph.set_member("g-ops", &team_id(4), false, true);
 
-    let second = world.run().await.expect("second run");
-    assert_eq!(world.active(), world.graph.expected());
+    let second = world.run(&config).await.expect("second run");
+    assert_eq!(world.active(), graph.expected());
     assert_eq!(
         second.counts.created, 1,
         "the joiner; the guest has no address"
     );
     assert_eq!(second.counts.deactivated, 2, "deleted and disabled");
-    let after = world.graph.stats();
+    let after = graph.stats();
     let full_pages = after.full_user_pages - before.full_user_pages;
     assert_eq!(full_pages, if incremental { 0 } else { 1 });
-    world.gateway.clear_requests();
-    world.run().await.expect("third run");
-    assert_eq!(world.writes(), 0, "converged");
+    world.assert_rerun_writes_nothing(&config).await;
     world.assert_no_violations();
 }
 
@@ -238,16 +140,16 @@ async fn changes_converge_with_delta_reads() {
 
 #[tokio::test]
 async fn a_delta_link_graph_no_longer_knows_means_a_full_read() {
-    let world = World::start(true, true).await;
-    world.graph.seed(200, 4);
-    world.run().await.expect("first run");
-    world
-        .graph
-        .delete_user("00000000-0000-4000-8000-000000000007");
-    world.graph.forget_delta_links();
-    let before = world.graph.stats();
-    let second = world.run().await.expect("second run");
-    let after = world.graph.stats();
+    let world = world(true).await;
+    let graph = &world.directory;
+    let config = source(&world, true, Credential::Secret);
+    graph.seed(200, 4);
+    world.run(&config).await.expect("first run");
+    graph.delete_user("00000000-0000-4000-8000-000000000007");
+    graph.forget_delta_links();
+    let before = graph.stats();
+    let second = world.run(&config).await.expect("second run");
+    let after = graph.stats();
     assert_eq!(after.refused_delta_links - before.refused_delta_links, 1);
     assert_eq!(
         after.full_user_pages - before.full_user_pages,
@@ -255,22 +157,26 @@ async fn a_delta_link_graph_no_longer_knows_means_a_full_read() {
         "read whole"
     );
     assert_eq!(second.counts.deactivated, 1);
-    assert_eq!(world.active(), world.graph.expected());
+    assert_eq!(world.active(), graph.expected());
     world.assert_no_violations();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_is_waited_out_as_retry_after_says() {
-    let world = World::start(false, false).await;
-    world.graph.seed(2_000, 10);
+    let world = world(false).await;
+    let graph = &world.directory;
+    graph.seed(2_000, 10);
     let throttle = [(3, (429, 1)), (8, (503, 1)), (12, (504, 1))].into();
-    world.graph.set_faults(EntraFaults {
+    graph.set_faults(EntraFaults {
         throttle,
         ..EntraFaults::default()
     });
-    world.run().await.expect("run");
-    assert_eq!(world.active(), world.graph.expected());
-    let stats = world.graph.stats();
+    world
+        .run(&source(&world, false, Credential::Secret))
+        .await
+        .expect("run");
+    assert_eq!(world.active(), graph.expected());
+    let stats = graph.stats();
     assert_eq!(stats.throttled, 3, "{stats:?}");
     assert_eq!(
         stats.early_retries, 0,
@@ -280,37 +186,29 @@ async fn throttling_is_waited_out_as_retry_after_says() {
 
 #[tokio::test]
 async fn a_read_cut_off_part_way_deactivates_nobody() {
-    let world = World::start(false, false).await;
-    world.graph.seed(1_500, 5);
-    world.run().await.expect("first run");
-    world.graph.set_faults(EntraFaults {
-        fail_user_pages_after: Some(1),
-        ..EntraFaults::default()
-    });
-    world.gateway.clear_requests();
-    let aborted = world.run().await.expect_err("the read fails part-way");
-    assert!(
-        aborted.error.to_string().contains("500"),
-        "{}",
-        aborted.error
-    );
-    assert_eq!(world.writes(), 0, "nothing written, nobody deactivated");
-    assert_eq!(world.active().len(), 1_500);
+    let world = world(false).await;
+    let config = source(&world, false, Credential::Secret);
+    world
+        .assert_a_500_part_way_deactivates_nobody(&config, (1_500, 5), 1)
+        .await;
 }
 
 #[tokio::test]
 async fn a_certificate_credential_signs_with_x5t_and_a_revoked_token_is_refreshed_once() {
-    let mut world = World::start(false, false).await;
-    world.credential = Credential::Certificate;
-    world.graph.seed(300, 3);
-    world.graph.set_faults(EntraFaults {
+    let world = world(false).await;
+    let graph = &world.directory;
+    graph.seed(300, 3);
+    graph.set_faults(EntraFaults {
         revoke_tokens_at: Some(4),
         ..EntraFaults::default()
     });
-    world.run().await.expect("run");
-    assert_eq!(world.active(), world.graph.expected());
+    world
+        .run(&source(&world, false, Credential::Certificate))
+        .await
+        .expect("run");
+    assert_eq!(world.active(), graph.expected());
     assert_eq!(
-        world.graph.stats().token_requests,
+        graph.stats().token_requests,
         2,
         "the first token, then one fresh one"
     );
@@ -318,14 +216,7 @@ async fn a_certificate_credential_signs_with_x5t_and_a_revoked_token_is_refreshe
 
 #[test]
 fn credentials_must_be_given_exactly_one_way() {
-    let parse = |entra: &str| {
-        let text = format!(
-            "[source]\nkind = \"entra\"\n[source.entra]\n{entra}\n[target]\nurl = \"https://hoop.example.com\"\napi_key = \"k\"\n"
-        );
-        Config::parse(&text, "test", &|_| None)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
+    let parse = |entra: &str| parse_source_tables("entra", "", entra);
     let ids = "tenant_id = \"t\"\nclient_id = \"c\"";
     let cert = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-rsa-cert.pem");
     assert!(parse(&format!("{ids}\nclient_secret = \"s\"")).is_ok());
@@ -359,16 +250,17 @@ fn credentials_must_be_given_exactly_one_way() {
 /// `check-config --connect`: a token, then one user.
 #[tokio::test]
 async fn the_probe_gets_a_token_and_reads_one_user() {
-    let world = World::start(true, false).await;
-    world.graph.seed(50, 2);
-    let config = Config::parse(&world.config_text(), "test", &|_| None).expect("config");
-    let source = idsync::source::open(&config.source).expect("source");
-    let found = source.probe().await.expect("probe");
+    let world = world(true).await;
+    let graph = &world.directory;
+    graph.seed(50, 2);
+    let found = world
+        .probe(&source(&world, false, Credential::Secret))
+        .await;
     assert!(
         found.contains("read user 00000000-0000-4000-8000-000000000000"),
         "{found}"
     );
-    let stats = world.graph.stats();
+    let stats = graph.stats();
     assert_eq!((stats.token_requests, stats.graph_requests), (1, 1));
     world.assert_no_violations();
 }

@@ -4,18 +4,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use idsync::config::Config;
-use idsync::sync::{Aborted, RunMode, Summary, Syncer};
-use support::fake_gateway::{FakeGateway, GatewayOptions};
 use support::fake_okta::{FakeOkta, OktaFaults, OktaOptions, API_TOKEN, CLIENT_ID};
-use support::prism::{vendor_spec, Prism};
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
+use support::vendor_world::{parse_source_tables, VendorWorld};
 
 const TYPES: [&str; 2] = ["OKTA_GROUP", "APP_GROUP"];
+
+type World = VendorWorld<FakeOkta>;
 
 /// How idsync proves itself to the fake.
 #[derive(Clone, Copy)]
@@ -24,111 +20,20 @@ enum Credential {
     ServiceApp,
 }
 
-struct World {
-    okta: FakeOkta,
-    prism: Option<Prism>,
-    gateway: FakeGateway,
-    dir: TempDir,
-    incremental: bool,
-    credential: Credential,
+async fn world(opts: OktaOptions, prism: bool) -> World {
+    VendorWorld::start(FakeOkta::start(opts).await, prism).await
 }
 
-impl World {
-    async fn start(opts: OktaOptions, prism: bool, incremental: bool) -> Self {
-        let okta = FakeOkta::start(opts).await;
-        let prism = match prism {
-            true => {
-                let prism = Prism::proxy(&vendor_spec("okta"), okta.url()).await;
-                okta.set_public_url(prism.url());
-                Some(prism)
-            }
-            false => None,
-        };
-        Self {
-            okta,
-            prism,
-            gateway: FakeGateway::start(GatewayOptions::default()).await,
-            dir: tempfile::tempdir().expect("tempdir"),
-            incremental,
-            credential: Credential::ApiToken,
-        }
-    }
-
-    fn source_url(&self) -> &str {
-        self.prism.as_ref().map_or(self.okta.url(), Prism::url)
-    }
-
-    fn config_text(&self) -> String {
-        let credential = match self.credential {
-            Credential::ApiToken => format!("api_token = \"{API_TOKEN}\""),
-            Credential::ServiceApp => format!(
-                "client_id = \"{CLIENT_ID}\"\nprivate_key_file = \"{}\"",
-                fixture("test-rsa-key.pem").display()
-            ),
-        };
-        format!(
-            r#"
-[source]
-kind = "okta"
-url = "{url}"
-incremental = {incremental}
-[source.okta]
-{credential}
-[target]
-url = "{target}"
-api_key = "{key}"
-rate_limit_per_second = 1000
-burst = 100
-[cache]
-path = "{cache}"
-[sync]
-update_existing = true
-deprovision = "deactivate"
-max_deactivations = 50
-full_read_every_secs = 86400
-"#,
-            url = self.source_url(),
-            incremental = self.incremental,
-            target = self.gateway.url(),
-            key = self.gateway.admin_key(),
-            cache = self.dir.path().join("cache").display(),
-        )
-    }
-
-    async fn run(&self) -> Result<Summary, Aborted> {
-        let config = Config::parse(&self.config_text(), "test", &|_| None).expect("config");
-        let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
-        syncer.run_once(&CancellationToken::new()).await
-    }
-
-    /// e-mail → sorted groups of the gateway's active users.
-    fn active(&self) -> BTreeMap<String, Vec<String>> {
-        self.gateway
-            .users()
-            .into_iter()
-            .filter(|u| u.status != "inactive")
-            .map(|u| {
-                let mut groups = u.groups.clone();
-                groups.sort();
-                (u.email, groups)
-            })
-            .collect()
-    }
-
-    fn writes(&self) -> usize {
-        self.gateway
-            .requests()
-            .iter()
-            .filter(|r| r.method != "GET")
-            .count()
-    }
-
-    fn assert_no_violations(&self) {
-        if let Some(prism) = &self.prism {
-            assert!(prism.violations().is_empty(), "{}", prism.log_text());
-            assert!(prism.requests() > 0, "the requests went through Prism");
-        }
-    }
+/// The `[source]` tables reading the world's Okta with `credential`.
+fn source(world: &World, incremental: bool, credential: Credential) -> String {
+    let credential = match credential {
+        Credential::ApiToken => format!("api_token = \"{API_TOKEN}\""),
+        Credential::ServiceApp => format!(
+            "client_id = \"{CLIENT_ID}\"\nprivate_key_file = \"{}\"",
+            fixture("test-rsa-key.pem").display()
+        ),
+    };
+    world.source(incremental, &credential)
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -139,11 +44,13 @@ fn fixture(name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn two_thousand_users_sync_exactly_once_and_a_rerun_writes_nothing() {
-    let world = World::start(OktaOptions::default(), true, false).await;
-    world.okta.seed(2_000, 20);
-    let first = world.run().await.expect("first run");
+    let world = world(OktaOptions::default(), true).await;
+    let okta = &world.directory;
+    let config = source(&world, false, Credential::ApiToken);
+    okta.seed(2_000, 20);
+    let first = world.run(&config).await.expect("first run");
     assert_eq!(first.counts.created, 2_000);
-    assert_eq!(world.active(), world.okta.expected(&TYPES));
+    assert_eq!(world.active(), okta.expected(&TYPES));
     assert_eq!(world.gateway.users().len(), 2_000, "each user created once");
     let everyone = world
         .active()
@@ -151,45 +58,40 @@ async fn two_thousand_users_sync_exactly_once_and_a_rerun_writes_nothing() {
         .any(|g| g.contains(&"Everyone".to_owned()));
     assert!(!everyone, "BUILT_IN groups are left out unless listed");
 
-    world.gateway.clear_requests();
-    let second = world.run().await.expect("rerun");
-    assert_eq!((second.counts.unchanged, world.writes()), (2_000, 0));
+    let second = world.assert_rerun_writes_nothing(&config).await;
+    assert_eq!(second.counts.unchanged, 2_000);
     world.assert_no_violations();
 }
 
 /// Joiners, leavers, a suspended and a deactivated user, a group move and a
 /// renamed group: the gateway ends where the directory is, read whole or by changes.
 async fn changes_converge(incremental: bool) {
-    let world = World::start(OktaOptions::default(), true, incremental).await;
-    world.okta.seed(300, 6);
-    world.run().await.expect("first run");
-    let before = world.okta.stats();
+    let world = world(OktaOptions::default(), true).await;
+    let okta = &world.directory;
+    let config = source(&world, incremental, Credential::ApiToken);
+    okta.seed(300, 6);
+    world.run(&config).await.expect("first run");
+    let before = okta.stats();
 
-    let joiner = world.okta.add_user("joiner@example.com", "Jo", "Iner");
-    world.okta.set_member("00g0000001", &joiner, true);
-    world.okta.delete_user("00u0000002");
-    world
-        .okta
-        .update_user("00u0000003", |u| u.status = "SUSPENDED".into());
-    world
-        .okta
-        .update_user("00u0000004", |u| u.status = "DEPROVISIONED".into());
-    world
-        .okta
-        .update_user("00u0000005", |u| u.display = Some("Renamed Person".into()));
+    let joiner = okta.add_user("joiner@example.com", "Jo", "Iner");
+    okta.set_member("00g0000001", &joiner, true);
+    okta.delete_user("00u0000002");
+    okta.update_user("00u0000003", |u| u.status = "SUSPENDED".into());
+    okta.update_user("00u0000004", |u| u.status = "DEPROVISIONED".into());
+    okta.update_user("00u0000005", |u| u.display = Some("Renamed Person".into()));
     // A move between groups: only the groups' memberships change, not the user.
-    world.okta.set_member("00g0000001", "00u0000007", false);
-    world.okta.set_member("00g0000002", "00u0000007", true);
-    world.okta.rename_group("00g0000003", "team-renamed");
+    okta.set_member("00g0000001", "00u0000007", false);
+    okta.set_member("00g0000002", "00u0000007", true);
+    okta.rename_group("00g0000003", "team-renamed");
 
-    let second = world.run().await.expect("second run");
-    assert_eq!(world.active(), world.okta.expected(&TYPES));
+    let second = world.run(&config).await.expect("second run");
+    assert_eq!(world.active(), okta.expected(&TYPES));
     assert_eq!(second.counts.created, 1);
     assert_eq!(
         second.counts.deactivated, 3,
         "deleted, suspended, deactivated"
     );
-    let after = world.okta.stats();
+    let after = okta.stats();
     let listed_everyone = after.unfiltered_user_pages - before.unfiltered_user_pages;
     let user_pages = after.user_pages - before.user_pages;
     if incremental {
@@ -201,9 +103,7 @@ async fn changes_converge(incremental: bool) {
     } else {
         assert_eq!(listed_everyone, 2, "300 users at 200 a page");
     }
-    world.gateway.clear_requests();
-    world.run().await.expect("third run");
-    assert_eq!(world.writes(), 0, "converged");
+    world.assert_rerun_writes_nothing(&config).await;
     world.assert_no_violations();
 }
 
@@ -226,15 +126,19 @@ async fn throttling_mid_read_is_waited_out_within_the_advertised_budget() {
         window_secs: 2,
         ..OktaOptions::default()
     };
-    let world = World::start(opts, false, false).await;
-    world.okta.seed(2_000, 10);
-    world.okta.set_faults(OktaFaults {
+    let world = world(opts, false).await;
+    let okta = &world.directory;
+    okta.seed(2_000, 10);
+    okta.set_faults(OktaFaults {
         throttle_request: Some(5),
         ..OktaFaults::default()
     });
-    world.run().await.expect("run");
-    assert_eq!(world.active(), world.okta.expected(&TYPES));
-    let stats = world.okta.stats();
+    world
+        .run(&source(&world, false, Credential::ApiToken))
+        .await
+        .expect("run");
+    assert_eq!(world.active(), okta.expected(&TYPES));
+    let stats = okta.stats();
     assert_eq!(
         stats.over_budget, 0,
         "never sent over the budget: {stats:?}"
@@ -251,33 +155,25 @@ async fn throttling_mid_read_is_waited_out_within_the_advertised_budget() {
 
 #[tokio::test]
 async fn a_read_cut_off_part_way_deactivates_nobody() {
-    let world = World::start(OktaOptions::default(), false, false).await;
-    world.okta.seed(1_000, 5);
-    world.run().await.expect("first run");
-    world.okta.set_faults(OktaFaults {
-        fail_user_pages_after: Some(2),
-        ..OktaFaults::default()
-    });
-    world.gateway.clear_requests();
-    let aborted = world.run().await.expect_err("the read fails part-way");
-    assert!(
-        aborted.error.to_string().contains("500"),
-        "{}",
-        aborted.error
-    );
-    assert_eq!(world.writes(), 0, "nothing written, nobody deactivated");
-    assert_eq!(world.active().len(), 1_000);
+    let world = world(OktaOptions::default(), false).await;
+    let config = source(&world, false, Credential::ApiToken);
+    world
+        .assert_a_500_part_way_deactivates_nobody(&config, (1_000, 5), 2)
+        .await;
 }
 
 #[tokio::test]
 async fn a_service_app_signs_its_token_requests_and_the_token_is_reused() {
-    let mut world = World::start(OktaOptions::default(), false, false).await;
-    world.credential = Credential::ServiceApp;
-    world.okta.seed(500, 5);
-    world.run().await.expect("run");
-    assert_eq!(world.active(), world.okta.expected(&TYPES));
+    let world = world(OktaOptions::default(), false).await;
+    let okta = &world.directory;
+    okta.seed(500, 5);
+    world
+        .run(&source(&world, false, Credential::ServiceApp))
+        .await
+        .expect("run");
+    assert_eq!(world.active(), okta.expected(&TYPES));
     assert_eq!(
-        world.okta.stats().token_requests,
+        okta.stats().token_requests,
         1,
         "one token for the whole read"
     );
@@ -285,14 +181,7 @@ async fn a_service_app_signs_its_token_requests_and_the_token_is_reused() {
 
 #[test]
 fn credentials_must_be_given_exactly_one_way() {
-    let parse = |okta: &str| {
-        let text = format!(
-            "[source]\nkind = \"okta\"\nurl = \"https://acme.okta.com\"\n[source.okta]\n{okta}\n[target]\nurl = \"https://hoop.example.com\"\napi_key = \"k\"\n"
-        );
-        Config::parse(&text, "test", &|_| None)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
+    let parse = |okta: &str| parse_source_tables("okta", "url = \"https://acme.okta.com\"", okta);
     let key = fixture("test-rsa-key.pem").display().to_string();
     assert!(parse("api_token = \"t\"").is_ok());
     assert!(parse(&format!("client_id = \"c\"\nprivate_key_file = \"{key}\"")).is_ok());
@@ -322,13 +211,13 @@ fn credentials_must_be_given_exactly_one_way() {
 /// `check-config --connect`: a token from the service app, then one user.
 #[tokio::test]
 async fn the_probe_gets_a_token_and_reads_one_user() {
-    let mut world = World::start(OktaOptions::default(), false, false).await;
-    world.credential = Credential::ServiceApp;
-    world.okta.seed(50, 2);
-    let config = Config::parse(&world.config_text(), "test", &|_| None).expect("config");
-    let source = idsync::source::open(&config.source).expect("source");
-    let found = source.probe().await.expect("probe");
+    let world = world(OktaOptions::default(), false).await;
+    let okta = &world.directory;
+    okta.seed(50, 2);
+    let found = world
+        .probe(&source(&world, false, Credential::ServiceApp))
+        .await;
     assert!(found.contains("read user 00u0000000"), "{found}");
-    let stats = world.okta.stats();
+    let stats = okta.stats();
     assert_eq!((stats.token_requests, stats.api_requests), (1, 1));
 }

@@ -19,6 +19,7 @@ pub mod prism;
 pub mod samba;
 pub mod slapd;
 pub mod sync_world;
+pub mod vendor_world;
 
 use std::path::Path;
 

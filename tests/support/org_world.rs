@@ -1,11 +1,9 @@
 //! The shared [`SyncWorld`](super::sync_world::SyncWorld) with the checks the
 //! vendor source tests make against a fake's [`Org`]: what the gateway holds
-//! against what the organisation says, and a cut-off read that writes nothing.
+//! against what the organisation says.
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
-
-use idsync::sync::SyncError;
 
 use super::org::Org;
 use super::sync_world::SyncWorld;
@@ -24,20 +22,6 @@ impl Deref for OrgWorld {
 impl OrgWorld {
     pub async fn start() -> Self {
         Self(SyncWorld::start().await)
-    }
-
-    /// A run whose read is cut off (`cut` set up before it) aborts as a source
-    /// error and writes nothing: nobody is deactivated.
-    pub async fn assert_cut_off_run_writes_nothing(&self, source: &str, cut: &str) {
-        let writes = self.writes();
-        let err = self.run(source).await.expect_err("the read is not trusted");
-        assert!(
-            matches!(err.error, SyncError::Source(_)),
-            "{cut}: {}",
-            err.error
-        );
-        assert_eq!(err.summary.counts.deactivated, 0, "{cut}");
-        assert_eq!(self.writes(), writes, "{cut}: nothing written");
     }
 
     /// Every active user of `org` is held, invited, with exactly its `expected`

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use idsync::config::Config;
-use idsync::sync::{Aborted, RunMode, Summary, Syncer};
+use idsync::sync::{Aborted, RunMode, Summary, SyncError, Syncer};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +62,22 @@ max_deactivations = 20
         syncer.run_once(&CancellationToken::new()).await
     }
 
+    /// Another run with `source` writes nothing: the gateway already holds what
+    /// the directory says. That run's summary.
+    pub async fn assert_rerun_writes_nothing(&self, source: &str) -> Summary {
+        let writes = self.writes();
+        let summary = self.run(source).await.expect("rerun");
+        assert_eq!(self.writes(), writes, "converged: nothing more to write");
+        summary
+    }
+
+    /// What the source's probe (`check-config --connect`) found.
+    pub async fn probe(&self, source: &str) -> String {
+        let config = Config::parse(&self.config_text(source), "test", &|_| None).expect("config");
+        let source = idsync::source::open(&config.source).expect("source");
+        source.probe().await.expect("probe")
+    }
+
     /// e-mail → (sorted groups, status).
     pub fn held(&self) -> BTreeMap<String, Held> {
         self.gateway
@@ -75,10 +91,35 @@ max_deactivations = 20
             .collect()
     }
 
+    /// e-mail → sorted groups of the users the gateway holds as not inactive.
+    pub fn active(&self) -> BTreeMap<String, Vec<String>> {
+        self.held()
+            .into_iter()
+            .filter(|(_, (_, status))| status != "inactive")
+            .map(|(email, (groups, _))| (email, groups))
+            .collect()
+    }
+
     /// Requests to the gateway that change something.
     pub fn writes(&self) -> usize {
         let requests = self.gateway.requests();
         requests.iter().filter(|r| r.method != "GET").count()
+    }
+
+    /// A run whose read is cut off (`cut` set up before it) aborts as a source
+    /// error and writes nothing: nobody is deactivated. What it aborted with, for
+    /// the caller's own checks.
+    pub async fn assert_cut_off_run_writes_nothing(&self, source: &str, cut: &str) -> Aborted {
+        let writes = self.writes();
+        let aborted = self.run(source).await.expect_err("the read is not trusted");
+        assert!(
+            matches!(aborted.error, SyncError::Source(_)),
+            "{cut}: {}",
+            aborted.error
+        );
+        assert_eq!(aborted.summary.counts.deactivated, 0, "{cut}");
+        assert_eq!(self.writes(), writes, "{cut}: nothing written");
+        aborted
     }
 
     /// The binary with the config written to a file, `args` after `--config`, and
