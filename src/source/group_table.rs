@@ -81,7 +81,7 @@ impl GroupTable {
             members: group.members.into_iter().collect(),
             groups: group.nested.into_iter().collect(),
         });
-        named(&names, listed.collect())
+        membership::named_groups_of_members(listed.collect(), &names)
     }
 
     /// The groups of `wanted` only (the users a change read delivers), by the
@@ -101,14 +101,15 @@ impl GroupTable {
                 .collect(),
             groups: group.nested.iter().cloned().collect(),
         });
-        named(&self.names(), listed.collect())
+        membership::named_groups_of_members(listed.collect(), &self.names())
     }
 
-    /// One shared name per group id; a blank name counts for nesting only.
-    fn names(&self) -> HashMap<String, Option<GroupName>> {
+    /// One shared name per group id; a group with a blank name is left out, and
+    /// counts for nesting only.
+    fn names(&self) -> HashMap<String, GroupName> {
         self.groups
             .iter()
-            .map(|(id, group)| (id.clone(), normalize::group_name(&group.name)))
+            .filter_map(|(id, group)| Some((id.clone(), normalize::group_name(&group.name)?)))
             .collect()
     }
 
@@ -188,25 +189,6 @@ impl GroupTable {
         }
         affected
     }
-}
-
-/// Each member's groups by name, from groups listed by id.
-fn named(
-    names: &HashMap<String, Option<GroupName>>,
-    listed: Vec<ListedGroup>,
-) -> Result<Memberships, MembershipError> {
-    let by_id = membership::groups_of_members(listed)?;
-    let mut memberships = Memberships::with_capacity(by_id.len());
-    for (subject, ids) in by_id {
-        let mut groups: Vec<GroupName> = ids
-            .iter()
-            .filter_map(|id| names.get(id.as_str()).cloned().flatten())
-            .collect();
-        groups.sort();
-        groups.dedup();
-        memberships.insert(subject, groups);
-    }
-    Ok(memberships)
 }
 
 #[cfg(test)]

@@ -135,19 +135,22 @@ fn groups_above(groups: &BTreeMap<String, ListedGroup>) -> HashMap<String, Vec<G
 }
 
 /// [`groups_of_members`] for directories that key their groups by an id and show
-/// them by a name that need not be unique (Google, Keycloak): `groups` are listed
-/// by id, and each subject's groups come out as `names[id]`, sorted.
+/// them by a name that need not be unique (Google, Keycloak, Okta, Entra ID, LDAP):
+/// `groups` are listed by id, and each subject's groups come out as `names[id]`,
+/// sorted; a group without a name there counts for nesting only.
 pub fn named_groups_of_members(
     groups: Vec<ListedGroup>,
     names: &HashMap<String, GroupName>,
 ) -> Result<HashMap<Subject, Vec<GroupName>>, MembershipError> {
     let mut memberships = groups_of_members(groups)?;
     for groups in memberships.values_mut() {
-        for group in groups.iter_mut() {
-            if let Some(name) = names.get(group.as_str()) {
+        groups.retain_mut(|group| match names.get(group.as_str()) {
+            Some(name) => {
                 *group = name.clone();
+                true
             }
-        }
+            None => false,
+        });
         groups.sort();
         groups.dedup();
     }
@@ -236,6 +239,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(names(&memberships, "ann"), ["eng", "ops"]);
+        // A group with no name nests, but is no one's group itself.
+        let memberships = named_groups_of_members(
+            vec![group("g3", &["bob"], &["g4"]), group("g4", &["cy"], &[])],
+            &shown,
+        )
+        .unwrap();
+        assert_eq!(names(&memberships, "cy"), ["eng"]);
+        assert_eq!(names(&memberships, "bob"), ["eng"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the vendor API sources (Okta, Entra ID) share around a read: whether it
 //! reads everything or the changes, the state they keep in the cursor, a page of
-//! users keyed, and a page's body.
+//! users keyed, the users of a full read delivered, and a page's body.
 
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
@@ -9,9 +9,13 @@ use serde::Serialize;
 use std::time::SystemTime;
 use url::Url;
 
+use std::future::Future;
+
+use tokio_util::sync::CancellationToken;
+
 use super::cursor::{self, FullReason, NextRead, Position};
 use super::http::DirectoryHttp;
-use super::{Read, SourceError};
+use super::{Delivery, Read, Scope, SourceError};
 use crate::config::Incremental;
 use crate::model::{DirectoryUser, UnusableEntry};
 
@@ -70,6 +74,39 @@ pub fn keyed<T>(
         }
     }
     users
+}
+
+/// A vendor's listing, read a page at a time (Okta's `Link` header, Graph's
+/// `@odata.nextLink`).
+pub trait Listing {
+    /// The next page's objects, or `None` once the listing is over.
+    fn next_page<T: DeserializeOwned + Send>(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Vec<T>>, SourceError>> + Send;
+}
+
+/// A full read's users: every page of `users`, handed to the planner with their
+/// groups (`to_users`) as it comes, at the pace the planner keeps. The read is
+/// complete; `next` is the cursor the next read starts from, when reading changes.
+pub async fn deliver_users<U: DeserializeOwned + Send>(
+    users: &mut impl Listing,
+    shutdown: &CancellationToken,
+    delivery: &Delivery,
+    mut to_users: impl FnMut(Vec<U>, &mut Read) -> Vec<DirectoryUser>,
+    next: Option<String>,
+) -> Result<Read, SourceError> {
+    let mut read = Read::default();
+    while let Some(page) = users.next_page::<U>().await? {
+        if shutdown.is_cancelled() {
+            return Err(SourceError::Interrupted);
+        }
+        read.entries += page.len();
+        delivery.deliver(to_users(page, &mut read));
+        delivery.room().await;
+    }
+    read.scope = Scope::Complete;
+    read.cursor = next;
+    Ok(read)
 }
 
 /// A GET's headers and whole body.

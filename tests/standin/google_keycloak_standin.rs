@@ -39,6 +39,9 @@ mod jwt;
 #[path = "../support/org.rs"]
 mod org;
 
+#[path = "../support/shared_state.rs"]
+mod shared_state;
+
 use axum::extract::Query;
 use fake_google::{FakeGoogle, GoogleOptions};
 use fake_keycloak::{FakeKeycloak, KeycloakOptions, TreeStyle};

@@ -28,6 +28,9 @@ mod fake_okta;
 #[path = "../support/jwt.rs"]
 mod jwt;
 
+#[path = "../support/shared_state.rs"]
+mod shared_state;
+
 use fake_entra::{team_id, EntraOptions, EntraUser, FakeEntra};
 use fake_okta::{FakeOkta, OktaOptions};
 

@@ -19,7 +19,7 @@
 //! Paths carry no `/v1.0`, like the vendor document Prism checks them against.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Form, Path, Query, State};
@@ -114,16 +114,7 @@ struct EntraState {
     retry_not_before: Option<Instant>,
 }
 
-struct Shared {
-    opts: EntraOptions,
-    state: Mutex<EntraState>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, EntraState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+type Shared = super::shared_state::Shared<EntraOptions, EntraState>;
 
 pub struct FakeEntra {
     shared: Arc<Shared>,
@@ -139,13 +130,13 @@ impl FakeEntra {
 
     pub fn start_on(listener: TcpListener, opts: EntraOptions) -> Self {
         let url = format!("http://{}", listener.local_addr().expect("address"));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             opts,
-            state: Mutex::new(EntraState {
+            EntraState {
                 public_url: url.clone(),
                 ..EntraState::default()
-            }),
-        });
+            },
+        ));
         let server = ServerTask::spawn(listener, router(shared.clone()));
         Self {
             shared,

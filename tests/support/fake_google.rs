@@ -18,7 +18,7 @@
 //!   when the admin may not read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -83,10 +83,7 @@ pub struct FakeGoogle {
     server: ServerTask,
 }
 
-struct Shared {
-    opts: GoogleOptions,
-    state: Mutex<GoogleState>,
-}
+type Shared = super::shared_state::Shared<GoogleOptions, GoogleState>;
 
 #[derive(Default)]
 struct GoogleState {
@@ -115,10 +112,7 @@ impl FakeGoogle {
         let listener = TcpListener::bind(address)
             .await
             .expect("bind the fake Google");
-        let shared = Arc::new(Shared {
-            opts,
-            state: Mutex::new(GoogleState::default()),
-        });
+        let shared = Arc::new(Shared::new(opts, GoogleState::default()));
         shared.lock().set_org(org);
         let server = ServerTask::spawn(listener, router(shared.clone()));
         Self { shared, server }
@@ -183,12 +177,6 @@ impl FakeGoogle {
 
     pub fn throttled(&self) -> usize {
         self.shared.lock().throttled
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, GoogleState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -15,7 +15,7 @@
 //! a users listing cut off from a given offset.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -86,10 +86,7 @@ pub struct FakeKeycloak {
     server: ServerTask,
 }
 
-struct Shared {
-    opts: KeycloakOptions,
-    state: Mutex<State_>,
-}
+type Shared = super::shared_state::Shared<KeycloakOptions, State_>;
 
 #[derive(Default)]
 struct State_ {
@@ -117,10 +114,7 @@ impl FakeKeycloak {
         let listener = TcpListener::bind(address)
             .await
             .expect("bind the fake Keycloak");
-        let shared = Arc::new(Shared {
-            opts,
-            state: Mutex::new(State_::default()),
-        });
+        let shared = Arc::new(Shared::new(opts, State_::default()));
         shared.lock().set_org(org);
         let server = ServerTask::spawn(listener, router(shared.clone()));
         Self { shared, server }
@@ -161,12 +155,6 @@ impl FakeKeycloak {
     /// Admin requests since the start or the last [`set_faults`](Self::set_faults).
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State_> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

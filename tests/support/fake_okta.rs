@@ -13,7 +13,7 @@
 //!   assertion, checked by signature and claims, and the scopes asked for).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Form, Path, Query, State};
@@ -109,16 +109,7 @@ struct OktaState {
     next_id: usize,
 }
 
-struct Shared {
-    opts: OktaOptions,
-    state: Mutex<OktaState>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, OktaState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+type Shared = super::shared_state::Shared<OktaOptions, OktaState>;
 
 pub struct FakeOkta {
     shared: Arc<Shared>,
@@ -134,13 +125,13 @@ impl FakeOkta {
 
     pub fn start_on(listener: TcpListener, opts: OktaOptions) -> Self {
         let url = format!("http://{}", listener.local_addr().expect("address"));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             opts,
-            state: Mutex::new(OktaState {
+            OktaState {
                 public_url: url.clone(),
                 ..OktaState::default()
-            }),
-        });
+            },
+        ));
         let server = ServerTask::spawn(listener, router(shared.clone()));
         Self {
             shared,

@@ -17,6 +17,7 @@ pub mod org;
 pub mod org_world;
 pub mod prism;
 pub mod samba;
+pub mod shared_state;
 pub mod slapd;
 pub mod sync_world;
 pub mod vendor_world;

@@ -31,7 +31,7 @@ use super::group_table::{GroupTable, Memberships, TableGroup};
 use super::http::DirectoryHttp;
 use super::membership::MembershipError;
 use super::vendor_read::{self, Planned};
-use super::{Delivery, Directory, Read, Scope, SourceError};
+use super::{Delivery, Directory, Read, SourceError};
 use crate::config::{EntraConfig, Incremental};
 use crate::model::{DirectoryUser, Subject};
 use decode::{GraphGroup, GraphUser, Member, USER_FIELDS};
@@ -126,19 +126,11 @@ impl EntraSource {
             None => (None, table),
         };
         let mut memberships = self.memberships(table)?;
-        let mut read = Read::default();
-        let mut listing = Pages::new(&self.http, self.users_url());
-        while let Some(page) = listing.next::<GraphUser>().await? {
-            if shutdown.is_cancelled() {
-                return Err(SourceError::Interrupted);
-            }
-            read.entries += page.len();
-            delivery.deliver(to_users(page, &mut memberships, &mut read));
-            delivery.room().await;
-        }
-        read.scope = Scope::Complete;
-        read.cursor = cursor.map(|text| Position::after_full_read(text, started).encode());
-        Ok(read)
+        let next = cursor.map(|text| Position::after_full_read(text, started).encode());
+        let mut users = Pages::new(&self.http, self.users_url());
+        let with_groups =
+            |page: Vec<GraphUser>, read: &mut Read| to_users(page, &mut memberships, read);
+        vendor_read::deliver_users(&mut users, shutdown, delivery, with_groups, next).await
     }
 
     /// Follows a delta listing to its end and returns its delta link.

@@ -2,13 +2,15 @@
 //! page's whole URL; a delta listing's last page holds `@odata.deltaLink` instead,
 //! the position to ask for changes from next time.
 
+use std::future::Future;
+
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use url::Url;
 
 use crate::source::http::DirectoryHttp;
 use crate::source::next_page::same_origin;
-use crate::source::vendor_read::{fetch, undecodable};
+use crate::source::vendor_read::{fetch, undecodable, Listing};
 use crate::source::SourceError;
 
 #[derive(Deserialize)]
@@ -56,6 +58,14 @@ impl<'a> Pages<'a> {
             self.delta_link = Some(same_origin(&url, &link)?);
         }
         Ok(Some(page.value))
+    }
+}
+
+impl Listing for Pages<'_> {
+    fn next_page<T: DeserializeOwned + Send>(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Vec<T>>, SourceError>> + Send {
+        self.next()
     }
 }
 

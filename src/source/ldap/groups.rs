@@ -153,23 +153,12 @@ impl GroupListing {
                 groups: nested.into_iter().map(str::to_owned).collect(),
             });
         }
-        let by_dn = membership::groups_of_members(listed).map_err(|err| err.to_string())?;
-        let names: HashMap<&str, GroupName> = self
+        let names: HashMap<String, GroupName> = self
             .groups
             .iter()
-            .filter_map(|(dn, g)| Some((dn.as_str(), GroupName::new(g.name.as_deref()?))))
+            .filter_map(|(dn, g)| Some((dn.clone(), GroupName::new(g.name.as_deref()?))))
             .collect();
-        let mut named = HashMap::with_capacity(by_dn.len());
-        for (member, dns) in by_dn {
-            let mut groups: Vec<GroupName> = dns
-                .iter()
-                .filter_map(|dn| names.get(dn.as_str()).cloned())
-                .collect();
-            groups.sort();
-            groups.dedup();
-            named.insert(member, groups);
-        }
-        Ok(named)
+        membership::named_groups_of_members(listed, &names).map_err(|err| err.to_string())
     }
 
     /// The groups of `keys` only, nesting flattened: cheaper than

@@ -25,7 +25,7 @@ use super::cursor::Position;
 use super::group_table::{GroupTable, Memberships};
 use super::http::{DirectoryHttp, RateBudget};
 use super::vendor_read::{self, Planned};
-use super::{Delivery, Directory, Read, Scope, SourceError};
+use super::{Delivery, Directory, Read, SourceError};
 use crate::config::{Incremental, OktaConfig};
 use crate::model::DirectoryUser;
 use decode::OktaUser;
@@ -134,19 +134,11 @@ impl OktaSource {
             Incremental::Off => None,
         };
         let mut memberships = self.memberships(state.groups)?;
-        let mut read = Read::default();
-        let mut listing = Pages::new(&self.http, self.users_url(None));
-        while let Some(page) = listing.next::<OktaUser>().await? {
-            if shutdown.is_cancelled() {
-                return Err(SourceError::Interrupted);
-            }
-            read.entries += page.len();
-            delivery.deliver(to_users(page, &mut memberships, &mut read));
-            delivery.room().await;
-        }
-        read.scope = Scope::Complete;
-        read.cursor = cursor.map(|text| Position::after_full_read(text, started).encode());
-        Ok(read)
+        let next = cursor.map(|text| Position::after_full_read(text, started).encode());
+        let mut users = Pages::new(&self.http, self.users_url(None));
+        let with_groups =
+            |page: Vec<OktaUser>, read: &mut Read| to_users(page, &mut memberships, read);
+        vendor_read::deliver_users(&mut users, shutdown, delivery, with_groups, next).await
     }
 
     fn memberships(&self, table: GroupTable) -> Result<Memberships, SourceError> {

@@ -4,12 +4,14 @@
 use std::time::SystemTime;
 
 use reqwest::header::{HeaderMap, DATE, LINK};
+use std::future::Future;
+
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::source::http::DirectoryHttp;
 use crate::source::next_page::same_origin;
-use crate::source::vendor_read::{fetch, undecodable};
+use crate::source::vendor_read::{fetch, undecodable, Listing};
 use crate::source::SourceError;
 
 /// A listing, page by page.
@@ -47,6 +49,14 @@ impl<'a> Pages<'a> {
             .map_err(|err| undecodable(&url, "a JSON array of Okta objects", &err))?;
         self.next = next;
         Ok(Some(page))
+    }
+}
+
+impl Listing for Pages<'_> {
+    fn next_page<T: DeserializeOwned + Send>(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Vec<T>>, SourceError>> + Send {
+        self.next()
     }
 }
 
