@@ -169,7 +169,7 @@ impl LdapSource {
                 found.extend(self.entry_of(item));
             }
             let result = search.finish().await;
-            if result.rc != code::NO_SUCH_OBJECT {
+            if result.code != code::NO_SUCH_OBJECT {
                 self.check_done(&url, &base, &result)?;
             }
         }

@@ -86,12 +86,12 @@ pub fn entry_state(controls: &[RawControl]) -> Result<EntryState, String> {
 }
 
 /// The SyncDone control of the search's result.
-pub fn done(controls: &[ldap3::controls::Control]) -> Result<Done, String> {
+pub fn done(controls: &[RawControl]) -> Result<Done, String> {
     let broken = || "the SyncDone control is broken".to_owned();
-    let Some(control) = controls.iter().find(|c| c.1.ctype == SYNC_DONE_OID) else {
+    let Some(control) = controls.iter().find(|c| c.ctype == SYNC_DONE_OID) else {
         return Err("the refresh ended without a SyncDone control".into());
     };
-    let Some(value) = control.1.val.as_deref() else {
+    let Some(value) = control.val.as_deref() else {
         return Ok(Done::default());
     };
     let mut done = Done::default();

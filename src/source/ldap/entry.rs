@@ -1,68 +1,77 @@
-//! One search result entry, decoded from its BER structure without panicking on
-//! a broken one (the client crate's own decoder panics), and the value
+//! One search result entry, decoded straight from the bytes the server sent (a
+//! broken one is an error, never a panic), and the value
 //! conversions LDAP directories need: DNs compared as keys, Active Directory's
 //! binary `objectGUID` as text, its `userAccountControl` disabled bit.
 
-use ldap3::asn1::{StructureTag, PL};
+use std::ops::Range;
 
-/// An entry's DN and the attributes the search asked for.
+use super::ber::{tag, Reader};
+
+/// An entry's DN and the attributes the search asked for, kept as the server sent
+/// them: one buffer, and where each name and value lies in it.
 #[derive(Debug, Default)]
 pub struct Entry {
     pub dn: String,
-    attributes: Vec<(String, Vec<Vec<u8>>)>,
+    bytes: Vec<u8>,
+    attributes: Vec<Attribute>,
+    values: Vec<Range<usize>>,
+}
+
+#[derive(Debug)]
+struct Attribute {
+    name: Range<usize>,
+    /// Which of the entry's `values` are this attribute's.
+    values: Range<usize>,
 }
 
 impl Entry {
-    /// Decodes a SearchResultEntry (`[APPLICATION 4] SEQUENCE { dn, attributes }`).
-    pub fn decode(tag: StructureTag) -> Result<Self, String> {
+    /// Decodes the contents of a SearchResultEntry
+    /// (`[APPLICATION 4] SEQUENCE { objectName, attributes }`).
+    pub fn decode(bytes: Vec<u8>) -> Result<Self, String> {
         let broken = |what: &str| format!("a search result entry is broken: {what}");
-        let mut parts = constructed(tag)
-            .ok_or_else(|| broken("not a sequence"))?
-            .into_iter();
-        let dn = parts
-            .next()
-            .and_then(primitive)
-            .and_then(|dn| String::from_utf8(dn).ok())
-            .ok_or_else(|| broken("no DN"))?;
-        let list = parts
-            .next()
-            .and_then(constructed)
-            .ok_or_else(|| broken("no attribute list"))?;
-        let mut attributes = Vec::with_capacity(list.len());
-        for attribute in list {
-            let mut pair = constructed(attribute)
-                .ok_or_else(|| broken("an attribute"))?
-                .into_iter();
-            let name = pair
-                .next()
-                .and_then(primitive)
-                .and_then(|name| String::from_utf8(name).ok())
-                .ok_or_else(|| broken("an attribute name"))?;
-            let values = pair
-                .next()
-                .and_then(constructed)
-                .ok_or_else(|| broken(&name))?;
-            let values = values
-                .into_iter()
-                .map(primitive)
-                .collect::<Option<Vec<_>>>();
-            attributes.push((name.clone(), values.ok_or_else(|| broken(&name))?));
+        let mut entry = Self {
+            bytes,
+            ..Self::default()
+        };
+        let mut reader = Reader::new(&entry.bytes);
+        let dn = reader.expect(tag::OCTET_STRING).map_err(broken)?;
+        entry.dn = std::str::from_utf8(reader.contents(&dn))
+            .map_err(|_| broken("the DN is not UTF-8"))?
+            .to_owned();
+        let list = reader.expect(tag::SEQUENCE).map_err(broken)?;
+        let mut list = reader.inside(&list);
+        while !list.is_empty() {
+            let attribute = list.expect(tag::SEQUENCE).map_err(broken)?;
+            let mut attribute = list.inside(&attribute);
+            let name = attribute.expect(tag::OCTET_STRING).map_err(broken)?;
+            let set = attribute.expect(tag::SET).map_err(broken)?;
+            let mut set = attribute.inside(&set);
+            let first = entry.values.len();
+            while !set.is_empty() {
+                let value = set.expect(tag::OCTET_STRING).map_err(broken)?;
+                entry.values.push(value.contents);
+            }
+            entry.attributes.push(Attribute {
+                name: name.contents,
+                values: first..entry.values.len(),
+            });
         }
-        Ok(Self { dn, attributes })
+        Ok(entry)
     }
 
     /// The values of `name` (attribute names compare without case).
-    pub fn values(&self, name: &str) -> &[Vec<u8>] {
-        self.attributes
+    pub fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> + Clone {
+        let found = self
+            .attributes
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(&[], |(_, values)| values.as_slice())
+            .find(|a| self.bytes[a.name.clone()].eq_ignore_ascii_case(name.as_bytes()));
+        let values = found.map_or(&[][..], |a| &self.values[a.values.clone()]);
+        values.iter().map(|range| &self.bytes[range.clone()])
     }
 
     /// The values of `name` that are text.
     pub fn texts<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + Clone {
         self.values(name)
-            .iter()
             .filter_map(|v| std::str::from_utf8(v).ok())
     }
 
@@ -74,19 +83,11 @@ impl Entry {
     /// An entry with these text attributes.
     #[cfg(test)]
     pub fn for_tests(dn: &str, attributes: &[(&str, &[&str])]) -> Self {
-        let attributes = attributes
+        let attributes: Vec<(&str, Vec<&[u8]>)> = attributes
             .iter()
-            .map(|(name, values)| {
-                (
-                    (*name).to_owned(),
-                    values.iter().map(|v| v.as_bytes().to_vec()).collect(),
-                )
-            })
+            .map(|(name, values)| (*name, values.iter().map(|v| v.as_bytes()).collect()))
             .collect();
-        Self {
-            dn: dn.to_owned(),
-            attributes,
-        }
+        Self::decode(tests::encoded(dn, &attributes)).expect("decodes")
     }
 
     /// An attribute sent in ranges (Active Directory's answer for more values than
@@ -94,22 +95,8 @@ impl Entry {
     pub fn ranged_attribute(&self) -> Option<&str> {
         self.attributes
             .iter()
-            .map(|(name, _)| name.as_str())
+            .filter_map(|a| std::str::from_utf8(&self.bytes[a.name.clone()]).ok())
             .find(|name| name.to_ascii_lowercase().contains(";range="))
-    }
-}
-
-fn constructed(tag: StructureTag) -> Option<Vec<StructureTag>> {
-    match tag.payload {
-        PL::C(inner) => Some(inner),
-        PL::P(_) => None,
-    }
-}
-
-fn primitive(tag: StructureTag) -> Option<Vec<u8>> {
-    match tag.payload {
-        PL::P(bytes) => Some(bytes),
-        PL::C(_) => None,
     }
 }
 
@@ -219,6 +206,30 @@ mod tests {
         })
     }
 
+    /// The contents of a SearchResultEntry: the DN and the attribute list.
+    pub fn encoded(dn: &str, attributes: &[(&str, Vec<&[u8]>)]) -> Vec<u8> {
+        let attribute = |(name, values): &(&str, Vec<&[u8]>)| {
+            let set = Tag::Set(Set {
+                inner: values.iter().map(|v| octets(v)).collect(),
+                ..Default::default()
+            });
+            sequence(vec![octets(name.as_bytes()), set])
+        };
+        contents(vec![
+            octets(dn.as_bytes()),
+            sequence(attributes.iter().map(attribute).collect()),
+        ])
+    }
+
+    /// The BER of `parts` one after another.
+    fn contents(parts: Vec<Tag>) -> Vec<u8> {
+        let mut buffer = bytes::BytesMut::new();
+        for part in parts {
+            ldap3::asn1::write::encode_into(&mut buffer, part.into_structure()).expect("encodes");
+        }
+        buffer.to_vec()
+    }
+
     #[test]
     fn a_line_break_in_a_key_is_kept_as_its_hex_escape() {
         assert_eq!(dn_key("cn=a\nb,ou=X"), "cn=a\\0ab,ou=x");
@@ -228,32 +239,27 @@ mod tests {
 
     #[test]
     fn an_entry_decodes_text_and_binary_values_and_a_broken_one_is_an_error() {
-        let attribute = |name: &str, values: &[&[u8]]| {
-            let set = Tag::Set(Set {
-                inner: values.iter().map(|v| octets(v)).collect(),
-                ..Default::default()
-            });
-            sequence(vec![octets(name.as_bytes()), set])
-        };
-        let entry = sequence(vec![
-            octets(b"uid=ann,ou=people,dc=example,dc=com"),
-            sequence(vec![
-                attribute("mail", &[b"ann@example.com", b"a@example.com"]),
-                attribute("objectGUID", &[&[0xff; 16]]),
-            ]),
-        ]);
-        let entry = Entry::decode(entry.into_structure()).expect("decodes");
+        let entry = encoded(
+            "uid=ann,ou=people,dc=example,dc=com",
+            &[
+                ("mail", vec![b"ann@example.com", b"a@example.com"]),
+                ("objectGUID", vec![&[0xff; 16]]),
+            ],
+        );
+        let entry = Entry::decode(entry).expect("decodes");
         assert_eq!(entry.dn, "uid=ann,ou=people,dc=example,dc=com");
         assert_eq!(
             entry.texts("MAIL").collect::<Vec<_>>(),
             ["ann@example.com", "a@example.com"]
         );
-        assert_eq!(entry.values("objectguid")[0].len(), 16);
+        assert_eq!(entry.values("objectguid").next().map(<[u8]>::len), Some(16));
         assert_eq!(entry.text("objectGUID"), None, "not UTF-8");
-        assert!(entry.values("cn").is_empty());
+        assert_eq!(entry.values("cn").next(), None);
 
-        let broken = sequence(vec![octets(b"uid=x"), octets(b"not a list")]);
-        assert!(Entry::decode(broken.into_structure()).is_err());
+        let broken = contents(vec![octets(b"uid=x"), octets(b"not a list")]);
+        assert!(Entry::decode(broken).is_err());
+        let cut = encoded("uid=x", &[("cn", vec![b"x"])]);
+        assert!(Entry::decode(cut[..cut.len() - 1].to_vec()).is_err());
     }
 
     #[test]

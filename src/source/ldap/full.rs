@@ -13,6 +13,7 @@ use super::connection::{code, failure, result_text, Connection, Item};
 use super::entry::Entry;
 use super::groups::{GroupListing, Memberships};
 use super::refresh::{Fallback, Refresh, RefreshEnd};
+use super::wire::Outcome;
 use super::{LdapSource, Said};
 use crate::model::{DirectoryUser, Subject};
 use crate::source::cursor::Position;
@@ -340,9 +341,9 @@ impl LdapSource {
         &self,
         url: &str,
         base: &str,
-        result: &ldap3::LdapResult,
+        result: &Outcome,
     ) -> Result<(), SourceError> {
-        let why = match result.rc {
+        let why = match result.code {
             code::SUCCESS => return Ok(()),
             code::SIZE_LIMIT | code::ADMIN_LIMIT => {
                 "the server's size limit cut the search short (does it refuse paged results?)"

@@ -6,6 +6,7 @@
 //! (refreshOnly) instead, users and groups alike, and the next read asks only for
 //! what changed since the cookies the last one ended with; see [`changes`].
 
+mod ber;
 mod changes;
 mod connection;
 mod content_sync;
@@ -14,6 +15,7 @@ mod full;
 mod groups;
 mod refresh;
 mod users;
+mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -143,7 +143,7 @@ impl<'a> Refresh<'a> {
     /// server cannot give is a fallback.
     pub async fn finish(self) -> Result<RefreshEnd, SourceError> {
         let result = self.search.finish().await;
-        let fallback = match result.rc {
+        let fallback = match result.code {
             code::SUCCESS => self.fallback,
             code::SIZE_LIMIT | code::ADMIN_LIMIT => Some(Fallback::Limit),
             code::UNAVAILABLE_CRITICAL_EXTENSION => Some(Fallback::Unsupported),
@@ -159,7 +159,7 @@ impl<'a> Refresh<'a> {
         if let Some(fallback) = fallback {
             return Ok(RefreshEnd::Fallback(fallback));
         }
-        let done = content_sync::done(&result.ctrls).map_err(|r| failure(&self.url, r))?;
+        let done = content_sync::done(&result.controls).map_err(|r| failure(&self.url, r))?;
         if self.from_cookie.is_some() && !done.refresh_deletes {
             return Ok(RefreshEnd::Fallback(Fallback::NoDeletions));
         }

@@ -67,7 +67,7 @@ impl UserReader {
 
     /// The entry's subject: text as it is, a binary `objectGUID` as GUID text.
     pub fn subject(&self, entry: &Entry) -> Result<Subject, UnusableEntry> {
-        let value = entry.values(&self.subject).first();
+        let value = entry.values(&self.subject).next();
         let text = value.and_then(|v| match std::str::from_utf8(v) {
             Ok(text) if !self.subject.eq_ignore_ascii_case("objectGUID") => {
                 normalize::clean(Some(text)).map(str::to_owned)
