@@ -80,16 +80,20 @@ pub enum Item {
 
 /// A search in progress. A task of its own reads the server's answers as they
 /// come and decodes them, so that a paged search asks for the next page while
-/// the one before is still being read. It reads no further ahead than
-/// [`AHEAD`] items: past that, TCP holds the server back.
+/// the one before is still being read. It hands them over in batches (whatever
+/// was decoded before the socket had to be waited on) and reads no further
+/// ahead than [`AHEAD`] batches: past that, TCP holds the server back.
 pub struct Search<'a> {
-    items: mpsc::Receiver<Result<Item, String>>,
+    batches: mpsc::Receiver<Result<Vec<Item>, String>>,
+    taken: std::vec::IntoIter<Item>,
     taking: JoinHandle<(Option<Session>, Outcome)>,
     connection: &'a mut Connection,
 }
 
-/// Items decoded ahead of the reader: a page or two.
-const AHEAD: usize = 2048;
+/// Items handed over at once, at most; each hand-over wakes the reader.
+const BATCH: usize = 256;
+/// Batches decoded ahead of the reader: a page or two.
+const AHEAD: usize = 8;
 /// RFC 2696 simple paged results.
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 /// The result code idsync gives a search that ended without the server's result.
@@ -185,7 +189,7 @@ impl Connection {
             .session
             .take()
             .ok_or_else(|| self.fail(BROKEN.into()))?;
-        let (sender, items) = mpsc::channel(AHEAD);
+        let (sender, batches) = mpsc::channel(AHEAD);
         let query = Query {
             request,
             controls,
@@ -193,7 +197,8 @@ impl Connection {
             timeout: self.timeout,
         };
         Ok(Search {
-            items,
+            batches,
+            taken: Vec::new().into_iter(),
             taking: tokio::spawn(query.take_items(session, sender)),
             connection: self,
         })
@@ -334,7 +339,7 @@ impl Query {
     async fn take_items(
         self,
         mut session: Session,
-        items: mpsc::Sender<Result<Item, String>>,
+        items: mpsc::Sender<Result<Vec<Item>, String>>,
     ) -> (Option<Session>, Outcome) {
         let mut cookie = Vec::new();
         loop {
@@ -364,7 +369,7 @@ impl Query {
         &self,
         session: &mut Session,
         cookie: &[u8],
-        items: &mpsc::Sender<Result<Item, String>>,
+        items: &mpsc::Sender<Result<Vec<Item>, String>>,
     ) -> Result<Outcome, Stop> {
         let broken = |err: String| Stop::Broken(format!("the search broke off: {err}"));
         let mut controls = self.controls.clone();
@@ -374,7 +379,11 @@ impl Query {
             .send(self.request.clone(), &controls)
             .await
             .map_err(|err| broken(err.to_string()))?;
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
+            if batch.len() >= BATCH || (!batch.is_empty() && !session.holds_message()) {
+                hand_over(items, &mut batch, session, id).await?;
+            }
             let received = tokio::time::timeout(self.timeout, receive_for(session, id)).await;
             let message = received
                 .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)))
@@ -384,14 +393,12 @@ impl Query {
                 Answer::Reference(urls) => Item::Referral(urls),
                 Answer::Intermediate(info) => Item::Intermediate(info),
                 Answer::Done(mut outcome) => {
+                    hand_over(items, &mut batch, session, id).await?;
                     outcome.controls = message.controls;
                     return Ok(outcome);
                 }
             };
-            if items.send(Ok(item)).await.is_err() {
-                let _ = session.send(abandon(id), &[]).await;
-                return Err(Stop::ReaderGone);
-            }
+            batch.push(item);
         }
     }
 
@@ -411,6 +418,24 @@ impl Query {
             .map_err(|why| format!("the paged results control is broken: {why}"))?;
         Ok((!cookie.is_empty()).then(|| cookie.to_vec()))
     }
+}
+
+/// Sends the batch to the reader; abandons search `id` if the reader is gone.
+async fn hand_over(
+    items: &mpsc::Sender<Result<Vec<Item>, String>>,
+    batch: &mut Vec<Item>,
+    session: &mut Session,
+    id: i32,
+) -> Result<(), Stop> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+    if items.send(Ok(full)).await.is_err() {
+        let _ = session.send(abandon(id), &[]).await;
+        return Err(Stop::ReaderGone);
+    }
+    Ok(())
 }
 
 /// Why a search's reading task stopped early.
@@ -457,17 +482,21 @@ fn abandon(id: i32) -> Tag {
 impl Search<'_> {
     /// The next item, or `None` once the server said the search is done.
     pub async fn next(&mut self) -> Result<Option<Item>, SourceError> {
-        match self.items.recv().await {
-            Some(item) => item
-                .map(Some)
-                .map_err(|reason| self.connection.fail(reason)),
-            None => Ok(None),
+        loop {
+            if let Some(item) = self.taken.next() {
+                return Ok(Some(item));
+            }
+            match self.batches.recv().await {
+                Some(Ok(batch)) => self.taken = batch.into_iter(),
+                Some(Err(reason)) => return Err(self.connection.fail(reason)),
+                None => return Ok(None),
+            }
         }
     }
 
     /// The server's result for the whole search; the connection is free again.
     pub async fn finish(self) -> Outcome {
-        drop(self.items);
+        drop(self.batches);
         let (session, outcome) = self.taking.await.unwrap_or_else(|err| {
             (
                 None,

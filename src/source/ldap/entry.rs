@@ -132,6 +132,7 @@ pub fn dn_key(dn: &str) -> String {
                 escaped = true;
                 key.push(c);
             }
+            c if c.is_ascii() => key.push(c.to_ascii_lowercase()),
             c => key.extend(c.to_lowercase()),
         }
         after_separator = false;

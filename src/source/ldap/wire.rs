@@ -100,6 +100,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         Ok(self.last_id)
     }
 
+    /// Whether a whole message (or a broken one) waits in what was read, so
+    /// that [`Wire::receive`] will not wait on the socket.
+    pub fn holds_message(&self) -> bool {
+        match ber::header(&self.buffer) {
+            Ok(Some((_, header, length))) => self.buffer.len() >= header + length,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     /// The next whole message from the server.
     pub async fn receive(&mut self) -> Result<Message, String> {
         loop {
