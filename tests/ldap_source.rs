@@ -57,6 +57,9 @@ enum Access {
     IncrementalOverStartTls,
     /// Incremental reads asked for, as the size-limited reader.
     IncrementalButLimited,
+    /// FreeIPA's shape ([`ipa_ldif`]) read with the `freeipa` preset and
+    /// `memberUid` groups, paged over ldaps.
+    FreeIpaShaped,
 }
 
 struct World {
@@ -68,9 +71,13 @@ struct World {
 
 impl World {
     async fn start(access: Access) -> Self {
-        let slapd = tokio::task::spawn_blocking(|| {
+        let ldif = match access {
+            Access::FreeIpaShaped => ipa_ldif(),
+            _ => company_ldif(),
+        };
+        let slapd = tokio::task::spawn_blocking(move || {
             let slapd = Slapd::start();
-            slapd.add(&company_ldif());
+            slapd.add(&ldif);
             slapd
         })
         .await
@@ -85,7 +92,9 @@ impl World {
 
     fn config_text(&self, page_size: usize, password: &str) -> String {
         let (url, start_tls, incremental, dn) = match self.access {
-            Access::PagedOverLdaps => (self.slapd.ldaps_url(), false, false, slapd::READER_DN),
+            Access::PagedOverLdaps | Access::FreeIpaShaped => {
+                (self.slapd.ldaps_url(), false, false, slapd::READER_DN)
+            }
             Access::IncrementalOverStartTls => (self.slapd.url(), true, true, slapd::SYNC_DN),
             Access::IncrementalButLimited => {
                 (self.slapd.ldaps_url(), false, true, slapd::READER_DN)
@@ -106,7 +115,7 @@ bind_dn = "{dn}"
 bind_password = "{password}"
 user_base = "{PEOPLE}"
 group_base = "{GROUPS}"
-inactive_filter = "(employeeType=disabled)"
+{shape}
 [target]
 url = "{gateway}"
 api_key = "{key}"
@@ -120,6 +129,12 @@ deprovision = "deactivate"
 max_deactivations = 10
 "#,
             ca = self.slapd.ca_file().display(),
+            shape = match self.access {
+                Access::FreeIpaShaped =>
+                    "preset = \"freeipa\"\nmember_attribute = \"memberUid\"\n\
+                                          group_filter = \"(objectClass=posixGroup)\"",
+                _ => "inactive_filter = \"(employeeType=disabled)\"",
+            },
             gateway = self.gateway.url(),
             key = self.gateway.admin_key(),
             cache = self.dir.path().join("cache").display(),
@@ -398,4 +413,92 @@ async fn a_wrong_bind_password_is_exit_3_naming_the_dn_and_check_config_connect_
     );
     assert!(stdout.contains(&format!("{PEOPLE}: readable")), "{stdout}");
     assert!(stdout.contains(&format!("{GROUPS}: readable")), "{stdout}");
+}
+
+/// FreeIPA's subject: its `ipaUniqueID`, UUID text.
+fn ipa_id(i: usize) -> String {
+    format!("{i:08x}-0000-4000-8000-{i:012x}")
+}
+
+/// Twelve people as FreeIPA keeps them (an `ipaUniqueID` each; u0003 locked by
+/// `nsAccountLock`) in posixGroups listing members by `memberUid`, one of which
+/// names a login nobody has.
+fn ipa_ldif() -> String {
+    let mut ldif = String::new();
+    for i in 0..12 {
+        let person = slapd::person_ldif(&uid(i), &format!("User {i}"), &mail(i));
+        let lock = if i == 3 { "nsAccountLock: TRUE\n" } else { "" };
+        ldif += &person.replacen(
+            "\n\n",
+            &format!(
+                "\nobjectClass: idsyncTestIpaAccount\nipaUniqueID: {}\n{lock}\n",
+                ipa_id(i)
+            ),
+            1,
+        );
+    }
+    for (cn, gid, members) in [
+        ("admins", 1000, &["u0000", "u0001"][..]),
+        ("devs", 1001, &["u0001", "u0002", "u0003", "u0004"]),
+        ("ops", 1002, &["u0010", "nobody"]),
+    ] {
+        ldif +=
+            &format!("dn: cn={cn},{GROUPS}\nobjectClass: posixGroup\ncn: {cn}\ngidNumber: {gid}\n");
+        ldif.extend(members.iter().map(|m| format!("memberUid: {m}\n")));
+        ldif.push('\n');
+    }
+    ldif
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_freeipa_preset_keys_by_ipa_unique_id_locks_by_ns_account_lock_and_reads_member_uid() {
+    let world = World::start(Access::FreeIpaShaped).await;
+    let first = world.run().await.expect("first run");
+    assert_eq!(
+        first.counts.created, 11,
+        "all but the locked u0003: {:?}",
+        first.counts
+    );
+    let held = world.held();
+    assert!(
+        !held.contains_key(&mail(3)),
+        "a locked account is not created"
+    );
+    let groups = |i: usize| held[&mail(i)].0.clone();
+    assert_eq!(groups(0), ["admins"]);
+    assert_eq!(groups(1), ["admins", "devs"]);
+    assert_eq!(groups(10), ["ops"]);
+    assert!(groups(11).is_empty());
+    let cache = idsync::cache::Cache::open(&world.dir.path().join("cache")).expect("cache");
+    let records = cache.subjects_in_background(false).await.expect("records");
+    for i in [0, 11] {
+        let subject = idsync::model::Subject::new(ipa_id(i));
+        let record = records.record(&subject).expect("kept by ipaUniqueID");
+        assert_eq!(record.email.as_str(), mail(i));
+    }
+    drop((records, cache));
+
+    world
+        .change(format!(
+            "dn: {}\nchangetype: modify\nadd: nsAccountLock\nnsAccountLock: TRUE\n\n\
+             dn: cn=devs,{GROUPS}\nchangetype: modify\ndelete: memberUid\nmemberUid: u0001\n\n\
+             dn: cn=ops,{GROUPS}\nchangetype: modify\nadd: memberUid\nmemberUid: u0006\n",
+            user_dn(&uid(2))
+        ))
+        .await;
+    let second = world.run().await.expect("second run");
+    assert_eq!(
+        (second.counts.deactivated, second.counts.created),
+        (1, 0),
+        "{:?}",
+        second.counts
+    );
+    let held = world.held();
+    assert_eq!(held[&mail(2)].1, "inactive", "locked since the last run");
+    assert_eq!(held[&mail(1)].0, ["admins"]);
+    assert_eq!(held[&mail(6)].0, ["ops"]);
+    assert_eq!(
+        held[&mail(4)],
+        (vec!["devs".to_owned()], "invited".to_owned())
+    );
 }

@@ -54,6 +54,7 @@ impl Slapd {
         make_certificates(dir.path());
         std::fs::create_dir(dir.path().join("db")).expect("db dir");
         std::fs::write(dir.path().join("slapd.conf"), config(dir.path())).expect("config");
+        std::fs::write(dir.path().join("freeipa.schema"), FREEIPA_SCHEMA).expect("schema");
         let mut slapd = Self {
             dir,
             port: free_port(),
@@ -277,6 +278,7 @@ fn config(dir: &Path) -> String {
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
+include {dir}/freeipa.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload memberof
@@ -306,6 +308,18 @@ syncprov-sessionlog 10000
 "#
     )
 }
+
+/// The two FreeIPA attributes the `freeipa` preset reads, with FreeIPA's names,
+/// OIDs and matching rules, and an auxiliary class (OpenLDAP's experimental OID
+/// arc) that lets an inetOrgPerson carry them, as FreeIPA's user classes do.
+const FREEIPA_SCHEMA: &str = "\
+attributetype ( 2.16.840.1.113730.3.8.3.1 NAME 'ipaUniqueID' EQUALITY caseIgnoreMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 2.16.840.1.113730.3.1.610 NAME 'nsAccountLock' EQUALITY caseIgnoreMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.4203.666.11.99.1 NAME 'idsyncTestIpaAccount' AUXILIARY
+  MAY ( ipaUniqueID $ nsAccountLock ) )
+";
 
 fn base_ldif() -> String {
     format!(
