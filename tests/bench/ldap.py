@@ -15,6 +15,9 @@ syncprov overlay and a session log, and measures on this machine:
                     the full read's wall, target <= 2 %, and its gateway writes (must be
                     exactly the 100 updates)
   4. peak RSS       ru_maxrss of every idsync child at this size, target <= 64 MiB
+  5. daemon         the same change reads made by idsync as a daemon (a run every 2 s,
+                    the process and its cache already open): each run's duration_ms
+                    after 100 more renames, from its log
 
 idsync's wall, CPU and peak RSS come from the kernel's rusage of the child
 (os.wait4). Prints one table; raw figures go to target/bench/ldap.json.
@@ -30,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import re
 import time
 import urllib.request
 
@@ -119,7 +123,8 @@ def measure(argv, name, allowed=(0,)):
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kib": usage.ru_maxrss, "exit": code}
 
 
-def config(path, url, gateway, cache, incremental):
+def config(path, url, gateway, cache, incremental, schedule=None):
+    every = f'schedule = "{schedule}"\n' if schedule else ""
     with open(path, "w") as f:
         f.write(f"""[source]
 kind = "ldap"
@@ -139,7 +144,7 @@ burst = 1000
 max_in_flight = 16
 [sync]
 update_existing = true
-[cache]
+{every}[cache]
 path = "{cache}"
 """)
 
@@ -253,15 +258,16 @@ def run(args, work, procs):
     runs["incremental_unchanged"]["gateway"] = gateway_stats(root)
     incremental = []
     for rep in range(args.reps):
-        rename = "".join(f"dn: uid=u{i:07},{PEOPLE}\nchangetype: modify\nreplace: displayName\n"
-                         f"displayName: Renamed {rep} {i}\n\n" for i in range(rep * CHANGES, (rep + 1) * CHANGES))
-        subprocess.run(["ldapmodify", "-x", "-H", url, "-D", ADMIN_DN, "-w", ADMIN_PW], input=rename, text=True,
-                       check=True, stdout=subprocess.DEVNULL)
+        rename(url, rep)
         reset(root)
         incremental.append(measure([IDSYNC, "--config", inc_cfg, "--sync-now"], f"inc-{rep}"))
         incremental[-1]["gateway"] = gateway_stats(root)
     runs["incremental"] = incremental
     results["incremental_wall_s"] = statistics.median(r["wall_s"] for r in incremental)
+    daemon_cfg = os.path.join(work, "daemon.toml")
+    config(daemon_cfg, url, gateway, os.path.join(work, "cache-inc"), True, schedule="*/2 * * * * *")
+    runs["daemon_ms"] = daemon_runs(daemon_cfg, url, range(args.reps, 2 * args.reps))
+    results["daemon_run_s"] = statistics.median(runs["daemon_ms"]) / 1000
     all_runs = [runs["full_cold"], runs["incremental_cold"], runs["incremental_unchanged"], *steady, *incremental]
     peak = lambda group: max(r["maxrss_kib"] for r in group) / 1024
     results["peak_rss_mib"] = peak(all_runs)
@@ -269,6 +275,52 @@ def run(args, work, procs):
     results["peak_rss_refresh_mib"] = peak([runs["incremental_cold"]])
     results["peak_rss_changes_mib"] = peak([runs["incremental_unchanged"], *incremental])
     return results
+
+
+def rename(url, rep):
+    """Renames the rep-th hundred users."""
+    ldif = "".join(f"dn: uid=u{i:07},{PEOPLE}\nchangetype: modify\nreplace: displayName\n"
+                   f"displayName: Renamed {rep} {i}\n\n" for i in range(rep * CHANGES, (rep + 1) * CHANGES))
+    subprocess.run(["ldapmodify", "-x", "-H", url, "-D", ADMIN_DN, "-w", ADMIN_PW], input=ldif, text=True,
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def daemon_runs(cfg, url, reps):
+    """duration_ms of the daemon's run after each round of renames."""
+    log_path = os.path.join(OUT_DIR, "logs", "ldap-daemon.err")
+    finished = re.compile(r"Run finished\..* updated=(\d+) .*duration_ms=(\d+)")
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen([IDSYNC, "--config", cfg], stdout=subprocess.DEVNULL, stderr=log,
+                                  env={**env(), "RUST_LOG": "info", "NO_COLOR": "1"})
+    try:
+        def next_run(seen):
+            for _ in range(300):
+                with open(log_path) as f:
+                    runs = [m.groups() for m in map(finished.search, f) if m]
+                if len(runs) > seen:
+                    return runs
+                time.sleep(0.05)
+            raise RuntimeError(f"the daemon made no run; see {log_path}")
+        seen = len(next_run(0))
+        durations = []
+        for rep in reps:
+            # Renamed 0.3 s after a tick (every even second), so that no run reads
+            # half of them: the tick's run is over by then and the next is 1.7 s off.
+            time.sleep((0.3 - time.time() % 2) % 2)
+            seen = len(next_run(seen - 1))
+            rename(url, rep)
+            runs = next_run(seen)
+            while runs[-1][0] == "0":  # a run that began before the renames were in
+                seen = len(runs)
+                runs = next_run(seen)
+            if runs[-1][0] != str(CHANGES):
+                raise RuntimeError(f"the daemon's run updated {runs[-1][0]} users, not {CHANGES}")
+            seen = len(runs)
+            durations.append(int(runs[-1][1]))
+        return durations
+    finally:
+        daemon.terminate()
+        daemon.wait()
 
 
 def table(r):
@@ -286,6 +338,8 @@ def table(r):
         ("incremental, nothing changed (s)", f"{r['runs']['incremental_unchanged']['wall_s']:.3f}", ""),
         (f"incremental after {CHANGES} changes (s)", f"{r['incremental_wall_s']:.3f}", ""),
         ("incremental / full read", f"{inc_over_full:.1%}", f"<= {TARGETS['incremental_over_full']:.0%}"),
+        (f"  the same as daemon runs (ms)", ",".join(map(str, r["runs"]["daemon_ms"])), ""),
+        ("  daemon run / full read", f"{r['daemon_run_s'] / r['full_wall_s']:.1%}", ""),
         ("incremental updates+creates", ",".join(writes), f"{CHANGES}+0 each"),
         ("peak RSS (MiB)", f"{r['peak_rss_mib']:.1f}", f"<= {TARGETS['rss_mib']}"),
         ("  full reads by pages, cold and steady", f"{r['peak_rss_paged_mib']:.1f}", ""),
