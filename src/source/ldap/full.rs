@@ -9,10 +9,11 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{code, failure, result_text, Connection, Item};
+use super::connection::{code, failure, result_text, Connection};
 use super::entry::Entry;
 use super::groups::{GroupListing, Memberships};
 use super::refresh::{Fallback, Refresh, RefreshEnd};
+use super::search::Item;
 use super::wire::Outcome;
 use super::{LdapSource, Said};
 use crate::model::{DirectoryUser, Subject};

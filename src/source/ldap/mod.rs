@@ -14,6 +14,7 @@ mod entry;
 mod full;
 mod groups;
 mod refresh;
+mod search;
 mod users;
 mod wire;
 

@@ -7,9 +7,10 @@ use std::fmt;
 
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{code, failure, result_text, Connection, Item, Search};
+use super::connection::{code, failure, result_text, Connection};
 use super::content_sync::{self, EntryState, Info};
 use super::entry::Entry;
+use super::search::{Item, Search};
 use crate::model::Subject;
 use crate::source::SourceError;
 

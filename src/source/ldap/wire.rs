@@ -85,16 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     /// Sends `request` with `controls`; returns its message id.
     pub async fn send(&mut self, request: Tag, controls: &[RawControl]) -> std::io::Result<i32> {
         self.last_id = self.last_id % i32::MAX + 1;
-        let mut parts = vec![integer(i64::from(self.last_id)), request];
-        if !controls.is_empty() {
-            parts.push(Tag::Sequence(Sequence {
-                id: 0,
-                class: TagClass::Context,
-                inner: controls.iter().map(control).collect(),
-            }));
-        }
-        let mut bytes = BytesMut::new();
-        write::encode_into(&mut bytes, sequence(parts).into_structure())?;
+        let bytes = encode_message(i64::from(self.last_id), request, controls)?;
         self.stream.write_all(&bytes).await?;
         self.stream.flush().await?;
         Ok(self.last_id)
@@ -281,11 +272,17 @@ pub fn start_tls_request() -> Tag {
     })
 }
 
+/// How deep a search looks.
+#[derive(Clone, Copy)]
+pub enum Scope {
+    BaseObject = 0,
+    WholeSubtree = 2,
+}
+
 /// What a search asks for.
 pub struct SearchRequest<'a> {
     pub base: &'a str,
-    /// 0 base object, 2 whole subtree.
-    pub scope: i64,
+    pub scope: Scope,
     pub size_limit: i64,
     pub filter: &'a str,
     pub attributes: &'a [&'a str],
@@ -302,7 +299,7 @@ impl SearchRequest<'_> {
             class: TagClass::Application,
             inner: vec![
                 octets(self.base.as_bytes()),
-                enumerated(self.scope),
+                enumerated(self.scope as i64),
                 enumerated(0), // never dereference aliases
                 integer(self.size_limit),
                 integer(0), // no time limit
@@ -320,9 +317,45 @@ impl SearchRequest<'_> {
 /// The value of an RFC 2696 paged results control.
 pub fn paged_results_value(size: u32, cookie: &[u8]) -> std::io::Result<Vec<u8>> {
     let value = sequence(vec![integer(i64::from(size)), octets(cookie)]);
+    Ok(encode(value)?.to_vec())
+}
+
+/// `LDAPMessage ::= SEQUENCE { messageID, protocolOp, controls [0] OPTIONAL }`.
+fn encode_message(id: i64, operation: Tag, controls: &[RawControl]) -> std::io::Result<BytesMut> {
+    let mut parts = vec![integer(id), operation];
+    if !controls.is_empty() {
+        parts.push(Tag::Sequence(Sequence {
+            id: 0,
+            class: TagClass::Context,
+            inner: controls.iter().map(control).collect(),
+        }));
+    }
+    encode(sequence(parts))
+}
+
+fn encode(tag: Tag) -> std::io::Result<BytesMut> {
     let mut bytes = BytesMut::new();
-    write::encode_into(&mut bytes, value.into_structure())?;
-    Ok(bytes.to_vec())
+    write::encode_into(&mut bytes, tag.into_structure())?;
+    Ok(bytes)
+}
+
+/// The cookie in the value of a paged results control the server answered with.
+pub fn paged_results_cookie(value: &[u8]) -> Result<&[u8], ber::Broken> {
+    let mut outer = Reader::new(value);
+    let sequence = outer.expect(tag::SEQUENCE)?;
+    let mut parts = outer.inside(&sequence);
+    parts.expect(tag::INTEGER)?;
+    let cookie = parts.expect(tag::OCTET_STRING)?;
+    Ok(parts.contents(&cookie))
+}
+
+/// `AbandonRequest ::= [APPLICATION 16] MessageID`.
+pub fn abandon_request(id: i32) -> Tag {
+    Tag::Integer(Integer {
+        id: 16,
+        class: TagClass::Application,
+        inner: i64::from(id),
+    })
 }
 
 fn control(control: &RawControl) -> Tag {
@@ -366,7 +399,7 @@ fn enumerated(value: i64) -> Tag {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// An LDAPMessage with `id`, the operation `[APPLICATION number] contents`
@@ -377,25 +410,17 @@ mod tests {
             class: TagClass::Application,
             inner: contents,
         });
-        let mut parts = vec![integer(id), operation];
-        if !controls.is_empty() {
-            parts.push(Tag::Sequence(Sequence {
-                id: 0,
-                class: TagClass::Context,
-                inner: controls.iter().map(control).collect(),
-            }));
-        }
-        let mut bytes = BytesMut::new();
-        write::encode_into(&mut bytes, sequence(parts).into_structure()).expect("encodes");
-        bytes.to_vec()
+        encode_message(id, operation, controls)
+            .expect("encodes")
+            .to_vec()
     }
 
-    fn done(id: i64, code: i64, text: &str, controls: &[RawControl]) -> Vec<u8> {
+    pub fn done(id: i64, code: i64, text: &str, controls: &[RawControl]) -> Vec<u8> {
         let result = vec![enumerated(code), octets(b""), octets(text.as_bytes())];
         message(id, u64::from(op::SEARCH_DONE), result, controls)
     }
 
-    fn entry(id: i64, dn: &str, mail: &str) -> Vec<u8> {
+    pub fn entry(id: i64, dn: &str, mail: &str) -> Vec<u8> {
         let values = Tag::Set(ldap3::asn1::Set {
             inner: vec![octets(mail.as_bytes())],
             ..Default::default()
@@ -469,7 +494,7 @@ mod tests {
         let mut sender = Wire::new(client);
         let request = SearchRequest {
             base: "dc=x",
-            scope: 2,
+            scope: Scope::WholeSubtree,
             size_limit: 0,
             filter: "(&(objectClass=person)(!(uid=a*)))",
             attributes: &["mail"],
