@@ -90,6 +90,33 @@ impl Entry {
         Self::decode(tests::encoded(dn, &attributes)).expect("decodes")
     }
 
+    /// The entry with `name` holding `values` instead of what it held, and
+    /// without the ranges of it the server sent ([`super::ranges`]).
+    pub fn with_values(mut self, name: &str, values: &[Vec<u8>]) -> Self {
+        let range_of = format!("{name};range=").to_ascii_lowercase();
+        self.attributes.retain(|a| {
+            let held = self.bytes[a.name.clone()].to_ascii_lowercase();
+            held != name.to_ascii_lowercase().as_bytes() && !held.starts_with(range_of.as_bytes())
+        });
+        let name_at = self.push_bytes(name.as_bytes());
+        let first = self.values.len();
+        for value in values {
+            let at = self.push_bytes(value);
+            self.values.push(at);
+        }
+        self.attributes.push(Attribute {
+            name: name_at,
+            values: first..self.values.len(),
+        });
+        self
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
+    }
+
     /// An attribute sent in ranges (Active Directory's answer for more values than
     /// it sends at once, e.g. `member;range=0-1499`), if any.
     pub fn ranged_attribute(&self) -> Option<&str> {

@@ -237,12 +237,7 @@ impl LdapSource {
         if by_refresh {
             let mut refresh = Refresh::start(connection, groups, &attributes, None).await?;
             for entry in refresh.all_changed(shutdown).await? {
-                let added = listing.add(
-                    &entry,
-                    &config.group_name_attribute,
-                    &config.member_attribute,
-                );
-                added.map_err(|reason| failure(&url, reason))?;
+                self.list(&mut listing, &entry, &url)?;
             }
             if let Some(cookie) = self.cookie_or_fallback(refresh.finish().await?) {
                 return Ok((listing, Some(cookie)));
@@ -253,19 +248,38 @@ impl LdapSource {
         let mut search = connection
             .search(groups.0, groups.1, &attributes, page, Vec::new())
             .await?;
+        // Groups sent in ranges are read whole once the listing's search is over.
+        let mut ranged = Vec::new();
         while let Some(item) = search.next().await? {
-            if let Some(entry) = self.entry_of(item) {
-                let added = listing.add(
-                    &entry,
-                    &config.group_name_attribute,
-                    &config.member_attribute,
-                );
-                added.map_err(|reason| failure(&url, reason))?;
+            match self.entry_of(item) {
+                Some(entry) if entry.ranged_attribute().is_some() => ranged.push(entry),
+                Some(entry) => self.list(&mut listing, &entry, &url)?,
+                None => {}
             }
         }
         self.check_done(&url, groups.0, &search.finish().await)?;
+        for entry in ranged {
+            let entry = connection.read_ranges(entry).await?;
+            self.list(&mut listing, &entry, &url)?;
+        }
         tracing::debug!(source = %self.name(), groups = listing.len(), "groups read");
         Ok((listing, None))
+    }
+
+    fn list(
+        &self,
+        listing: &mut GroupListing,
+        entry: &Entry,
+        url: &str,
+    ) -> Result<(), SourceError> {
+        let config = &self.config;
+        listing
+            .add(
+                entry,
+                &config.group_name_attribute,
+                &config.member_attribute,
+            )
+            .map_err(|reason| failure(url, reason))
     }
 
     pub(super) fn group_attributes(&self) -> Vec<&str> {

@@ -91,8 +91,10 @@ impl GroupListing {
         members: &MemberAttribute,
     ) -> Result<(), String> {
         if let Some(ranged) = entry.ranged_attribute() {
+            // Only a full read by pages reads ranges ([`super::ranges`]); Active
+            // Directory offers no content synchronisation to send them otherwise.
             return Err(format!(
-                "group {} lists its values in ranges ({ranged}); ranged retrieval is not supported, so its members cannot be read completely",
+                "group {} lists its values in ranges ({ranged}), which only a full read by pages reads whole",
                 entry.dn
             ));
         }

@@ -13,6 +13,7 @@ mod content_sync;
 mod entry;
 mod full;
 mod groups;
+mod ranges;
 mod refresh;
 mod search;
 mod users;

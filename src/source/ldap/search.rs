@@ -97,7 +97,7 @@ impl Connection {
     }
 
     /// Every entry of a small search, and its result.
-    async fn collect(
+    pub(super) async fn collect(
         &mut self,
         request: SearchRequest<'_>,
     ) -> Result<(Vec<Entry>, Outcome), SourceError> {
@@ -308,7 +308,7 @@ impl<'a> Search<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     use super::*;
@@ -317,7 +317,7 @@ mod tests {
 
     /// The next request the client sent: its id, operation tag and the value of
     /// its paged results control, if any.
-    async fn request(server: &mut DuplexStream) -> (i64, u8, Option<Vec<u8>>) {
+    pub async fn request(server: &mut DuplexStream) -> (i64, u8, Option<Vec<u8>>) {
         let mut head = [0u8; 2];
         server.read_exact(&mut head).await.expect("a request");
         let mut length = vec![0u8; usize::from(head[1] & 0x7f) * usize::from(head[1] >= 0x80)];

@@ -421,11 +421,18 @@ pub(super) mod tests {
     }
 
     pub fn entry(id: i64, dn: &str, mail: &str) -> Vec<u8> {
-        let values = Tag::Set(ldap3::asn1::Set {
-            inner: vec![octets(mail.as_bytes())],
-            ..Default::default()
-        });
-        let attributes = sequence(vec![sequence(vec![octets(b"mail"), values])]);
+        entry_with(id, dn, &[("mail", &[mail])])
+    }
+
+    pub fn entry_with(id: i64, dn: &str, attributes: &[(&str, &[&str])]) -> Vec<u8> {
+        let attribute = |(name, values): &(&str, &[&str])| {
+            let values = Tag::Set(ldap3::asn1::Set {
+                inner: values.iter().map(|v| octets(v.as_bytes())).collect(),
+                ..Default::default()
+            });
+            sequence(vec![octets(name.as_bytes()), values])
+        };
+        let attributes = sequence(attributes.iter().map(attribute).collect());
         let contents = vec![octets(dn.as_bytes()), attributes];
         message(id, u64::from(op::SEARCH_ENTRY), contents, &[])
     }
