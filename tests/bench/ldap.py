@@ -293,10 +293,13 @@ def daemon_runs(cfg, url, reps):
         daemon = subprocess.Popen([IDSYNC, "--config", cfg], stdout=subprocess.DEVNULL, stderr=log,
                                   env={**env(), "RUST_LOG": "info", "NO_COLOR": "1"})
     try:
+        def runs_so_far():
+            with open(log_path) as f:
+                return [m.groups() for m in map(finished.search, f) if m]
+
         def next_run(seen):
             for _ in range(300):
-                with open(log_path) as f:
-                    runs = [m.groups() for m in map(finished.search, f) if m]
+                runs = runs_so_far()
                 if len(runs) > seen:
                     return runs
                 time.sleep(0.05)
@@ -307,7 +310,7 @@ def daemon_runs(cfg, url, reps):
             # Renamed 0.3 s after a tick (every even second), so that no run reads
             # half of them: the tick's run is over by then and the next is 1.7 s off.
             time.sleep((0.3 - time.time() % 2) % 2)
-            seen = len(next_run(seen - 1))
+            seen = len(runs_so_far())
             rename(url, rep)
             runs = next_run(seen)
             while runs[-1][0] == "0":  # a run that began before the renames were in
