@@ -11,16 +11,18 @@ mod damage;
 mod groups;
 mod private;
 mod records;
+mod resident;
 mod summaries;
 
 pub use damage::reset;
 
 use records::{Entry, FullRecords};
 pub use records::{RecordSummary, Records, Taken};
+use resident::Resident;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -236,6 +238,10 @@ struct SummariesState {
     /// Those changes, by subject (`None`: forgotten); `None` when there were too
     /// many to hold or a write failed, and only the tree knows.
     changes: Option<BTreeMap<Subject, Option<RecordSummary>>>,
+    /// Set by [`Cache::keep_summaries_in_memory`].
+    keep_in_memory: bool,
+    /// With `keep_in_memory`: what the file copied when a run read it.
+    resident: Option<Arc<Resident>>,
 }
 
 impl Cache {
@@ -321,6 +327,8 @@ impl Cache {
                 file: None,
                 raised: false,
                 changes: Some(BTreeMap::new()),
+                keep_in_memory: false,
+                resident: None,
             }),
             max_held_changes: MAX_HELD_CHANGES,
             db,
@@ -336,11 +344,22 @@ impl Cache {
         self
     }
 
+    /// For a daemon whose source reads only changes: the summaries stay in
+    /// memory between runs, and the file is written when the cache closes
+    /// (see [`resident`]).
+    pub fn keep_summaries_in_memory(&self) {
+        self.summaries_state().keep_in_memory = true;
+    }
+
     /// Every subject idsync has a record of, read on a blocking thread so the run
-    /// can read the directory meanwhile: from the summaries file when it copies
-    /// the store as it is, else by walking the tree, after which the file is
-    /// written if `may_write` (not in a dry run).
+    /// can read the directory meanwhile: from memory when they are kept there,
+    /// else from the summaries file when it copies the store as it is, else by
+    /// walking the tree, after which the file is written if `may_write` (not in a
+    /// dry run).
     pub async fn subjects_in_background(&self, may_write: bool) -> Result<Records, CacheError> {
+        if let Some(records) = self.resident_records().await? {
+            return Ok(records);
+        }
         let version = self.version();
         let (tree, path) = (self.subjects.clone(), self.path.clone());
         let task = tokio::task::spawn_blocking(move || {
@@ -379,8 +398,31 @@ impl Cache {
             state.file = version;
             state.raised = false;
             state.changes = Some(BTreeMap::new());
+            state.resident = state
+                .keep_in_memory
+                .then(|| Arc::new(Resident::of(&records)));
         }
         Ok(records)
+    }
+
+    /// The records from memory, when they are kept there and every change since
+    /// was held.
+    async fn resident_records(&self) -> Result<Option<Records>, CacheError> {
+        let (resident, changes) = {
+            let state = self.summaries_state();
+            match (&state.resident, &state.changes) {
+                (Some(resident), Some(changes)) => (resident.clone(), changes.clone()),
+                _ => return Ok(None),
+            }
+        };
+        let full = FullRecords::Store {
+            tree: self.subjects.clone(),
+            path: self.path.clone(),
+        };
+        let task = tokio::task::spawn_blocking(move || resident.with_changes(&changes, full));
+        task.await
+            .map(Some)
+            .map_err(|err| self.unreadable(format!("the loading task failed: {err}")))
     }
 
     /// The store as the summaries file would copy it now.
@@ -440,33 +482,46 @@ impl Cache {
     /// tree: walking it right after a first import's writes would hold most of
     /// sled's memory at once. A failure only costs the next run that walk.
     async fn update_summaries(&self) {
+        if self.summaries_state().keep_in_memory {
+            return;
+        }
+        let Some(rewrite) = self.take_summaries_rewrite() else {
+            return;
+        };
+        let task = tokio::task::spawn_blocking(move || rewrite.run());
+        let rewritten = task.await.map_err(|err| err.to_string()).and_then(|r| r);
+        self.summaries_rewritten(rewritten);
+    }
+
+    /// What bringing the summaries file up to date takes, if it can be; the
+    /// changes held are handed over, and the file is no longer taken to copy
+    /// the store until [`summaries_rewritten`](Self::summaries_rewritten).
+    fn take_summaries_rewrite(&self) -> Option<SummariesRewrite> {
         let (from, changes) = {
             let mut state = self.summaries_state();
             if !state.raised {
-                return;
+                return None;
             }
+            state.resident = None;
             let changes = state.changes.replace(BTreeMap::new());
             (state.file.take(), changes)
         };
-        let (Some(from), Some(changes), Some(to)) = (from, changes, self.version()) else {
-            return;
-        };
-        let path = self.path.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let changes = changes.iter().map(|(s, summary)| (s.as_str(), *summary));
-            summaries::rewrite(&path, from, to, changes)
-        });
-        let rewritten = task
-            .await
-            .map_err(|err| err.to_string())
-            .and_then(|rewritten| rewritten.map_err(|err| err.to_string()));
+        Some(SummariesRewrite {
+            path: self.path.clone(),
+            from: from?,
+            to: self.version()?,
+            changes: changes?,
+        })
+    }
+
+    fn summaries_rewritten(&self, rewritten: Result<Option<summaries::Version>, String>) {
         match rewritten {
-            Ok(true) => {
+            Ok(Some(to)) => {
                 let mut state = self.summaries_state();
                 state.raised = false;
                 state.file = Some(to);
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(err) => tracing::warn!(
                 error = %err,
                 "Could not update the records' summaries file; the next run reads the store instead."
@@ -569,6 +624,38 @@ impl Cache {
         CacheError::Unreadable {
             path: self.path.clone(),
             reason,
+        }
+    }
+}
+
+/// The summaries file `from`, with `changes` merged in, written as the file `to`.
+struct SummariesRewrite {
+    path: PathBuf,
+    from: summaries::Version,
+    to: summaries::Version,
+    changes: BTreeMap<Subject, Option<RecordSummary>>,
+}
+
+impl SummariesRewrite {
+    /// `to` once written; `None` when the file found is not `from`.
+    fn run(self) -> Result<Option<summaries::Version>, String> {
+        let changes = (self.changes.iter()).map(|(s, summary)| (s.as_str(), *summary));
+        match summaries::rewrite(&self.path, self.from, self.to, changes) {
+            Ok(rewritten) => Ok(rewritten.then_some(self.to)),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+}
+
+impl Drop for Cache {
+    /// A cache that kept the summaries in memory writes their file now, so that
+    /// the next process reads it instead of walking the tree.
+    fn drop(&mut self) {
+        if self.summaries_state().keep_in_memory {
+            self.summaries_state().keep_in_memory = false;
+            if let Some(rewrite) = self.take_summaries_rewrite() {
+                self.summaries_rewritten(rewrite.run());
+            }
         }
     }
 }
@@ -931,6 +1018,59 @@ mod tests {
         cache.subjects_in_background(true).await.expect("subjects");
         let all = summaries(&[2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(summaries_file(&cache), Some(all), "written by the walk");
+    }
+
+    #[tokio::test]
+    async fn summaries_kept_in_memory_follow_each_run_and_reach_the_file_at_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let created = record("a@x.com", SubjectState::Created);
+        let subject = |n: usize| Subject::new(format!("s{n}"));
+        let cache = Cache::open(dir.path()).expect("open").holding_at_most(3);
+        cache.keep_summaries_in_memory();
+        cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!(summaries_file(&cache), Some(BTreeMap::new()));
+
+        cache
+            .record(&[(subject(1), Some(created.clone()))])
+            .await
+            .expect("record");
+        end_run(&cache).await;
+        assert_eq!(summaries_file(&cache), None, "the file waits for the close");
+        let records = cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!(records.summary(&subject(1)), Some(created.summary()));
+        assert_eq!(summaries_file(&cache), None, "from memory, not by a walk");
+        drop(records);
+
+        let changes = [(subject(1), None), (subject(2), Some(created.clone()))];
+        cache.record(&changes).await.expect("record");
+        end_run(&cache).await;
+        let records = cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!((records.len(), records.summary(&subject(1))), (1, None));
+        assert_eq!(records.summary(&subject(2)), Some(created.summary()));
+        drop(records);
+
+        // More changes than are held: the next run walks the tree.
+        let many: Vec<_> = (3..5)
+            .map(|n| (subject(n), Some(created.clone())))
+            .collect();
+        cache.record(&many).await.expect("record");
+        end_run(&cache).await;
+        let records = cache.subjects_in_background(true).await.expect("subjects");
+        assert_eq!(records.len(), 3);
+        let walked = summaries_file(&cache).expect("written by the walk");
+        assert_eq!(walked.len(), 3);
+        drop(records);
+
+        cache
+            .record(&[(subject(5), Some(created.clone()))])
+            .await
+            .expect("record");
+        end_run(&cache).await;
+        drop(cache);
+        let cache = Cache::open(dir.path()).expect("reopen");
+        let file = summaries_file(&cache).expect("written when the cache closed");
+        let subjects: Vec<&str> = file.keys().map(String::as_str).collect();
+        assert_eq!(subjects, ["s2", "s3", "s4", "s5"]);
     }
 
     /// The number of changes every cache holds, [`MAX_HELD_CHANGES`], in two

@@ -5,10 +5,10 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// What [`Read::cursor`](super::Read::cursor) holds for a change-reading source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Position {
     /// The directory's token for "everything up to here".
     pub token: String,
@@ -54,19 +54,41 @@ impl Position {
         }
     }
 
-    /// The text kept in the cursor store.
+    /// The text kept in the cursor store: a header line, then the token as it
+    /// is. Not JSON: a token of megabytes (an LDAP group listing) would be
+    /// escaped and unescaped at every run.
     pub fn encode(&self) -> String {
-        // A struct of a string and a number always serializes.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut text = String::with_capacity(self.token.len() + 40);
+        text.push_str(HEADER);
+        text.push_str(&self.full_read_at.to_string());
+        text.push('\n');
+        text.push_str(&self.token);
+        text
+    }
+
+    /// The position [`encode`](Self::encode) wrote, or the JSON that versions
+    /// before 2026-12-05 wrote.
+    fn decode(text: &str) -> Option<Self> {
+        let Some(rest) = text.strip_prefix(HEADER) else {
+            return serde_json::from_str(text).ok();
+        };
+        let (full_read_at, token) = rest.split_once('\n')?;
+        Some(Self {
+            token: token.to_owned(),
+            full_read_at: full_read_at.parse().ok()?,
+        })
     }
 }
+
+/// The first line of an encoded position, before the full read's time.
+const HEADER: &str = "idsync-position/2 full-read-at=";
 
 /// Decides, from the stored cursor, whether this read may read only changes.
 pub fn next_read(cursor: Option<&str>, full_read_every: Duration, now: SystemTime) -> NextRead {
     let Some(text) = cursor else {
         return NextRead::Full(FullReason::NoPosition);
     };
-    let Ok(position) = serde_json::from_str::<Position>(text) else {
+    let Some(position) = Position::decode(text) else {
         return NextRead::Full(FullReason::Unreadable);
     };
     let age = unix_secs(now).saturating_sub(position.full_read_at);
@@ -122,6 +144,23 @@ mod tests {
             NextRead::Full(FullReason::Due {
                 last_full_read_secs_ago: 86_400
             })
+        );
+    }
+
+    #[test]
+    fn a_position_keeps_its_token_as_it_is_and_reads_the_older_json() {
+        let position = Position {
+            token: "line one\n{\"quoted\": \\x}\n".into(),
+            full_read_at: 1_000_000,
+        };
+        let text = position.encode();
+        assert!(text.ends_with(&position.token), "{text}");
+        assert_eq!(Position::decode(&text), Some(position.clone()));
+        let older = r#"{"token":"line one\n{\"quoted\": \\x}\n","full_read_at":1000000}"#;
+        assert_eq!(Position::decode(older), Some(position));
+        assert_eq!(
+            Position::decode("idsync-position/2 full-read-at=soon\ntoken"),
+            None
         );
     }
 

@@ -114,12 +114,7 @@ impl LdapSource {
         let Some((users_cookie, removed)) = self.done_or_full(refresh.finish().await?) else {
             return Ok(None);
         };
-        state = State::new(
-            &users_cookie,
-            &groups_cookie,
-            state.listing,
-            &config.user_base,
-        );
+        state = State::new(&users_cookie, &groups_cookie, state.listing);
         Ok(Some(Changes {
             users: changed_users,
             removed,

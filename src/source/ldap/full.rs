@@ -99,7 +99,7 @@ impl LdapSource {
         let mut read = output.read;
         read.scope = Scope::Complete;
         if let (Some(users), Some(groups)) = (users_cookie, groups_cookie) {
-            let state = super::State::new(&users, &groups, listing, &self.config.user_base);
+            let state = super::State::new(&users, &groups, listing);
             read.cursor = Some(Position::after_full_read(state.encode(), started).encode());
         }
         Ok(read)
@@ -233,7 +233,7 @@ impl LdapSource {
         let attributes = self.group_attributes();
         let groups = (config.group_base.as_str(), config.group_filter.as_str());
         let url = connection.url().to_owned();
-        let mut listing = GroupListing::default();
+        let mut listing = GroupListing::new(&config.user_base);
         if by_refresh {
             let mut refresh = Refresh::start(connection, groups, &attributes, None).await?;
             for entry in refresh.all_changed(shutdown).await? {
@@ -242,7 +242,7 @@ impl LdapSource {
             if let Some(cookie) = self.cookie_or_fallback(refresh.finish().await?) {
                 return Ok((listing, Some(cookie)));
             }
-            listing = GroupListing::default();
+            listing = GroupListing::new(&config.user_base);
         }
         let page = Some(config.page_size.get());
         let mut search = connection

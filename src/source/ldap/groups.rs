@@ -9,9 +9,10 @@
 //! overlay does not mark the user entry changed (its entryCSN stays), so content
 //! synchronisation never reports it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
+use rustc_hash::FxHashMap;
 
 use super::entry::{dn_key, login_key, member_dn, Entry};
 use crate::config::MemberAttribute;
@@ -26,50 +27,98 @@ pub type MemberKey = Subject;
 pub type Memberships = HashMap<MemberKey, Vec<GroupName>>;
 
 /// The groups as listed, by DN key.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupListing {
+    form: KeyForm,
     groups: BTreeMap<String, ListedEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ListedEntry {
     /// The entryUUID, by which the server reports the group deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     uuid: Option<String>,
     name: Option<String>,
     members: Members,
 }
 
-/// A group's member keys: DN keys (users and nested groups), or logins for
-/// `memberUid`; sorted, one a line. Kept packed, as the cursor holds them, so
-/// that a read which changes a few groups splits only those
-/// (docs/performance.md).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+/// A group's member keys (DN keys of users and nested groups, or logins for
+/// `memberUid`), one a line in [`KeyForm`]. Kept as the cursor holds them, so
+/// that reading and writing the cursor copies text rather than splitting and
+/// joining every key (docs/performance.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Members(String);
 
 impl Members {
     /// `keys` are [`dn_key`]s or [`login_key`]s: none holds a line break.
-    fn new(mut keys: Vec<String>) -> Self {
+    fn new(mut keys: Vec<String>, form: &KeyForm) -> Self {
         keys.sort();
         keys.dedup();
-        Self(keys.join("\n"))
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.split('\n').filter(|key| !key.is_empty())
-    }
-
-    /// Each key rewritten by `write`, into one new list.
-    fn rewritten(&self, mut write: impl FnMut(&str, &mut String)) -> Self {
-        let mut packed = String::with_capacity(self.0.len());
-        for key in self.iter() {
+        let mut packed = String::new();
+        for key in &keys {
             if !packed.is_empty() {
                 packed.push('\n');
             }
-            write(key, &mut packed);
+            form.pack(key, &mut packed);
         }
         Self(packed)
+    }
+
+    /// The keys as kept.
+    fn packed(&self) -> impl Iterator<Item = &str> {
+        self.0.split('\n').filter(|key| !key.is_empty())
+    }
+}
+
+/// How the listing keeps a member key: one under the user base (most are) as
+/// `~` and the part before the base, any other as `=` and the whole key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyForm {
+    /// `,` and the user base's DN key.
+    suffix: String,
+}
+
+impl KeyForm {
+    pub fn new(user_base: &str) -> Self {
+        Self {
+            suffix: format!(",{}", dn_key(user_base)),
+        }
+    }
+
+    fn pack(&self, key: &str, packed: &mut String) {
+        match key.strip_suffix(&self.suffix) {
+            Some(relative) => {
+                packed.push('~');
+                packed.push_str(relative);
+            }
+            None => {
+                packed.push('=');
+                packed.push_str(key);
+            }
+        }
+    }
+
+    fn packed(&self, key: &str) -> String {
+        let mut packed = String::with_capacity(key.len() + 1);
+        self.pack(key, &mut packed);
+        packed
+    }
+
+    fn is_packed(key: &str) -> bool {
+        key.starts_with(['~', '='])
+    }
+
+    /// The whole key of a packed one; `None` if it is not packed.
+    fn unpack<'a>(&self, packed: &'a str) -> Option<Cow<'a, str>> {
+        match packed.split_at_checked(1)? {
+            ("=", key) => Some(Cow::Borrowed(key)),
+            ("~", relative) => Some(Cow::Owned(format!("{relative}{}", self.suffix))),
+            _ => None,
+        }
+    }
+
+    fn key(&self, packed: &str) -> MemberKey {
+        // Every key kept was packed by `pack`, or checked by `GroupListing::read`.
+        Subject::new(self.unpack(packed).unwrap_or_default())
     }
 }
 
@@ -84,6 +133,14 @@ pub enum GroupChange {
 }
 
 impl GroupListing {
+    /// An empty listing of a directory whose users are under `user_base`.
+    pub fn new(user_base: &str) -> Self {
+        Self {
+            form: KeyForm::new(user_base),
+            groups: BTreeMap::new(),
+        }
+    }
+
     pub fn add(
         &mut self,
         entry: &Entry,
@@ -98,7 +155,7 @@ impl GroupListing {
                 entry.dn
             ));
         }
-        let listed = listed_entry(entry, name_attribute, members);
+        let listed = listed_entry(entry, name_attribute, members, &self.form);
         if self.groups.insert(dn_key(&entry.dn), listed).is_some() {
             return Err(format!("group {} is listed twice", entry.dn));
         }
@@ -109,50 +166,77 @@ impl GroupListing {
         self.groups.len()
     }
 
-    /// The listing with `suffix` (the user base) cut from the member keys that end
-    /// with it, marked by a leading `~`: the cursor holds it, and most members are
-    /// users under the user base.
-    pub fn compacted(&self, suffix: &str) -> Self {
-        let mut compact = self.clone();
-        for group in compact.groups.values_mut() {
-            group.members = group
-                .members
-                .rewritten(|key, packed| match key.strip_suffix(suffix) {
-                    Some(relative) => {
-                        packed.push('~');
-                        packed.push_str(relative);
-                    }
-                    None => packed.push_str(key),
-                });
+    /// Appends the listing in the cursor's text form: a line with the user
+    /// base's suffix, a line with the number of groups, and for each group a
+    /// line of JSON, `[dn key, entryUUID, name, member count]`, then its members
+    /// one a line.
+    pub fn write(&self, text: &mut String) {
+        text.push_str(&format!(
+            "{}\n{} groups\n",
+            self.form.suffix,
+            self.groups.len()
+        ));
+        for (dn, group) in &self.groups {
+            let count = group.members.packed().count();
+            // Strings, optional strings and a number always serialize.
+            let head = serde_json::to_string(&(dn, &group.uuid, &group.name, count));
+            text.push_str(&head.unwrap_or_default());
+            text.push('\n');
+            if count > 0 {
+                text.push_str(&group.members.0);
+                text.push('\n');
+            }
         }
-        compact
     }
 
-    /// The listing [`compacted`](Self::compacted) left, whole again.
-    pub fn expanded(mut self, suffix: &str) -> Self {
-        for group in self.groups.values_mut() {
-            group.members = group.members.rewritten(|key, packed| {
-                packed.push_str(key.strip_prefix('~').unwrap_or(key));
-                if key.starts_with('~') {
-                    packed.push_str(suffix);
-                }
-            });
+    /// The listing [`write`](Self::write) wrote, as the whole of `text`; `None`
+    /// if it is not such a listing.
+    pub fn read(text: &str) -> Option<Self> {
+        let (suffix, mut rest) = text.split_once('\n')?;
+        let form = KeyForm {
+            suffix: suffix.to_owned(),
+        };
+        let (count, after) = rest.split_once('\n')?;
+        rest = after;
+        let groups: usize = count.strip_suffix(" groups")?.parse().ok()?;
+        let mut listing = Self {
+            form,
+            groups: BTreeMap::new(),
+        };
+        for _ in 0..groups {
+            let (head, after) = rest.split_once('\n')?;
+            let (dn, uuid, name, count): (String, Option<String>, Option<String>, usize) =
+                serde_json::from_str(head).ok()?;
+            let (members, after) = lines(after, count)?;
+            if count > 0 && !members.split('\n').all(KeyForm::is_packed) {
+                return None;
+            }
+            rest = after;
+            let group = ListedEntry {
+                uuid,
+                name,
+                members: Members(members.to_owned()),
+            };
+            if listing.groups.insert(dn, group).is_some() {
+                return None;
+            }
         }
-        self
+        rest.is_empty().then_some(listing)
     }
 
     /// Each member's groups by name. Groups in a cycle are an error.
     pub fn memberships(&self) -> Result<Memberships, String> {
         let mut listed = Vec::with_capacity(self.groups.len());
         for (dn, group) in &self.groups {
-            let (nested, members): (Vec<&str>, Vec<&str>) = group
+            let (nested, members): (Vec<MemberKey>, Vec<MemberKey>) = group
                 .members
-                .iter()
-                .partition(|m| self.groups.contains_key(*m));
+                .packed()
+                .map(|packed| self.form.key(packed))
+                .partition(|key| self.groups.contains_key(key.as_str()));
             listed.push(ListedGroup {
                 name: dn.clone(),
-                members: members.into_iter().map(Subject::new).collect(),
-                groups: nested.into_iter().map(str::to_owned).collect(),
+                members,
+                groups: nested.iter().map(|key| key.as_str().to_owned()).collect(),
             });
         }
         let names: HashMap<String, GroupName> = self
@@ -168,15 +252,27 @@ impl GroupListing {
     /// nesting was checked for cycles by the full read it descends from (a change
     /// of nesting makes a full read), and a cycle would only end the walk early.
     pub fn memberships_of(&self, keys: &HashSet<MemberKey>) -> Memberships {
-        let wanted: HashSet<&str> = keys.iter().map(Subject::as_str).collect();
+        // What a kept member is to this lookup, by its packed key: one lookup
+        // a member, in a map of the few keys asked for and the groups.
+        enum Role<'a> {
+            Wanted(&'a MemberKey),
+            Group(&'a str),
+        }
+        let mut roles: FxHashMap<String, Role> = FxHashMap::default();
+        for key in keys {
+            roles.insert(self.form.packed(key.as_str()), Role::Wanted(key));
+        }
+        for dn in self.groups.keys() {
+            roles.insert(self.form.packed(dn), Role::Group(dn));
+        }
         let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
-        let mut direct: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut direct: HashMap<&MemberKey, Vec<&str>> = HashMap::new();
         for (dn, group) in &self.groups {
-            for member in group.members.iter() {
-                if self.groups.contains_key(member) {
-                    parents.entry(member).or_default().push(dn);
-                } else if wanted.contains(member) {
-                    direct.entry(member).or_default().push(dn);
+            for member in group.members.packed() {
+                match roles.get(member) {
+                    Some(Role::Group(nested)) => parents.entry(nested).or_default().push(dn),
+                    Some(Role::Wanted(key)) => direct.entry(key).or_default().push(dn),
+                    None => {}
                 }
             }
         }
@@ -195,7 +291,7 @@ impl GroupListing {
                 .collect();
             names.sort();
             names.dedup();
-            memberships.insert(Subject::new(member), names);
+            memberships.insert(member.clone(), names);
         }
         memberships
     }
@@ -212,7 +308,7 @@ impl GroupListing {
                 .get(uuid.as_str())
                 .and_then(|dn| self.groups.remove(dn))
             {
-                members.extend(old.members.iter().map(Subject::new));
+                members.extend(old.members.packed().map(|m| self.form.key(m)));
             }
         }
         members
@@ -236,7 +332,10 @@ impl GroupListing {
         let mut affected = self.remove(deleted, &by_uuid);
         let new: Vec<(String, ListedEntry)> = changed
             .iter()
-            .map(|e| (dn_key(&e.dn), listed_entry(e, name_attribute, members)))
+            .map(|e| {
+                let listed = listed_entry(e, name_attribute, members, &self.form);
+                (dn_key(&e.dn), listed)
+            })
             .collect();
         for (dn, group) in new {
             let old = match &group.uuid {
@@ -251,13 +350,10 @@ impl GroupListing {
                 }
                 None => Members::default(),
             };
-            let before: HashSet<&str> = before.iter().collect();
-            let after: HashSet<&str> = group.members.iter().collect();
-            affected.extend(
-                before
-                    .symmetric_difference(&after)
-                    .map(|m| Subject::new(*m)),
-            );
+            let before: HashSet<&str> = before.packed().collect();
+            let after: HashSet<&str> = group.members.packed().collect();
+            let moved = before.symmetric_difference(&after);
+            affected.extend(moved.map(|m| self.form.key(m)));
             self.groups.insert(dn, group);
         }
         // A group among the members that came or went is nesting that changed.
@@ -272,7 +368,21 @@ impl GroupListing {
     }
 }
 
-fn listed_entry(entry: &Entry, name_attribute: &str, members: &MemberAttribute) -> ListedEntry {
+/// The first `count` lines of `text`, and what follows them.
+fn lines(text: &str, count: usize) -> Option<(&str, &str)> {
+    if count == 0 {
+        return Some(("", text));
+    }
+    let end = memchr::memchr_iter(b'\n', text.as_bytes()).nth(count - 1)?;
+    Some((&text[..end], &text[end + 1..]))
+}
+
+fn listed_entry(
+    entry: &Entry,
+    name_attribute: &str,
+    members: &MemberAttribute,
+    form: &KeyForm,
+) -> ListedEntry {
     let values = entry.texts(members.name());
     let keys: Vec<String> = match members {
         MemberAttribute::Dn(_) => values.map(|v| dn_key(member_dn(v))).collect(),
@@ -284,7 +394,7 @@ fn listed_entry(entry: &Entry, name_attribute: &str, members: &MemberAttribute) 
             .text(name_attribute)
             .and_then(normalize::group_name_text)
             .map(str::to_owned),
-        members: Members::new(keys),
+        members: Members::new(keys, form),
     }
 }
 
@@ -293,9 +403,10 @@ mod tests {
     use super::*;
 
     fn listing(groups: &[(&str, &str, &[&str])]) -> GroupListing {
-        let mut listing = GroupListing::default();
+        let mut listing = GroupListing::new("ou=p");
         for (dn, name, members) in groups {
-            let members = Members::new(members.iter().map(|m| dn_key(m)).collect());
+            let keys = members.iter().map(|m| dn_key(m)).collect();
+            let members = Members::new(keys, &listing.form);
             listing.groups.insert(
                 dn_key(dn),
                 ListedEntry {
@@ -339,6 +450,43 @@ mod tests {
         );
         let cycle = self::listing(&[("cn=a", "a", &["cn=b"]), ("cn=b", "b", &["cn=a"])]);
         assert!(cycle.memberships().unwrap_err().contains("cycle"));
+    }
+
+    #[test]
+    fn the_listing_is_read_back_as_written_whatever_its_keys_look_like() {
+        let listing = listing(&[
+            (
+                "cn=odd,ou=g",
+                "odd \"quoted\"",
+                &["uid=ann,ou=p", "~uid=tilde", "=uid=equals", "cn=sre,ou=g"],
+            ),
+            ("cn=sre,ou=g", "sre", &["uid=ann,ou=p"]),
+            ("cn=empty,ou=g", "empty", &[]),
+        ]);
+        let mut text = String::new();
+        listing.write(&mut text);
+        assert!(text.contains("\n~uid=ann\n"), "{text}");
+        let read = GroupListing::read(&text).expect("read back");
+        assert_eq!(read, listing);
+        let memberships = read.memberships().expect("no cycle");
+        assert_eq!(
+            names(&memberships[&Subject::new("~uid=tilde")]),
+            ["odd \"quoted\""]
+        );
+        assert_eq!(
+            names(&memberships[&Subject::new("uid=ann,ou=p")]),
+            ["odd \"quoted\"", "sre"]
+        );
+        // A member line in neither form, a group missing, text after the end.
+        assert_eq!(
+            GroupListing::read(&text.replace("\n~uid=ann\n", "\nuid=ann\n")),
+            None
+        );
+        assert_eq!(
+            GroupListing::read(&text.replace("3 groups", "4 groups")),
+            None
+        );
+        assert_eq!(GroupListing::read(&format!("{text}x\n")), None);
     }
 
     fn entry(dn: &str, name: &str, members: &[&str]) -> Entry {

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{self, NextRead};
@@ -167,41 +166,49 @@ impl Directory for LdapSource {
 
 /// What an incremental read continues from, kept in the cursor: the server's
 /// cookies for the users and the groups (hex: a cookie is bytes), and the group
-/// listing, to tell who left a group that changed (member keys under the user
-/// base kept without it, `suffix`).
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// listing, to tell who left a group that changed.
+#[derive(Debug, PartialEq, Eq)]
 struct State {
     users: String,
     groups: String,
-    suffix: String,
     listing: GroupListing,
 }
 
+/// The first line of a [`State`]'s text.
+const STATE_HEADER: &str = "ldap-state/2";
+
 impl State {
-    fn new(users: &[u8], groups: &[u8], listing: GroupListing, user_base: &str) -> Self {
+    fn new(users: &[u8], groups: &[u8], listing: GroupListing) -> Self {
         Self {
             users: hex(users),
             groups: hex(groups),
-            suffix: format!(",{}", entry::dn_key(user_base)),
             listing,
         }
     }
 
+    /// A header line, the two cookies on a line, then the listing (see
+    /// [`GroupListing::write`]): lines, read without escapes, because the
+    /// listing is megabytes for a large directory and is read and written at
+    /// every run (docs/performance.md).
     fn encode(&self) -> String {
-        let compact = Self {
-            users: self.users.clone(),
-            groups: self.groups.clone(),
-            suffix: self.suffix.clone(),
-            listing: self.listing.compacted(&self.suffix),
-        };
-        // Strings and maps of strings always serialize.
-        serde_json::to_string(&compact).unwrap_or_default()
+        let mut text = format!("{STATE_HEADER}\n{} {}\n", self.users, self.groups);
+        self.listing.write(&mut text);
+        text
     }
 
+    /// The state [`encode`](Self::encode) wrote; `None` for anything else,
+    /// including the JSON of versions before it.
     fn decode(text: &str) -> Option<Self> {
-        let mut state: Self = serde_json::from_str(text).ok()?;
-        state.listing = state.listing.expanded(&state.suffix);
-        (unhex(&state.users).is_some() && unhex(&state.groups).is_some()).then_some(state)
+        let rest = text.strip_prefix(STATE_HEADER)?.strip_prefix('\n')?;
+        let (cookies, listing) = rest.split_once('\n')?;
+        let (users, groups) = cookies.split_once(' ')?;
+        unhex(users)?;
+        unhex(groups)?;
+        Some(Self {
+            users: users.to_owned(),
+            groups: groups.to_owned(),
+            listing: GroupListing::read(listing)?,
+        })
     }
 }
 
@@ -223,7 +230,7 @@ mod tests {
     #[test]
     fn the_state_keeps_both_cookies_and_the_listing() {
         let cookie = b"rid=000,csn=20261205054546.134084Z#000000#000#000000";
-        let mut listing = GroupListing::default();
+        let mut listing = GroupListing::new("ou=People, dc=x");
         let group = entry::Entry::for_tests(
             "cn=sre,ou=groups,dc=x",
             &[
@@ -236,20 +243,26 @@ mod tests {
         );
         let member = crate::config::MemberAttribute::Dn("member".into());
         listing.add(&group, "cn", &member).expect("added");
-        let state = State::new(cookie, b"g", listing, "ou=People, dc=x");
+        let state = State::new(cookie, b"g", listing);
         // Members under the user base are kept without it; members, one a line.
+        let text = state.encode();
         assert!(
-            state
-                .encode()
-                .contains(r#""cn=db,ou=groups,dc=x\n~uid=ann""#),
-            "{}",
-            state.encode()
+            text.ends_with("\n=cn=db,ou=groups,dc=x\n~uid=ann\n"),
+            "{text}"
         );
-        let decoded = State::decode(&state.encode()).expect("decodes");
+        let decoded = State::decode(&text).expect("decodes");
         assert_eq!(unhex(&decoded.users).as_deref(), Some(&cookie[..]));
         assert_eq!(decoded, state);
+        // A listing cut short (in a group, or after one), a bad cookie, the
+        // JSON of earlier versions.
+        assert_eq!(State::decode(&text[..text.len() - 10]), None);
         assert_eq!(
-            State::decode(r#"{"users":"0g","groups":"","suffix":"","listing":{"groups":{}}}"#),
+            State::decode(&text.replacen("1 groups", "2 groups", 1)),
+            None
+        );
+        assert_eq!(State::decode(&text.replacen(" 67\n", " 6g\n", 1)), None);
+        assert_eq!(
+            State::decode(r#"{"users":"","groups":"","suffix":"","listing":{"groups":{}}}"#),
             None
         );
         assert_eq!(State::decode("https://x"), None);
