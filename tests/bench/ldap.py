@@ -18,6 +18,9 @@ syncprov overlay and a session log, and measures on this machine:
   5. daemon         the same change reads made by idsync as a daemon (a run every 2 s,
                     the process and its cache already open): each run's duration_ms
                     after 100 more renames, from its log
+  6. writes floor   update_floor: a plain reqwest client making the same 100 updates
+                    (a GET and a PUT each, 16 in flight, as idsync's config says) to
+                    the same gateway stand-in, connections already open
 
 idsync's wall, CPU and peak RSS come from the kernel's rusage of the child
 (os.wait4). Prints one table; raw figures go to target/bench/ldap.json.
@@ -41,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OUT_DIR = os.path.join(ROOT, "target", "bench")
 IDSYNC = os.path.join(ROOT, "target", "release", "idsync")
 GATEWAY = os.path.join(ROOT, "target", "release", "examples", "bench_gateway")
+UPDATE_FLOOR = os.path.join(ROOT, "target", "release", "examples", "update_floor")
 SUFFIX = "dc=example,dc=com"
 PEOPLE = "ou=people," + SUFFIX
 GROUPS = "ou=groups," + SUFFIX
@@ -176,7 +180,8 @@ def main():
     args = parser.parse_args()
     os.makedirs(os.path.join(OUT_DIR, "logs"), exist_ok=True)
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--example", "bench_gateway"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--example", "bench_gateway", "--example", "update_floor"],
+                       cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", "--release", "--bin", "idsync"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="idsync-bench-ldap-")
     procs = []
@@ -268,6 +273,8 @@ def run(args, work, procs):
     config(daemon_cfg, url, gateway, os.path.join(work, "cache-inc"), True, schedule="*/2 * * * * *")
     runs["daemon_ms"] = daemon_runs(daemon_cfg, url, range(args.reps, 2 * args.reps))
     results["daemon_run_s"] = statistics.median(runs["daemon_ms"]) / 1000
+    runs["writes_floor_ms"] = writes_floor(gateway, 2 * args.reps + 1)
+    results["writes_floor_s"] = statistics.median(runs["writes_floor_ms"]) / 1000
     all_runs = [runs["full_cold"], runs["incremental_cold"], runs["incremental_unchanged"], *steady, *incremental]
     peak = lambda group: max(r["maxrss_kib"] for r in group) / 1024
     results["peak_rss_mib"] = peak(all_runs)
@@ -326,6 +333,13 @@ def daemon_runs(cfg, url, reps):
         daemon.wait()
 
 
+def writes_floor(gateway, rounds):
+    """update_floor's time for the CHANGES updates, each round, in ms."""
+    result = subprocess.run([UPDATE_FLOOR, "--gateway", gateway, "--users", str(CHANGES), "--in-flight", "16",
+                             "--rounds", str(rounds)], capture_output=True, text=True, check=True, env=env())
+    return [float(line.split()[-1]) for line in result.stdout.splitlines()]
+
+
 def table(r):
     full_over_floor = r["full_wall_s"] / r["floor_s"]
     inc_over_full = r["incremental_wall_s"] / r["full_wall_s"]
@@ -343,6 +357,8 @@ def table(r):
         ("incremental / full read", f"{inc_over_full:.1%}", f"<= {TARGETS['incremental_over_full']:.0%}"),
         (f"  the same as daemon runs (ms)", ",".join(map(str, r["runs"]["daemon_ms"])), ""),
         ("  daemon run / full read", f"{r['daemon_run_s'] / r['full_wall_s']:.1%}", ""),
+        (f"  floor: the {CHANGES} updates alone (ms)", f"{r['writes_floor_s'] * 1000:.1f}", ""),
+        ("  floor / full read", f"{r['writes_floor_s'] / r['full_wall_s']:.1%}", ""),
         ("incremental updates+creates", ",".join(writes), f"{CHANGES}+0 each"),
         ("peak RSS (MiB)", f"{r['peak_rss_mib']:.1f}", f"<= {TARGETS['rss_mib']}"),
         ("  full reads by pages, cold and steady", f"{r['peak_rss_paged_mib']:.1f}", ""),
