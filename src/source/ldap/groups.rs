@@ -252,6 +252,9 @@ impl GroupListing {
     /// nesting was checked for cycles by the full read it descends from (a change
     /// of nesting makes a full read), and a cycle would only end the walk early.
     pub fn memberships_of(&self, keys: &HashSet<MemberKey>) -> Memberships {
+        if keys.is_empty() {
+            return Memberships::new();
+        }
         // What a kept member is to this lookup, by its packed key: one lookup
         // a member, in a map of the few keys asked for and the groups.
         enum Role<'a> {
