@@ -100,10 +100,12 @@ impl LdapSource {
         let mut read = output.read;
         read.scope = Scope::Complete;
         if let (Some(users), Some(groups)) = (users_cookie, groups_cookie) {
-            // Not kept in memory for the next read (see `LastState`): a full
-            // read's users are many, and would be sent while it is held.
-            let state = State::new(&users, &groups, listing).encode(None);
-            read.cursor = Some(Position::after_full_read(state, started).encode());
+            let state = State::new(&users, &groups, listing);
+            let token = state.encode(None);
+            let token_len = token.len();
+            let cursor = Position::after_full_read(token, started).encode();
+            self.last_state.wrote(state, &cursor, token_len);
+            read.cursor = Some(cursor);
         }
         Ok(read)
     }

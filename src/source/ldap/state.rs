@@ -85,12 +85,10 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The state the last change read ended with, and the cursor it went out in,
-/// kept in memory: a daemon's next read is given that same cursor, and continues
-/// from this state instead of decoding the cursor's text; a listing no group
-/// changed is then written by copying its text (docs/performance.md). A full
-/// read's state is not kept: the whole directory's users are sent after it, and
-/// holding the listing meanwhile would raise the run's peak memory.
+/// The state the last read ended with, and the cursor it went out in, kept in
+/// memory: a daemon's next read is given that same cursor, and continues from
+/// this state instead of decoding the cursor's text; a listing no group changed
+/// is then written by copying its text (docs/performance.md).
 #[derive(Default)]
 pub(super) struct LastState(Mutex<Option<Last>>);
 
