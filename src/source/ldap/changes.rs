@@ -14,8 +14,7 @@ use super::entry::{dn_key, Entry};
 use super::full::Output;
 use super::groups::{GroupChange, MemberKey, Memberships};
 use super::refresh::{Refresh, RefreshEnd};
-use super::state::{Last, ListingText, State};
-use super::LdapSource;
+use super::{unhex, LdapSource, State};
 use crate::config::MemberAttribute;
 use crate::model::Subject;
 use crate::source::cursor::Position;
@@ -28,8 +27,6 @@ struct Changes {
     removed: Vec<Subject>,
     /// Members whose groups changed.
     affected: HashSet<MemberKey>,
-    /// Whether a group changed or went, which changes the listing.
-    groups_changed: bool,
     state: State,
 }
 
@@ -40,17 +37,10 @@ impl LdapSource {
         shutdown: &CancellationToken,
         delivery: &Delivery,
         position: Position,
-        last: Option<Last>,
     ) -> Result<Read, SourceError> {
-        let (state, listing_text) = match last.map(Last::into_parts) {
-            Some((state, text)) => (state, Some(text)),
-            None => match State::decode(&position.token) {
-                Some(state) => (state, None),
-                None => {
-                    tracing::info!(source = %self.name(), "reading the whole directory: the stored position is not one this version wrote");
-                    return self.full_read(connection, shutdown, delivery, true).await;
-                }
-            },
+        let Some(state) = State::decode(&position.token) else {
+            tracing::info!(source = %self.name(), "reading the whole directory: the stored position is not one this version wrote");
+            return self.full_read(connection, shutdown, delivery, true).await;
         };
         let Some(changes) = self.refresh_both(connection, shutdown, state).await? else {
             return self.full_read(connection, shutdown, delivery, true).await;
@@ -81,14 +71,7 @@ impl LdapSource {
         read.scope = Scope::Changes {
             removed: removed.into_iter().collect(),
         };
-        let unchanged = listing_text.filter(|_| !changes.groups_changed);
-        let token = changes
-            .state
-            .encode(unchanged.as_ref().map(ListingText::as_str));
-        let token_len = token.len();
-        let cursor = position.advanced(token).encode();
-        self.last_state.wrote(changes.state, &cursor, token_len);
-        read.cursor = Some(cursor);
+        read.cursor = Some(position.advanced(changes.state.encode()).encode());
         Ok(read)
     }
 
@@ -104,13 +87,12 @@ impl LdapSource {
         let attributes = self.group_attributes();
         let groups = (config.group_base.as_str(), config.group_filter.as_str());
         let mut refresh =
-            Refresh::start(connection, groups, &attributes, state.groups_cookie()).await?;
+            Refresh::start(connection, groups, &attributes, unhex(&state.groups)).await?;
         let changed_groups = refresh.all_changed(shutdown).await?;
         let Some((groups_cookie, deleted_groups)) = self.done_or_full(refresh.finish().await?)
         else {
             return Ok(None);
         };
-        let groups_changed = !changed_groups.is_empty() || !deleted_groups.is_empty();
         let member = &config.member_attribute;
         let affected = match state.listing.apply(
             &changed_groups,
@@ -127,7 +109,7 @@ impl LdapSource {
         let attributes = self.users.attributes();
         let users = (config.user_base.as_str(), config.user_filter.as_str());
         let mut refresh =
-            Refresh::start(connection, users, &attributes, state.users_cookie()).await?;
+            Refresh::start(connection, users, &attributes, unhex(&state.users)).await?;
         let changed_users = refresh.all_changed(shutdown).await?;
         let Some((users_cookie, removed)) = self.done_or_full(refresh.finish().await?) else {
             return Ok(None);
@@ -137,7 +119,6 @@ impl LdapSource {
             users: changed_users,
             removed,
             affected,
-            groups_changed,
             state,
         }))
     }

@@ -14,7 +14,6 @@ use super::entry::Entry;
 use super::groups::{GroupListing, Memberships};
 use super::refresh::{Fallback, Refresh, RefreshEnd};
 use super::search::Item;
-use super::state::State;
 use super::wire::Outcome;
 use super::{LdapSource, Said};
 use crate::model::{DirectoryUser, Subject};
@@ -100,12 +99,8 @@ impl LdapSource {
         let mut read = output.read;
         read.scope = Scope::Complete;
         if let (Some(users), Some(groups)) = (users_cookie, groups_cookie) {
-            let state = State::new(&users, &groups, listing);
-            let token = state.encode(None);
-            let token_len = token.len();
-            let cursor = Position::after_full_read(token, started).encode();
-            self.last_state.wrote(state, &cursor, token_len);
-            read.cursor = Some(cursor);
+            let state = super::State::new(&users, &groups, listing);
+            read.cursor = Some(Position::after_full_read(state.encode(), started).encode());
         }
         Ok(read)
     }
