@@ -148,11 +148,16 @@ max_deactivations = 10
         }
     }
 
+    /// A run as `--sync-now` makes it: a syncer of its own.
     async fn run(&self) -> Result<Summary, Aborted> {
+        self.syncer().run_once(&CancellationToken::new()).await
+    }
+
+    /// A syncer, as a process builds it; a daemon makes each run with the same.
+    fn syncer(&self) -> Syncer {
         let text = self.config_text(200, self.password());
         let config = Config::parse(&text, "test", &|_| None).expect("config");
-        let syncer = Syncer::new(&config, RunMode::default()).expect("syncer");
-        syncer.run_once(&CancellationToken::new()).await
+        Syncer::new(&config, RunMode::default()).expect("syncer")
     }
 
     fn write_config(&self, page_size: usize, password: &str) -> PathBuf {
@@ -321,6 +326,47 @@ async fn incremental_reads_ask_only_for_the_changes_and_converge() {
     assert_eq!(fourth.counts.updated, 801, "{:?}", fourth.counts);
     assert_eq!(refreshes(&world).last(), Some(&PEOPLE_COUNT));
     assert_eq!(world.held()[&mail(1501)].0, ["all-staff", "sales-team"]);
+}
+
+/// A daemon makes every run with one syncer, which keeps the records' summaries
+/// in memory between runs; its change reads converge, and a process started
+/// later continues from the cursor it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_reading_changes_converges_and_a_later_process_continues_from_it() {
+    let world = World::start(Access::IncrementalOverStartTls).await;
+    let refreshes = |world: &World| world.slapd.entries_returned(PEOPLE, USERS);
+    let daemon = world.syncer();
+    let stop = CancellationToken::new();
+    let first = daemon.run_once(&stop).await.expect("first run");
+    assert_company(&world, &first);
+    world.gateway.clear_requests();
+    daemon.run_once(&stop).await.expect("second run");
+    assert_eq!(world.writes(), 0, "a second run writes nothing");
+    assert_eq!(refreshes(&world).last(), Some(&0), "and reads no user");
+
+    world.change(CHANGES.into()).await;
+    let third = daemon.run_once(&stop).await.expect("third run");
+    assert_converged(&world, &third);
+    assert_eq!(third.directory_users, 4, "the changes only");
+    world.gateway.clear_requests();
+    daemon.run_once(&stop).await.expect("fourth run");
+    assert_eq!(world.writes(), 0, "the moved user's groups were kept");
+
+    let rename = "dn: cn=sales,ou=groups,dc=example,dc=com\nchangetype: modrdn\nnewrdn: cn=sales-team\ndeleteoldrdn: 1\n";
+    world.change(rename.into()).await;
+    let fifth = daemon.run_once(&stop).await.expect("fifth run");
+    assert_eq!(fifth.counts.updated, 801, "{:?}", fifth.counts);
+    assert_eq!(world.held()[&mail(1501)].0, ["all-staff", "sales-team"]);
+    drop(daemon);
+
+    world.gateway.clear_requests();
+    world.run().await.expect("a later process's run");
+    assert_eq!(world.writes(), 0);
+    assert_eq!(
+        refreshes(&world).last(),
+        Some(&0),
+        "it read the changes since the daemon's last run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

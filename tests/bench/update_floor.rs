@@ -15,8 +15,7 @@ use std::time::Instant;
 
 use futures::{stream, StreamExt, TryStreamExt};
 
-const USAGE: &str =
-    "usage: update_floor --gateway URL [--users 100] [--in-flight 16] [--rounds 5]";
+const USAGE: &str = "usage: update_floor --gateway URL [--users 100] [--in-flight 16] [--rounds 5]";
 
 struct Args {
     gateway: String,
@@ -35,7 +34,11 @@ fn parse_args() -> Result<Args, String> {
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
         let value = given.next().ok_or(USAGE)?;
-        let number = || value.parse::<usize>().map_err(|_| format!("{flag}: {value}"));
+        let number = || {
+            value
+                .parse::<usize>()
+                .map_err(|_| format!("{flag}: {value}"))
+        };
         match flag.as_str() {
             "--gateway" => args.gateway = value.trim_end_matches('/').to_owned(),
             "--users" => args.users = number()?,
