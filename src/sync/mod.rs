@@ -145,6 +145,10 @@ pub struct RunMode {
     pub retry_rejected: bool,
 }
 
+/// A read of at least this many entries gives the memory it freed back to the
+/// system before the sends (docs/performance.md, run L6).
+const RETURN_MEMORY_AFTER: usize = 10_000;
+
 /// Everything a run needs, built once per process from the config.
 pub struct Syncer {
     source: Box<dyn Directory>,
@@ -415,6 +419,12 @@ impl Syncer {
         let (read, planned) = tokio::join!(read, planning);
         let (planner, dropped) = planned?;
         let read = read?;
+        if read.entries >= RETURN_MEMORY_AFTER {
+            // What the read and the planning freed sits in the arenas of the
+            // threads that did them; the sends and the cache's writes allocate
+            // elsewhere, so without this it stays resident for the whole run.
+            crate::memory::return_freed_memory();
+        }
         run.summary.directory_users = read.entries;
         events::directory_read(read.entries, run.started.elapsed());
         for (group, members) in dropped {
