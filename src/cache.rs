@@ -480,7 +480,8 @@ impl Cache {
     /// the file the run started from. After more changes than are held (a first
     /// import), or without such a file, it is left for the next run, which walks the
     /// tree: walking it right after a first import's writes would hold most of
-    /// sled's memory at once. A failure only costs the next run that walk.
+    /// sled's memory at once. A failure only costs the next run that walk. A
+    /// cache that keeps the summaries in memory does this once, when it closes.
     async fn update_summaries(&self) {
         if self.summaries_state().keep_in_memory {
             return;
@@ -652,7 +653,6 @@ impl Drop for Cache {
     /// the next process reads it instead of walking the tree.
     fn drop(&mut self) {
         if self.summaries_state().keep_in_memory {
-            self.summaries_state().keep_in_memory = false;
             if let Some(rewrite) = self.take_summaries_rewrite() {
                 self.summaries_rewritten(rewrite.run());
             }

@@ -72,13 +72,13 @@ impl Members {
 /// How the listing keeps a member key: one under the user base (most are) as
 /// `~` and the part before the base, any other as `=` and the whole key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyForm {
+struct KeyForm {
     /// `,` and the user base's DN key.
     suffix: String,
 }
 
 impl KeyForm {
-    pub fn new(user_base: &str) -> Self {
+    fn new(user_base: &str) -> Self {
         Self {
             suffix: format!(",{}", dn_key(user_base)),
         }
@@ -196,9 +196,9 @@ impl GroupListing {
         let form = KeyForm {
             suffix: suffix.to_owned(),
         };
-        let (count, after) = rest.split_once('\n')?;
+        let (groups_line, after) = rest.split_once('\n')?;
         rest = after;
-        let groups: usize = count.strip_suffix(" groups")?.parse().ok()?;
+        let groups: usize = groups_line.strip_suffix(" groups")?.parse().ok()?;
         let mut listing = Self {
             form,
             groups: BTreeMap::new(),
