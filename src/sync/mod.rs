@@ -193,8 +193,10 @@ impl Syncer {
     ) -> Result<Self, SetupError> {
         let cache = if uses_cache(config, mode) {
             let cache = Cache::open_for(&config.cache.path, mode.dry_run)?;
-            // Runs that read only changes plan a few users each: reading every
-            // record's summary from disk at each run would be most of their cost.
+            // This syncer makes run after run (`for_one_run` does not come
+            // here). Runs that read only changes plan a few users each: reading
+            // every record's summary from disk at each run would be most of
+            // their cost.
             if source.reads_changes() && !mode.dry_run {
                 cache.keep_summaries_in_memory();
             }
