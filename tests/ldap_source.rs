@@ -357,7 +357,17 @@ async fn a_daemon_reading_changes_converges_and_a_later_process_continues_from_i
     let fifth = daemon.run_once(&stop).await.expect("fifth run");
     assert_eq!(fifth.counts.updated, 801, "{:?}", fifth.counts);
     assert_eq!(world.held()[&mail(1501)].0, ["all-staff", "sales-team"]);
+    // The summaries stayed in memory: the file is still the one the first run's
+    // walk of the empty store wrote, until the daemon's cache closes.
+    let summaries = world.dir.path().join("cache").join("summaries.bin");
+    let size = || std::fs::metadata(&summaries).expect("summaries file").len();
+    assert!(size() < 100, "no record in the file yet: {} bytes", size());
     drop(daemon);
+    assert!(
+        size() > 2_000 * 10,
+        "every record at close: {} bytes",
+        size()
+    );
 
     world.gateway.clear_requests();
     world.run().await.expect("a later process's run");
