@@ -223,6 +223,7 @@ pub struct Cache {
     /// `None` only for a store a dry run opened before any run gave it one.
     store_id: Option<u64>,
     summaries: Mutex<SummariesState>,
+    known_bases: Mutex<cursors::KnownBases>,
     /// [`MAX_HELD_CHANGES`], but in tests.
     max_held_changes: usize,
 }
@@ -330,6 +331,7 @@ impl Cache {
                 keep_in_memory: false,
                 resident: None,
             }),
+            known_bases: Mutex::default(),
             max_held_changes: MAX_HELD_CHANGES,
             db,
         };

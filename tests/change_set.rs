@@ -1,5 +1,5 @@
 //! The source seam from the run's side: a directory that reads changes. Its
-//! position is kept in the cache between runs, advanced only by a run that did
+//! position (and the base it stands on) is kept in the cache between runs, advanced only by a run that did
 //! all it planned, and a change set deactivates only the users it removes.
 
 mod support;
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use idsync::config::Config;
 use idsync::model::{DirectoryUser, Email, GroupName, Subject};
-use idsync::source::{Delivery, Directory, Read, Scope, SourceError};
+use idsync::source::{Cursor, Delivery, Directory, Read, Scope, SourceError};
 use idsync::sync::{RunMode, Syncer};
 use support::fake_gateway::{FakeGateway, Faults, GatewayOptions};
 use tokio_util::sync::CancellationToken;
@@ -20,8 +20,9 @@ struct Script {
     users: Vec<DirectoryUser>,
     scope: Scope,
     next_cursor: Option<String>,
+    next_base: Option<Arc<str>>,
     fail: bool,
-    given: Vec<Option<String>>,
+    given: Vec<Option<Cursor>>,
 }
 
 #[derive(Clone, Default)]
@@ -33,10 +34,24 @@ impl ScriptedDirectory {
         script.users = users;
         script.scope = scope;
         script.next_cursor = Some(next_cursor.to_owned());
+        script.next_base = None;
         script.fail = false;
     }
 
+    /// The next read also gives a new base for its cursor.
+    fn with_base(&self, base: &str) {
+        self.0.lock().unwrap().next_base = Some(Arc::from(base));
+    }
+
     fn last_given(&self) -> Option<String> {
+        self.last_cursor().map(|cursor| cursor.position)
+    }
+
+    fn last_base(&self) -> Option<String> {
+        self.last_cursor()?.base.map(|base| base.to_string())
+    }
+
+    fn last_cursor(&self) -> Option<Cursor> {
         self.0.lock().unwrap().given.last().cloned().flatten()
     }
 }
@@ -46,10 +61,10 @@ impl Directory for ScriptedDirectory {
         &'a self,
         _shutdown: &'a CancellationToken,
         delivery: Delivery,
-        cursor: Option<&'a str>,
+        cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         let mut script = self.0.lock().unwrap();
-        script.given.push(cursor.map(str::to_owned));
+        script.given.push(cursor.cloned());
         let result = if script.fail {
             Err(SourceError::Unavailable {
                 request: "GET script".into(),
@@ -62,6 +77,7 @@ impl Directory for ScriptedDirectory {
                 unusable: Vec::new(),
                 scope: script.scope.clone(),
                 cursor: script.next_cursor.clone(),
+                cursor_base: script.next_base.clone(),
                 groups: None,
             })
         };
@@ -140,6 +156,7 @@ async fn a_change_set_moves_the_cursor_and_deactivates_only_its_removals() {
     ];
 
     directory.script(everyone, Scope::Complete, "c1");
+    directory.with_base("base 1");
     let first = run().await.expect("a full read");
     assert_eq!((first.counts.created, directory.last_given()), (3, None));
 
@@ -152,6 +169,7 @@ async fn a_change_set_moves_the_cursor_and_deactivates_only_its_removals() {
     );
     let second = run().await.expect("a change set");
     assert_eq!(directory.last_given().as_deref(), Some("c1"));
+    assert_eq!(directory.last_base().as_deref(), Some("base 1"));
     assert_eq!((second.counts.updated, second.counts.deactivated), (1, 1));
     let status = |id: &str| {
         gateway
@@ -176,6 +194,8 @@ async fn a_change_set_moves_the_cursor_and_deactivates_only_its_removals() {
     );
     run().await.expect("an empty change set");
     assert_eq!(directory.last_given().as_deref(), Some("c2"));
+    // A position given without a base stands on the base kept.
+    assert_eq!(directory.last_base().as_deref(), Some("base 1"));
 
     // A run whose create failed keeps its cursor too, so the change is read again.
     gateway.set_faults(Faults {
@@ -200,6 +220,7 @@ async fn a_change_set_moves_the_cursor_and_deactivates_only_its_removals() {
         },
         "c5",
     );
+    directory.with_base("base 2");
     let retried = run().await.expect("the change read again");
     assert_eq!(directory.last_given().as_deref(), Some("c3"));
     assert_eq!(retried.counts.created, 1);
@@ -212,4 +233,5 @@ async fn a_change_set_moves_the_cursor_and_deactivates_only_its_removals() {
     );
     run().await.expect("a quiet run");
     assert_eq!(directory.last_given().as_deref(), Some("c5"));
+    assert_eq!(directory.last_base().as_deref(), Some("base 2"));
 }

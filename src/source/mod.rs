@@ -28,6 +28,8 @@ pub mod scim;
 pub mod user_pages;
 mod vendor_read;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -43,14 +45,14 @@ pub trait Directory: Send + Sync {
     /// the run does with them stands only once this returns `Ok`: an error means
     /// the read cannot be trusted, and nothing may be concluded from it.
     ///
-    /// `cursor` is the position the last successful run's [`Read::cursor`] left,
-    /// for a source that [`reads_changes`](Directory::reads_changes); from it the
+    /// `cursor` is what the last successful run's [`Read::cursor`] left, for a
+    /// source that [`reads_changes`](Directory::reads_changes); from it the
     /// source may read only what changed, as a [`Scope::Changes`].
     fn read<'a>(
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        cursor: Option<&'a str>,
+        cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>>;
 
     /// Whether this source keeps a position between runs, so that the run must
@@ -65,7 +67,7 @@ pub trait Directory: Send + Sync {
 
     /// For a source that is told of changes as they happen (push): notified after
     /// each, so the daemon runs without waiting for its schedule.
-    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+    fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>> {
         None
     }
 
@@ -88,10 +90,35 @@ pub struct Read {
     /// Where the next read should start, for a source that reads changes; kept
     /// only once the run that read it has done everything it planned.
     pub cursor: Option<String>,
+    /// With `cursor`, a new [`Cursor::base`] to keep in place of the one kept;
+    /// `None` keeps the one kept.
+    pub cursor_base: Option<Arc<str>>,
     /// The names of every group the directory has, members or not, from a
     /// source that lists them (push, SCIM, file): with `groups.mirror` each is
     /// created in the gateway before anyone joins, so access rules can name it.
     pub groups: Option<Vec<String>>,
+}
+
+/// Where a change-reading source's next read starts, as the last successful
+/// run left it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// The position ([`Read::cursor`]), written by every run.
+    pub position: String,
+    /// What the position stands on that seldom changes and can be large (an LDAP
+    /// directory's group listing), kept apart so that a run that changed little
+    /// writes little ([`Read::cursor_base`]).
+    pub base: Option<Arc<str>>,
+}
+
+impl Cursor {
+    /// A position that stands on no base.
+    pub fn at(position: impl Into<String>) -> Self {
+        Self {
+            position: position.into(),
+            base: None,
+        }
+    }
 }
 
 /// What a read covered, which decides who may be deactivated for being absent.

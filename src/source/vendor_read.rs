@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cursor::{self, FullReason, NextRead, Position};
 use super::http::DirectoryHttp;
-use super::{Delivery, Read, Scope, SourceError};
+use super::{Cursor, Delivery, Read, Scope, SourceError};
 use crate::config::Incremental;
 use crate::model::{DirectoryUser, UnusableEntry};
 
@@ -37,13 +37,17 @@ pub enum Planned<S> {
 /// it could have read changes.
 pub fn plan<S: DeserializeOwned>(
     incremental: Incremental,
-    cursor: Option<&str>,
+    cursor: Option<&Cursor>,
     kind: &str,
 ) -> Planned<S> {
     let Incremental::On { full_read_every } = incremental else {
         return Planned::Full;
     };
-    let reason = match cursor::next_read(cursor, full_read_every, SystemTime::now()) {
+    let reason = match cursor::next_read(
+        cursor.map(|c| c.position.as_str()),
+        full_read_every,
+        SystemTime::now(),
+    ) {
         NextRead::Changes(position) => match serde_json::from_str::<S>(&position.token) {
             Ok(state) => return Planned::Changes(position, state),
             Err(_) => FullReason::Unreadable,

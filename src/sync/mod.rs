@@ -4,6 +4,7 @@
 //! to the cache.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -23,7 +24,7 @@ use crate::config::{Config, GroupPolicy};
 use crate::events;
 use crate::model::{Counts, Subject};
 use crate::plan::{Plan, Planner, Problem, Rules};
-use crate::source::{self, Arrivals, Directory, SourceError};
+use crate::source::{self, Arrivals, Cursor, Directory, SourceError};
 use crate::target::{HoopClient, Target, TargetError};
 
 /// What a run did, for people (text) and machines (`--output json`).
@@ -363,19 +364,22 @@ impl Syncer {
             // Kept as it was: the changes are read again, and the failed users retried.
             return Ok(run.finish());
         }
-        if let Err(err) = self.save_cursor(cursor.as_deref()).await {
+        if let Err(err) = self.save_cursor(cursor).await {
             return Err(run.abort(err.into()));
         }
         Ok(run.finish())
     }
 
     /// Keeps a change-reading source's next position, once the run did all it planned.
-    async fn save_cursor(&self, cursor: Option<&str>) -> Result<(), CacheError> {
+    async fn save_cursor(&self, cursor: NextCursor) -> Result<(), CacheError> {
         match &self.cache {
             Some(opening) if self.source.reads_changes() && !self.dry_run => {
                 let cache = opening.get().await?;
-                cache.save_cursor(&self.source.name(), cursor).await?;
-                if let Some(cursor) = cursor {
+                let (position, base) = (cursor.position.as_deref(), cursor.base.as_ref());
+                cache
+                    .save_cursor(&self.source.name(), position, base)
+                    .await?;
+                if let Some(cursor) = position {
                     self.source.cursor_kept(cursor);
                 }
                 Ok(())
@@ -386,7 +390,7 @@ impl Syncer {
 
     /// The position a change-reading source's last successful run left; none
     /// for a `whole` read.
-    async fn load_cursor(&self, whole: bool) -> Result<Option<String>, CacheError> {
+    async fn load_cursor(&self, whole: bool) -> Result<Option<Cursor>, CacheError> {
         match &self.cache {
             Some(opening) if self.source.reads_changes() && !whole => {
                 opening.get().await?.cursor(&self.source.name())
@@ -413,7 +417,7 @@ impl Syncer {
         // dropping the read drops its requests, and its delivery ends the planning.
         let read = async {
             tokio::select! {
-                read = self.source.read(&reading, delivery, cursor.as_deref()) => read,
+                read = self.source.read(&reading, delivery, cursor.as_ref()) => read,
                 () = reading.cancelled() => Err(SourceError::Interrupted),
             }
         };
@@ -436,7 +440,10 @@ impl Syncer {
         let plan = planner.finish(read.unusable, read.scope)?;
         events::planned(&plan.size());
         let tail = ReadTail {
-            cursor: read.cursor,
+            cursor: NextCursor {
+                position: read.cursor,
+                base: read.cursor_base,
+            },
             groups: read.groups,
         };
         Ok((plan, managed_before, tail))
@@ -600,10 +607,17 @@ fn stopped_short(sent: Sent, creates_lost: Option<String>) -> Option<SyncError> 
 fn uses_cache(config: &Config, mode: RunMode) -> bool {
     !mode.dry_run || config.cache.path.exists()
 }
+
 /// What a read says besides its users, kept for after the users are sent.
 struct ReadTail {
-    /// The source's next position (see [`Read::cursor`](crate::source::Read::cursor)).
-    cursor: Option<String>,
+    cursor: NextCursor,
     /// The directory's groups, when the source lists them.
     groups: Option<Vec<String>>,
+}
+
+/// Where a change-reading source's next read starts: [`Read::cursor`](source::Read::cursor) and
+/// [`Read::cursor_base`](source::Read::cursor_base).
+struct NextCursor {
+    position: Option<String>,
+    base: Option<Arc<str>>,
 }

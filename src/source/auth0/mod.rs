@@ -23,7 +23,7 @@ use url::Url;
 use super::auth::TokenSource;
 use super::http::{DirectoryHttp, RateBudget};
 use super::paged::{self, Memberships};
-use super::{Delivery, Directory, Read, SourceError};
+use super::{Cursor, Delivery, Directory, Read, SourceError};
 use crate::config::{Auth0Config, Auth0Groups, DirectoryLimits};
 use decode::{UserPage, USER_FIELDS};
 
@@ -50,7 +50,7 @@ impl Directory for Auth0Source {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        _cursor: Option<&'a str>,
+        _cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move { self.pull(shutdown, &delivery).await })
     }

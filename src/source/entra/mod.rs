@@ -31,7 +31,7 @@ use super::group_table::{GroupTable, Memberships, TableGroup};
 use super::http::DirectoryHttp;
 use super::membership::MembershipError;
 use super::vendor_read::{self, Planned};
-use super::{Delivery, Directory, Read, SourceError};
+use super::{Cursor, Delivery, Directory, Read, SourceError};
 use crate::config::{EntraConfig, Incremental};
 use crate::model::{DirectoryUser, Subject};
 use decode::{GraphGroup, GraphUser, Member, USER_FIELDS};
@@ -235,7 +235,7 @@ impl Directory for EntraSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        cursor: Option<&'a str>,
+        cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             if let Planned::Changes(position, state) =

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::membership::{self, ListedGroup};
 use super::paged::Memberships;
-use super::{Delivery, Directory, Read, Scope, SourceError};
+use super::{Cursor, Delivery, Directory, Read, Scope, SourceError};
 use crate::config::{AttributeMap, ExportFile, FileConfig};
 use crate::model::{DirectoryUser, GroupName, Subject, UnusableEntry};
 use rows::{Row, Rows};
@@ -211,7 +211,7 @@ impl Directory for FileSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        _cursor: Option<&'a str>,
+        _cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             let (chunks, mut arriving) = mpsc::channel(2);

@@ -21,7 +21,7 @@ use url::Url;
 use super::auth::TokenSource;
 use super::http::{below, DirectoryHttp};
 use super::user_pages::UserPages;
-use super::{Delivery, Directory, Read, SourceError};
+use super::{Cursor, Delivery, Directory, Read, SourceError};
 use crate::config::{GoogleConfig, GoogleGroupName};
 use crate::model::{GroupName, Subject};
 use paging::PageTokens;
@@ -98,7 +98,7 @@ impl Directory for GoogleSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        _cursor: Option<&'a str>,
+        _cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             let memberships = self.memberships().await?;

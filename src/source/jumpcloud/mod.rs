@@ -18,7 +18,7 @@ use url::Url;
 use super::auth::TokenSource;
 use super::http::DirectoryHttp;
 use super::paged::{self, Memberships};
-use super::{Delivery, Directory, Read, SourceError};
+use super::{Cursor, Delivery, Directory, Read, SourceError};
 use crate::config::{DirectoryLimits, JumpCloudConfig};
 use decode::UserPage;
 
@@ -34,7 +34,7 @@ impl Directory for JumpCloudSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        _cursor: Option<&'a str>,
+        _cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move { self.pull(shutdown, &delivery).await })
     }

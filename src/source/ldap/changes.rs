@@ -14,7 +14,7 @@ use super::entry::{dn_key, Entry};
 use super::full::Output;
 use super::groups::{GroupChange, MemberKey, Memberships};
 use super::refresh::{Refresh, RefreshEnd};
-use super::{unhex, LdapSource, State};
+use super::{LdapSource, State};
 use crate::config::MemberAttribute;
 use crate::model::Subject;
 use crate::source::cursor::Position;
@@ -37,8 +37,10 @@ impl LdapSource {
         shutdown: &CancellationToken,
         delivery: &Delivery,
         position: Position,
+        base: Option<&str>,
     ) -> Result<Read, SourceError> {
-        let Some(state) = State::decode(&position.token) else {
+        let kept = self.resident.take(&position.token);
+        let Some(state) = kept.or_else(|| State::decode(&position.token, base)) else {
             tracing::info!(source = %self.name(), "reading the whole directory: the stored position is not one this version wrote");
             return self.full_read(connection, shutdown, delivery, true).await;
         };
@@ -71,7 +73,7 @@ impl LdapSource {
         read.scope = Scope::Changes {
             removed: removed.into_iter().collect(),
         };
-        read.cursor = Some(position.advanced(changes.state.encode()).encode());
+        self.keep_state(&mut read, changes.state, |token| position.advanced(token));
         Ok(read)
     }
 
@@ -87,14 +89,14 @@ impl LdapSource {
         let attributes = self.group_attributes();
         let groups = (config.group_base.as_str(), config.group_filter.as_str());
         let mut refresh =
-            Refresh::start(connection, groups, &attributes, unhex(&state.groups)).await?;
+            Refresh::start(connection, groups, &attributes, state.groups_cookie()).await?;
         let changed_groups = refresh.all_changed(shutdown).await?;
         let Some((groups_cookie, deleted_groups)) = self.done_or_full(refresh.finish().await?)
         else {
             return Ok(None);
         };
         let member = &config.member_attribute;
-        let affected = match state.listing.apply(
+        let affected = match state.apply(
             &changed_groups,
             &deleted_groups,
             &config.group_name_attribute,
@@ -109,12 +111,12 @@ impl LdapSource {
         let attributes = self.users.attributes();
         let users = (config.user_base.as_str(), config.user_filter.as_str());
         let mut refresh =
-            Refresh::start(connection, users, &attributes, unhex(&state.users)).await?;
+            Refresh::start(connection, users, &attributes, state.users_cookie()).await?;
         let changed_users = refresh.all_changed(shutdown).await?;
         let Some((users_cookie, removed)) = self.done_or_full(refresh.finish().await?) else {
             return Ok(None);
         };
-        state = State::new(&users_cookie, &groups_cookie, state.listing);
+        let state = state.with_cookies(&users_cookie, &groups_cookie);
         Ok(Some(Changes {
             users: changed_users,
             removed,

@@ -15,7 +15,7 @@ use super::groups::{GroupListing, Memberships};
 use super::refresh::{Fallback, Refresh, RefreshEnd};
 use super::search::Item;
 use super::wire::Outcome;
-use super::{LdapSource, Said};
+use super::{LdapSource, Said, State};
 use crate::model::{DirectoryUser, Subject};
 use crate::source::cursor::Position;
 use crate::source::Directory as _;
@@ -99,8 +99,10 @@ impl LdapSource {
         let mut read = output.read;
         read.scope = Scope::Complete;
         if let (Some(users), Some(groups)) = (users_cookie, groups_cookie) {
-            let state = super::State::new(&users, &groups, listing);
-            read.cursor = Some(Position::after_full_read(state.encode(), started).encode());
+            let state = State::new(&users, &groups, listing);
+            self.keep_state(&mut read, state, |token| {
+                Position::after_full_read(token, started)
+            });
         }
         Ok(read)
     }

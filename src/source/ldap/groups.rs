@@ -10,7 +10,7 @@
 //! synchronisation never reports it.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 
@@ -167,9 +167,8 @@ impl GroupListing {
     }
 
     /// Appends the listing in the cursor's text form: a line with the user
-    /// base's suffix, a line with the number of groups, and for each group a
-    /// line of JSON, `[dn key, entryUUID, name, member count]`, then its members
-    /// one a line.
+    /// base's suffix, a line with the number of groups, then the groups (see
+    /// [`write_group`]).
     pub fn write(&self, text: &mut String) {
         text.push_str(&format!(
             "{}\n{} groups\n",
@@ -177,51 +176,84 @@ impl GroupListing {
             self.groups.len()
         ));
         for (dn, group) in &self.groups {
-            let count = group.members.packed().count();
-            // Strings, optional strings and a number always serialize.
-            let head = serde_json::to_string(&(dn, &group.uuid, &group.name, count));
-            text.push_str(&head.unwrap_or_default());
-            text.push('\n');
-            if count > 0 {
-                text.push_str(&group.members.0);
-                text.push('\n');
-            }
+            write_group(dn, group, text);
         }
     }
 
     /// The listing [`write`](Self::write) wrote, as the whole of `text`; `None`
     /// if it is not such a listing.
     pub fn read(text: &str) -> Option<Self> {
-        let (suffix, mut rest) = text.split_once('\n')?;
+        let (suffix, rest) = text.split_once('\n')?;
         let form = KeyForm {
             suffix: suffix.to_owned(),
         };
-        let (groups_line, after) = rest.split_once('\n')?;
-        rest = after;
-        let groups: usize = groups_line.strip_suffix(" groups")?.parse().ok()?;
+        let (count, mut rest) = counted(rest, "groups")?;
         let mut listing = Self {
             form,
             groups: BTreeMap::new(),
         };
-        for _ in 0..groups {
-            let (head, after) = rest.split_once('\n')?;
-            let (dn, uuid, name, count): (String, Option<String>, Option<String>, usize) =
-                serde_json::from_str(head).ok()?;
-            let (members, after) = lines(after, count)?;
-            if count > 0 && !members.split('\n').all(KeyForm::is_packed) {
-                return None;
-            }
+        for _ in 0..count {
+            let (dn, group, after) = read_group(rest)?;
             rest = after;
-            let group = ListedEntry {
-                uuid,
-                name,
-                members: Members(members.to_owned()),
-            };
             if listing.groups.insert(dn, group).is_some() {
                 return None;
             }
         }
         rest.is_empty().then_some(listing)
+    }
+
+    /// Appends what the groups named by `dns` are now, as the listing has
+    /// them: a line with the number of those listed, each as [`write`](Self::write)
+    /// writes it, then a line with the number of the others, each a line of
+    /// JSON: the DN keys of groups deleted.
+    pub fn write_changes(&self, dns: &BTreeSet<String>, text: &mut String) {
+        let (listed, deleted): (Vec<&String>, Vec<&String>) = dns
+            .iter()
+            .partition(|dn| self.groups.contains_key(dn.as_str()));
+        text.push_str(&format!("{} changed\n", listed.len()));
+        for dn in listed {
+            write_group(dn, &self.groups[dn.as_str()], text);
+        }
+        text.push_str(&format!("{} deleted\n", deleted.len()));
+        for dn in deleted {
+            // A string always serializes.
+            text.push_str(&serde_json::to_string(dn).unwrap_or_default());
+            text.push('\n');
+        }
+    }
+
+    /// Applies what [`write_changes`](Self::write_changes) wrote, as the whole
+    /// of `text`; returns the DN keys it named, or `None` if it is not that.
+    pub fn read_changes(&mut self, text: &str) -> Option<BTreeSet<String>> {
+        let mut named = BTreeSet::new();
+        let (count, mut rest) = counted(text, "changed")?;
+        for _ in 0..count {
+            let (dn, group, after) = read_group(rest)?;
+            rest = after;
+            named.insert(dn.clone());
+            self.groups.insert(dn, group);
+        }
+        let (count, mut rest) = counted(rest, "deleted")?;
+        for _ in 0..count {
+            let (line, after) = rest.split_once('\n')?;
+            rest = after;
+            let dn: String = serde_json::from_str(line).ok()?;
+            self.groups.remove(&dn);
+            named.insert(dn);
+        }
+        rest.is_empty().then_some(named)
+    }
+
+    /// The DN keys of the groups with these entryUUIDs.
+    pub fn dns_of(&self, uuids: &[Subject]) -> Vec<String> {
+        if uuids.is_empty() {
+            return Vec::new();
+        }
+        let uuids: HashSet<&str> = uuids.iter().map(Subject::as_str).collect();
+        (self.groups.iter())
+            .filter(|(_, group)| group.uuid.as_deref().is_some_and(|u| uuids.contains(u)))
+            .map(|(dn, _)| dn.clone())
+            .collect()
     }
 
     /// Each member's groups by name. Groups in a cycle are an error.
@@ -378,6 +410,44 @@ fn lines(text: &str, count: usize) -> Option<(&str, &str)> {
     }
     let end = memchr::memchr_iter(b'\n', text.as_bytes()).nth(count - 1)?;
     Some((&text[..end], &text[end + 1..]))
+}
+
+/// A group as the cursor keeps it: a line of JSON, `[dn key, entryUUID, name,
+/// member count]`, then its members one a line.
+fn write_group(dn: &str, group: &ListedEntry, text: &mut String) {
+    let count = group.members.packed().count();
+    // Strings, optional strings and a number always serialize.
+    let head = serde_json::to_string(&(dn, &group.uuid, &group.name, count));
+    text.push_str(&head.unwrap_or_default());
+    text.push('\n');
+    if count > 0 {
+        text.push_str(&group.members.0);
+        text.push('\n');
+    }
+}
+
+/// The group [`write_group`] wrote at the start of `text`, and what follows it.
+fn read_group(text: &str) -> Option<(String, ListedEntry, &str)> {
+    let (head, after) = text.split_once('\n')?;
+    let (dn, uuid, name, count): (String, Option<String>, Option<String>, usize) =
+        serde_json::from_str(head).ok()?;
+    let (members, after) = lines(after, count)?;
+    if count > 0 && !members.split('\n').all(KeyForm::is_packed) {
+        return None;
+    }
+    let group = ListedEntry {
+        uuid,
+        name,
+        members: Members(members.to_owned()),
+    };
+    Some((dn, group, after))
+}
+
+/// The number on a line `{number} {what}` at the start of `text`, and what follows.
+fn counted<'a>(text: &'a str, what: &str) -> Option<(usize, &'a str)> {
+    let (line, rest) = text.split_once('\n')?;
+    let count = line.strip_suffix(what)?.strip_suffix(' ')?.parse().ok()?;
+    Some((count, rest))
 }
 
 fn listed_entry(

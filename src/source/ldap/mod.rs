@@ -16,6 +16,7 @@ mod groups;
 mod ranges;
 mod refresh;
 mod search;
+mod state;
 mod users;
 mod wire;
 
@@ -26,11 +27,11 @@ use std::time::SystemTime;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::cursor::{self, NextRead};
-use super::{Delivery, Directory, Read, SourceError};
+use super::cursor::{self, NextRead, Position};
+use super::{Cursor, Delivery, Directory, Read, SourceError};
 use crate::config::{AttributeMap, Incremental, LdapConfig};
 use connection::Connection;
-use groups::GroupListing;
+use state::State;
 use users::UserReader;
 
 pub struct LdapSource {
@@ -39,6 +40,7 @@ pub struct LdapSource {
     tls: Arc<rustls::ClientConfig>,
     incremental: Incremental,
     said: Said,
+    resident: state::Resident,
 }
 
 /// Fallbacks logged once per process, not at every run.
@@ -67,6 +69,7 @@ impl LdapSource {
             config: config.clone(),
             incremental,
             said: Said::default(),
+            resident: state::Resident::default(),
         })
     }
 
@@ -74,7 +77,7 @@ impl LdapSource {
         &self,
         shutdown: &CancellationToken,
         delivery: &Delivery,
-        cursor: Option<&str>,
+        cursor: Option<&Cursor>,
     ) -> Result<Read, SourceError> {
         let mut connection = Connection::open(&self.config, &self.tls).await?;
         let read = match self.incremental {
@@ -83,9 +86,11 @@ impl LdapSource {
                     .await
             }
             Incremental::On { full_read_every } => {
-                match cursor::next_read(cursor, full_read_every, SystemTime::now()) {
+                let position = cursor.map(|c| c.position.as_str());
+                match cursor::next_read(position, full_read_every, SystemTime::now()) {
                     NextRead::Changes(position) => {
-                        self.read_changes(&mut connection, shutdown, delivery, position)
+                        let base = cursor.and_then(|c| c.base.as_deref());
+                        self.read_changes(&mut connection, shutdown, delivery, position, base)
                             .await
                     }
                     NextRead::Full(reason) => {
@@ -98,6 +103,20 @@ impl LdapSource {
         };
         connection.close().await;
         read
+    }
+
+    /// Puts `state` in the read as the cursor the next read continues from,
+    /// and keeps it for that read; `position` places its token.
+    fn keep_state(
+        &self,
+        read: &mut Read,
+        mut state: State,
+        position: impl FnOnce(String) -> Position,
+    ) {
+        let (token, base) = state.encode();
+        read.cursor = Some(position(token.clone()).encode());
+        read.cursor_base = base;
+        self.resident.keep(token, state);
     }
 
     /// Binds, and reads one entry of each base.
@@ -146,7 +165,7 @@ impl Directory for LdapSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        cursor: Option<&'a str>,
+        cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move { self.read_directory(shutdown, &delivery, cursor).await })
     }
@@ -161,110 +180,5 @@ impl Directory for LdapSource {
 
     fn probe(&self) -> BoxFuture<'_, Result<String, SourceError>> {
         Box::pin(self.check())
-    }
-}
-
-/// What an incremental read continues from, kept in the cursor: the server's
-/// cookies for the users and the groups (hex: a cookie is bytes), and the group
-/// listing, to tell who left a group that changed.
-#[derive(Debug, PartialEq, Eq)]
-struct State {
-    users: String,
-    groups: String,
-    listing: GroupListing,
-}
-
-/// The first line of a [`State`]'s text.
-const STATE_HEADER: &str = "ldap-state/2";
-
-impl State {
-    fn new(users: &[u8], groups: &[u8], listing: GroupListing) -> Self {
-        Self {
-            users: hex(users),
-            groups: hex(groups),
-            listing,
-        }
-    }
-
-    /// A header line, the two cookies on a line, then the listing (see
-    /// [`GroupListing::write`]): lines, read without escapes, because the
-    /// listing is megabytes for a large directory and is read and written at
-    /// every run (docs/performance.md).
-    fn encode(&self) -> String {
-        let mut text = format!("{STATE_HEADER}\n{} {}\n", self.users, self.groups);
-        self.listing.write(&mut text);
-        text
-    }
-
-    /// The state [`encode`](Self::encode) wrote; `None` for anything else,
-    /// including the JSON of versions before it.
-    fn decode(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix(STATE_HEADER)?.strip_prefix('\n')?;
-        let (cookies, listing) = rest.split_once('\n')?;
-        let (users, groups) = cookies.split_once(' ')?;
-        unhex(users)?;
-        unhex(groups)?;
-        Some(Self {
-            users: users.to_owned(),
-            groups: groups.to_owned(),
-            listing: GroupListing::read(listing)?,
-        })
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_state_keeps_both_cookies_and_the_listing() {
-        let cookie = b"rid=000,csn=20261205054546.134084Z#000000#000#000000";
-        let mut listing = GroupListing::new("ou=People, dc=x");
-        let group = entry::Entry::for_tests(
-            "cn=sre,ou=groups,dc=x",
-            &[
-                ("cn", &["sre"]),
-                (
-                    "member",
-                    &["uid=ann,ou=people,dc=x", "cn=db,ou=groups,dc=x"],
-                ),
-            ],
-        );
-        let member = crate::config::MemberAttribute::Dn("member".into());
-        listing.add(&group, "cn", &member).expect("added");
-        let state = State::new(cookie, b"g", listing);
-        // Members under the user base are kept without it; members, one a line.
-        let text = state.encode();
-        assert!(
-            text.ends_with("\n=cn=db,ou=groups,dc=x\n~uid=ann\n"),
-            "{text}"
-        );
-        let decoded = State::decode(&text).expect("decodes");
-        assert_eq!(unhex(&decoded.users).as_deref(), Some(&cookie[..]));
-        assert_eq!(decoded, state);
-        // A listing cut short (in a group, or after one), a bad cookie, the
-        // JSON of earlier versions.
-        assert_eq!(State::decode(&text[..text.len() - 10]), None);
-        assert_eq!(
-            State::decode(&text.replacen("1 groups", "2 groups", 1)),
-            None
-        );
-        assert_eq!(State::decode(&text.replacen(" 67\n", " 6g\n", 1)), None);
-        assert_eq!(
-            State::decode(r#"{"users":"","groups":"","suffix":"","listing":{"groups":{}}}"#),
-            None
-        );
-        assert_eq!(State::decode("https://x"), None);
     }
 }

@@ -25,7 +25,7 @@ use super::cursor::Position;
 use super::group_table::{GroupTable, Memberships};
 use super::http::{DirectoryHttp, RateBudget};
 use super::vendor_read::{self, Planned};
-use super::{Delivery, Directory, Read, SourceError};
+use super::{Cursor, Delivery, Directory, Read, SourceError};
 use crate::config::{Incremental, OktaConfig};
 use crate::model::DirectoryUser;
 use decode::OktaUser;
@@ -177,7 +177,7 @@ impl Directory for OktaSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        cursor: Option<&'a str>,
+        cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             match vendor_read::plan::<OktaState>(self.incremental, cursor, "okta") {

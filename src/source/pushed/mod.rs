@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::normalize::{self, ListedEmail};
-use super::{Delivery, Directory, Read, Scope, SourceError};
+use super::{Cursor, Delivery, Directory, Read, Scope, SourceError};
 use crate::config::PushConfig;
 use crate::model::{DirectoryUser, Subject};
 use crate::push::{Kind, PushStore, StoreError};
@@ -58,6 +58,7 @@ impl PushedDirectory {
             scope: Scope::Complete,
             cursor: Some(head.to_string()),
             groups: Some(self.group_names()?),
+            ..Read::default()
         })
     }
 
@@ -96,6 +97,7 @@ impl PushedDirectory {
             scope: Scope::Changes { removed },
             cursor: Some(position.to_string()),
             groups: Some(self.group_names()?),
+            ..Read::default()
         })
     }
 
@@ -156,11 +158,11 @@ impl Directory for PushedDirectory {
         &'a self,
         _shutdown: &'a CancellationToken,
         delivery: Delivery,
-        cursor: Option<&'a str>,
+        cursor: Option<&'a Cursor>,
     ) -> BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move {
             // A position that is not a number (or none) reads everything.
-            let read = match cursor.and_then(|c| c.parse::<u64>().ok()) {
+            let read = match cursor.and_then(|c| c.position.parse::<u64>().ok()) {
                 Some(done) => self.read_changes(&delivery, done),
                 None => self.read_all(&delivery),
             };

@@ -28,7 +28,7 @@ mod paging;
 use super::auth::TokenSource;
 use super::http::DirectoryHttp;
 use super::normalize::{self, ListedEmail};
-use super::{Delivery, Directory, Read, SourceError};
+use super::{Cursor, Delivery, Directory, Read, SourceError};
 use crate::config::{AttributeMap, AttributePath, ScimConfig, SubjectAttribute};
 use crate::error_chain;
 use crate::events;
@@ -85,7 +85,7 @@ impl Directory for ScimSource {
         &'a self,
         shutdown: &'a CancellationToken,
         delivery: Delivery,
-        _cursor: Option<&'a str>,
+        _cursor: Option<&'a Cursor>,
     ) -> futures::future::BoxFuture<'a, Result<Read, SourceError>> {
         Box::pin(async move { self.pull(shutdown, &delivery).await })
     }
