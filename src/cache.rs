@@ -243,6 +243,13 @@ struct SummariesState {
     keep_in_memory: bool,
     /// With `keep_in_memory`: what the file copied when a run read it.
     resident: Option<Arc<Resident>>,
+    /// With `resident`: the records as the next run will find them, merged
+    /// after the last run, so that the next does not wait for the merge;
+    /// dropped by any change held since.
+    prepared: Option<Records>,
+    /// Raised by every change held (or given up on), to tell whether records
+    /// prepared are still current.
+    changes_seen: u64,
 }
 
 impl Cache {
@@ -330,6 +337,8 @@ impl Cache {
                 changes: Some(BTreeMap::new()),
                 keep_in_memory: false,
                 resident: None,
+                prepared: None,
+                changes_seen: 0,
             }),
             known_bases: Mutex::default(),
             max_held_changes: MAX_HELD_CHANGES,
@@ -403,13 +412,23 @@ impl Cache {
             state.resident = state
                 .keep_in_memory
                 .then(|| Arc::new(Resident::of(&records)));
+            state.prepared = None;
         }
         Ok(records)
     }
 
     /// The records from memory, when they are kept there and every change since
-    /// was held.
+    /// was held: as prepared after the last run, or merged now.
     async fn resident_records(&self) -> Result<Option<Records>, CacheError> {
+        if let Some(prepared) = self.summaries_state().prepared.take() {
+            return Ok(Some(prepared));
+        }
+        self.merge_resident().await
+    }
+
+    /// Merges the changes held into the records kept in memory, on a blocking
+    /// thread; `None` when they are not kept, or a change was not held.
+    async fn merge_resident(&self) -> Result<Option<Records>, CacheError> {
         let (resident, changes) = {
             let state = self.summaries_state();
             match (&state.resident, &state.changes) {
@@ -476,6 +495,8 @@ impl Cache {
             }
             _ => state.changes = None,
         }
+        state.prepared = None;
+        state.changes_seen += 1;
     }
 
     /// Brings the summaries file up to date with this run's changes, merged into
@@ -486,7 +507,7 @@ impl Cache {
     /// cache that keeps the summaries in memory does this once, when it closes.
     async fn update_summaries(&self) {
         if self.summaries_state().keep_in_memory {
-            return;
+            return self.prepare_next_records().await;
         }
         let Some(rewrite) = self.take_summaries_rewrite() else {
             return;
@@ -494,6 +515,18 @@ impl Cache {
         let task = tokio::task::spawn_blocking(move || rewrite.run());
         let rewritten = task.await.map_err(|err| err.to_string()).and_then(|r| r);
         self.summaries_rewritten(rewritten);
+    }
+
+    /// Merges the records the next run will read now, between runs. A failure
+    /// leaves the merge to that run.
+    async fn prepare_next_records(&self) {
+        let seen = self.summaries_state().changes_seen;
+        if let Ok(Some(records)) = self.merge_resident().await {
+            let mut state = self.summaries_state();
+            if state.changes_seen == seen {
+                state.prepared = Some(records);
+            }
+        }
     }
 
     /// What bringing the summaries file up to date takes, if it can be; the
@@ -1049,6 +1082,23 @@ mod tests {
         let records = cache.subjects_in_background(true).await.expect("subjects");
         assert_eq!((records.len(), records.summary(&subject(1))), (1, None));
         assert_eq!(records.summary(&subject(2)), Some(created.summary()));
+        drop(records);
+        end_run(&cache).await;
+        assert!(
+            cache.summaries_state().prepared.is_some(),
+            "merged after the run"
+        );
+        let renamed = SubjectRecord {
+            fingerprint: Fingerprint(8),
+            ..created.clone()
+        };
+        cache
+            .record(&[(subject(2), Some(renamed.clone()))])
+            .await
+            .expect("record");
+        let records = cache.subjects_in_background(true).await.expect("subjects");
+        let summary = records.summary(&subject(2));
+        assert_eq!(summary, Some(renamed.summary()), "a change since the merge");
         drop(records);
 
         // More changes than are held: the next run walks the tree.
