@@ -39,7 +39,10 @@ impl LdapSource {
         position: Position,
         base: Option<&str>,
     ) -> Result<Read, SourceError> {
-        let kept = self.resident.take(&position.token);
+        let kept = self.resident.take(&position.token).map(|mut state| {
+            state.index_members();
+            state
+        });
         let Some(state) = kept.or_else(|| State::decode(&position.token, base)) else {
             tracing::info!(source = %self.name(), "reading the whole directory: the stored position is not one this version wrote");
             return self.full_read(connection, shutdown, delivery, true).await;
@@ -65,7 +68,7 @@ impl LdapSource {
             .iter()
             .filter_map(|e| self.users.member_key(e))
             .collect();
-        let memberships = changes.state.listing.memberships_of(&keys);
+        let memberships = changes.state.memberships_of(&keys);
         let mut read = self
             .deliver_changed(connection, delivery, &memberships, users)
             .await?;

@@ -14,11 +14,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 
+mod index;
+
 use super::entry::{dn_key, login_key, member_dn, Entry};
 use crate::config::MemberAttribute;
 use crate::model::{GroupName, Subject};
 use crate::source::membership::{self, ListedGroup};
 use crate::source::normalize;
+
+pub use index::MemberIndex;
 
 /// How a user is named in member values: its DN key, or its login.
 pub type MemberKey = Subject;
@@ -313,22 +317,49 @@ impl GroupListing {
         }
         let mut memberships = HashMap::with_capacity(direct.len());
         for (member, groups) in direct {
-            let mut seen: HashSet<&str> = HashSet::new();
-            let mut pending = groups;
-            while let Some(dn) = pending.pop() {
-                if seen.insert(dn) {
-                    pending.extend(parents.get(dn).into_iter().flatten());
-                }
-            }
-            let mut names: Vec<GroupName> = seen
-                .into_iter()
-                .filter_map(|dn| self.groups.get(dn)?.name.as_deref().map(GroupName::new))
-                .collect();
-            names.sort();
-            names.dedup();
-            memberships.insert(member.clone(), names);
+            let parents_of = |dn: &str| parents.get(dn).into_iter().flatten().copied();
+            memberships.insert(member.clone(), self.names_up_from(groups, parents_of));
         }
         memberships
+    }
+
+    /// As [`memberships_of`](Self::memberships_of), looked up in `index`, an
+    /// index of this listing.
+    pub fn memberships_by(&self, index: &MemberIndex, keys: &HashSet<MemberKey>) -> Memberships {
+        let mut memberships = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let packed = self.form.packed(key.as_str());
+            let direct = index.groups_of(self, &packed);
+            if direct.is_empty() {
+                continue;
+            }
+            let parents_of = |dn: &str| index.groups_of(self, &self.form.packed(dn));
+            memberships.insert(key.clone(), self.names_up_from(direct, parents_of));
+        }
+        memberships
+    }
+
+    /// The names of the groups `direct` and of every group above them, which
+    /// `parents_of` gives a group's; sorted, each once.
+    fn names_up_from<'a, P: IntoIterator<Item = &'a str>>(
+        &'a self,
+        direct: Vec<&'a str>,
+        parents_of: impl Fn(&str) -> P,
+    ) -> Vec<GroupName> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut pending = direct;
+        while let Some(dn) = pending.pop() {
+            if seen.insert(dn) {
+                pending.extend(parents_of(dn));
+            }
+        }
+        let mut names: Vec<GroupName> = seen
+            .into_iter()
+            .filter_map(|dn| self.groups.get(dn)?.name.as_deref().map(GroupName::new))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Removes the groups deleted (by entryUUID); returns their members.
@@ -523,6 +554,54 @@ mod tests {
         );
         let cycle = self::listing(&[("cn=a", "a", &["cn=b"]), ("cn=b", "b", &["cn=a"])]);
         assert!(cycle.memberships().unwrap_err().contains("cycle"));
+    }
+
+    #[test]
+    fn the_index_finds_the_memberships_the_listing_has_and_follows_its_changes() {
+        let member = MemberAttribute::Dn("member".into());
+        let mut groups = listing(&[
+            (
+                "cn=eng,ou=g",
+                "engineering",
+                &["cn=sre,ou=g", "uid=cto,ou=p"],
+            ),
+            ("cn=sre,ou=g", "sre", &["uid=ann,ou=p", "uid=bob,ou=p"]),
+            ("cn=db,ou=g", "db", &["uid=bob,ou=p"]),
+        ]);
+        let keys: HashSet<Subject> = [
+            "uid=ann,ou=p",
+            "uid=bob,ou=p",
+            "uid=cto,ou=p",
+            "uid=nobody,ou=p",
+        ]
+        .into_iter()
+        .map(Subject::new)
+        .collect();
+        let mut index = MemberIndex::of(&groups);
+        let by_index = groups.memberships_by(&index, &keys);
+        assert_eq!(by_index, groups.memberships_of(&keys));
+        assert_eq!(
+            names(&by_index[&Subject::new("uid=bob,ou=p")]),
+            ["db", "engineering", "sre"]
+        );
+        assert!(!by_index.contains_key(&Subject::new("uid=nobody,ou=p")));
+
+        // Ann leaves sre for db, and a new group lists nobody: the index follows.
+        let changed = [
+            entry("cn=sre,ou=g", "sre", &["uid=bob,ou=p"]),
+            entry("cn=db,ou=g", "db", &["uid=bob,ou=p", "uid=ann,ou=p"]),
+            entry("cn=new,ou=g", "new", &["uid=nobody,ou=p"]),
+        ];
+        groups.apply(&changed, &[], "cn", &member);
+        let named: BTreeSet<String> = ["cn=sre,ou=g", "cn=db,ou=g", "cn=new,ou=g"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        index.regroup(&groups, &named);
+        let by_index = groups.memberships_by(&index, &keys);
+        assert_eq!(by_index, groups.memberships_of(&keys));
+        assert_eq!(names(&by_index[&Subject::new("uid=ann,ou=p")]), ["db"]);
+        assert_eq!(names(&by_index[&Subject::new("uid=nobody,ou=p")]), ["new"]);
     }
 
     #[test]

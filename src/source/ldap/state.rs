@@ -8,11 +8,11 @@
 //! position holds the cookies and those groups. A daemon keeps the state its last
 //! read ended with ([`Resident`]), so that its next read decodes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::entry::{dn_key, Entry};
-use super::groups::{GroupChange, GroupListing};
+use super::groups::{GroupChange, GroupListing, MemberIndex, MemberKey, Memberships};
 use crate::config::MemberAttribute;
 use crate::model::Subject;
 
@@ -23,6 +23,8 @@ pub struct State {
     groups: String,
     pub listing: GroupListing,
     base: Base,
+    /// The listing by member, for a state that serves run after run.
+    index: Option<MemberIndex>,
 }
 
 /// How the listing stands to the base kept apart.
@@ -53,6 +55,7 @@ impl State {
             groups: hex(groups),
             listing,
             base: Base::default(),
+            index: None,
         }
     }
 
@@ -82,11 +85,33 @@ impl State {
         name_attribute: &str,
         members: &MemberAttribute,
     ) -> GroupChange {
-        let changed_dns = changed.iter().map(|entry| dn_key(&entry.dn));
-        self.base.changed.extend(changed_dns);
-        self.base.changed.extend(self.listing.dns_of(deleted));
-        self.listing
-            .apply(changed, deleted, name_attribute, members)
+        let mut named: BTreeSet<String> = changed.iter().map(|entry| dn_key(&entry.dn)).collect();
+        named.extend(self.listing.dns_of(deleted));
+        let change = self
+            .listing
+            .apply(changed, deleted, name_attribute, members);
+        if let Some(index) = &mut self.index {
+            index.regroup(&self.listing, &named);
+        }
+        self.base.changed.extend(named);
+        change
+    }
+
+    /// Indexes the listing by member: for a state that serves run after run
+    /// (a daemon's), where building the index once costs less than the reads
+    /// it spares. A state decoded for one read reads the listing instead.
+    pub fn index_members(&mut self) {
+        if self.index.is_none() {
+            self.index = Some(MemberIndex::of(&self.listing));
+        }
+    }
+
+    /// The groups of `keys`, nesting flattened.
+    pub fn memberships_of(&self, keys: &HashSet<MemberKey>) -> Memberships {
+        match &self.index {
+            Some(index) => self.listing.memberships_by(index, keys),
+            None => self.listing.memberships_of(keys),
+        }
     }
 
     /// The position's text, and the base when it is written anew: a header
@@ -159,6 +184,7 @@ impl State {
             groups: groups.to_owned(),
             listing: GroupListing::new(""),
             base: Base::default(),
+            index: None,
         }
     }
 }
