@@ -61,6 +61,10 @@ pub trait Directory: Send + Sync {
         false
     }
 
+    /// Told that this source will read run after run (a daemon's), so that it
+    /// may keep in memory what one read learnt, for the next.
+    fn reads_again(&self) {}
+
     /// Told that the run kept `cursor` (it did everything it planned), so a source
     /// may let go of what came before it (push: the queue up to there).
     fn cursor_kept(&self, _cursor: &str) {}

@@ -200,6 +200,7 @@ impl Syncer {
             // their cost.
             if source.reads_changes() && !mode.dry_run {
                 cache.keep_summaries_in_memory();
+                source.reads_again();
             }
             Some(CacheOpening::open(cache))
         } else {

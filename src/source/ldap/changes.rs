@@ -39,10 +39,7 @@ impl LdapSource {
         position: Position,
         base: Option<&str>,
     ) -> Result<Read, SourceError> {
-        let kept = self.resident.take(&position.token).map(|mut state| {
-            state.index_members();
-            state
-        });
+        let kept = self.resident.take(&position.token);
         let Some(state) = kept.or_else(|| State::decode(&position.token, base)) else {
             tracing::info!(source = %self.name(), "reading the whole directory: the stored position is not one this version wrote");
             return self.full_read(connection, shutdown, delivery, true).await;

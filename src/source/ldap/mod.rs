@@ -174,6 +174,10 @@ impl Directory for LdapSource {
         self.incremental != Incremental::Off
     }
 
+    fn reads_again(&self) {
+        self.resident.enable();
+    }
+
     fn name(&self) -> String {
         format!("ldap {}", self.config.url.as_str().trim_end_matches('/'))
     }
