@@ -185,6 +185,28 @@ impl DirectoryUser {
     }
 }
 
+/// Where a change-reading source's next read starts, as the last successful
+/// run left it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// The position ([`Read::cursor`](crate::source::Read::cursor)), written by every run.
+    pub position: String,
+    /// What the position stands on that seldom changes and can be large (an LDAP
+    /// directory's group listing), kept apart so that a run that changed little
+    /// writes little ([`Read::cursor_base`](crate::source::Read::cursor_base)).
+    pub base: Option<Arc<str>>,
+}
+
+impl Cursor {
+    /// A position that stands on no base.
+    pub fn at(position: impl Into<String>) -> Self {
+        Self {
+            position: position.into(),
+            base: None,
+        }
+    }
+}
+
 /// A directory entry that cannot even be keyed (e.g. no `externalId` when that is
 /// the subject attribute); reported and skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::sync::{Arc, MutexGuard, PoisonError};
 use rustc_hash::FxHashMap;
 
 use super::{Cache, CacheError};
-use crate::source::Cursor;
+use crate::model::Cursor;
 
 const PREFIX: &str = "cursor:";
 const BASE_PREFIX: &str = "cursor-base:";

@@ -37,6 +37,7 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::model::{Subject, UnusableEntry};
 use auth::{AuthError, TokenSource};
 
+pub use crate::model::Cursor;
 pub use delivery::{Arrivals, Delivery};
 
 /// A directory idsync can read.
@@ -101,28 +102,6 @@ pub struct Read {
     /// source that lists them (push, SCIM, file): with `groups.mirror` each is
     /// created in the gateway before anyone joins, so access rules can name it.
     pub groups: Option<Vec<String>>,
-}
-
-/// Where a change-reading source's next read starts, as the last successful
-/// run left it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cursor {
-    /// The position ([`Read::cursor`]), written by every run.
-    pub position: String,
-    /// What the position stands on that seldom changes and can be large (an LDAP
-    /// directory's group listing), kept apart so that a run that changed little
-    /// writes little ([`Read::cursor_base`]).
-    pub base: Option<Arc<str>>,
-}
-
-impl Cursor {
-    /// A position that stands on no base.
-    pub fn at(position: impl Into<String>) -> Self {
-        Self {
-            position: position.into(),
-            base: None,
-        }
-    }
 }
 
 /// What a read covered, which decides who may be deactivated for being absent.

@@ -154,10 +154,8 @@ impl State {
     pub fn decode(position: &str, base: Option<&str>) -> Option<Self> {
         if let Some(rest) = position.strip_prefix(INLINE_HEADER) {
             let (users, groups, listing) = cookies(rest)?;
-            return Some(Self {
-                listing: GroupListing::read(listing)?,
-                ..Self::with_hex(users, groups)
-            });
+            let listing = GroupListing::read(listing)?;
+            return Some(Self::decoded(users, groups, listing, Base::default()));
         }
         let (users, groups, rest) = cookies(position.strip_prefix(HEADER)?)?;
         let (id_line, changes) = rest.split_once('\n')?;
@@ -169,23 +167,20 @@ impl State {
         }
         let mut listing = GroupListing::read(listing)?;
         let changed = listing.read_changes(changes)?;
-        Some(Self {
-            listing,
-            base: Base {
-                id: Some(u64::from_str_radix(id, 16).ok()?),
-                len: base.len(),
-                changed,
-            },
-            ..Self::with_hex(users, groups)
-        })
+        let base = Base {
+            id: Some(u64::from_str_radix(id, 16).ok()?),
+            len: base.len(),
+            changed,
+        };
+        Some(Self::decoded(users, groups, listing, base))
     }
 
-    fn with_hex(users: &str, groups: &str) -> Self {
+    fn decoded(users: &str, groups: &str, listing: GroupListing, base: Base) -> Self {
         Self {
             users: users.to_owned(),
             groups: groups.to_owned(),
-            listing: GroupListing::new(""),
-            base: Base::default(),
+            listing,
+            base,
             index: None,
         }
     }
@@ -310,6 +305,11 @@ mod tests {
             None
         );
         assert_eq!(State::decode("https://x", Some(&base)), None);
+        // A bad cookie; the JSON of the versions before the lines.
+        let bad_cookie = position.replacen(" 67\n", " 6g\n", 1);
+        assert_eq!(State::decode(&bad_cookie, Some(&base)), None);
+        let json = r#"{"users":"","groups":"","suffix":"","listing":{"groups":{}}}"#;
+        assert_eq!(State::decode(json, Some(&base)), None);
     }
 
     #[test]
