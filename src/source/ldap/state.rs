@@ -22,7 +22,7 @@ pub struct State {
     /// The cookies, in hex: a cookie is bytes.
     users: String,
     groups: String,
-    pub listing: GroupListing,
+    listing: GroupListing,
     base: Base,
     /// The listing by member, for a state that serves run after run.
     index: Option<MemberIndex>,
