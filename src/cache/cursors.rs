@@ -20,15 +20,15 @@ pub(super) type KnownBases = FxHashMap<String, Arc<str>>;
 impl Cache {
     /// Where the last complete run of `source` left it, if anywhere.
     pub fn cursor(&self, source: &str) -> Result<Option<Cursor>, CacheError> {
-        let Some(position) = self.meta_text(&format!("{PREFIX}{source}"), source)? else {
+        let Some(position) = self.meta_text::<String>(&format!("{PREFIX}{source}"), source)? else {
             return Ok(None);
         };
         let known = self.known_bases().get(source).cloned();
         let base = match known {
             Some(base) => Some(base),
             None => {
-                let stored = self.meta_text(&format!("{BASE_PREFIX}{source}"), source)?;
-                let base: Option<Arc<str>> = stored.map(Arc::from);
+                let base: Option<Arc<str>> =
+                    self.meta_text(&format!("{BASE_PREFIX}{source}"), source)?;
                 if let Some(base) = &base {
                     self.known_bases().insert(source.to_owned(), base.clone());
                 }
@@ -100,12 +100,18 @@ impl Cache {
         Ok(())
     }
 
-    /// A `meta` entry of `source`'s that must be text.
-    fn meta_text(&self, key: &str, source: &str) -> Result<Option<String>, CacheError> {
+    /// A `meta` entry of `source`'s that must be text, copied once out of the
+    /// store (a base is megabytes).
+    fn meta_text<T: for<'a> From<&'a str>>(
+        &self,
+        key: &str,
+        source: &str,
+    ) -> Result<Option<T>, CacheError> {
         let found = self.meta.get(key).map_err(|e| self.store_error(e))?;
         found
             .map(|value| {
-                String::from_utf8(value.to_vec())
+                std::str::from_utf8(&value)
+                    .map(T::from)
                     .map_err(|_| self.unreadable(format!("the cursor of {source} is not text")))
             })
             .transpose()
