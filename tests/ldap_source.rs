@@ -335,14 +335,21 @@ async fn incremental_reads_ask_only_for_the_changes_and_converge() {
 async fn a_daemon_reading_changes_converges_and_a_later_process_continues_from_it() {
     let world = World::start(Access::IncrementalOverStartTls).await;
     let refreshes = |world: &World| world.slapd.entries_returned(PEOPLE, USERS);
+    let binds = |world: &World| world.slapd.binds(slapd::SYNC_DN);
     let daemon = world.syncer();
     let stop = CancellationToken::new();
     let first = daemon.run_once(&stop).await.expect("first run");
     assert_company(&world, &first);
+    assert_eq!(binds(&world), 1, "a full read binds once");
     world.gateway.clear_requests();
     daemon.run_once(&stop).await.expect("second run");
     assert_eq!(world.writes(), 0, "a second run writes nothing");
     assert_eq!(refreshes(&world).last(), Some(&0), "and reads no user");
+    assert_eq!(
+        binds(&world),
+        2,
+        "its users' refresh, on a second connection"
+    );
 
     world.change(CHANGES.into()).await;
     let third = daemon.run_once(&stop).await.expect("third run");
@@ -351,6 +358,11 @@ async fn a_daemon_reading_changes_converges_and_a_later_process_continues_from_i
     world.gateway.clear_requests();
     daemon.run_once(&stop).await.expect("fourth run");
     assert_eq!(world.writes(), 0, "the moved user's groups were kept");
+    assert_eq!(
+        binds(&world),
+        2,
+        "the two connections were kept between runs"
+    );
 
     let rename = "dn: cn=sales,ou=groups,dc=example,dc=com\nchangetype: modrdn\nnewrdn: cn=sales-team\ndeleteoldrdn: 1\n";
     world.change(rename.into()).await;

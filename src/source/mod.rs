@@ -63,7 +63,7 @@ pub trait Directory: Send + Sync {
     }
 
     /// Told that this source will read run after run (a daemon's), so that it
-    /// may keep in memory what one read learnt, for the next.
+    /// may keep what one read learnt, and its connections, for the next.
     fn reads_again(&self) {}
 
     /// Told that the run kept `cursor` (it did everything it planned), so a source

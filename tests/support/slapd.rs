@@ -172,6 +172,16 @@ impl Slapd {
         self.child.as_ref().map(Child::id).expect("running")
     }
 
+    /// How many times `dn` bound, from the server's log (`BIND dn="…" mech=…`,
+    /// a line a bind accepted).
+    pub fn binds(&self, dn: &str) -> usize {
+        let bind = format!(" BIND dn=\"{dn}\" mech=").to_ascii_lowercase();
+        let log = self.log();
+        log.lines()
+            .filter(|line| line.to_ascii_lowercase().contains(&bind))
+            .count()
+    }
+
     /// The number of entries each search of `base` with `filter` returned, in
     /// order, from the server's log (`SRCH base="…" … filter="…"`, then `SEARCH
     /// RESULT … nentries=N`).

@@ -77,8 +77,9 @@ impl LdapSource {
         Ok(read)
     }
 
-    /// Refreshes the groups, then the users, from `state`; `None` when the read
-    /// must be a full read instead.
+    /// Refreshes the groups and the users from `state`, at once: the users on a
+    /// second connection, as neither refresh depends on the other. `None` when
+    /// the read must be a full read instead.
     async fn refresh_both(
         &self,
         connection: &mut Connection,
@@ -88,11 +89,20 @@ impl LdapSource {
         let config = &self.config;
         let attributes = self.group_attributes();
         let groups = (config.group_base.as_str(), config.group_filter.as_str());
-        let mut refresh =
-            Refresh::start(connection, groups, &attributes, state.groups_cookie()).await?;
-        let changed_groups = refresh.all_changed(shutdown).await?;
-        let Some((groups_cookie, deleted_groups)) = self.done_or_full(refresh.finish().await?)
-        else {
+        let groups = Self::refresh(
+            connection,
+            shutdown,
+            groups,
+            &attributes,
+            state.groups_cookie(),
+        );
+        let users = self.refresh_users_apart(shutdown, state.users_cookie());
+        let ((changed_groups, groups_end), (changed_users, users_end)) =
+            tokio::try_join!(groups, users)?;
+        let Some((groups_cookie, deleted_groups)) = self.done_or_full(groups_end) else {
+            return Ok(None);
+        };
+        let Some((users_cookie, removed)) = self.done_or_full(users_end) else {
             return Ok(None);
         };
         let member = &config.member_attribute;
@@ -108,14 +118,6 @@ impl LdapSource {
                 return Ok(None);
             }
         };
-        let attributes = self.users.attributes();
-        let users = (config.user_base.as_str(), config.user_filter.as_str());
-        let mut refresh =
-            Refresh::start(connection, users, &attributes, state.users_cookie()).await?;
-        let changed_users = refresh.all_changed(shutdown).await?;
-        let Some((users_cookie, removed)) = self.done_or_full(refresh.finish().await?) else {
-            return Ok(None);
-        };
         let state = state.with_cookies(&users_cookie, &groups_cookie);
         Ok(Some(Changes {
             users: changed_users,
@@ -123,6 +125,36 @@ impl LdapSource {
             affected,
             state,
         }))
+    }
+
+    /// The users' refresh, on a connection of its own.
+    async fn refresh_users_apart(
+        &self,
+        shutdown: &CancellationToken,
+        cookie: Option<Vec<u8>>,
+    ) -> Result<(Vec<Entry>, RefreshEnd), SourceError> {
+        let config = &self.config;
+        let attributes = self.users.attributes();
+        let users = (config.user_base.as_str(), config.user_filter.as_str());
+        let mut connection = self
+            .connections
+            .take(Connection::open(config, &self.tls))
+            .await?;
+        let refreshed = Self::refresh(&mut connection, shutdown, users, &attributes, cookie).await;
+        self.connections.settle(connection, refreshed).await
+    }
+
+    /// One refresh to its end: the entries added or changed, and how it ended.
+    async fn refresh(
+        connection: &mut Connection,
+        shutdown: &CancellationToken,
+        search: (&str, &str),
+        attributes: &[&str],
+        cookie: Option<Vec<u8>>,
+    ) -> Result<(Vec<Entry>, RefreshEnd), SourceError> {
+        let mut refresh = Refresh::start(connection, search, attributes, cookie).await?;
+        let changed = refresh.all_changed(shutdown).await?;
+        Ok((changed, refresh.finish().await?))
     }
 
     fn done_or_full(&self, end: RefreshEnd) -> Option<(Vec<u8>, Vec<Subject>)> {

@@ -124,6 +124,17 @@ impl Connection {
         }
     }
 
+    /// Whether no search broke the session.
+    pub fn is_intact(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Whether the session is intact and the server sent nothing since its last
+    /// answer (see [`Wire::is_quiet`]).
+    pub fn is_quiet(&mut self) -> bool {
+        self.session.as_mut().is_some_and(Wire::is_quiet)
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -13,6 +13,7 @@ mod content_sync;
 mod entry;
 mod full;
 mod groups;
+mod pool;
 mod ranges;
 mod refresh;
 mod search;
@@ -41,6 +42,7 @@ pub struct LdapSource {
     incremental: Incremental,
     said: Said,
     resident: state::Resident,
+    connections: pool::Pool,
 }
 
 /// Fallbacks logged once per process, not at every run.
@@ -70,6 +72,7 @@ impl LdapSource {
             incremental,
             said: Said::default(),
             resident: state::Resident::default(),
+            connections: pool::Pool::default(),
         })
     }
 
@@ -79,7 +82,10 @@ impl LdapSource {
         delivery: &Delivery,
         cursor: Option<&Cursor>,
     ) -> Result<Read, SourceError> {
-        let mut connection = Connection::open(&self.config, &self.tls).await?;
+        let mut connection = self
+            .connections
+            .take(Connection::open(&self.config, &self.tls))
+            .await?;
         let read = match self.incremental {
             Incremental::Off => {
                 self.full_read(&mut connection, shutdown, delivery, false)
@@ -101,8 +107,7 @@ impl LdapSource {
                 }
             }
         };
-        connection.close().await;
-        read
+        self.connections.settle(connection, read).await
     }
 
     /// Puts `state` in the read as the cursor the next read continues from,
@@ -176,6 +181,7 @@ impl Directory for LdapSource {
 
     fn reads_again(&self) {
         self.resident.enable();
+        self.connections.enable();
     }
 
     fn name(&self) -> String {

@@ -4,6 +4,7 @@
 //! before idsync decoded it again, which was most of a full read's CPU.
 
 use bytes::BytesMut;
+use futures::FutureExt;
 use ldap3::asn1::{
     write, ASNTag, Boolean, Enumerated, Integer, Null, OctetString, Sequence, StructureTag, Tag,
     TagClass,
@@ -99,6 +100,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
             Ok(None) => false,
             Err(_) => true,
         }
+    }
+
+    /// Whether the server sent nothing that was not asked for: an idle session
+    /// the server closed, or ended with a notice, has something to read.
+    pub fn is_quiet(&mut self) -> bool {
+        self.buffer.is_empty() && self.receive().now_or_never().is_none() && self.buffer.is_empty()
     }
 
     /// The next whole message from the server.
