@@ -146,6 +146,21 @@ impl Slapd {
             .stdout(Stdio::null()));
     }
 
+    /// The member values of the group `dn`, read as the administrator.
+    pub fn members(&self, dn: &str) -> Vec<String> {
+        let output = Command::new("ldapsearch")
+            .args(["-x", "-LLL", "-o", "ldif-wrap=no", "-H", &self.url()])
+            .args(["-D", ADMIN_DN, "-w", ADMIN_PASSWORD, "-s", "base", "-b", dn])
+            .arg("member")
+            .output()
+            .expect("ldapsearch runs");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("member: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn delete(&self, dn: &str) {
         run(Command::new("ldapdelete").args([
             "-x",
