@@ -146,7 +146,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::ABORTED);
         }
     };
-    let code = runtime.block_on(async {
+    let work = async move {
         match &cli.command {
             Some(Command::CheckConfig { connect }) => check_config(&cli, &config, *connect).await,
             None if cli.sync_now => sync_now(&cli, config).await,
@@ -159,7 +159,11 @@ fn main() -> ExitCode {
                 | Command::Cache { .. },
             ) => exit::OK,
         }
-    });
+    };
+    // A task on the runtime's workers, not the main thread's future: the
+    // answers to its requests then wake it on the worker that read them,
+    // without waking another thread for each (docs/performance.md).
+    let code = runtime.block_on(async { tokio::spawn(work).await.unwrap_or(exit::ABORTED) });
     ExitCode::from(code)
 }
 
