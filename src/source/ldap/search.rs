@@ -59,7 +59,7 @@ impl Connection {
             filter,
             attributes,
         };
-        Search::start(self, request, page_size, controls)
+        Search::start(self, request, page_size, controls).await
     }
 
     /// A search for at most one entry, to check that `base` can be read.
@@ -101,7 +101,7 @@ impl Connection {
         &mut self,
         request: SearchRequest<'_>,
     ) -> Result<(Vec<Entry>, Outcome), SourceError> {
-        let mut search = Search::start(self, request, None, Vec::new())?;
+        let mut search = Search::start(self, request, None, Vec::new()).await?;
         let mut entries = Vec::new();
         while let Some(item) = search.next().await? {
             if let Item::Entry(entry, _) = item {
@@ -121,16 +121,18 @@ struct Query {
 }
 
 impl Query {
-    /// Reads the search's answers, page after page, until it ends or the reader
-    /// goes away; returns the session (unless it broke) and the server's result.
+    /// Reads the answers to request `id` (the first page, or the whole search
+    /// unpaged), asking for page after page, until the search ends or the
+    /// reader goes away; returns the session (unless it broke) and the server's
+    /// result.
     async fn take_items(
         self,
         mut session: Session,
+        mut id: i32,
         items: mpsc::Sender<Result<Vec<Item>, String>>,
     ) -> (Option<Session>, Outcome) {
-        let mut cookie = Vec::new();
         loop {
-            let outcome = match self.page(&mut session, &cookie, &items).await {
+            let outcome = match self.read_page(&mut session, id, &items).await {
                 Ok(outcome) => outcome,
                 Err(Stop::Broken(reason)) => {
                     let _ = items.send(Err(reason.clone())).await;
@@ -140,32 +142,46 @@ impl Query {
                     return (Some(session), other("the reader stopped".into()))
                 }
             };
-            match self.next_cookie(&outcome) {
-                Ok(Some(next)) => cookie = next,
+            let asked = match self.next_cookie(&outcome) {
+                Ok(Some(cookie)) => self.ask(&mut session, &cookie).await,
                 Ok(None) => return (Some(session), outcome),
                 Err(reason) => {
                     let _ = items.send(Err(reason.clone())).await;
                     return (Some(session), other(reason));
                 }
+            };
+            match asked {
+                Ok(next) => id = next,
+                Err(reason) => {
+                    let _ = items.send(Err(reason.clone())).await;
+                    return (None, other(reason));
+                }
             }
         }
     }
 
-    /// One request (a page, or the whole search unpaged) and its answers.
-    async fn page(
+    /// Sends the request for the page after `cookie` (the first page, or the
+    /// whole search unpaged, for an empty one); its message id.
+    async fn ask(&self, session: &mut Session, cookie: &[u8]) -> Result<i32, String> {
+        let broken = |err: std::io::Error| format!("the search broke off: {err}");
+        let mut controls = self.controls.clone();
+        let paging = self.page_size.map(|size| paged_control(size, cookie));
+        controls.extend(paging.transpose().map_err(broken)?);
+        session
+            .send(self.request.clone(), &controls)
+            .await
+            .map_err(broken)
+    }
+
+    /// The answers to request `id`, handed to the reader in batches; the
+    /// server's result for it.
+    async fn read_page(
         &self,
         session: &mut Session,
-        cookie: &[u8],
+        id: i32,
         items: &mpsc::Sender<Result<Vec<Item>, String>>,
     ) -> Result<Outcome, Stop> {
         let broken = |err: String| Stop::Broken(format!("the search broke off: {err}"));
-        let mut controls = self.controls.clone();
-        let paging = self.page_size.map(|size| paged_control(size, cookie));
-        controls.extend(paging.transpose().map_err(|err| broken(err.to_string()))?);
-        let id = session
-            .send(self.request.clone(), &controls)
-            .await
-            .map_err(|err| broken(err.to_string()))?;
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             if batch.len() >= BATCH || (!batch.is_empty() && !session.holds_message()) {
@@ -250,7 +266,7 @@ fn paged_control(size: u32, cookie: &[u8]) -> std::io::Result<RawControl> {
 
 impl<'a> Search<'a> {
     /// Starts `request` on `connection`, which it has to itself until [`Search::finish`].
-    pub(super) fn start(
+    pub(super) async fn start(
         connection: &'a mut Connection,
         request: SearchRequest<'_>,
         page_size: Option<u32>,
@@ -260,21 +276,24 @@ impl<'a> Search<'a> {
         let request = request
             .encode()
             .map_err(|reason| connection.fail(format!("search of {base}: {reason}")))?;
-        let session = connection
+        let mut session = connection
             .session
             .take()
             .ok_or_else(|| connection.fail(BROKEN.into()))?;
-        let (sender, batches) = mpsc::channel(AHEAD);
         let query = Query {
             request,
             controls,
             page_size,
             timeout: connection.timeout,
         };
+        // Asked here rather than by the reading task, so that the server starts
+        // at once, not once a worker runs the task (docs/performance.md).
+        let id = (query.ask(&mut session, &[]).await).map_err(|reason| connection.fail(reason))?;
+        let (sender, batches) = mpsc::channel(AHEAD);
         Ok(Search {
             batches,
             taken: Vec::new().into_iter(),
-            taking: tokio::spawn(query.take_items(session, sender)),
+            taking: tokio::spawn(query.take_items(session, id, sender)),
             connection,
         })
     }
