@@ -250,14 +250,16 @@ impl<'a> Planner<'a> {
     /// The read is over: withdraws users that share an e-mail, finds the leavers
     /// (the managed users a complete read left out, or those a change set removed)
     /// and applies the deactivation guard. `unusable` are the entries the source
-    /// could not key.
+    /// could not key. Also returns the records no user took: freeing a large
+    /// cache's takes a while (docs/performance.md), which the caller may spend
+    /// where nothing waits for it.
     pub fn finish(
         mut self,
         unusable: Vec<UnusableEntry>,
         scope: Scope,
-    ) -> Result<Plan, CacheError> {
+    ) -> Result<(Plan, Records), CacheError> {
         self.withdraw_shared_emails();
-        let mut plan = self.plan;
+        let mut plan = std::mem::take(&mut self.plan);
         plan.invalid.splice(
             0..0,
             unusable.into_iter().map(|entry| Problem {
@@ -265,14 +267,22 @@ impl<'a> Planner<'a> {
                 reason: entry.reason,
             }),
         );
-        if self.rules.deprovision != Deprovision::Deactivate {
+        if self.rules.deprovision == Deprovision::Deactivate {
+            self.deactivate_leavers(&mut plan, scope)?;
+        } else {
             plan.deactivations.clear();
-            return Ok(plan);
         }
-        // Looked for only when they would be deactivated: finding the leavers'
-        // subjects reads the cache a second time.
+        Ok((plan, self.records))
+    }
+
+    /// Adds the leavers to the plan's deactivations, behind the guard. Looked
+    /// for only when they would be deactivated: finding the leavers' subjects
+    /// reads the cache a second time.
+    fn deactivate_leavers(&mut self, plan: &mut Plan, scope: Scope) -> Result<(), CacheError> {
         let leavers = match scope {
-            Scope::Complete => self.records.remaining(RecordSummary::is_kept_active)?,
+            Scope::Complete => {
+                std::mem::take(&mut self.records).remaining(RecordSummary::is_kept_active)?
+            }
             Scope::Changes { removed } => removed_records(&mut self.records, removed)?,
         };
         let mut deactivations = std::mem::take(&mut plan.deactivations);
@@ -282,8 +292,8 @@ impl<'a> Planner<'a> {
             }),
         );
         deactivations.sort_by(|a, b| a.key.cmp(&b.key));
-        guard_deactivations(&mut plan, deactivations, self.managed, self.rules);
-        Ok(plan)
+        guard_deactivations(plan, deactivations, self.managed, self.rules);
+        Ok(())
     }
 
     /// Decides what to do with one user, then records it.
@@ -767,9 +777,10 @@ mod tests {
     ) -> Plan {
         let mut planner = Planner::new(cache.clone(), inventory.cloned(), rules);
         planner.add(dir.users.clone()).expect("add");
-        planner
+        let (plan, _) = planner
             .finish(dir.unusable.clone(), Scope::Complete)
-            .expect("finish")
+            .expect("finish");
+        plan
     }
 
     fn record_of(user: &DirectoryUser, state: SubjectState) -> SubjectRecord {
@@ -1059,7 +1070,7 @@ mod tests {
         // Bob is absent from the change set: unchanged, not a leaver. Cy is removed,
         // and so is a subject idsync never managed.
         let removed = vec![Subject::new("s3"), Subject::new("never-seen")];
-        let plan = planner
+        let (plan, _) = planner
             .finish(Vec::new(), Scope::Changes { removed })
             .expect("finish");
         assert_eq!(plan.updates.len(), 1);
@@ -1317,7 +1328,10 @@ mod tests {
                 planner.add(part.to_vec()).expect("add");
             }
             assert_eq!(
-                planner.finish(Vec::new(), Scope::Complete).expect("finish"),
+                planner
+                    .finish(Vec::new(), Scope::Complete)
+                    .expect("finish")
+                    .0,
                 whole,
                 "chunks of {chunk}"
             );

@@ -436,7 +436,8 @@ impl Syncer {
             events::admin_group_dropped(&group, &self.groups.admin_group, members);
         }
         let managed_before = planner.managed();
-        let plan = planner.finish(read.unusable, read.scope)?;
+        let (plan, leftover) = planner.finish(read.unusable, read.scope)?;
+        tokio::task::spawn_blocking(move || drop(leftover));
         events::planned(&plan.size());
         let tail = ReadTail {
             cursor: NextCursor {
