@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 mod index;
 
@@ -70,6 +70,15 @@ impl Members {
     /// The keys as kept.
     fn packed(&self) -> impl Iterator<Item = &str> {
         self.0.split('\n').filter(|key| !key.is_empty())
+    }
+
+    /// Whether `packed` is one of the keys, found as a whole line.
+    fn contains(&self, packed: &str) -> bool {
+        let text = self.0.as_bytes();
+        memchr::memmem::find_iter(text, packed.as_bytes()).any(|at| {
+            let end = at + packed.len();
+            (at == 0 || text[at - 1] == b'\n') && (end == text.len() || text[end] == b'\n')
+        })
     }
 }
 
@@ -250,13 +259,23 @@ impl GroupListing {
 
     /// The DN keys of the groups with these entryUUIDs.
     pub fn dns_of(&self, uuids: &[Subject]) -> Vec<String> {
-        if uuids.is_empty() {
-            return Vec::new();
+        let found = self.dns_by_uuid(uuids.iter().map(Subject::as_str));
+        found.into_values().collect()
+    }
+
+    /// The DN keys of the groups with these entryUUIDs, by entryUUID. A group
+    /// refresh reports every entry changed out of its scope as deleted (the
+    /// users renamed, for one), so most are no group's.
+    fn dns_by_uuid<'u>(&self, uuids: impl IntoIterator<Item = &'u str>) -> HashMap<String, String> {
+        let wanted: FxHashSet<&str> = uuids.into_iter().collect();
+        if wanted.is_empty() {
+            return HashMap::new();
         }
-        let uuids: HashSet<&str> = uuids.iter().map(Subject::as_str).collect();
         (self.groups.iter())
-            .filter(|(_, group)| group.uuid.as_deref().is_some_and(|u| uuids.contains(u)))
-            .map(|(dn, _)| dn.clone())
+            .filter_map(|(dn, group)| {
+                let uuid = group.uuid.as_deref().filter(|u| wanted.contains(u))?;
+                Some((uuid.to_owned(), dn.clone()))
+            })
             .collect()
     }
 
@@ -389,13 +408,10 @@ impl GroupListing {
         name_attribute: &str,
         members: &MemberAttribute,
     ) -> GroupChange {
+        if changed.is_empty() && deleted.is_empty() {
+            return GroupChange::Members(HashSet::new());
+        }
         let mut nesting = false;
-        let by_uuid: HashMap<String, String> = self
-            .groups
-            .iter()
-            .filter_map(|(dn, g)| Some((g.uuid.clone()?, dn.clone())))
-            .collect();
-        let mut affected = self.remove(deleted, &by_uuid);
         let new: Vec<(String, ListedEntry)> = changed
             .iter()
             .map(|e| {
@@ -403,6 +419,9 @@ impl GroupListing {
                 (dn_key(&e.dn), listed)
             })
             .collect();
+        let changed_uuids = new.iter().filter_map(|(_, group)| group.uuid.as_deref());
+        let by_uuid = self.dns_by_uuid(deleted.iter().map(Subject::as_str).chain(changed_uuids));
+        let mut affected = self.remove(deleted, &by_uuid);
         for (dn, group) in new {
             let old = match &group.uuid {
                 Some(uuid) => by_uuid.get(uuid).cloned(),
@@ -525,6 +544,20 @@ mod tests {
 
     fn names(groups: &[GroupName]) -> Vec<&str> {
         groups.iter().map(GroupName::as_str).collect()
+    }
+
+    #[test]
+    fn a_member_is_found_only_as_a_whole_key() {
+        let form = KeyForm::new("ou=p");
+        let keys = ["uid=ab,ou=p", "uid=b,ou=p", "cn=x,ou=g"].map(dn_key);
+        let members = Members::new(keys.to_vec(), &form);
+        for key in keys {
+            assert!(members.contains(&form.packed(&key)), "{key}");
+        }
+        for absent in ["uid=a,ou=p", "uid=abc,ou=p", "uid=,ou=p", "cn=x,ou=g2"] {
+            assert!(!members.contains(&form.packed(&dn_key(absent))), "{absent}");
+        }
+        assert!(!Members::default().contains(&form.packed("uid=b,ou=p")));
     }
 
     #[test]
@@ -682,7 +715,12 @@ mod tests {
             None
         );
 
-        let deleted = groups.apply(&[], &[Subject::new("uuid-cn=db,ou=g")], "cn", &member);
+        // A refresh of the groups reports the users changed meanwhile as deleted.
+        let gone = [
+            Subject::new("uuid-of-a-user"),
+            Subject::new("uuid-cn=db,ou=g"),
+        ];
+        let deleted = groups.apply(&[], &gone, "cn", &member);
         assert_eq!(
             deleted,
             GroupChange::Members([Subject::new("uid=cy,ou=p")].into_iter().collect())

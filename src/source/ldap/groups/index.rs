@@ -35,6 +35,9 @@ impl MemberIndex {
     /// Brings the index up to date with the groups named by `dns` (changed,
     /// added or deleted) as `listing` now has them.
     pub fn regroup(&mut self, listing: &GroupListing, dns: &BTreeSet<String>) {
+        if dns.is_empty() {
+            return;
+        }
         let numbers: FxHashSet<u32> = dns
             .iter()
             .filter_map(|dn| self.numbers.get(dn))
@@ -70,7 +73,7 @@ impl MemberIndex {
             .map(|(_, number)| self.dns[*number as usize].as_str())
             .filter(|dn| {
                 let group = listing.groups.get(*dn);
-                group.is_some_and(|g| g.members.packed().any(|member| member == packed))
+                group.is_some_and(|g| g.members.contains(packed))
             })
             .collect()
     }
