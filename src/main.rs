@@ -146,11 +146,11 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::ABORTED);
         }
     };
-    let work = async move {
+    let code = runtime.block_on(async {
         match &cli.command {
             Some(Command::CheckConfig { connect }) => check_config(&cli, &config, *connect).await,
             None if cli.sync_now => sync_now(&cli, config).await,
-            None => daemon(&cli, config).await,
+            None => daemon_on_workers(cli, config).await,
             // Handled before the whole configuration is read.
             Some(
                 Command::Completions { .. }
@@ -159,11 +159,7 @@ fn main() -> ExitCode {
                 | Command::Cache { .. },
             ) => exit::OK,
         }
-    };
-    // A task on the runtime's workers, not the main thread's future: the
-    // answers to its requests then wake it on the worker that read them,
-    // without waking another thread for each (docs/performance.md).
-    let code = runtime.block_on(async { tokio::spawn(work).await.unwrap_or(exit::ABORTED) });
+    });
     ExitCode::from(code)
 }
 
@@ -267,6 +263,16 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
 }
 
 /// The daemon: starts up, runs the schedule until shutdown, and says how it ended.
+/// The daemon, as a task on the runtime's workers rather than the main thread's
+/// future: the answers to a change run's requests then wake them on the worker
+/// that read them, without waking the main thread for each. A one-shot run
+/// stays on the main thread, where a full read's planning runs beside the task
+/// decoding the pages instead of taking turns with it (docs/performance.md).
+async fn daemon_on_workers(cli: Cli, config: Config) -> u8 {
+    let daemon = tokio::spawn(async move { daemon(&cli, config).await });
+    daemon.await.unwrap_or(exit::ABORTED)
+}
+
 async fn daemon(cli: &Cli, config: Config) -> u8 {
     let shutdown = CancellationToken::new();
     let started = match start_daemon(cli, &config, &shutdown).await {
