@@ -262,7 +262,6 @@ async fn sync_now(cli: &Cli, config: Config) -> u8 {
     std::process::exit(code.into())
 }
 
-/// The daemon: starts up, runs the schedule until shutdown, and says how it ended.
 /// The daemon, as a task on the runtime's workers rather than the main thread's
 /// future: the answers to a change run's requests then wake them on the worker
 /// that read them, without waking the main thread for each. A one-shot run
@@ -273,6 +272,7 @@ async fn daemon_on_workers(cli: Cli, config: Config) -> u8 {
     daemon.await.unwrap_or(exit::ABORTED)
 }
 
+/// The daemon: starts up, runs the schedule until shutdown, and says how it ended.
 async fn daemon(cli: &Cli, config: Config) -> u8 {
     let shutdown = CancellationToken::new();
     let started = match start_daemon(cli, &config, &shutdown).await {

@@ -437,6 +437,7 @@ impl Syncer {
         }
         let managed_before = planner.managed();
         let (plan, leftover) = planner.finish(read.unusable, read.scope)?;
+        // Freeing a large cache's records takes a while: not in the run's way.
         tokio::task::spawn_blocking(move || drop(leftover));
         events::planned(&plan.size());
         let tail = ReadTail {
