@@ -211,12 +211,12 @@ pub fn next_run(unix_seconds: i64) {
     gauge!("idsync_next_run_timestamp_seconds").set(unix_seconds as f64);
 }
 
-pub fn run_finished(counts: &Counts, duration_ms: u64, dry_run: bool) {
+pub fn run_finished(counts: &Counts, duration_ms: f64, dry_run: bool) {
     let c = counts;
     let outcome = if c.has_failures() { "failures" } else { "ok" };
     if !dry_run {
         counter!("idsync_runs_total", "outcome" => outcome).increment(1);
-        histogram!("idsync_run_duration_seconds").record(duration_ms as f64 / 1000.0);
+        histogram!("idsync_run_duration_seconds").record(duration_ms / 1000.0);
         gauge!("idsync_last_success_timestamp_seconds").set(chrono::Utc::now().timestamp() as f64);
     }
     tracing::info!(
@@ -238,13 +238,13 @@ pub fn run_finished(counts: &Counts, duration_ms: u64, dry_run: bool) {
 pub fn run_aborted(
     error: &dyn std::fmt::Display,
     counts: &Counts,
-    duration_ms: u64,
+    duration_ms: f64,
     dry_run: bool,
 ) {
     let c = counts;
     if !dry_run {
         counter!("idsync_runs_total", "outcome" => "aborted").increment(1);
-        histogram!("idsync_run_duration_seconds").record(duration_ms as f64 / 1000.0);
+        histogram!("idsync_run_duration_seconds").record(duration_ms / 1000.0);
     }
     tracing::error!(
         error = %printable(&error.to_string()),

@@ -675,7 +675,7 @@ fn write_text_summary(
         "{} — {} directory users in {:.1} s",
         counts_text(&summary.counts, summary.dry_run),
         summary.directory_users,
-        summary.duration_ms as f64 / 1000.0,
+        summary.duration_ms / 1000.0,
     )?;
     for action in &summary.actions {
         writeln!(
@@ -741,7 +741,7 @@ mod tests {
                 deactivated: 3,
                 ..Default::default()
             },
-            duration_ms: 1500,
+            duration_ms: 1500.0,
             dry_run: true,
             directory_users: 7,
             ..Summary::default()

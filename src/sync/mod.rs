@@ -32,7 +32,8 @@ use crate::target::{HoopClient, Target, TargetError};
 pub struct Summary {
     #[serde(flatten)]
     pub counts: Counts,
-    pub duration_ms: u64,
+    /// Wall time of the run, in milliseconds to the microsecond.
+    pub duration_ms: f64,
     pub dry_run: bool,
     /// Entries in the directory (the sum of the first nine counts).
     pub directory_users: usize,

@@ -307,6 +307,9 @@ impl Run {
     }
 }
 
-fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// Milliseconds since `started`, rounded to the microsecond: a change run can take
+/// a few milliseconds, and whole ones would hide a tenth of it.
+fn elapsed_ms(started: Instant) -> f64 {
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    micros as f64 / 1000.0
 }

@@ -295,7 +295,7 @@ def rename(url, rep):
 def daemon_runs(cfg, url, reps):
     """duration_ms of the daemon's run after each round of renames."""
     log_path = os.path.join(OUT_DIR, "logs", "ldap-daemon.err")
-    finished = re.compile(r"Run finished\..* updated=(\d+) .*duration_ms=(\d+)")
+    finished = re.compile(r"Run finished\..* updated=(\d+) .*duration_ms=([\d.]+)")
     with open(log_path, "w") as log:
         daemon = subprocess.Popen([IDSYNC, "--config", cfg], stdout=subprocess.DEVNULL, stderr=log,
                                   env={**env(), "RUST_LOG": "info", "NO_COLOR": "1"})
@@ -326,7 +326,7 @@ def daemon_runs(cfg, url, reps):
             if runs[-1][0] != str(CHANGES):
                 raise RuntimeError(f"the daemon's run updated {runs[-1][0]} users, not {CHANGES}")
             seen = len(runs)
-            durations.append(int(runs[-1][1]))
+            durations.append(float(runs[-1][1]))
         return durations
     finally:
         daemon.terminate()
