@@ -2,11 +2,18 @@
 //! requests go out.
 
 use std::future::Future;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use tokio::time::Instant;
 
-/// Outcomes recorded in one write to the cache (one flush).
+/// Outcomes recorded in one write to the cache (one flush), at most.
 const RECORD_BATCH: usize = 1024;
+/// How long an outcome waits for more to share its write. A change run's few
+/// outcomes, sent within milliseconds, take one write once the sends end, not one
+/// for every few that come in, each competing with the sends for the CPU; a long
+/// run is recorded at least this often.
+const RECORD_EVERY: Duration = Duration::from_millis(100);
 /// Outcomes sent and not yet recorded. Near the end of a large first import,
 /// sled's writes fall behind the gateway's pace, and an unbounded queue
 /// would hold every outcome sent meanwhile.
@@ -36,11 +43,23 @@ pub(super) fn send_ahead<T>(
 pub(super) struct Batches<T>(tokio::sync::mpsc::Receiver<T>);
 
 impl<T> Batches<T> {
-    /// Up to [`RECORD_BATCH`] outcomes, as soon as there are any; `None` after the
-    /// last.
+    /// Up to [`RECORD_BATCH`] outcomes: those that come within [`RECORD_EVERY`] of
+    /// the first, or until the sends end; `None` after the last.
     pub(super) async fn next(&mut self) -> Option<Vec<T>> {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
-        (self.0.recv_many(&mut batch, RECORD_BATCH).await > 0).then_some(batch)
+        if self.0.recv_many(&mut batch, RECORD_BATCH).await == 0 {
+            return None;
+        }
+        let due = Instant::now() + RECORD_EVERY;
+        while batch.len() < RECORD_BATCH {
+            let room = RECORD_BATCH - batch.len();
+            // `recv_many` is cancel-safe: what it took before the deadline is in `batch`.
+            match tokio::time::timeout_at(due, self.0.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        Some(batch)
     }
 }
 
@@ -75,6 +94,45 @@ mod tests {
         };
         let ((), recorded) = tokio::join!(send, record);
         assert_eq!(recorded, (0..3 * RECORD_BATCH + 5).collect::<Vec<_>>());
+    }
+
+    /// Outcomes sent `every` apart, each the time it was sent.
+    fn sent_every(every: Duration, n: usize) -> impl Stream<Item = Instant> {
+        futures::stream::iter(0..n).then(move |_| async move {
+            tokio::time::sleep(every).await;
+            Instant::now()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_run_is_recorded_in_one_write_once_its_sends_end() {
+        let (send, mut batches) = send_ahead(sent_every(Duration::from_millis(5), 10));
+        let record = async {
+            let mut sizes = Vec::new();
+            while let Some(batch) = batches.next().await {
+                sizes.push(batch.len());
+            }
+            sizes
+        };
+        let ((), sizes) = tokio::join!(send, record);
+        assert_eq!(sizes, [10]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_outcome_of_a_long_run_waits_longer_than_record_every() {
+        let (send, mut batches) = send_ahead(sent_every(Duration::from_millis(30), 40));
+        let record = async {
+            let (mut waited, mut writes) = (Duration::ZERO, 0);
+            while let Some(batch) = batches.next().await {
+                waited = waited.max(batch[0].elapsed());
+                writes += 1;
+            }
+            (waited, writes)
+        };
+        let ((), (waited, writes)) = tokio::join!(send, record);
+        assert!(waited <= RECORD_EVERY, "an outcome waited {waited:?}");
+        // 1.2 s of sends: a write every 100 ms or so, not one per outcome.
+        assert!((10..=14).contains(&writes), "{writes} writes");
     }
 
     #[tokio::test]

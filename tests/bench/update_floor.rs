@@ -2,10 +2,12 @@
 //! the gateway stand-in (`bench_gateway`) takes to answer N updates made the way
 //! hoop's API needs them, a GET of the user and then a PUT of it whole, with K
 //! in flight, by a plain reqwest client that keeps its connections between rounds
-//! (as the daemon's client does between runs).
+//! (as the daemon's client does between runs). `--pause-ms` waits before each
+//! round, as the daemon waits for its next tick: after an idle pause the first
+//! requests meet cold caches and sleeping threads on both sides.
 //!
 //! Usage: update_floor --gateway http://127.0.0.1:PORT/api [--users 100]
-//!        [--in-flight 16] [--rounds 5]
+//!        [--in-flight 16] [--rounds 5] [--pause-ms 0]
 //!
 //! Prints a line per round, `round R updates N in_flight K ms X.XXX`, after one
 //! round that opens the connections and is not counted.
@@ -15,13 +17,15 @@ use std::time::Instant;
 
 use futures::{stream, StreamExt, TryStreamExt};
 
-const USAGE: &str = "usage: update_floor --gateway URL [--users 100] [--in-flight 16] [--rounds 5]";
+const USAGE: &str =
+    "usage: update_floor --gateway URL [--users 100] [--in-flight 16] [--rounds 5] [--pause-ms 0]";
 
 struct Args {
     gateway: String,
     users: usize,
     in_flight: usize,
     rounds: usize,
+    pause: std::time::Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         users: 100,
         in_flight: 16,
         rounds: 5,
+        pause: std::time::Duration::ZERO,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -44,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
             "--users" => args.users = number()?,
             "--in-flight" => args.in_flight = number()?.max(1),
             "--rounds" => args.rounds = number()?,
+            "--pause-ms" => args.pause = std::time::Duration::from_millis(number()? as u64),
             _ => return Err(USAGE.into()),
         }
     }
@@ -97,6 +103,7 @@ async fn main() -> ExitCode {
         .build()
         .expect("a client");
     for at in 0..=args.rounds {
+        tokio::time::sleep(args.pause).await;
         let started = Instant::now();
         if let Err(err) = round(&client, &args).await {
             eprintln!("update_floor: {err}");
