@@ -451,8 +451,8 @@ impl Syncer {
         Ok((plan, managed_before, tail))
     }
 
-    /// Sends the actions through the applier and records each outcome as it
-    /// arrives, in batches, while the next requests go out.
+    /// Sends the actions through the applier and records their outcomes in
+    /// batches (see [`outcomes`]) while the next requests go out.
     async fn send_and_record(
         &self,
         actions: Actions<impl Iterator<Item = Action>>,
