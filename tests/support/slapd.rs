@@ -31,10 +31,17 @@ pub struct Slapd {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").port()
+/// Two free ports, held at once while chosen so that they differ.
+fn free_ports() -> (u16, u16) {
+    let listen = || TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let (first, second) = (listen(), listen());
+    let port = |listener: &TcpListener| listener.local_addr().expect("address").port();
+    (port(&first), port(&second))
 }
+
+/// Launches on fresh ports again when slapd exits before it serves: a port
+/// chosen free can be taken by another test's server before slapd binds it.
+const LAUNCH_ATTEMPTS: usize = 3;
 
 /// Runs a command to its end; panics with its output when it fails.
 pub fn run(command: &mut Command) {
@@ -55,18 +62,30 @@ impl Slapd {
         std::fs::create_dir(dir.path().join("db")).expect("db dir");
         std::fs::write(dir.path().join("slapd.conf"), config(dir.path())).expect("config");
         std::fs::write(dir.path().join("freeipa.schema"), FREEIPA_SCHEMA).expect("schema");
+        let (port, tls_port) = free_ports();
         let mut slapd = Self {
             dir,
-            port: free_port(),
-            tls_port: free_port(),
+            port,
+            tls_port,
             child: None,
         };
-        slapd.launch();
+        let mut attempts = 1;
+        while !slapd.launch() {
+            assert!(
+                attempts < LAUNCH_ATTEMPTS,
+                "slapd did not start: {}",
+                slapd.log()
+            );
+            attempts += 1;
+            (slapd.port, slapd.tls_port) = free_ports();
+        }
         slapd.add(&base_ldif());
         slapd
     }
 
-    fn launch(&mut self) {
+    /// Starts slapd on its ports; false if it exited before both accepted
+    /// connections and it was still running (then `child` is `None`).
+    fn launch(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,16 +96,26 @@ impl Slapd {
             self.port, self.tls_port
         );
         // -d 256: stay in the foreground and log each operation's result (stats).
-        let child = Command::new("/usr/sbin/slapd")
+        let mut child = Command::new("/usr/sbin/slapd")
             .args(["-d", "256", "-h", &listen, "-f"])
             .arg(self.dir.path().join("slapd.conf"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("slapd starts (apt-get install slapd ldap-utils)");
-        self.child = Some(child);
+        let accepts = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            // Checked after the connections: a slapd that could not bind its
+            // second port exits, while another process may answer on it.
+            let serving = accepts(self.port) && accepts(self.tls_port);
+            if child.try_wait().expect("slapd's status").is_some() {
+                return false;
+            }
+            if serving {
+                self.child = Some(child);
+                return true;
+            }
             assert!(
                 Instant::now() < deadline,
                 "slapd did not start: {}",
