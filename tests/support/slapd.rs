@@ -83,8 +83,8 @@ impl Slapd {
         slapd
     }
 
-    /// Starts slapd on its ports; false if it exited before both accepted
-    /// connections and it was still running (then `child` is `None`).
+    /// Starts slapd on its ports: true once both accept connections and slapd
+    /// still runs; false if it exited first (`child` stays `None`).
     fn launch(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
