@@ -187,6 +187,24 @@ max_deactivations = 10
             .count()
     }
 
+    /// The files in the cache that hold a cursor's base.
+    fn cursor_base_files(&self) -> Vec<String> {
+        let cache = self.dir.path().join("cache");
+        let mut names: Vec<String> = std::fs::read_dir(cache)
+            .expect("cache directory")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .into_string()
+                    .expect("name")
+            })
+            .filter(|name| name.starts_with("cursor-base."))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Applies a modify LDIF off the async runtime's thread.
     async fn change(&self, ldif: String) {
         let slapd = &self.slapd;
@@ -317,6 +335,8 @@ async fn incremental_reads_ask_only_for_the_changes_and_converge() {
         [PEOPLE_COUNT],
         "one refresh read every user"
     );
+    let first_base = world.cursor_base_files();
+    assert_eq!(first_base.len(), 1, "the group listing: {first_base:?}");
 
     world.gateway.clear_requests();
     world.run().await.expect("second run");
@@ -343,6 +363,12 @@ async fn incremental_reads_ask_only_for_the_changes_and_converge() {
     assert_eq!(fourth.counts.updated, 801, "{:?}", fourth.counts);
     assert_eq!(refreshes(&world).last(), Some(&PEOPLE_COUNT));
     assert_eq!(world.held()[&mail(1501)].0, ["all-staff", "sales-team"]);
+    let fourth_base = world.cursor_base_files();
+    assert_eq!(fourth_base.len(), 1, "{fourth_base:?}");
+    assert_ne!(
+        fourth_base, first_base,
+        "the full read's listing replaced the first"
+    );
 }
 
 /// A daemon makes every run with one syncer, which keeps the records' summaries

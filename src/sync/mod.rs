@@ -378,7 +378,9 @@ impl Syncer {
             Some(opening) if self.source.reads_changes() && !self.dry_run => {
                 let cache = opening.get().await?;
                 let (position, base) = (cursor.position.as_deref(), cursor.base.as_ref());
-                cache.save_cursor(&self.source.name(), position, base)?;
+                cache
+                    .save_cursor(&self.source.name(), position, base)
+                    .await?;
                 if let Some(cursor) = position {
                     self.source.cursor_kept(cursor);
                 }
