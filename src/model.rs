@@ -263,13 +263,78 @@ pub struct IdDigest(u64, u64);
 impl IdDigest {
     /// The top `bits` bits: uniformly spread, since the keys are random.
     pub fn top_bits(self, bits: u32) -> usize {
-        self.0.checked_shr(64 - bits).unwrap_or(0) as usize
+        top_bits(self.0, bits)
+    }
+
+    /// A word of the digest that [`HashBuckets`] can bucket by.
+    pub fn spread_word(self) -> u64 {
+        self.0
+    }
+}
+
+fn top_bits(hash: u64, bits: u32) -> usize {
+    hash.checked_shr(64 - bits).unwrap_or(0) as usize
+}
+
+/// Where the sorted hashes of a table start, by their top bits: with about one
+/// hash a bucket, a lookup reads one bucket instead of searching the whole
+/// table, which costs a cache miss a step once the table outgrows the caches.
+/// The hashes must be uniformly spread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HashBuckets {
+    /// The hashes whose top bits are `b` are at `starts[b]..starts[b + 1]`.
+    starts: Vec<u32>,
+}
+
+impl HashBuckets {
+    /// For `len` hashes in ascending order, of which `hash_at(i)` is the i-th.
+    /// Positions are `u32`: a table of 2^32 would not fit in memory.
+    pub fn of_sorted(len: usize, hash_at: impl Fn(usize) -> u64) -> Self {
+        let bits = len.next_power_of_two().trailing_zeros();
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut at = 0;
+        for bucket in 0..1usize << bits {
+            while at < len && top_bits(hash_at(at), bits) < bucket {
+                at += 1;
+            }
+            starts.push(at as u32);
+        }
+        starts.push(len as u32);
+        Self { starts }
+    }
+
+    /// The positions where `hash` may be; none in a table never bucketed.
+    pub fn candidates(&self, hash: u64) -> std::ops::Range<usize> {
+        let Some(buckets) = self.starts.len().checked_sub(1) else {
+            return 0..0;
+        };
+        let bucket = top_bits(hash, buckets.trailing_zeros());
+        self.starts[bucket] as usize..self.starts[bucket + 1] as usize
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_buckets_find_every_hash_among_few_candidates() {
+        let mut hashes: Vec<u64> = (0..5_000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        hashes.extend([0, 0, u64::MAX, u64::MAX, 1 << 63]);
+        hashes.sort_unstable();
+        let buckets = HashBuckets::of_sorted(hashes.len(), |at| hashes[at]);
+        for (at, hash) in hashes.iter().enumerate() {
+            let candidates = buckets.candidates(*hash);
+            assert!(candidates.contains(&at), "{hash:#x} at {at}: {candidates:?}");
+            assert!(candidates.len() < 16, "{candidates:?}");
+        }
+        let never = HashBuckets::default();
+        assert_eq!(never.candidates(7), 0..0);
+        let empty = HashBuckets::of_sorted(0, |_| unreachable!());
+        assert_eq!(empty.candidates(u64::MAX), 0..0);
+    }
 
     #[test]
     fn a_user_without_a_usable_email_is_labelled_with_its_name_when_known() {

@@ -218,7 +218,7 @@ impl<'a> Planner<'a> {
         inventory: Option<HashMap<String, GatewayUser>>,
         rules: &'a Rules,
     ) -> Self {
-        let managed = records.count(RecordSummary::is_kept_active);
+        let managed = records.kept_active();
         Self {
             records,
             managed,

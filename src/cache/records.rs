@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{decode_record, store_error, CacheError, SubjectRecord, SubjectState};
-use crate::model::{Fingerprint, IdDigest, IdKeys, Subject};
+use crate::model::{Fingerprint, HashBuckets, IdDigest, IdKeys, Subject};
 
 /// Every subject's record, as the planner reads them. Only what decides whether
 /// a user needs work is held: a subject's digest and its [`RecordSummary`], 32 bytes
@@ -20,10 +20,13 @@ use crate::model::{Fingerprint, IdDigest, IdKeys, Subject};
 pub struct Records {
     pub(super) keys: IdKeys,
     pub(super) entries: Vec<Entry>,
-    /// `entries[starts[b]..starts[b + 1]]` are those whose digest has the top bits `b`.
-    pub(super) starts: Vec<u32>,
+    /// Where the entries of each range of digests start.
+    pub(super) buckets: HashBuckets,
     /// Records not taken.
     pub(super) len: usize,
+    /// Records kept active when indexed: counted then, off a change run's way
+    /// for a daemon, whose next records are indexed after each run.
+    pub(super) kept_active: usize,
     pub(super) full: FullRecords,
 }
 
@@ -88,35 +91,24 @@ impl Records {
     /// `u32`: 2^32 entries of 32 bytes would take 128 GiB.
     pub(super) fn indexed(keys: IdKeys, mut entries: Vec<Entry>, full: FullRecords) -> Self {
         entries.sort_unstable_by_key(|entry| entry.digest);
-        let bits = entries.len().next_power_of_two().trailing_zeros();
-        let mut starts = Vec::with_capacity((1 << bits) + 1);
-        let mut at = 0;
-        for bucket in 0..1usize << bits {
-            while at < entries.len() && entries[at].digest.top_bits(bits) < bucket {
-                at += 1;
-            }
-            starts.push(at as u32);
-        }
-        starts.push(entries.len() as u32);
+        let buckets = HashBuckets::of_sorted(entries.len(), |at| entries[at].digest.spread_word());
+        let summaries = entries.iter().filter_map(|entry| entry.summary.as_ref());
+        let (len, kept_active) = summaries.fold((0, 0), |(len, kept), summary| {
+            (len + 1, kept + usize::from(summary.is_kept_active()))
+        });
         Self {
             keys,
-            len: entries
-                .iter()
-                .filter(|entry| entry.summary.is_some())
-                .count(),
+            len,
+            kept_active,
             entries,
-            starts,
+            buckets,
             full,
         }
     }
 
-    /// Indexes only what `indexed` built in memory: `starts` has `2^bits + 1`
-    /// entries, each at most `entries.len()`, and a bucket is below `2^bits`.
     pub(super) fn position(&self, subject: &Subject) -> Option<usize> {
-        let bits = self.starts.len().checked_sub(1)?.trailing_zeros();
         let digest = self.keys.digest(subject.as_str());
-        let bucket = digest.top_bits(bits);
-        (self.starts[bucket] as usize..self.starts[bucket + 1] as usize)
+        (self.buckets.candidates(digest.spread_word()))
             .find(|&at| self.entries[at].digest == digest)
     }
 
@@ -132,6 +124,12 @@ impl Records {
     /// A subject's summary, unless it is not recorded or was taken.
     pub fn summary(&self, subject: &Subject) -> Option<RecordSummary> {
         self.entries[self.position(subject)?].summary
+    }
+
+    /// Records kept active (managed and not deactivated) when these were
+    /// indexed, before any was taken.
+    pub fn kept_active(&self) -> usize {
+        self.kept_active
     }
 
     /// Records not taken that `keep` keeps.

@@ -9,13 +9,16 @@ use std::hash::{Hash, Hasher};
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 use super::GroupListing;
+use crate::model::HashBuckets;
 
 /// Each member of each group, as the hash of its packed key and the group's
-/// number, sorted. Two keys may share a hash, so a lookup checks each group
-/// found against its members: the index never adds a membership.
+/// number, sorted, and bucketed by hash. Two keys may share a hash, so a lookup
+/// checks each group found against its members: the index never adds a
+/// membership.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MemberIndex {
     pairs: Vec<(u64, u32)>,
+    buckets: HashBuckets,
     /// The groups' DN keys by number, and their numbers; a group deleted keeps
     /// its number.
     dns: Vec<String>,
@@ -28,7 +31,7 @@ impl MemberIndex {
         for dn in listing.groups.keys() {
             index.add_group(listing, dn);
         }
-        index.pairs.sort_unstable();
+        index.sort();
         index
     }
 
@@ -47,7 +50,13 @@ impl MemberIndex {
         for dn in dns {
             self.add_group(listing, dn);
         }
+        self.sort();
+    }
+
+    fn sort(&mut self) {
         self.pairs.sort_unstable();
+        let pairs = &self.pairs;
+        self.buckets = HashBuckets::of_sorted(pairs.len(), |at| pairs[at].0);
     }
 
     fn add_group(&mut self, listing: &GroupListing, dn: &str) {
@@ -66,10 +75,9 @@ impl MemberIndex {
     /// The DN keys of the groups that list the `packed` key themselves.
     pub fn groups_of<'a>(&'a self, listing: &'a GroupListing, packed: &str) -> Vec<&'a str> {
         let hash = hash(packed);
-        let start = self.pairs.partition_point(|(h, _)| *h < hash);
-        self.pairs[start..]
+        self.pairs[self.buckets.candidates(hash)]
             .iter()
-            .take_while(|(h, _)| *h == hash)
+            .filter(|(h, _)| *h == hash)
             .map(|(_, number)| self.dns[*number as usize].as_str())
             .filter(|dn| {
                 let group = listing.groups.get(*dn);
