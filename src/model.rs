@@ -327,7 +327,10 @@ mod tests {
         let buckets = HashBuckets::of_sorted(hashes.len(), |at| hashes[at]);
         for (at, hash) in hashes.iter().enumerate() {
             let candidates = buckets.candidates(*hash);
-            assert!(candidates.contains(&at), "{hash:#x} at {at}: {candidates:?}");
+            assert!(
+                candidates.contains(&at),
+                "{hash:#x} at {at}: {candidates:?}"
+            );
             assert!(candidates.len() < 16, "{candidates:?}");
         }
         let never = HashBuckets::default();
