@@ -106,6 +106,7 @@ impl Records {
         }
     }
 
+    /// Where `subject`'s entry is, if it has one.
     pub(super) fn position(&self, subject: &Subject) -> Option<usize> {
         let digest = self.keys.digest(subject.as_str());
         (self.buckets.candidates(digest.spread_word()))
