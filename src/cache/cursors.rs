@@ -6,9 +6,9 @@
 //! A base lives in a file of its own beside the store, which `meta` names. In
 //! the store, a base of megabytes is one of sled's blobs, which sled's flusher,
 //! cleaning the segments that runs' writes left behind, writes again whole, on
-//! the cores the runs use: every two minutes or so for a daemon making change
-//! runs, each old copy kept until sled's next snapshot (docs/performance.md,
-//! run L10).
+//! the cores the runs use: every two minutes or so for a lab daemon making a
+//! change run every 2 s, each old copy kept until sled's next snapshot
+//! (docs/performance.md, run L10).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
