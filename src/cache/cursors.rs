@@ -143,13 +143,12 @@ impl Cache {
         let id = self.db.generate_id().map_err(|e| self.store_error(e))?;
         let name = format!("{FILE_NAME_PREFIX}{id:016x}");
         let path = self.path.join(&name);
-        let written = tokio::task::spawn_blocking(move || {
+        let written = on_blocking_pool(move || {
             let mut file = private::create_file(&path)?;
             file.write_all(base.as_bytes())?;
             file.sync_all()
         })
-        .await
-        .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked.to_string())));
+        .await;
         written.map_err(|err| self.store_error(sled::Error::Io(err)))?;
         Ok(name)
     }
@@ -164,9 +163,7 @@ impl Cache {
             named.insert(String::from_utf8_lossy(&name).into_owned());
         }
         let dir = self.path.clone();
-        let removed = tokio::task::spawn_blocking(move || remove_base_files_except(&dir, &named))
-            .await
-            .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked.to_string())));
+        let removed = on_blocking_pool(move || remove_base_files_except(&dir, &named)).await;
         if let Err(err) = removed {
             tracing::warn!(
                 path = %self.path.display(),
@@ -229,6 +226,15 @@ enum StoredBase {
     Found(Arc<str>),
     /// The store names a file that cannot be read.
     Lost,
+}
+
+/// File work, off the runtime's workers; a panic there is an I/O error here.
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked.to_string())))
 }
 
 fn remove_base_files_except(dir: &Path, named: &FxHashSet<String>) -> std::io::Result<()> {
